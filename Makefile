@@ -1,0 +1,93 @@
+# Candor developer tasks. Needs GNU make, git and python3.11; everything else goes into $(VENV).
+# Environment variables (CANDOR_DATA_DIR, CANDOR_BIND, CANDOR_TEST_POSTGRES_URL, ...) pass through unchanged.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Written after a successful install; re-install only when the dependency files change.
+STAMP := $(VENV)/.installed
+# torch must be installed first and exactly pinned: a plain or ranged torch pulls the huge CUDA build.
+TORCH_VERSION := 2.13.0
+PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
+PYTEST_ARGS ?=
+
+.PHONY: help venv install run test lint fmt typecheck dockerlint pytest bench openapi clean distclean
+
+help:
+	@echo "make run        install, build the demo models, ensure a demo key, serve on 127.0.0.1:8000"
+	@echo "make test       lint (below) then pytest; extra pytest args: PYTEST_ARGS=..."
+	@echo "make lint       ruff check, ruff format --check, mypy, hadolint"
+	@echo "make fmt        ruff format + ruff check --fix"
+	@echo "make bench      run bench/bench_shap.py"
+	@echo "make openapi    write openapi.yaml"
+	@echo "make venv       create $(VENV) and install the project with its dev extras"
+	@echo "make clean      remove caches and build artifacts (distclean also removes $(VENV))"
+
+venv install: $(STAMP)
+
+# Order-only on $(PY): its mtime is the interpreter's (a symlink), which must not force re-installs.
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PIP) install $(PIP_FLAGS) --upgrade pip
+	$(PIP) install $(PIP_FLAGS) -c constraints.txt torch==$(TORCH_VERSION)
+	$(PIP) install $(PIP_FLAGS) -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/candor demo install
+	$(VENV)/bin/candor keys ensure-demo
+	exec $(VENV)/bin/candor serve
+
+# Static checks, shared by `make lint` and `make test`.
+define LINT_RECIPE
+$(VENV)/bin/ruff check .
+$(VENV)/bin/ruff format --check .
+$(VENV)/bin/mypy
+$(VENV)/bin/hadolint Dockerfile
+endef
+
+define PYTEST_RECIPE
+$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+endef
+
+test: $(STAMP)
+	$(LINT_RECIPE)
+	$(PYTEST_RECIPE)
+
+lint: $(STAMP)
+	$(LINT_RECIPE)
+
+pytest: $(STAMP)
+	$(PYTEST_RECIPE)
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+dockerlint: $(STAMP)
+	$(VENV)/bin/hadolint Dockerfile
+
+bench: $(STAMP)
+	$(PY) bench/bench_shap.py
+
+openapi: $(STAMP)
+	$(VENV)/bin/candor openapi > openapi.yaml.tmp
+	mv openapi.yaml.tmp openapi.yaml
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts bench/results openapi.yaml.tmp
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0r rm -rf
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,90 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, request
+from flask_smorest import Api
+
+from api import auth, docs
+from api.context import Candor
+from api.errors import problem, register_error_handlers
+from api.jsonio import OrjsonProvider
+from api.schemas.common import ProblemSchema
+from api.service import ExplanationService
+from api.settings import Settings
+from api.v1 import explain, kserve, models, system
+from model_store.store import Store
+
+API_VERSION = "1.0.0"
+JSON_MIMETYPES = {"application/json"}
+UPLOAD_ENDPOINTS = {"models.Versions"}
+
+
+class CandorApi(Api):
+    ERROR_SCHEMA = ProblemSchema
+    DEFAULT_ERROR_RESPONSE_NAME = "Problem"
+
+    def _register_error_handlers(self) -> None:
+        """Errors are handled by ``api.errors`` (RFC 9457), not flask-smorest's default payload."""
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app; ``test_config`` overrides settings by their lower-case field names."""
+    settings = Settings.load(test_config)
+    logging.basicConfig(level=settings.log_level.upper())
+    warnings.filterwarnings("ignore", message=".*does not have valid feature names.*")
+    app = Flask(__name__, static_folder=None)
+    app.json = OrjsonProvider(app)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="Candor",
+        API_VERSION=API_VERSION,
+        OPENAPI_VERSION="3.0.3",
+        API_SPEC_OPTIONS={
+            "info": {
+                "description": "Model explanations you can check: SHAP attributions per raw feature, "
+                "predictions and global importance, as versioned JSON."
+            },
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearerAuth": []}],
+        },
+    )
+    store = Store(settings.data_dir, settings.resolved_database_url, settings.model_cache_size)
+    app.extensions["candor"] = Candor(settings, store, ExplanationService(store, settings))
+    api = CandorApi(app)
+    for blueprint in (system.blp, models.blp, explain.blp, kserve.blp):
+        api.register_blueprint(blueprint)
+    _mark_public_operations(api)
+    docs.init_app(app, api)
+    register_error_handlers(app)
+    auth.init_app(app, store.keys)
+    _limit_bodies(app, settings)
+    return app
+
+
+def _limit_bodies(app: Flask, settings: Settings) -> None:
+    @app.before_request
+    def _check_body() -> Any:
+        if request.method not in ("POST", "PUT", "PATCH") or request.endpoint is None:
+            return None
+        if request.endpoint in UPLOAD_ENDPOINTS:
+            request.max_content_length = settings.max_upload_bytes
+            if request.mimetype != "multipart/form-data":
+                return problem(415, "Unsupported Media Type", "Send multipart/form-data.")
+            return None
+        if request.mimetype not in JSON_MIMETYPES:
+            return problem(415, "Unsupported Media Type", "Send application/json.")
+        return None
+
+
+def _mark_public_operations(api: Api) -> None:
+    """Health and readiness need no key; say so in the contract."""
+    paths = api.spec._paths  # type: ignore[union-attr]
+    for path in ("/v1/health", "/v1/ready"):
+        for operation in paths.get(path, {}).values():
+            operation["security"] = []

@@ -1,0 +1,174 @@
+"""The ``candor`` command: serve, demo, models, keys, openapi and db (all honour CANDOR_* variables)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from api.settings import Settings
+from model_store.errors import CandorError
+from model_store.keys import SCOPES
+from model_store.manifest import read_manifest_text
+from model_store.store import Store
+
+DEMO_KEY_FILE = "demo-key.txt"
+
+
+def _store(settings: Settings) -> Store:
+    return Store(settings.data_dir, settings.resolved_database_url, settings.model_cache_size)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    conf = str(Path(__file__).with_name("gunicorn_conf.py"))
+    argv = [sys.executable, "-m", "gunicorn", "-c", conf]
+    if args.bind:
+        argv += ["--bind", args.bind]
+    os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with gunicorn
+
+
+def cmd_demo_install(args: argparse.Namespace, settings: Settings) -> int:
+    from api.demo import install_demos
+
+    installed = install_demos(_store(settings).registry)
+    print("installed: " + ", ".join(installed) if installed else "demo models already registered")
+    return 0
+
+
+def cmd_models_register(args: argparse.Namespace, settings: Settings) -> int:
+    manifest = read_manifest_text(Path(args.manifest).read_text())
+    info = _store(settings).registry.register_tabular(
+        manifest, Path(args.artifact).read_bytes(), Path(args.reference).read_bytes()
+    )
+    print(f"registered {info.name} version {info.version} sha256 {info.artifact_sha256}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
+    for model in _store(settings).registry.list_models():
+        print(f"{model['name']}\tlatest={model['latest_version']}\tproduction={model['production_version']}")
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> int:
+    info = _store(settings).registry.promote(args.name, args.version)
+    print(f"{info.name} version {info.version} is now production")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    token, principal = _store(settings).keys.create(args.name, args.scopes.split(","))
+    print(token)
+    print(
+        f"# key id {principal.key_id}, scopes {','.join(sorted(principal.scopes))}; shown once",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    for key in _store(settings).keys.list():
+        state = "revoked" if key["revoked"] else "active"
+        print(f"{key['key_id']}\t{key['name']}\t{','.join(map(str, key['scopes']))}\t{state}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    return 0 if _store(settings).keys.revoke(args.key_id) else 1
+
+
+def cmd_keys_ensure_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Create (once) a demo key kept in the data dir, and print it with an example request."""
+    store = _store(settings)
+    path = settings.data_dir / DEMO_KEY_FILE
+    token = path.read_text().strip() if path.exists() else ""
+    if not token or store.keys.authenticate(token) is None:
+        token, _ = store.keys.create("demo", ["explain", "models:write", "audit:read"])
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+    host = settings.bind
+    print(f"Demo API key (also in {path}):\n  {token}\n")
+    print("Example request:")
+    print(
+        f"  curl -s -X POST http://{host}/v1/models/loan/versions/production/explain/shap \\\n"
+        f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
+        f"    -d @tests/data/loan_shap_request.json"
+    )
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+
+    from api.app import create_app
+    from api.docs import spec_yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app({"data_dir": tmp, "database_url": ""})
+        sys.stdout.write(spec_yaml(app.extensions["flask-smorest"]["apis"][""]["ext_obj"]))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    _store(settings)
+    print("database is at the newest schema")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="candor", description="Candor explainability server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the API with gunicorn")
+    serve.add_argument("--bind", help="HOST:PORT (default CANDOR_BIND or 127.0.0.1:8000)")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo").add_subparsers(dest="action", required=True)
+    demo.add_parser("install", help="build and register the demo models").set_defaults(func=cmd_demo_install)
+
+    models = sub.add_parser("models").add_subparsers(dest="action", required=True)
+    register = models.add_parser("register", help="register a new model version")
+    register.add_argument("--manifest", required=True)
+    register.add_argument("--artifact", required=True)
+    register.add_argument("--reference", required=True)
+    register.set_defaults(func=cmd_models_register)
+    models.add_parser("list").set_defaults(func=cmd_models_list)
+    promote = models.add_parser("promote", help="make a version the production stage")
+    promote.add_argument("name")
+    promote.add_argument("version")
+    promote.set_defaults(func=cmd_models_promote)
+
+    keys = sub.add_parser("keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create a key; prints it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", default="explain", help=f"comma-separated from {','.join(SCOPES)}")
+    create.set_defaults(func=cmd_keys_create)
+    keys.add_parser("list").set_defaults(func=cmd_keys_list)
+    revoke = keys.add_parser("revoke")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(func=cmd_keys_revoke)
+    keys.add_parser("ensure-demo", help="create the demo key once and print it").set_defaults(
+        func=cmd_keys_ensure_demo
+    )
+
+    sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(func=cmd_openapi)
+    db = sub.add_parser("db").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="migrate the database").set_defaults(func=cmd_db_upgrade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.load()
+    try:
+        return int(args.func(args, settings))
+    except CandorError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        for field, messages in exc.errors.items():
+            print(f"  {field}: {'; '.join(map(str, messages))}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

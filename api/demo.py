@@ -1,0 +1,159 @@
+"""The demo models: ``loan`` (German credit) and ``clinical`` (breast cancer), built and registered once."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_breast_cancer
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from model_store.errors import NotFound
+from model_store.manifest import parse_manifest
+from model_store.reference import to_parquet
+from model_store.registry import ModelRegistry
+from model_store.safe_load import dump_skops
+
+SEED = 0
+LOAN_TARGET = "creditability"
+PROTECTED = {"age_in_years", "personal_status_and_sex", "foreign_worker"}
+LOAN_MUTABLE = {
+    "status_of_existing_checking_account",
+    "duration_in_month",
+    "credit_amount",
+    "savings_account_and_bonds",
+    "installment_rate_in_percentage_of_disposable_income",
+    "other_debtors_or_guarantors",
+    "purpose",
+    "number_of_existing_credits_at_this_bank",
+    "telephone",
+}
+LOAN_UNITS = {
+    "duration_in_month": "months",
+    "credit_amount": "DM",
+    "age_in_years": "years",
+    "installment_rate_in_percentage_of_disposable_income": "percent band (1-4)",
+    "present_residence_since": "years band (1-4)",
+}
+LOAN_STEPS = {"duration_in_month": 1.0, "credit_amount": 1.0, "age_in_years": 1.0}
+
+
+def german_credit() -> pd.DataFrame:
+    """The German credit data shipped with the package (UCI Statlog, CC BY 4.0)."""
+    with resources.files("api.demo_data").joinpath("german_credit.csv").open("rb") as handle:
+        frame = pd.read_csv(handle)
+    for column in frame.columns:
+        if frame[column].dtype != "int64":
+            frame[column] = frame[column].astype(object)
+    return frame
+
+
+def loan_model() -> tuple[dict[str, Any], Pipeline, pd.DataFrame]:
+    data = german_credit()
+    features = data.drop(columns=[LOAN_TARGET])
+    categorical = [c for c in features.columns if features[c].dtype == object]
+    numeric = [c for c in features.columns if c not in categorical]
+    pipeline = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [
+                        ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical),
+                        ("numeric", "passthrough", numeric),
+                    ]
+                ),
+            ),
+            (
+                "model",
+                GradientBoostingClassifier(
+                    n_estimators=200, max_depth=3, learning_rate=0.05, random_state=SEED
+                ),
+            ),
+        ]
+    )
+    pipeline.fit(features, data[LOAN_TARGET])
+    specs = []
+    for column in features.columns:
+        spec: dict[str, Any] = {
+            "name": column,
+            "type": "categorical" if column in categorical else "numeric",
+            "mutable": column in LOAN_MUTABLE and column not in PROTECTED,
+            "protected": column in PROTECTED,
+            "display_name": column.replace("_", " "),
+        }
+        if column in LOAN_UNITS:
+            spec["unit"] = LOAN_UNITS[column]
+        if column in LOAN_STEPS:
+            spec["step"] = LOAN_STEPS[column]
+        if column in ("age_in_years", "present_residence_since"):
+            spec["monotone"] = "increasing"
+        specs.append(spec)
+    manifest = {
+        "name": "loan",
+        "task": "binary_classification",
+        "target": LOAN_TARGET,
+        "classes": ["bad", "good"],
+        "favourable_class": "good",
+        "description": "Credit risk on the UCI Statlog German credit data (CC BY 4.0); gradient boosting.",
+        "features": specs,
+        "groups": {
+            "applicant": ["age_in_years", "personal_status_and_sex", "foreign_worker", "job"],
+            "loan": [
+                "duration_in_month",
+                "credit_amount",
+                "purpose",
+                "installment_rate_in_percentage_of_disposable_income",
+            ],
+        },
+    }
+    return manifest, pipeline, data
+
+
+def clinical_model() -> tuple[dict[str, Any], Pipeline, pd.DataFrame]:
+    bunch = load_breast_cancer(as_frame=True)
+    features = bunch.data
+    labels = bunch.target.map(dict(enumerate(bunch.target_names)))
+    pipeline = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("model", GradientBoostingClassifier(n_estimators=150, max_depth=2, random_state=SEED)),
+        ]
+    ).fit(features, labels)
+    specs = [{"name": c, "type": "numeric", "mutable": False} for c in features.columns]
+    manifest = {
+        "name": "clinical",
+        "task": "binary_classification",
+        "target": "diagnosis",
+        "classes": [str(c) for c in pipeline.classes_],
+        "favourable_class": "benign",
+        "description": "Breast cancer diagnosis (Wisconsin diagnostic data bundled with scikit-learn).",
+        "features": specs,
+    }
+    reference = features.assign(diagnosis=labels.to_numpy())
+    return manifest, pipeline, reference
+
+
+DEMOS = {"loan": loan_model, "clinical": clinical_model}
+
+
+def install_demos(registry: ModelRegistry) -> list[str]:
+    """Build and register each demo model that is not registered yet; returns what was installed."""
+    installed = []
+    for name, build in DEMOS.items():
+        try:
+            registry.get_model(name)
+            continue
+        except NotFound:
+            pass
+        manifest, pipeline, reference = build()
+        info = registry.register_tabular(
+            parse_manifest(manifest), dump_skops(pipeline), to_parquet(reference)
+        )
+        registry.promote(name, info.version)
+        installed.append(f"{name} v{info.version}")
+    return installed

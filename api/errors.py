@@ -1,0 +1,76 @@
+"""RFC 9457 problem documents for every error, with a field-level ``errors`` map."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from api.jsonio import json_response
+from model_store.errors import CandorError
+from model_store.manifest import flatten_messages
+
+PROBLEM_TYPE_BASE = "https://candor.dev/problems/"
+PROBLEM_MIMETYPE = "application/problem+json"
+log = logging.getLogger("candor.errors")
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    errors: dict[str, Any] | None = None,
+    type_slug: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + (type_slug or title.lower().replace(" ", "-")),
+        "title": title,
+        "status": status,
+        "instance": request.path,
+    }
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    return json_response(body, status=status, mimetype=PROBLEM_MIMETYPE, headers=headers)
+
+
+def http_problem(error: HTTPException) -> Response:
+    """Werkzeug and webargs errors; validation messages become ``{"field.path": [...]}``."""
+    status = error.code or 500
+    data = getattr(error, "data", None) or {}
+    messages = data.get("messages")
+    errors = None
+    detail = error.description if status != 422 else "The request does not match the schema."
+    if messages:
+        # webargs nests messages under the location ("json", "form", "files", "query"); drop that level.
+        flat: dict[str, Any] = {}
+        for location_messages in messages.values():
+            flat.update(flatten_messages(location_messages))
+        errors = flat
+    if status == 400 and messages:
+        detail = "The request body is not valid JSON (NaN and Infinity are not JSON numbers)."
+    headers = {k: v for k, v in error.get_headers() if k.lower() in ("allow", "retry-after")}
+    return problem(status, error.name, detail, errors, headers=headers)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(CandorError)
+    def _domain(error: CandorError) -> Response:
+        if error.status >= 500:
+            log.error(
+                "%s on %s: %s", type(error).__name__, request.path, error.detail, exc_info=error.__cause__
+            )
+        return problem(error.status, error.title, error.detail, error.errors, error.type_slug)
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Response:
+        return http_problem(error)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("Unhandled error on %s %s", request.method, request.path)
+        return problem(500, "Internal Server Error", "An unexpected error occurred; it has been logged.")

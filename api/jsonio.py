@@ -1,0 +1,44 @@
+"""Strict, fast JSON: orjson for every body in and out (NaN and Infinity are not JSON and are refused)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from flask import Response
+from flask.json.provider import JSONProvider
+
+OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps_bytes(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default, option=OPTIONS)
+
+
+def json_response(
+    value: Any, status: int = 200, mimetype: str = "application/json", headers: dict[str, str] | None = None
+) -> Response:
+    return Response(dumps_bytes(value), status=status, mimetype=mimetype, headers=headers)
+
+
+class OrjsonProvider(JSONProvider):
+    """Flask's JSON provider backed by orjson."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return dumps_bytes(obj).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        value = args[0] if len(args) == 1 else (args or kwargs)
+        return json_response(value)

@@ -1,0 +1,107 @@
+"""Schemas for explanation requests and the Explanation envelope."""
+
+from __future__ import annotations
+
+from marshmallow import fields, validate
+
+from api.schemas.common import ModelRefSchema, StrictSchema
+from api.schemas.models import InstancesSchema, PredictionSchema
+
+
+class ShapOptionsSchema(StrictSchema):
+    algorithm = fields.String(
+        load_default="auto", validate=validate.OneOf(["auto", "tree", "linear", "permutation", "kernel"])
+    )
+    output = fields.String(
+        allow_none=True,
+        load_default=None,
+        validate=validate.OneOf(["probability", "log_odds", "raw"]),
+        metadata={"description": "Default: the model's margin for tree/linear, else probability"},
+    )
+    target = fields.String(
+        allow_none=True,
+        load_default=None,
+        metadata={"description": "Class label; default favourable (binary) or predicted class"},
+    )
+    top_k = fields.Integer(allow_none=True, load_default=None, validate=validate.Range(min=1, max=10_000))
+    seed = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**32 - 1))
+    max_evals = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1, max=1_000_000),
+        metadata={"description": "Model evaluations per row (permutation, kernel)"},
+    )
+    background_rows = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=1_000_000)
+    )
+
+
+class ShapRequestSchema(InstancesSchema, ShapOptionsSchema):
+    pass
+
+
+class AttributionSchema(StrictSchema):
+    feature = fields.String(required=True)
+    value = fields.Raw(required=True, metadata={"description": "The instance's raw value"})
+    attribution = fields.Float(required=True)
+
+
+class GroupAttributionSchema(StrictSchema):
+    group = fields.String(required=True)
+    features = fields.List(fields.String(), required=True)
+    attribution = fields.Float(required=True)
+
+
+class AttributionResultSchema(StrictSchema):
+    prediction = fields.Nested(PredictionSchema, required=True)
+    target = fields.String(allow_none=True, required=True)
+    output_value = fields.Float(required=True, metadata={"description": "Model output in output.space"})
+    base_value = fields.Float(required=True)
+    attributions = fields.List(fields.Nested(AttributionSchema), required=True)
+    other_attribution = fields.Float(
+        required=True, metadata={"description": "Sum of attributions beyond top_k"}
+    )
+    additivity_residual = fields.Float(required=True)
+    groups = fields.List(fields.Nested(GroupAttributionSchema))
+
+
+class MethodSchema(StrictSchema):
+    name = fields.String(required=True)
+    algorithm = fields.String(required=True)
+    params = fields.Dict(required=True)
+    library_versions = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
+class OutputSchema(StrictSchema):
+    space = fields.String(required=True, validate=validate.OneOf(["probability", "log_odds", "raw"]))
+    target = fields.String(allow_none=True, required=True)
+    target_rule = fields.String(required=True)
+
+
+class ExplanationSchema(StrictSchema):
+    id = fields.String(required=True)
+    schema_version = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["attribution"]))
+    created_at = fields.DateTime(required=True)
+    model = fields.Nested(ModelRefSchema, required=True)
+    method = fields.Nested(MethodSchema, required=True)
+    output = fields.Nested(OutputSchema, required=True)
+    results = fields.List(fields.Nested(AttributionResultSchema), required=True)
+    quality = fields.Dict(required=True)
+    timing_ms = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+
+
+class FeatureImportanceSchema(StrictSchema):
+    feature = fields.String(required=True)
+    importance = fields.Float(required=True)
+    per_class = fields.Dict(keys=fields.String(), values=fields.Float(), allow_none=True)
+
+
+class ImportanceSchema(StrictSchema):
+    kind = fields.String(required=True)
+    model = fields.Nested(ModelRefSchema, required=True)
+    cached = fields.Boolean(required=True)
+    method = fields.Dict(required=True)
+    output = fields.Dict(required=True)
+    features = fields.List(fields.Nested(FeatureImportanceSchema), required=True)
+    timing_ms = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)

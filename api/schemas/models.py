@@ -1,0 +1,92 @@
+"""Schemas for models, versions, registration and predictions."""
+
+from __future__ import annotations
+
+from flask_smorest.fields import Upload
+from marshmallow import fields, validate
+
+from api.schemas.common import ModelRefSchema, StrictSchema
+
+
+class ModelSummarySchema(StrictSchema):
+    name = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    latest_version = fields.Integer(allow_none=True)
+    production_version = fields.Integer(allow_none=True)
+
+
+class ModelListSchema(StrictSchema):
+    models = fields.List(fields.Nested(ModelSummarySchema), required=True)
+
+
+class VersionSummarySchema(StrictSchema):
+    version = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+    artifact_sha256 = fields.String(required=True)
+    stages = fields.List(fields.String(), required=True)
+
+
+class ModelDetailSchema(ModelSummarySchema):
+    versions = fields.List(fields.Nested(VersionSummarySchema), required=True)
+
+
+class VersionDetailSchema(StrictSchema):
+    name = fields.String(required=True)
+    version = fields.Integer(required=True)
+    flavour = fields.String(required=True)
+    stages = fields.List(fields.String(), required=True)
+    artifact_sha256 = fields.String(required=True)
+    reference_sha256 = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    manifest = fields.Dict(required=True, metadata={"description": "The completed manifest"})
+    methods = fields.List(
+        fields.String(), required=True, metadata={"description": "Explanation methods that apply"}
+    )
+    feature_order = fields.List(fields.String(), required=True)
+
+
+class RegisterFormSchema(StrictSchema):
+    manifest = fields.String(required=True, metadata={"description": "The manifest as JSON or YAML text"})
+
+
+class RegisterFilesSchema(StrictSchema):
+    artifact = Upload(required=True, metadata={"description": "The estimator or Pipeline saved with skops"})
+    reference = Upload(required=True, metadata={"description": "Reference (background) rows, Parquet or CSV"})
+
+
+class InstancesSchema(StrictSchema):
+    instances = fields.List(
+        fields.Dict(keys=fields.String()),
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"description": "Rows as {feature: value} objects"},
+    )
+
+
+class PredictionSchema(StrictSchema):
+    label = fields.String()
+    probabilities = fields.Dict(keys=fields.String(), values=fields.Float())
+    value = fields.Float()
+
+
+class PredictResponseSchema(StrictSchema):
+    model = fields.Nested(ModelRefSchema, required=True)
+    predictions = fields.List(fields.Nested(PredictionSchema), required=True)
+
+
+class KServeRequestSchema(StrictSchema):
+    instances = fields.List(
+        fields.Raw(),
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"description": "Rows as objects or as arrays in the manifest's feature order"},
+    )
+
+
+class KServePredictResponseSchema(StrictSchema):
+    predictions = fields.List(
+        fields.Raw(), required=True, metadata={"description": "Predicted label (or value) per instance"}
+    )
+    probabilities = fields.List(fields.Dict(keys=fields.String(), values=fields.Float()))
+    model_name = fields.String(required=True)
+    model_version = fields.String(required=True)

@@ -1,0 +1,108 @@
+"""The service layer: plain Python (no Flask), callable from views, the CLI, jobs and tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
+
+from api.settings import Settings
+from explainers.envelope import Explanation
+from explainers.importance import global_importance
+from explainers.registry import get_explainer, methods_for
+from model_store.errors import InvalidInput
+from model_store.store import Store
+from model_store.tables import VersionCacheRow
+from model_store.tabular import TabularModel
+from model_store.versions import VersionInfo
+
+
+class ExplanationService:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def _loaded(self, name: str, version: str) -> tuple[VersionInfo, TabularModel]:
+        info = self.store.registry.resolve(name, version)
+        return info, self.store.registry.load(info)
+
+    def _check_count(self, instances: list[Any]) -> None:
+        if not instances:
+            raise InvalidInput.field("instances", "At least one instance is required.")
+        if len(instances) > self.settings.max_instances:
+            raise InvalidInput.field(
+                "instances", f"At most {self.settings.max_instances} instances per request."
+            )
+
+    def describe_version(self, name: str, version: str) -> dict[str, Any]:
+        info, model = self._loaded(name, version)
+        return {
+            "name": info.name,
+            "version": info.version,
+            "flavour": info.flavour,
+            "stages": list(info.stages),
+            "artifact_sha256": info.artifact_sha256,
+            "reference_sha256": info.reference_sha256,
+            "created_at": info.created_at,
+            "manifest": info.manifest_data,
+            "methods": methods_for(model),
+            "feature_order": model.feature_order,
+        }
+
+    def predict(self, name: str, version: str, instances: list[Any]) -> dict[str, Any]:
+        self._check_count(instances)
+        info, model = self._loaded(name, version)
+        records = model.validate(instances)
+        return {
+            "model": {"name": info.name, "version": info.version, "sha256": info.artifact_sha256},
+            "predictions": model.predictions(records),
+        }
+
+    def explain(
+        self, method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
+    ) -> Explanation:
+        self._check_count(instances)
+        info, model = self._loaded(name, version)
+        explainer = get_explainer(method)
+        if not type(explainer).supports(model):
+            raise InvalidInput.field("method", f"{method} does not apply to this model.")
+        if method == "shap":
+            self._check_shap_limits(options)
+        return explainer.explain(info, model, instances, options)
+
+    def _check_shap_limits(self, options: dict[str, Any]) -> None:
+        if (options.get("max_evals") or 0) > self.settings.max_shap_evals:
+            raise InvalidInput.field("max_evals", f"At most {self.settings.max_shap_evals}.")
+        if (options.get("background_rows") or 0) > self.settings.max_background_rows:
+            raise InvalidInput.field("background_rows", f"At most {self.settings.max_background_rows}.")
+
+    def importance(self, name: str, version: str) -> dict[str, Any]:
+        """Global importance, computed once per version and kept in the database for every worker."""
+        info, model = self._loaded(name, version)
+        key = "importance:v1"
+        with self.store.sessions() as session:
+            row = session.scalar(
+                select(VersionCacheRow).where(
+                    VersionCacheRow.version_id == info.id, VersionCacheRow.key == key
+                )
+            )
+            if row is not None:
+                return self._importance_response(info, row.value, cached=True)
+        value = global_importance(model)
+        try:
+            with self.store.sessions.begin() as session:
+                if session.get(VersionCacheRow, (info.id, key)) is None:
+                    session.add(VersionCacheRow(version_id=info.id, key=key, value=value))
+        except sa_exc.IntegrityError:
+            pass  # another worker stored the same result first
+        return self._importance_response(info, value, cached=False)
+
+    @staticmethod
+    def _importance_response(info: VersionInfo, value: dict[str, Any], cached: bool) -> dict[str, Any]:
+        return {
+            "kind": "global_importance",
+            "model": {"name": info.name, "version": info.version, "sha256": info.artifact_sha256},
+            "cached": cached,
+            **value,
+        }

@@ -1,0 +1,79 @@
+"""Typed settings read from ``CANDOR_*`` environment variables, overridable by ``create_app({...})``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CANDOR_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every knob of the service; each field reads ``CANDOR_<FIELD_NAME_UPPER>``."""
+
+    data_dir: Path = Path("./var")
+    """Where the SQLite file and the artifacts live."""
+    database_url: str = ""
+    """SQLAlchemy URL; empty means ``sqlite:///<data_dir>/candor.db``."""
+    max_instances: int = 5000
+    """Most instances one predict or explain request may carry."""
+    max_body_bytes: int = 16 * 1024 * 1024
+    """Largest JSON request body (413 above it, chunked bodies included)."""
+    max_upload_bytes: int = 256 * 1024 * 1024
+    """Largest multipart registration upload."""
+    model_cache_size: int = 8
+    """Loaded model versions kept per worker (least recently used evicted)."""
+    max_shap_evals: int = 4096
+    """Upper bound on model evaluations per row for permutation and kernel SHAP."""
+    max_background_rows: int = 200
+    """Upper bound on reference rows used as background by model-agnostic SHAP."""
+    bind: str = "127.0.0.1:8000"
+    """Address gunicorn binds."""
+    workers: int = 2
+    """gunicorn worker processes."""
+    threads: int = 4
+    """Threads per gunicorn worker."""
+    timeout: int = 60
+    """gunicorn worker timeout in seconds; explanation budgets stay below it."""
+    log_level: str = "info"
+    """Log level of the service."""
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'candor.db').resolve()}"
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Defaults, then ``CANDOR_*`` variables, then explicit overrides (lower-case field names)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is not None and raw != "":
+                values[field.name] = _coerce(field, raw)
+        for key, value in (overrides or {}).items():
+            if key not in {f.name for f in dataclasses.fields(cls)}:
+                raise KeyError(f"unknown setting {key!r}")
+            values[key] = value
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"])
+        return cls(**values)
+
+
+def _coerce(field: dataclasses.Field[Any], raw: str) -> Any:
+    default = field.default
+    if isinstance(default, bool):
+        return raw.lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, Path):
+        return Path(raw)
+    return raw

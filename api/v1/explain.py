@@ -1,0 +1,60 @@
+"""Predictions, SHAP attributions and global importance for one model version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from api.context import candor
+from api.jsonio import json_response
+from api.schemas.common import ProblemSchema
+from api.schemas.explain import ExplanationSchema, ImportanceSchema, ShapRequestSchema
+from api.schemas.models import InstancesSchema, PredictResponseSchema
+from api.v1.blueprint import Blueprint
+
+blp = Blueprint(
+    "explain",
+    __name__,
+    url_prefix="/v1/models/<name>/versions/<version>",
+    description="Predictions and explanations",
+)
+
+
+@blp.route("/predict")
+class Predict(MethodView):
+    required_scope = "explain"
+
+    @blp.arguments(InstancesSchema)
+    @blp.response(200, PredictResponseSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+        """Predicted label and class probabilities (or value) per instance."""
+        return json_response(candor().service.predict(name, version, body["instances"]))
+
+
+@blp.route("/explain/shap")
+class ExplainShap(MethodView):
+    required_scope = "explain"
+
+    @blp.arguments(ShapRequestSchema)
+    @blp.response(200, ExplanationSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+        """SHAP attributions per raw input feature, in a stated output space and target class."""
+        instances = body.pop("instances")
+        explanation = candor().service.explain("shap", name, version, instances, body)
+        return json_response(explanation.to_dict())
+
+
+@blp.route("/importance")
+class Importance(MethodView):
+    required_scope = "explain"
+
+    @blp.response(200, ImportanceSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def get(self, name: str, version: str):  # type: ignore[no-untyped-def]
+        """Global importance: mean |SHAP| per feature over the reference data (computed once per version)."""
+        return json_response(candor().service.importance(name, version))

@@ -1,0 +1,114 @@
+"""Models and versions: list, describe, register (multipart) and promote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from flask.views import MethodView
+
+from api.context import candor
+from api.schemas.common import ProblemSchema
+from api.schemas.models import (
+    ModelDetailSchema,
+    ModelListSchema,
+    RegisterFilesSchema,
+    RegisterFormSchema,
+    VersionDetailSchema,
+)
+from api.v1.blueprint import Blueprint
+from model_store.errors import InvalidManifest
+from model_store.manifest import parse_manifest
+from model_store.registry import check_name
+
+blp = Blueprint("models", __name__, url_prefix="/v1/models", description="Registered models and versions")
+MAX_MANIFEST_CHARS = 1_000_000
+
+
+@blp.route("")
+class Models(MethodView):
+    required_scope = "explain"
+
+    @blp.response(200, ModelListSchema)
+    def get(self):  # type: ignore[no-untyped-def]
+        """List the registered models."""
+        return {"models": candor().store.registry.list_models()}
+
+
+@blp.route("/<name>")
+class Model(MethodView):
+    required_scope = "explain"
+
+    @blp.response(200, ModelDetailSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def get(self, name: str):  # type: ignore[no-untyped-def]
+        """A model with its versions and stages."""
+        model = candor().store.registry.get_model(name)
+        model["versions"] = [
+            {
+                "version": v.version,
+                "created_at": v.created_at,
+                "artifact_sha256": v.artifact_sha256,
+                "stages": list(v.stages),
+            }
+            for v in model["versions"]
+        ]
+        return model
+
+
+@blp.route("/<name>/versions")
+class Versions(MethodView):
+    required_scope = "models:write"
+
+    @blp.arguments(RegisterFormSchema, location="form")
+    @blp.arguments(RegisterFilesSchema, location="files")
+    @blp.response(201, VersionDetailSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    def post(self, form: dict[str, Any], files: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
+        """Register a new version: manifest (JSON/YAML text), skops artifact and reference data."""
+        check_name(name)
+        manifest = _manifest_for(name, form["manifest"])
+        info = candor().store.registry.register_tabular(
+            manifest, files["artifact"].read(), files["reference"].read()
+        )
+        return candor().service.describe_version(info.name, str(info.version))
+
+
+@blp.route("/<name>/versions/<version>")
+class Version(MethodView):
+    required_scope = "explain"
+
+    @blp.response(200, VersionDetailSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def get(self, name: str, version: str):  # type: ignore[no-untyped-def]
+        """A version: completed manifest, sha256, stages and the explanation methods that apply.
+
+        ``version`` is a number, ``latest`` or ``production``."""
+        return candor().service.describe_version(name, version)
+
+
+@blp.route("/<name>/versions/<version>/promote")
+class Promote(MethodView):
+    required_scope = "models:write"
+
+    @blp.response(200, VersionDetailSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def post(self, name: str, version: str):  # type: ignore[no-untyped-def]
+        """Make this version the model's ``production`` stage."""
+        info = candor().store.registry.promote(name, version)
+        return candor().service.describe_version(info.name, str(info.version))
+
+
+def _manifest_for(name: str, text: str):  # type: ignore[no-untyped-def]
+    if len(text) > MAX_MANIFEST_CHARS:
+        raise InvalidManifest.field("manifest", "The manifest is too large.")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidManifest.field("manifest", "Not valid JSON or YAML.") from exc
+    if not isinstance(data, dict):
+        raise InvalidManifest.field("manifest", "The manifest must be a mapping.")
+    data.setdefault("name", name)
+    if data["name"] != name:
+        raise InvalidManifest.field("manifest.name", "Must equal the model name in the URL.")
+    return parse_manifest(data)

@@ -1,0 +1,27 @@
+"""The adapter interface every explanation method implements."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+from explainers.envelope import Explanation
+from model_store.versions import VersionInfo
+
+
+class Explainer(abc.ABC):
+    """Wraps one explanation library for the model flavours it ``supports``."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def supports(cls, model: Any) -> bool:
+        """Whether this method can explain ``model`` (a loaded model flavour)."""
+
+    @abc.abstractmethod
+    def explain(
+        self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
+    ) -> Explanation:
+        """Explain validated ``instances`` of ``model`` with request ``options``."""

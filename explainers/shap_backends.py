@@ -1,0 +1,233 @@
+"""The four SHAP algorithms behind one small interface, each returning per-raw-feature attributions.
+
+A backend answers ``run(records) -> (values, base)`` with ``values`` shaped (rows, raw features, outputs)
+and ``base`` shaped (rows, outputs), where outputs are the model's classes (or one column for regressors)
+in one resolved output space. Tree and linear backends work on the encoded matrix and sum encoded columns
+back to raw features; permutation and kernel work on raw features directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import shap
+
+from explainers.raw_codec import RawCodec
+from model_store.errors import InvalidInput
+from model_store.tabular import TabularModel
+
+ALGORITHMS = ("tree", "linear", "permutation", "kernel")
+BACKGROUND_SEED = 0
+KERNEL_BACKGROUND_ROWS = 50
+GLOBAL_RNG_LOCK = threading.Lock()
+"""shap's permutation and kernel explainers draw from NumPy's global generator; runs hold this lock."""
+
+
+class Unsupported(Exception):
+    """This algorithm cannot give exact attributions for this model in this output space."""
+
+
+def background(model: TabularModel, rows: int) -> Any:
+    """A fixed, seeded sample of the reference rows (the same for every request on a version)."""
+    reference = model.reference
+    if len(reference) <= rows:
+        return reference
+    return reference.sample(n=rows, random_state=BACKGROUND_SEED)
+
+
+class Backend:
+    algorithm: str
+    stochastic = False
+
+    def __init__(self, model: TabularModel, space: str, background_rows: int) -> None:
+        self.model = model
+        self.space = space
+        self.background_rows = background_rows
+
+    def run(
+        self, records: Sequence[dict[Any, Any]], encoded: np.ndarray, seed: int, max_evals: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+
+def _as_outputs(
+    model: TabularModel, space: str, values: Any, base: Any, n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """shap's layouts ((n,f), (n,f,k), scalar or per-class base) as (n,f,k) values and (n,k) base."""
+    values = np.asarray(values, dtype=float)
+    base = np.asarray(base, dtype=float).reshape(-1) if np.ndim(base) <= 1 else np.asarray(base, dtype=float)
+    if values.ndim == 2:
+        values = values[:, :, None]
+    if base.ndim == 1:
+        base = np.broadcast_to(base, (n_rows, base.shape[0])).copy()
+    n_classes = len(model.classes) if model.is_classifier else 1
+    if values.shape[2] == 1 and n_classes == 2:
+        # One output for a binary model is class 1; class 0 is its complement in the same space.
+        offset = 1.0 if space == "probability" else 0.0
+        values = np.concatenate([-values, values], axis=2)
+        base = np.column_stack([offset - base[:, 0], base[:, 0]])
+    if values.shape[2] != n_classes or base.shape[1] != n_classes:
+        raise Unsupported("unexpected output layout")
+    return values, base
+
+
+class _EncodedBackend(Backend):
+    """Explains the final estimator on the encoded matrix, then sums columns per raw feature."""
+
+    def __init__(self, model: TabularModel, space: str, background_rows: int) -> None:
+        super().__init__(model, space, background_rows)
+        mapping = model.parts.encoded_to_raw
+        if mapping is None:
+            raise Unsupported("the preprocessing cannot be mapped back to raw features")
+        self.regroup = np.zeros((len(mapping), len(model.feature_order)))
+        self.regroup[np.arange(len(mapping)), mapping] = 1.0
+
+    def _regrouped(self, values: np.ndarray, base: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        values3, base2 = _as_outputs(self.model, self.space, values, base, n)
+        return np.einsum("nek,ef->nfk", values3, self.regroup), base2
+
+
+class TreeBackend(_EncodedBackend):
+    algorithm = "tree"
+
+    def __init__(self, model: TabularModel, space: str, background_rows: int) -> None:
+        super().__init__(model, space, background_rows)
+        estimator = model.parts.estimator
+        try:
+            if space == "probability" and model.resolve_space("raw") != "probability":
+                data = model.encode(background(model, background_rows).to_dict("records"))
+                self.explainer = shap.TreeExplainer(
+                    estimator, data=data, feature_perturbation="interventional", model_output="probability"
+                )
+                self.perturbation = "interventional"
+            elif space == model.resolve_space("raw"):
+                self.explainer = shap.TreeExplainer(estimator)
+                self.perturbation = "tree_path_dependent"
+            else:
+                raise Unsupported(f"no tree explainer for {space}")
+        except (shap.utils._exceptions.InvalidModelError, NotImplementedError, TypeError, ValueError) as exc:
+            raise Unsupported(str(exc)) from exc
+
+    def run(
+        self, records: Sequence[dict[Any, Any]], encoded: np.ndarray, seed: int, max_evals: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        values = self.explainer.shap_values(encoded, check_additivity=False)
+        return self._regrouped(values, self.explainer.expected_value, len(encoded))
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"feature_perturbation": self.perturbation}
+        if self.perturbation == "interventional":
+            params["background_rows"] = min(self.background_rows, len(self.model.reference))
+            params["background_seed"] = BACKGROUND_SEED
+        return params
+
+
+class LinearBackend(_EncodedBackend):
+    algorithm = "linear"
+
+    def __init__(self, model: TabularModel, space: str, background_rows: int) -> None:
+        super().__init__(model, space, background_rows)
+        if space != model.resolve_space("raw") or space == "probability":
+            raise Unsupported("linear SHAP explains the model's margin only")
+        data = model.encode(background(model, background_rows).to_dict("records"))
+        try:
+            self.explainer = shap.LinearExplainer(model.parts.estimator, data)
+        except (shap.utils._exceptions.InvalidModelError, TypeError, ValueError, AttributeError) as exc:
+            raise Unsupported(str(exc)) from exc
+
+    def run(
+        self, records: Sequence[dict[Any, Any]], encoded: np.ndarray, seed: int, max_evals: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        values = self.explainer.shap_values(encoded)
+        return self._regrouped(values, self.explainer.expected_value, len(encoded))
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "background_rows": min(self.background_rows, len(self.model.reference)),
+            "background_seed": BACKGROUND_SEED,
+        }
+
+
+class _AgnosticBackend(Backend):
+    """Model-agnostic explainers over raw features (categories as indices), in any output space."""
+
+    stochastic = True
+
+    def __init__(self, model: TabularModel, space: str, background_rows: int) -> None:
+        super().__init__(model, space, background_rows)
+        self.codec = RawCodec(model)
+        self.background = self.codec.encode(background(model, background_rows))
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        return self.model.output_from_frame(self.space, self.codec.decode(matrix))
+
+    def params(self) -> dict[str, Any]:
+        return {"background_rows": len(self.background), "background_seed": BACKGROUND_SEED}
+
+
+class PermutationBackend(_AgnosticBackend):
+    algorithm = "permutation"
+
+    def run(
+        self, records: Sequence[dict[Any, Any]], encoded: np.ndarray, seed: int, max_evals: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.codec.encode(self.model.frame(records))
+        n_features = rows.shape[1]
+        evals = max(max_evals, 2 * n_features + 1)
+        masker = shap.maskers.Independent(self.background, max_samples=len(self.background))
+        with GLOBAL_RNG_LOCK:
+            explainer = shap.PermutationExplainer(self.predict, masker, seed=seed)
+            result = explainer(rows, max_evals=evals, silent=True)
+        values, base = _as_outputs(self.model, self.space, result.values, result.base_values, len(rows))
+        return values, base
+
+
+class KernelBackend(_AgnosticBackend):
+    algorithm = "kernel"
+
+    def __init__(self, model: TabularModel, space: str, background_rows: int) -> None:
+        super().__init__(model, space, background_rows)
+        summary = self.background
+        if len(summary) > KERNEL_BACKGROUND_ROWS:
+            summary = shap.sample(summary, KERNEL_BACKGROUND_ROWS, random_state=BACKGROUND_SEED)
+        self.summary = summary
+        self.explainer = shap.KernelExplainer(self.predict, summary)
+
+    def run(
+        self, records: Sequence[dict[Any, Any]], encoded: np.ndarray, seed: int, max_evals: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.codec.encode(self.model.frame(records))
+        with GLOBAL_RNG_LOCK:
+            np.random.seed(seed)
+            values = self.explainer.shap_values(rows, nsamples=max_evals, silent=True)
+        return _as_outputs(self.model, self.space, values, self.explainer.expected_value, len(rows))
+
+    def params(self) -> dict[str, Any]:
+        return {"background_rows": len(self.summary), "background_seed": BACKGROUND_SEED}
+
+
+BACKENDS: dict[str, type[Backend]] = {
+    "tree": TreeBackend,
+    "linear": LinearBackend,
+    "permutation": PermutationBackend,
+    "kernel": KernelBackend,
+}
+
+
+def default_space(model: TabularModel, algorithm: str) -> str:
+    """Tree and linear SHAP explain the model's own margin; model-agnostic SHAP explains probabilities."""
+    if not model.is_classifier:
+        return "raw"
+    return model.resolve_space("raw") if algorithm in ("tree", "linear") else "probability"
+
+
+def check_algorithm(name: str) -> str:
+    if name not in ALGORITHMS:
+        raise InvalidInput.field("algorithm", f"Choose auto or one of {', '.join(ALGORITHMS)}.")
+    return name

@@ -1,0 +1,218 @@
+"""SHAP attributions for tabular models, per raw input feature, in a stated output space and target class."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from explainers.base import Explainer
+from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
+from explainers.shap_backends import BACKENDS, Backend, Unsupported, check_algorithm, default_space
+from model_store.errors import ExplainerFailed, InvalidInput
+from model_store.tabular import TabularModel
+from model_store.versions import VersionInfo
+
+AUTO_ORDER = ("tree", "linear", "permutation")
+ADDITIVITY_TOLERANCE = 1e-6
+SELF_CHECK_ROWS = 8
+DEFAULTS: dict[str, Any] = {
+    "algorithm": "auto",
+    "output": None,
+    "target": None,
+    "top_k": None,
+    "seed": 0,
+    "max_evals": 512,
+    "background_rows": 100,
+}
+
+
+class ShapExplainer(Explainer):
+    name = "shap"
+    kind = "attribution"
+
+    @classmethod
+    def supports(cls, model: Any) -> bool:
+        return isinstance(model, TabularModel)
+
+    def backend(
+        self, model: TabularModel, algorithm: str, space: str | None, background_rows: int
+    ) -> Backend:
+        """The built, self-checked backend for this version, algorithm and space (reused across requests)."""
+        names = AUTO_ORDER if algorithm == "auto" else (check_algorithm(algorithm),)
+        reasons = []
+        for name in names:
+            chosen = model.resolve_space(space) if space else default_space(model, name)
+            try:
+                key = ("shap", name, chosen, background_rows)
+                return model.derived.get_or_load(
+                    key, partial(self._build, model, name, chosen, background_rows)
+                )
+            except Unsupported as exc:
+                reasons.append(f"{name}: {exc}")
+        raise InvalidInput.field(
+            "algorithm",
+            f"No exact SHAP algorithm for this model in the {space or 'default'} output space "
+            f"({algorithm}); try permutation or kernel.",
+        )
+
+    @staticmethod
+    def _build(model: TabularModel, algorithm: str, space: str, background_rows: int) -> Backend:
+        backend = BACKENDS[algorithm](model, space, background_rows)
+        if not backend.stochastic:
+            _self_check(model, backend)
+        return backend
+
+    def explain(
+        self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
+    ) -> Explanation:
+        opts = {
+            **DEFAULTS,
+            **model.manifest.defaults.get("shap", {}),
+            **{k: v for k, v in options.items() if v is not None},
+        }
+        started = time.perf_counter()
+        records = model.validate(instances)
+        backend = self.backend(model, opts["algorithm"], opts["output"], int(opts["background_rows"]))
+        target_index = model.class_index(opts["target"]) if opts["target"] is not None else None
+        if target_index is not None and not model.is_classifier:
+            raise InvalidInput.field("target", "Regression models have no target class.")
+        encoded = model.encode(records)
+        prepared = time.perf_counter()
+        try:
+            values, base = backend.run(records, encoded, int(opts["seed"]), int(opts["max_evals"]))
+        except (Unsupported, ValueError, FloatingPointError) as exc:
+            raise ExplainerFailed("The SHAP computation failed for these instances.") from exc
+        computed = time.perf_counter()
+        outputs = (
+            model.output_matrix(backend.space, encoded)
+            if backend.algorithm in ("tree", "linear")
+            else (
+                backend.predict(backend.codec.encode(model.frame(records)))  # type: ignore[attr-defined]
+            )
+        )
+        probabilities = model.predict_encoded(encoded)
+        targets = _targets(model, target_index, probabilities)
+        results = assemble(model, records, values, base, outputs, targets, probabilities, opts["top_k"])
+        residuals = [abs(r["additivity_residual"]) for r in results]
+        tolerance = _tolerance(outputs)
+        return Explanation(
+            kind=self.kind,
+            model=ModelRef(info.name, info.version, info.artifact_sha256),
+            method=MethodInfo(
+                name="shap",
+                algorithm=backend.algorithm,
+                params={
+                    "seed": int(opts["seed"]),
+                    "max_evals": int(opts["max_evals"]) if backend.stochastic else None,
+                    "top_k": opts["top_k"],
+                    **backend.params(),
+                },
+                library_versions=library_versions("shap", "scikit-learn", "numpy"),
+            ),
+            output={
+                "space": backend.space,
+                "target": opts["target"],
+                "target_rule": _target_rule(model, target_index),
+            },
+            results=results,
+            quality={
+                "max_additivity_residual": max(residuals),
+                "additivity_tolerance": tolerance,
+                "additivity_ok": max(residuals) <= tolerance,
+            },
+            timing_ms={
+                "prepare": _ms(prepared - started),
+                "explain": _ms(computed - prepared),
+                "total": _ms(time.perf_counter() - started),
+            },
+        )
+
+
+def _targets(model: TabularModel, target_index: int | None, probabilities: np.ndarray) -> np.ndarray:
+    n = len(probabilities)
+    if not model.is_classifier:
+        return np.zeros(n, dtype=int)
+    if target_index is not None:
+        return np.full(n, target_index)
+    if len(model.classes) == 2:
+        return np.full(n, model.class_index(model.manifest.favourable_class or model.classes[1]))
+    return probabilities.argmax(axis=1)
+
+
+def _target_rule(model: TabularModel, target_index: int | None) -> str:
+    if not model.is_classifier:
+        return "regression_value"
+    if target_index is not None:
+        return "requested"
+    return "favourable_class" if len(model.classes) == 2 else "predicted_class"
+
+
+def assemble(
+    model: TabularModel,
+    records: list[dict[str, Any]],
+    values: np.ndarray,
+    base: np.ndarray,
+    outputs: np.ndarray,
+    targets: np.ndarray,
+    probabilities: np.ndarray,
+    top_k: int | None,
+) -> list[dict]:
+    """One result per row: attributions sorted by magnitude, groups, base value and additivity residual."""
+    order = model.feature_order
+    rows = np.arange(len(records))
+    chosen = values[rows, :, targets]
+    chosen_base = base[rows, targets]
+    chosen_out = outputs[rows, targets]
+    residual = chosen_out - chosen_base - chosen.sum(axis=1)
+    ranking = np.argsort(-np.abs(chosen), axis=1, kind="stable")
+    predictions = model.describe_predictions(probabilities)
+    groups = model.manifest.groups
+    index = {name: j for j, name in enumerate(order)}
+    limit = len(order) if top_k is None else int(top_k)
+    results = []
+    for i, record in enumerate(records):
+        row = chosen[i]
+        keep = ranking[i, :limit]
+        item: dict[str, Any] = {
+            "prediction": predictions[i],
+            "target": model.classes[targets[i]] if model.is_classifier else None,
+            "output_value": float(chosen_out[i]),
+            "base_value": float(chosen_base[i]),
+            "attributions": [
+                {"feature": order[j], "value": record[order[j]], "attribution": float(row[j])} for j in keep
+            ],
+            "other_attribution": float(row[ranking[i, limit:]].sum()),
+            "additivity_residual": float(residual[i]),
+        }
+        if groups:
+            item["groups"] = [
+                {"group": g, "features": members, "attribution": float(sum(row[index[m]] for m in members))}
+                for g, members in groups.items()
+            ]
+        results.append(item)
+    return results
+
+
+def _self_check(model: TabularModel, backend: Backend) -> None:
+    """Refuse a backend whose attributions do not add up to the model's output on reference rows."""
+    sample = model.reference.head(SELF_CHECK_ROWS).to_dict("records")
+    encoded = model.encode(sample)
+    try:
+        values, base = backend.run(sample, encoded, 0, 0)
+    except Exception as exc:  # any library failure means this combination is not usable
+        raise Unsupported(type(exc).__name__) from exc
+    outputs = model.output_matrix(backend.space, encoded)
+    residual = np.abs(outputs - base - values.sum(axis=1)).max()
+    if not np.isfinite(residual) or residual > _tolerance(outputs):
+        raise Unsupported(f"attributions do not add up (residual {residual:.2e})")
+
+
+def _tolerance(outputs: np.ndarray) -> float:
+    return ADDITIVITY_TOLERANCE * max(1.0, float(np.abs(outputs).max()))
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)

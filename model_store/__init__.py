@@ -1,0 +1,1 @@
+"""Persistence for Candor: models and versions, artifacts on disk, safe loaders and API keys."""

@@ -1,0 +1,57 @@
+"""Artifact files on disk: one directory per version, every file's sha256 recorded and verified."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from pathlib import Path
+
+from model_store.errors import IntegrityError
+
+ARTIFACT_FILE = "model.skops"
+REFERENCE_FILE = "reference.parquet"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ArtifactStore:
+    """Directories under ``<data_dir>/artifacts``, named by an opaque id (never by user input)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "artifacts"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def write(self, files: dict[str, bytes]) -> str:
+        """Write a new version directory atomically (temp dir, then rename); return its id."""
+        dir_id = uuid.uuid4().hex
+        staging = self.root / f".staging-{dir_id}"
+        staging.mkdir()
+        try:
+            for name, data in files.items():
+                (staging / name).write_bytes(data)
+            staging.rename(self.root / dir_id)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return dir_id
+
+    def remove(self, dir_id: str) -> None:
+        shutil.rmtree(self.path(dir_id), ignore_errors=True)
+
+    def path(self, dir_id: str) -> Path:
+        if not dir_id.isalnum():
+            raise IntegrityError("Stored artifact directory id is malformed.")
+        return self.root / dir_id
+
+    def read_verified(self, dir_id: str, name: str, sha256: str) -> bytes:
+        """The file's bytes, or ``IntegrityError`` when they no longer hash to ``sha256``."""
+        try:
+            data = (self.path(dir_id) / name).read_bytes()
+        except FileNotFoundError as exc:
+            raise IntegrityError("A stored artifact file is missing.") from exc
+        if sha256_bytes(data) != sha256:
+            raise IntegrityError("A stored artifact no longer matches the sha256 recorded at registration.")
+        return data

@@ -1,0 +1,104 @@
+"""Domain errors shared by the store, the explainers and the API.
+
+Every error carries the HTTP status it maps to, a short title and an optional field-level ``errors`` map, so
+one handler in ``api.errors`` can turn any of them into an RFC 9457 problem document. No library text, path
+or stack trace is ever put into these messages.
+
+    CandorError
+    ├── InvalidInput (422)
+    │   ├── InvalidManifest (422)
+    │   └── UnsafeArtifact (422)
+    ├── NotFound (404)
+    │   ├── ModelNotFound (404)
+    │   └── VersionNotFound (404)
+    ├── Conflict (409)
+    ├── IntegrityError (500: a stored artifact no longer matches its sha256)
+    └── ExplainerFailed (500 by default; adapters translate library errors into this)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CandorError",
+    "Conflict",
+    "ExplainerFailed",
+    "IntegrityError",
+    "InvalidInput",
+    "InvalidManifest",
+    "ModelNotFound",
+    "NotFound",
+    "UnsafeArtifact",
+    "VersionNotFound",
+]
+
+
+class CandorError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    status = 500
+    title = "Internal error"
+    type_slug = "internal-error"
+
+    def __init__(self, detail: str, errors: dict[str, Any] | None = None, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or {}
+        if status is not None:
+            self.status = status
+
+
+class InvalidInput(CandorError):
+    status = 422
+    title = "Invalid input"
+    type_slug = "invalid-input"
+
+    @classmethod
+    def field(cls, name: str, message: str) -> InvalidInput:
+        """An error about one named field."""
+        return cls(f"{name}: {message}", {name: [message]})
+
+
+class InvalidManifest(InvalidInput):
+    title = "Invalid manifest"
+    type_slug = "invalid-manifest"
+
+
+class UnsafeArtifact(InvalidInput):
+    title = "Artifact refused"
+    type_slug = "unsafe-artifact"
+
+
+class NotFound(CandorError):
+    status = 404
+    title = "Not found"
+    type_slug = "not-found"
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Model '{name}' is not registered.")
+
+
+class VersionNotFound(NotFound):
+    def __init__(self, name: str, version: str) -> None:
+        super().__init__(f"Model '{name}' has no version '{version}'.")
+
+
+class Conflict(CandorError):
+    status = 409
+    title = "Conflict"
+    type_slug = "conflict"
+
+
+class IntegrityError(CandorError):
+    status = 500
+    title = "Stored artifact failed its integrity check"
+    type_slug = "artifact-integrity"
+
+
+class ExplainerFailed(CandorError):
+    status = 500
+    title = "Explanation failed"
+    type_slug = "explainer-failed"

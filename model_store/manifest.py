@@ -1,0 +1,210 @@
+"""The version manifest: what a model predicts, the features it reads, and how to explain it.
+
+Parsed from YAML or JSON by a marshmallow schema (unknown keys refused, NaN and infinity refused) into
+plain dataclasses the rest of the code reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+import yaml
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from model_store.errors import InvalidManifest
+
+TASKS = ("binary_classification", "multiclass_classification", "regression", "text_classification")
+FEATURE_TYPES = ("numeric", "categorical", "boolean")
+MONOTONE = ("none", "increasing", "decreasing")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+Category = str | int
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    type: Literal["numeric", "categorical", "boolean"]
+    categories: list[Category] | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    unit: str | None = None
+    description: str | None = None
+    display_name: str | None = None
+    mutable: bool = True
+    monotone: Literal["none", "increasing", "decreasing"] = "none"
+    protected: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    name: str
+    task: str
+    features: list[FeatureSpec]
+    target: str | None = None
+    classes: list[str] | None = None
+    favourable_class: str | None = None
+    groups: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    description: str | None = None
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task in ("binary_classification", "multiclass_classification")
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def feature(self, name: str) -> FeatureSpec:
+        for spec in self.features:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, omitting empty optional fields."""
+        data = dataclasses.asdict(self)
+        data["features"] = [{k: v for k, v in f.items() if v is not None} for f in data["features"]]
+        return {k: v for k, v in data.items() if v is not None}
+
+
+class FiniteFloat(fields.Float):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_nan=False, **kwargs)
+
+
+class CategoryField(fields.Field):
+    """A category: a string or an integer (never a bool or a float)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Category:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValidationError("Categories are strings or integers.")
+        return value
+
+
+class FeatureSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    type = fields.String(required=True, validate=validate.OneOf(FEATURE_TYPES))
+    categories = fields.List(CategoryField(), validate=validate.Length(min=1, max=10_000))
+    min = FiniteFloat()
+    max = FiniteFloat()
+    step = FiniteFloat(validate=validate.Range(min=0, min_inclusive=False))
+    unit = fields.String()
+    description = fields.String()
+    display_name = fields.String()
+    mutable = fields.Boolean(load_default=True)
+    monotone = fields.String(load_default="none", validate=validate.OneOf(MONOTONE))
+    protected = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def _check(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("categories") is not None and data["type"] != "categorical":
+            raise ValidationError("Only categorical features take categories.", "categories")
+        if data.get("min") is not None and data.get("max") is not None and data["min"] > data["max"]:
+            raise ValidationError("min is greater than max.", "min")
+        if data["type"] != "numeric" and data.get("monotone", "none") != "none":
+            raise ValidationError("Only numeric features can be monotone.", "monotone")
+
+
+class ManifestSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=validate.Regexp(NAME_PATTERN))
+    task = fields.String(required=True, validate=validate.OneOf(TASKS))
+    target = fields.String()
+    classes = fields.List(fields.String(), validate=validate.Length(min=2, max=1000))
+    favourable_class = fields.String()
+    features = fields.List(
+        fields.Nested(FeatureSchema), required=True, validate=validate.Length(min=1, max=5000)
+    )
+    groups = fields.Dict(
+        keys=fields.String(), values=fields.List(fields.String(), validate=validate.Length(min=1))
+    )
+    defaults = fields.Dict(keys=fields.String(), values=fields.Dict(keys=fields.String()))
+    description = fields.String()
+
+    @validates_schema
+    def _check(self, data: dict[str, Any], **_: Any) -> None:
+        names = [f["name"] for f in data.get("features", [])]
+        if len(set(names)) != len(names):
+            raise ValidationError("Feature names must be unique.", "features")
+        task = data.get("task")
+        classes = data.get("classes")
+        if task in ("binary_classification", "multiclass_classification"):
+            if not classes:
+                raise ValidationError("Classification models declare their classes.", "classes")
+            if len(set(classes)) != len(classes):
+                raise ValidationError("Class labels must be unique.", "classes")
+            if task == "binary_classification" and len(classes) != 2:
+                raise ValidationError("A binary model has exactly two classes.", "classes")
+            if task == "binary_classification" and "favourable_class" not in data:
+                raise ValidationError("A binary model names its favourable class.", "favourable_class")
+            if "favourable_class" in data and data["favourable_class"] not in classes:
+                raise ValidationError("Not one of the classes.", "favourable_class")
+        elif classes or "favourable_class" in data:
+            raise ValidationError("Only classification models have classes.", "classes")
+        for group, members in (data.get("groups") or {}).items():
+            unknown = [m for m in members if m not in names]
+            if unknown:
+                raise ValidationError(f"Unknown features: {', '.join(unknown)}", f"groups.{group}")
+        _reject_non_finite(data.get("defaults") or {}, "defaults")
+
+
+def _reject_non_finite(value: Any, path: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError("NaN and infinity are not allowed.", path)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _reject_non_finite(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_non_finite(item, f"{path}.{index}")
+
+
+def parse_manifest(data: dict[str, Any]) -> Manifest:
+    """Validate a manifest mapping; ``InvalidManifest`` names each bad field."""
+    try:
+        loaded = ManifestSchema().load(data)
+    except ValidationError as exc:
+        raise InvalidManifest("The manifest is invalid.", flatten_messages(exc.messages, "manifest")) from exc
+    features = [FeatureSpec(**f) for f in loaded.pop("features")]
+    return Manifest(features=features, **loaded)
+
+
+def read_manifest_text(text: str) -> Manifest:
+    """Parse YAML or JSON manifest text (JSON is YAML)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidManifest.field("manifest", "not valid YAML or JSON") from exc
+    if not isinstance(data, dict):
+        raise InvalidManifest.field("manifest", "must be a mapping")
+    return parse_manifest(data)
+
+
+def flatten_messages(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested messages as ``{"a.0.b": [...]}``."""
+    out: dict[str, list[str]] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                walk(child, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list) and all(isinstance(m, str) for m in node):
+            out.setdefault(path or "_schema", []).extend(node)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child, path)
+        else:
+            out.setdefault(path or "_schema", []).append(str(node))
+
+    walk(messages, prefix)
+    return out

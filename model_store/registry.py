@@ -1,0 +1,189 @@
+"""The model registry: names, immutable numbered versions, the ``latest`` and ``production`` aliases."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from model_store.artifacts import ARTIFACT_FILE, REFERENCE_FILE, ArtifactStore, sha256_bytes
+from model_store.cache import LoadedModelCache
+from model_store.errors import Conflict, InvalidInput, ModelNotFound, VersionNotFound
+from model_store.manifest import NAME_PATTERN, Manifest
+from model_store.reference import read_reference, to_parquet
+from model_store.safe_load import load_skops
+from model_store.tables import ModelRow, VersionRow, as_utc
+from model_store.tabular import TabularModel
+from model_store.tabular.checks import complete_tabular_manifest
+from model_store.versions import VersionInfo
+
+ALIASES = ("latest", "production")
+_NAME = re.compile(NAME_PATTERN)
+_REGISTER_ATTEMPTS = 5
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise InvalidInput.field("name", "Names are 1-64 letters, digits, '_' or '-', starting alphanumeric.")
+    return name
+
+
+class ModelRegistry:
+    def __init__(
+        self, sessions: sessionmaker[Session], artifacts: ArtifactStore, cache_size: int = 8
+    ) -> None:
+        self.sessions = sessions
+        self.artifacts = artifacts
+        self.cache: LoadedModelCache[TabularModel] = LoadedModelCache(cache_size)
+
+    # -- registration -------------------------------------------------------------------------------------
+    def register_tabular(self, manifest: Manifest, artifact: bytes, reference: bytes) -> VersionInfo:
+        """Validate everything, write the files, then commit the version row; nothing is left on failure."""
+        check_name(manifest.name)
+        estimator = load_skops(artifact)
+        frame = read_reference(reference)
+        completed = complete_tabular_manifest(manifest, estimator, frame)
+        reference_bytes = to_parquet(frame)
+        dir_id = self.artifacts.write({ARTIFACT_FILE: artifact, REFERENCE_FILE: reference_bytes})
+        try:
+            return self._insert_version(
+                completed.name,
+                "tabular",
+                completed.to_dict(),
+                dir_id,
+                sha256_bytes(artifact),
+                sha256_bytes(reference_bytes),
+            )
+        except BaseException:
+            self.artifacts.remove(dir_id)
+            raise
+
+    def _insert_version(
+        self,
+        name: str,
+        flavour: str,
+        manifest: dict[str, Any],
+        dir_id: str,
+        artifact_sha: str,
+        reference_sha: str,
+    ) -> VersionInfo:
+        for _attempt in range(_REGISTER_ATTEMPTS):
+            try:
+                with self.sessions.begin() as session:
+                    model = session.scalar(select(ModelRow).where(ModelRow.name == name))
+                    if model is None:
+                        model = ModelRow(name=name)
+                        session.add(model)
+                        session.flush()
+                    current = session.scalar(
+                        select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)
+                    )
+                    row = VersionRow(
+                        model_id=model.id,
+                        version=(current or 0) + 1,
+                        flavour=flavour,
+                        manifest=manifest,
+                        artifact_dir=dir_id,
+                        artifact_sha256=artifact_sha,
+                        reference_sha256=reference_sha,
+                    )
+                    session.add(row)
+                    session.flush()
+                    return _info(row, model)
+            except sa_exc.IntegrityError:
+                continue  # another registration took the same number; take the next one
+        raise Conflict("Too many concurrent registrations of this model; retry.")
+
+    # -- lookup -------------------------------------------------------------------------------------------
+    def list_models(self) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            rows = session.scalars(select(ModelRow).order_by(ModelRow.name)).all()
+            return [self._model_summary(session, m) for m in rows]
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        with self.sessions() as session:
+            model = self._model_row(session, name)
+            summary = self._model_summary(session, model)
+            summary["versions"] = [_info(v, model) for v in model.versions]
+            return summary
+
+    def resolve(self, name: str, version: str | int) -> VersionInfo:
+        """A version by number, ``latest`` or ``production``."""
+        with self.sessions() as session:
+            model = self._model_row(session, name)
+            number = self._version_number(session, model, str(version))
+            row = session.scalar(
+                select(VersionRow).where(VersionRow.model_id == model.id, VersionRow.version == number)
+            )
+            if row is None:
+                raise VersionNotFound(name, str(version))
+            return _info(row, model)
+
+    def promote(self, name: str, version: str | int) -> VersionInfo:
+        info = self.resolve(name, version)
+        with self.sessions.begin() as session:
+            model = self._model_row(session, name)
+            model.production_version = info.version
+        return self.resolve(name, info.version)
+
+    def load(self, info: VersionInfo) -> TabularModel:
+        """The loaded model, verified against its recorded sha256 on every load from disk."""
+        return self.cache.get_or_load(info.cache_key, lambda: self._load(info))
+
+    def _load(self, info: VersionInfo) -> TabularModel:
+        artifact = self.artifacts.read_verified(info.artifact_dir, ARTIFACT_FILE, info.artifact_sha256)
+        reference = self.artifacts.read_verified(info.artifact_dir, REFERENCE_FILE, info.reference_sha256)
+        return TabularModel(info.manifest, load_skops(artifact), read_reference(reference))
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _model_row(self, session: Session, name: str) -> ModelRow:
+        model = (
+            session.scalar(select(ModelRow).where(ModelRow.name == name)) if _NAME.fullmatch(name) else None
+        )
+        if model is None:
+            raise ModelNotFound(name)
+        return model
+
+    def _version_number(self, session: Session, model: ModelRow, version: str) -> int:
+        if version == "latest":
+            number = session.scalar(
+                select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)
+            )
+            if number is None:
+                raise VersionNotFound(model.name, version)
+            return int(number)
+        if version == "production":
+            if model.production_version is None:
+                raise VersionNotFound(model.name, version)
+            return model.production_version
+        if not version.isdigit() or len(version) > 9:
+            raise VersionNotFound(model.name, version)
+        return int(version)
+
+    def _model_summary(self, session: Session, model: ModelRow) -> dict[str, Any]:
+        latest = session.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id))
+        return {
+            "name": model.name,
+            "created_at": as_utc(model.created_at),
+            "latest_version": latest,
+            "production_version": model.production_version,
+        }
+
+
+def _info(row: VersionRow, model: ModelRow) -> VersionInfo:
+    stages = ("production",) if model.production_version == row.version else ()
+    return VersionInfo(
+        id=row.id,
+        name=model.name,
+        version=row.version,
+        flavour=row.flavour,
+        manifest_data=row.manifest,
+        artifact_dir=row.artifact_dir,
+        artifact_sha256=row.artifact_sha256,
+        reference_sha256=row.reference_sha256,
+        created_at=as_utc(row.created_at),
+        stages=stages,
+    )

@@ -1,0 +1,35 @@
+"""One object that owns the engine, the registry and the key store for a data dir and database URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import text
+
+from model_store.artifacts import ArtifactStore
+from model_store.db import make_engine, make_session_factory
+from model_store.keys import KeyStore
+from model_store.migrate import upgrade_to_head
+from model_store.registry import ModelRegistry
+
+
+class Store:
+    def __init__(self, data_dir: Path, database_url: str, cache_size: int = 8, migrate: bool = True) -> None:
+        self.engine = make_engine(database_url)
+        if migrate:
+            upgrade_to_head(self.engine)
+        self.sessions = make_session_factory(self.engine)
+        self.registry = ModelRegistry(self.sessions, ArtifactStore(data_dir), cache_size)
+        self.keys = KeyStore(self.sessions)
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,78 @@
+"""Check raw instances against the manifest's feature schema before any model work."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from model_store.errors import InvalidInput
+from model_store.manifest import FeatureSpec, Manifest
+
+MAX_REPORTED_ERRORS = 50
+
+
+class InstanceValidator:
+    """Validates ``{feature: value}`` rows; numbers become floats; errors keyed ``instances.i.feature``."""
+
+    def __init__(self, manifest: Manifest, field: str = "instances") -> None:
+        self.features = {f.name: f for f in manifest.features}
+        self.order = manifest.feature_names
+        self.field = field
+        self._categories = {
+            f.name: frozenset(f.categories) for f in manifest.features if f.categories is not None
+        }
+
+    def rows_from_lists(self, instances: Sequence[Any]) -> list[Any]:
+        """KServe-style positional rows (manifest order) as mappings; other shapes pass through."""
+        out: list[Any] = []
+        for row in instances:
+            if isinstance(row, list):
+                out.append(dict(zip(self.order, row, strict=False)) if len(row) == len(self.order) else row)
+            else:
+                out.append(row)
+        return out
+
+    def validate(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
+        errors: dict[str, list[str]] = {}
+        records: list[dict[str, Any]] = []
+        for index, row in enumerate(instances):
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+            prefix = f"{self.field}.{index}"
+            if not isinstance(row, dict):
+                errors[prefix] = [f"Expected an object with the {len(self.order)} features of the model."]
+                continue
+            record: dict[str, Any] = {}
+            for name in row.keys() - self.features.keys():
+                errors[f"{prefix}.{name}"] = ["Unknown feature."]
+            for name, spec in self.features.items():
+                if name not in row:
+                    errors[f"{prefix}.{name}"] = ["Missing feature."]
+                    continue
+                value, message = self._check(spec, row[name])
+                if message:
+                    errors[f"{prefix}.{name}"] = [message]
+                record[name] = value
+            records.append(record)
+        if errors:
+            raise InvalidInput("Some instances do not match the model's feature schema.", errors)
+        return records
+
+    def _check(self, spec: FeatureSpec, value: Any) -> tuple[Any, str | None]:
+        if spec.type == "numeric":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return value, "Expected a number."
+            if not math.isfinite(value):
+                return value, "NaN and infinity are not allowed."
+            return float(value), None
+        if spec.type == "boolean":
+            if not isinstance(value, bool):
+                return value, "Expected true or false."
+            return value, None
+        allowed = self._categories.get(spec.name)
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            return value, "Expected a category (a string)."
+        if allowed is not None and value not in allowed:
+            return value, "Unknown category; allowed: " + ", ".join(map(str, sorted(allowed, key=str)[:20]))
+        return value, None

@@ -1,0 +1,139 @@
+"""A loaded tabular model version: validation, encoding, predictions and outputs in each space."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model_store.cache import LoadedModelCache
+from model_store.errors import InvalidInput
+from model_store.manifest import Manifest
+from model_store.tabular.fast_encoder import compile_encoder
+from model_store.tabular.instances import InstanceValidator
+from model_store.tabular.structure import PipelineParts, split_pipeline
+
+Records = Sequence[dict[Any, Any]]
+SPACES = ("probability", "log_odds", "raw")
+VERIFY_ROWS = 200
+
+
+class TabularModel:
+    """One version of a scikit-learn estimator or Pipeline with its manifest and reference data."""
+
+    flavour = "tabular"
+
+    def __init__(self, manifest: Manifest, estimator: Any, reference: pd.DataFrame) -> None:
+        self.manifest = manifest
+        self.estimator = estimator
+        names_in = getattr(estimator, "feature_names_in_", None)
+        self.feature_order: list[str] = list(names_in) if names_in is not None else manifest.feature_names
+        self.reference = self.frame(reference[self.feature_order].to_dict("records"))
+        self.validator = InstanceValidator(manifest)
+        self.parts: PipelineParts = split_pipeline(estimator, self.feature_order)
+        self._fast_encode = None
+        if self.parts.preprocessor is not None:
+            self._fast_encode = compile_encoder(self.parts.preprocessor, self.reference.head(VERIFY_ROWS))
+        self.classes: list[str] = list(manifest.classes or [])
+        self.is_classifier = manifest.is_classification
+        self.derived: LoadedModelCache[Any] = LoadedModelCache(capacity=64)
+        """Objects built once per loaded version (explainers, backgrounds), keyed by the builder."""
+
+    # -- inputs -------------------------------------------------------------------------------------------
+    def validate(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
+        return self.validator.validate(self.validator.rows_from_lists(instances))
+
+    def frame(self, records: Records) -> pd.DataFrame:
+        """Records as a DataFrame in the model's column order and dtypes."""
+        df = pd.DataFrame.from_records(list(records), columns=self.feature_order)
+        for spec in self.manifest.features:
+            if spec.type == "numeric":
+                df[spec.name] = df[spec.name].astype(float)
+            elif spec.type == "boolean":
+                df[spec.name] = df[spec.name].astype(bool)
+            else:
+                df[spec.name] = df[spec.name].astype(object)
+        return df
+
+    @property
+    def has_fast_encoder(self) -> bool:
+        return self._fast_encode is not None
+
+    def encode(self, records: Records) -> np.ndarray:
+        """The matrix the final estimator reads."""
+        if self.parts.preprocessor is None:
+            return self.frame(records).to_numpy(dtype=float)
+        if self._fast_encode is not None:
+            return self._fast_encode(records)
+        out = self.parts.preprocessor.transform(self.frame(records))
+        return out.toarray() if hasattr(out, "toarray") else np.asarray(out, dtype=float)
+
+    # -- outputs ------------------------------------------------------------------------------------------
+    def class_index(self, label: str) -> int:
+        try:
+            return self.classes.index(label)
+        except ValueError:
+            raise InvalidInput.field(
+                "target", f"Unknown class; classes are {', '.join(self.classes)}."
+            ) from None
+
+    def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
+        """Probabilities (n, classes) for classifiers, values (n, 1) for regressors."""
+        if self.is_classifier:
+            return np.asarray(self.parts.estimator.predict_proba(encoded), dtype=float)
+        return np.asarray(self.parts.estimator.predict(encoded), dtype=float).reshape(-1, 1)
+
+    def resolve_space(self, space: str) -> str:
+        """The concrete name of an output space for this model (``raw`` of a binary margin is log-odds)."""
+        if not self.is_classifier:
+            if space != "raw":
+                raise InvalidInput.field("output", "Regression models only have the raw output space.")
+            return "raw"
+        if space == "log_odds" and len(self.classes) != 2:
+            raise InvalidInput.field(
+                "output", "log_odds is defined for binary models; use raw or probability."
+            )
+        if space == "raw":
+            if not hasattr(self.parts.estimator, "decision_function"):
+                return "probability"
+            return "log_odds" if len(self.classes) == 2 else "raw"
+        return space
+
+    def output_matrix(self, space: str, encoded: np.ndarray) -> np.ndarray:
+        """The model's output in a resolved space, one column per class (one column for regressors)."""
+        estimator = self.parts.estimator
+        if space == "probability" or not self.is_classifier:
+            return self.predict_encoded(encoded)
+        if hasattr(estimator, "decision_function"):
+            margin = np.asarray(estimator.decision_function(encoded), dtype=float)
+        else:
+            proba = np.clip(self.predict_encoded(encoded)[:, 1], 1e-12, 1 - 1e-12)
+            margin = np.log(proba / (1 - proba))
+        if margin.ndim == 1:
+            return np.column_stack([-margin, margin])
+        return margin
+
+    def output_from_frame(self, space: str, frame: pd.DataFrame) -> np.ndarray:
+        """Same as ``output_matrix`` from raw rows (used by model-agnostic explainers)."""
+        if self.parts.preprocessor is None:
+            encoded = frame.to_numpy(dtype=float)
+        else:
+            out = self.parts.preprocessor.transform(frame)
+            encoded = out.toarray() if hasattr(out, "toarray") else np.asarray(out, dtype=float)
+        return self.output_matrix(space, encoded)
+
+    def predictions(self, records: Records) -> list[dict[str, Any]]:
+        """Label and class probabilities per row (or the predicted value for regressors)."""
+        outputs = self.predict_encoded(self.encode(records))
+        return self.describe_predictions(outputs)
+
+    def describe_predictions(self, outputs: np.ndarray) -> list[dict[str, Any]]:
+        if not self.is_classifier:
+            return [{"value": float(v)} for v in outputs[:, 0]]
+        labels = np.asarray(self.classes, dtype=object)[outputs.argmax(axis=1)]
+        return [
+            {"label": str(label), "probabilities": dict(zip(self.classes, map(float, row), strict=True))}
+            for label, row in zip(labels, outputs, strict=True)
+        ]
