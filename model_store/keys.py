@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -63,7 +64,7 @@ class KeyStore:
                 return None
             return Principal(row.key_id, row.name, frozenset(row.scopes))
 
-    def list(self) -> list[dict[str, object]]:
+    def list(self) -> list[dict[str, Any]]:
         with self.sessions() as session:
             rows = session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id)).all()
             return [

@@ -1,0 +1,95 @@
+"""Shared fixtures: a real app on a real SQLite file (and PostgreSQL when CANDOR_TEST_POSTGRES_URL is set),
+keys for every scope, and the demo models registered through the real registry."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from api.app import create_app
+from api.demo import install_demos
+from model_store.store import Store
+
+POSTGRES_URL = os.environ.get("CANDOR_TEST_POSTGRES_URL", "")
+BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
+DATA = Path(__file__).parent / "data"
+
+
+def _fresh_postgres_db() -> str:
+    """A new, empty database on the test server, so tests never see each other's rows."""
+    name = "candor_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that takes this runs on SQLite and, when configured, on PostgreSQL too."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'candor.db'}"
+    return _fresh_postgres_db()
+
+
+@pytest.fixture
+def store(tmp_path: Path, database_url: str) -> Iterator[Store]:
+    s = Store(tmp_path / "data", database_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with the demo models registered once per session (SQLite); copied per app."""
+    root = tmp_path_factory.mktemp("demo")
+    s = Store(root, f"sqlite:///{root / 'candor.db'}")
+    install_demos(s.registry)
+    s.close()
+    return root
+
+
+@pytest.fixture
+def app(tmp_path: Path, demo_dir: Path) -> Iterator[Flask]:
+    """An app over a private copy of the demo data dir (the demo models are registered and promoted)."""
+    import shutil
+
+    data = tmp_path / "app-data"
+    shutil.copytree(demo_dir, data)
+    application = create_app({"data_dir": data, "database_url": f"sqlite:///{data / 'candor.db'}"})
+    yield application
+    application.extensions["candor"].store.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def keys(app: Flask) -> dict[str, str]:
+    """A token per kind of key: explain, models:write, audit:read, admin."""
+    store = app.extensions["candor"].store
+    return {
+        scope: store.keys.create(f"test-{scope}", [scope])[0]
+        for scope in ("explain", "models:write", "audit:read", "admin")
+    }
+
+
+@pytest.fixture
+def auth(keys: dict[str, str]) -> dict[str, str]:
+    """Headers of a key with the explain scope."""
+    return {"Authorization": f"Bearer {keys['explain']}"}
+
+
+def bearer(token: str) -> dict[str, Any]:
+    return {"Authorization": f"Bearer {token}"}
