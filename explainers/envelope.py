@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -55,12 +56,17 @@ class Explanation:
         }
 
 
-def library_versions(*distributions: str) -> dict[str, str]:
-    """Installed versions of the named distributions (recorded with every explanation)."""
-    out = {}
+@cache
+def _installed_versions(distributions: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
     for name in distributions:
         try:
-            out[name] = metadata.version(name)
+            out.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
-            out[name] = "unknown"
-    return out
+            out.append((name, "unknown"))
+    return tuple(out)
+
+
+def library_versions(*distributions: str) -> dict[str, str]:
+    """Installed versions of the named distributions (recorded with every explanation)."""
+    return dict(_installed_versions(distributions))

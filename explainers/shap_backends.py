@@ -90,7 +90,7 @@ class _EncodedBackend(Backend):
 
     def _regrouped(self, values: np.ndarray, base: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         values3, base2 = _as_outputs(self.model, self.space, values, base, n)
-        return np.einsum("nek,ef->nfk", values3, self.regroup), base2
+        return np.matmul(values3.transpose(0, 2, 1), self.regroup).transpose(0, 2, 1), base2
 
 
 class TreeBackend(_EncodedBackend):

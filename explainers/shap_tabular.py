@@ -168,23 +168,28 @@ def assemble(
     chosen_out = outputs[rows, targets]
     residual = chosen_out - chosen_base - chosen.sum(axis=1)
     ranking = np.argsort(-np.abs(chosen), axis=1, kind="stable")
+    limit = len(order) if top_k is None else int(top_k)
+    ranked_names = np.asarray(order, dtype=object)[ranking[:, :limit]].tolist()
+    ranked_values = np.take_along_axis(chosen, ranking[:, :limit], axis=1).tolist()
+    others = (
+        chosen.sum(axis=1) - np.take_along_axis(chosen, ranking[:, :limit], axis=1).sum(axis=1)
+    ).tolist()
     predictions = model.describe_predictions(probabilities)
     groups = model.manifest.groups
     index = {name: j for j, name in enumerate(order)}
-    limit = len(order) if top_k is None else int(top_k)
     results = []
     for i, record in enumerate(records):
         row = chosen[i]
-        keep = ranking[i, :limit]
         item: dict[str, Any] = {
             "prediction": predictions[i],
             "target": model.classes[targets[i]] if model.is_classifier else None,
             "output_value": float(chosen_out[i]),
             "base_value": float(chosen_base[i]),
             "attributions": [
-                {"feature": order[j], "value": record[order[j]], "attribution": float(row[j])} for j in keep
+                {"feature": name, "value": record[name], "attribution": value}
+                for name, value in zip(ranked_names[i], ranked_values[i], strict=True)
             ],
-            "other_attribution": float(row[ranking[i, limit:]].sum()),
+            "other_attribution": others[i] if top_k is not None else 0.0,
             "additivity_residual": float(residual[i]),
         }
         if groups:

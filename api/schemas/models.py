@@ -56,7 +56,7 @@ class RegisterFilesSchema(StrictSchema):
 
 class InstancesSchema(StrictSchema):
     instances = fields.List(
-        fields.Dict(keys=fields.String()),
+        fields.Dict(),
         required=True,
         validate=validate.Length(min=1),
         metadata={"description": "Rows as {feature: value} objects"},

@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from model_store.errors import InvalidInput
 from model_store.manifest import FeatureSpec, Manifest
 
@@ -34,6 +36,31 @@ class InstanceValidator:
         return out
 
     def validate(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
+        """Rows checked column by column in bulk; any failure re-checks row by row to name each field."""
+        if self._bulk_valid(instances):
+            return list(instances)
+        return self._validate_rows(instances)
+
+    def _bulk_valid(self, instances: Sequence[Any]) -> bool:
+        keys = self.features.keys()
+        if not all(type(row) is dict and row.keys() == keys for row in instances):
+            return False
+        for name, spec in self.features.items():
+            column = [row[name] for row in instances]
+            kinds = set(map(type, column))
+            if spec.type == "numeric":
+                if not kinds <= {int, float} or not np.isfinite(np.asarray(column, dtype=float)).all():
+                    return False
+            elif spec.type == "boolean":
+                if kinds != {bool}:
+                    return False
+            else:
+                allowed = self._categories.get(name)
+                if not kinds <= {str, int} or (allowed is not None and not allowed.issuperset(column)):
+                    return False
+        return True
+
+    def _validate_rows(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
         errors: dict[str, list[str]] = {}
         records: list[dict[str, Any]] = []
         for index, row in enumerate(instances):
