@@ -59,7 +59,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     api = CandorApi(app)
     for blueprint in (system.blp, models.blp, explain.blp, kserve.blp):
         api.register_blueprint(blueprint)
-    _mark_public_operations(api)
+    _document_security(api)
     docs.init_app(app, api)
     register_error_handlers(app)
     auth.init_app(app, store.keys)
@@ -77,14 +77,28 @@ def _limit_bodies(app: Flask, settings: Settings) -> None:
             if request.mimetype != "multipart/form-data":
                 return problem(415, "Unsupported Media Type", "Send multipart/form-data.")
             return None
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if not request.content_length and not chunked:
+            return None  # no body (e.g. promote): nothing to parse
         if request.mimetype not in JSON_MIMETYPES:
             return problem(415, "Unsupported Media Type", "Send application/json.")
         return None
 
 
-def _mark_public_operations(api: Api) -> None:
-    """Health and readiness need no key; say so in the contract."""
+PUBLIC_PATHS = ("/v1/health", "/v1/ready")
+HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
+PROBLEM_RESPONSE = {"$ref": "#/components/responses/Problem"}
+
+
+def _document_security(api: Api) -> None:
+    """Health and readiness need no key; every other operation answers 401 and 403 as problems."""
     paths = api.spec._paths  # type: ignore[union-attr]
-    for path in ("/v1/health", "/v1/ready"):
-        for operation in paths.get(path, {}).values():
-            operation["security"] = []
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if method not in HTTP_METHODS:
+                continue  # path-level "parameters"
+            if path in PUBLIC_PATHS:
+                operation["security"] = []
+                continue
+            for status in ("401", "403"):
+                operation.setdefault("responses", {}).setdefault(status, PROBLEM_RESPONSE)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from flask import Blueprint, Flask, Response, send_from_directory
+from flask import Blueprint, Flask, Response, abort, send_from_directory
 from flask_smorest import Api
 from swagger_ui_bundle import swagger_ui_path
 
@@ -62,7 +62,7 @@ def init_app(app: Flask, api: Api) -> None:
         if filename == "init.js":
             return Response(INIT_JS, mimetype="text/javascript")
         if filename not in ASSETS:
-            return Response(status=404)
+            abort(404)
         return send_from_directory(swagger_ui_path, filename)
 
     app.register_blueprint(bp)

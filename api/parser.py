@@ -8,13 +8,18 @@ import orjson
 from flask import Request
 from webargs import core
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 
 class StrictJsonParser(FlaskParser):
     def _raw_load_json(self, req: Request) -> Any:
         if not is_json_request(req):
             return core.missing
+        data = req.get_data(cache=True)
+        limit = req.max_content_length
+        if req.content_length is None and limit is not None and len(data) >= limit:
+            raise RequestEntityTooLarge()  # a chunked body was cut at the limit
         try:
-            return orjson.loads(req.get_data(cache=True))
+            return orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             self._handle_invalid_json_error(exc, req)  # type: ignore[arg-type]

@@ -159,7 +159,7 @@ class ModelRegistry:
             if model.production_version is None:
                 raise VersionNotFound(model.name, version)
             return model.production_version
-        if not version.isdigit() or len(version) > 9:
+        if not (version.isascii() and version.isdigit()) or len(version) > 9:
             raise VersionNotFound(model.name, version)
         return int(version)
 

@@ -23,22 +23,24 @@ BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
 DATA = Path(__file__).parent / "data"
 
 
-def _fresh_postgres_db() -> str:
-    """A new, empty database on the test server, so tests never see each other's rows."""
-    name = "candor_" + uuid.uuid4().hex[:12]
+def _admin_execute(statement: str) -> None:
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        connection.execute(sa.text(statement))
     admin.dispose()
-    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test that takes this runs on SQLite and, when configured, on PostgreSQL too."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test that takes this runs on SQLite and, when configured, on PostgreSQL too (a fresh database
+    per test, dropped afterwards, so tests never see each other's rows)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'candor.db'}"
-    return _fresh_postgres_db()
+        yield f"sqlite:///{tmp_path / 'candor.db'}"
+        return
+    name = "candor_" + uuid.uuid4().hex[:12]
+    _admin_execute(f'CREATE DATABASE "{name}"')
+    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -23,16 +23,19 @@ class ShapOptionsSchema(StrictSchema):
         load_default=None,
         metadata={"description": "Class label; default favourable (binary) or predicted class"},
     )
-    top_k = fields.Integer(allow_none=True, load_default=None, validate=validate.Range(min=1, max=10_000))
-    seed = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**32 - 1))
+    top_k = fields.Integer(
+        strict=True, allow_none=True, load_default=None, validate=validate.Range(min=1, max=10_000)
+    )
+    seed = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=2**32 - 1))
     max_evals = fields.Integer(
+        strict=True,
         load_default=None,
         allow_none=True,
         validate=validate.Range(min=1, max=1_000_000),
         metadata={"description": "Model evaluations per row (permutation, kernel)"},
     )
     background_rows = fields.Integer(
-        load_default=None, allow_none=True, validate=validate.Range(min=1, max=1_000_000)
+        strict=True, load_default=None, allow_none=True, validate=validate.Range(min=1, max=1_000_000)
     )
 
 

@@ -12,6 +12,8 @@ from model_store.errors import InvalidInput
 from model_store.manifest import FeatureSpec, Manifest
 
 MAX_REPORTED_ERRORS = 50
+MAX_MAGNITUDE = float(np.finfo(np.float32).max)
+"""Numbers beyond float32's range cannot reach tree models (their thresholds are float32)."""
 
 
 class InstanceValidator:
@@ -49,7 +51,10 @@ class InstanceValidator:
             column = [row[name] for row in instances]
             kinds = set(map(type, column))
             if spec.type == "numeric":
-                if not kinds <= {int, float} or not np.isfinite(np.asarray(column, dtype=float)).all():
+                if (
+                    not kinds <= {int, float}
+                    or not (np.abs(np.asarray(column, dtype=float)) <= MAX_MAGNITUDE).all()
+                ):
                     return False
             elif spec.type == "boolean":
                 if kinds != {bool}:
@@ -92,6 +97,8 @@ class InstanceValidator:
                 return value, "Expected a number."
             if not math.isfinite(value):
                 return value, "NaN and infinity are not allowed."
+            if abs(value) > MAX_MAGNITUDE:
+                return value, f"Out of range: the magnitude must be at most {MAX_MAGNITUDE:.3e}."
             return float(value), None
         if spec.type == "boolean":
             if not isinstance(value, bool):
