@@ -17,6 +17,7 @@ accesslog = "-"
 errorlog = "-"
 loglevel = _settings.log_level
 wsgi_app = "api.wsgi:app"
+control_socket_disable = True  # no shared control socket in $HOME; manage with signals
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]

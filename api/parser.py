@@ -17,9 +17,14 @@ class StrictJsonParser(FlaskParser):
             return core.missing
         data = req.get_data(cache=True)
         limit = req.max_content_length
-        if req.content_length is None and limit is not None and len(data) >= limit:
-            raise RequestEntityTooLarge()  # a chunked body was cut at the limit
+        if req.content_length is None and limit is not None and len(data) >= limit and _more_follows(req):
+            raise RequestEntityTooLarge()  # werkzeug cut a chunked body at the limit
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             self._handle_invalid_json_error(exc, req)  # type: ignore[arg-type]
+
+
+def _more_follows(req: Request) -> bool:
+    """Whether the raw input still holds bytes past what werkzeug read (a body over the limit)."""
+    return bool(req.environ["wsgi.input"].read(1))

@@ -76,9 +76,9 @@ class ShapExplainer(Explainer):
         started = time.perf_counter()
         records = model.validate(instances)
         backend = self.backend(model, opts["algorithm"], opts["output"], int(opts["background_rows"]))
-        target_index = model.class_index(opts["target"]) if opts["target"] is not None else None
-        if target_index is not None and not model.is_classifier:
+        if opts["target"] is not None and not model.is_classifier:
             raise InvalidInput.field("target", "Regression models have no target class.")
+        target_index = model.class_index(opts["target"]) if opts["target"] is not None else None
         encoded = model.encode(records)
         prepared = time.perf_counter()
         try:

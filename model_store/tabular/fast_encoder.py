@@ -45,9 +45,12 @@ def compile_encoder(preprocessor: Any, verify_on: pd.DataFrame) -> Callable[[Rec
     def encode(records: Records) -> np.ndarray:
         return np.hstack([block(records) for block in blocks]) if blocks else np.empty((len(records), 0))
 
-    expected = preprocessor.transform(verify_on)
-    expected = expected.toarray() if hasattr(expected, "toarray") else np.asarray(expected, dtype=float)
-    got = encode(verify_on.to_dict("records"))
+    try:
+        expected = preprocessor.transform(verify_on)
+        expected = expected.toarray() if hasattr(expected, "toarray") else np.asarray(expected, dtype=float)
+        got = encode(verify_on.to_dict("records"))
+    except (ValueError, TypeError, KeyError):
+        return None  # e.g. a string column passed through: sklearn's own transform is used instead
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-12, atol=1e-12):
         return None
     return encode

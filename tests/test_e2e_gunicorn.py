@@ -1,0 +1,297 @@
+"""End to end over real HTTP: ``candor demo install``, then the real gunicorn with the project's config.
+
+One gunicorn (two gthread workers) serves the whole module; requests go through a keep-alive Session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from model_store.store import Store
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_BODY_BYTES = 100_000
+STARTUP_TIMEOUT = 60.0
+LOAN_REQUEST = json.loads((ROOT / "tests" / "data" / "loan_shap_request.json").read_text())
+LOAN_ROW: dict[str, Any] = LOAN_REQUEST["instances"][0]
+LOAN_ROWS = [
+    LOAN_ROW,
+    {**LOAN_ROW, "duration_in_month": 12, "credit_amount": 1200, "purpose": "car (new)"},
+    {**LOAN_ROW, "status_of_existing_checking_account": "no checking account", "age_in_years": 51},
+]
+
+
+@dataclasses.dataclass
+class Server:
+    base: str
+    http: requests.Session
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
+        if body is not None:
+            kwargs["json"] = body
+        return self.http.post(self.base + path, timeout=60, **kwargs)
+
+    def get(self, path: str) -> requests.Response:
+        return self.http.get(self.base + path, timeout=60)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _log_tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
+def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited with {process.returncode}:\n{_log_tail(log)}")
+        try:
+            if requests.get(base + "/v1/health", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"gunicorn was not healthy within {STARTUP_TIMEOUT:.0f} s:\n{_log_tail(log)}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the group of the gunicorn we started (own session)
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("e2e").resolve()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANDOR_")}
+    env.update(
+        CANDOR_DATA_DIR=str(data),
+        CANDOR_BIND=f"127.0.0.1:{port}",
+        CANDOR_WORKERS="2",
+        CANDOR_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
+        CANDOR_LOG_LEVEL="warning",
+        # gunicorn 27 opens a control socket in ~/.gunicorn by default; keep the test self-contained.
+        GUNICORN_CMD_ARGS="--no-control-socket",
+    )
+    candor = Path(sys.executable).with_name("candor")
+    install = [str(candor)] if candor.exists() else [sys.executable, "-m", "api.cli"]
+    done = subprocess.run(
+        [*install, "demo", "install"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "loan v1" in done.stdout and "clinical v1" in done.stdout
+
+    store = Store(data, f"sqlite:///{data}/candor.db")
+    token, _ = store.keys.create("e2e", ["explain"])
+    store.close()
+
+    log = data / "gunicorn.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {token}"
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(base, process, log)
+        yield Server(base, http, process, log)
+    finally:
+        http.close()
+        _stop(process)
+
+
+def _check_explanation(envelope: dict[str, Any], n_rows: int, n_features: int, top_k: int | None) -> None:
+    assert envelope["kind"] == "attribution"
+    assert envelope["model"]["name"] == "loan" and envelope["model"]["version"] == 1
+    assert envelope["method"]["name"] == "shap" and envelope["method"]["algorithm"] == "tree"
+    assert envelope["output"] == {"space": "log_odds", "target": None, "target_rule": "favourable_class"}
+    assert envelope["quality"]["additivity_ok"] is True
+    assert len(envelope["results"]) == n_rows
+    for result in envelope["results"]:
+        assert result["target"] == "good"
+        assert len(result["attributions"]) == (top_k or n_features)
+        magnitudes = [abs(a["attribution"]) for a in result["attributions"]]
+        assert magnitudes == sorted(magnitudes, reverse=True)
+        total = sum(a["attribution"] for a in result["attributions"]) + result["other_attribution"]
+        assert result["base_value"] + total == pytest.approx(result["output_value"], abs=1e-6)
+        p_good = result["prediction"]["probabilities"]["good"]
+        assert result["output_value"] == pytest.approx(math.log(p_good / (1 - p_good)), abs=1e-6)
+
+
+def test_predict_and_explain_loan(server: Server) -> None:
+    predicted = server.post("/v1/models/loan/versions/production/predict", {"instances": LOAN_ROWS})
+    assert predicted.status_code == 200, predicted.text
+    predictions = predicted.json()["predictions"]
+    assert len(predictions) == len(LOAN_ROWS)
+    for prediction in predictions:
+        assert set(prediction["probabilities"]) == {"bad", "good"}
+        assert sum(prediction["probabilities"].values()) == pytest.approx(1.0)
+        assert prediction["label"] == max(prediction["probabilities"], key=prediction["probabilities"].get)
+
+    url = "/v1/models/loan/versions/production/explain/shap"
+    explained = server.post(url, {"instances": LOAN_ROWS})
+    assert explained.status_code == 200, explained.text
+    assert explained.headers["Content-Type"].startswith("application/json")
+    envelope = explained.json()
+    _check_explanation(envelope, len(LOAN_ROWS), len(LOAN_ROW), None)
+    for result, prediction in zip(envelope["results"], predictions, strict=True):
+        assert result["prediction"]["label"] == prediction["label"]
+        assert result["prediction"]["probabilities"] == pytest.approx(prediction["probabilities"], abs=1e-12)
+        assert {a["feature"] for a in result["attributions"]} == set(LOAN_ROW)
+
+    short = server.post(url, LOAN_REQUEST)
+    assert short.status_code == 200, short.text
+    _check_explanation(short.json(), 1, len(LOAN_ROW), LOAN_REQUEST["top_k"])
+    assert short.json()["results"][0]["attributions"] == envelope["results"][0]["attributions"][:5]
+
+
+def test_kserve_verbs_take_lists_in_manifest_order_and_objects(server: Server) -> None:
+    described = server.get("/v1/models/loan/versions/1")
+    assert described.status_code == 200, described.text
+    names = [feature["name"] for feature in described.json()["manifest"]["features"]]
+    assert sorted(names) == sorted(LOAN_ROW)
+    lists = [[row[name] for name in names] for row in LOAN_ROWS]
+
+    by_lists = server.post("/v1/models/loan:predict", {"instances": lists})
+    by_objects = server.post("/v1/models/loan:predict", {"instances": LOAN_ROWS})
+    assert by_lists.status_code == by_objects.status_code == 200, by_lists.text
+    assert by_lists.json() == by_objects.json()
+    payload = by_lists.json()
+    assert payload["model_name"] == "loan" and payload["model_version"] == "1"
+    assert len(payload["predictions"]) == len(LOAN_ROWS)
+    assert all(label in ("bad", "good") for label in payload["predictions"])
+    plain = server.post("/v1/models/loan/versions/1/predict", {"instances": LOAN_ROWS}).json()
+    assert payload["predictions"] == [p["label"] for p in plain["predictions"]]
+    assert payload["probabilities"] == [p["probabilities"] for p in plain["predictions"]]
+
+    explained = {}
+    for kind, instances in (("lists", lists), ("objects", LOAN_ROWS)):
+        response = server.post("/v1/models/loan:explain", {"instances": instances})
+        assert response.status_code == 200, response.text
+        _check_explanation(response.json(), len(LOAN_ROWS), len(names), None)
+        explained[kind] = response.json()["results"]
+    for from_list, from_object in zip(explained["lists"], explained["objects"], strict=True):
+        assert from_list["attributions"] == from_object["attributions"]
+        assert from_list["output_value"] == from_object["output_value"]
+
+
+def _oversized() -> bytes:
+    body = json.dumps({"instances": [LOAN_ROW] * 200}).encode()
+    assert len(body) > MAX_BODY_BYTES * 1.2
+    return body
+
+
+def _chunks(body: bytes, size: int = 8192) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def _assert_413(response: requests.Response) -> None:
+    assert response.status_code == 413, response.text[:500]
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["status"] == 413
+    assert problem["instance"] == PREDICT
+
+
+PREDICT = "/v1/models/loan/versions/1/predict"
+# Oversized requests ask for the connection to close: gunicorn drains at most 64 KiB of a body the app did
+# not read and then closes the connection, after a response that did not say so, so a keep-alive client
+# would find that connection dead on its next request.
+JSON = {"Content-Type": "application/json", "Connection": "close"}
+
+
+def test_oversized_body_with_content_length_gets_413(server: Server) -> None:
+    body = _oversized()
+    response = server.post(PREDICT, data=body, headers=JSON)
+    assert response.request.headers["Content-Length"] == str(len(body))
+    _assert_413(response)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(_oversized(), id="rows"),
+        # A complete JSON document within the limit followed by padding past it: truncating at the limit
+        # leaves valid JSON, so a body that is too large would be served unless it is refused.
+        pytest.param(json.dumps({"instances": [LOAN_ROW]}).encode() + b" " * MAX_BODY_BYTES, id="padded"),
+    ],
+)
+def test_oversized_chunked_body_gets_413(server: Server, body: bytes) -> None:
+    """``CANDOR_MAX_BODY_BYTES`` promises 413 above the limit, chunked bodies included."""
+    assert len(body) > MAX_BODY_BYTES
+    response = server.post(PREDICT, data=_chunks(body), headers=JSON)
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert "Content-Length" not in response.request.headers
+    _assert_413(response)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_of_exactly_the_limit_is_served(server: Server, chunked: bool) -> None:
+    """The limit is inclusive ("413 above it"), whatever the transfer encoding."""
+    document = json.dumps({"instances": LOAN_ROWS[:1]}).encode()
+    body = document + b" " * (MAX_BODY_BYTES - len(document))
+    assert len(body) == MAX_BODY_BYTES
+    response = server.post(PREDICT, data=_chunks(body) if chunked else body, headers=JSON)
+    assert ("Transfer-Encoding" in response.request.headers) is chunked
+    assert response.status_code == 200, response.text[:500]
+    assert len(response.json()["predictions"]) == 1
+
+
+def test_server_keeps_serving_after_oversized_bodies(server: Server) -> None:
+    body = _oversized()
+    for data in (body, _chunks(body)):
+        refused = server.post(PREDICT, data=data, headers=JSON)
+        assert 400 <= refused.status_code < 500, refused.text[:500]
+
+    # A chunked body under the limit is read and served: chunking itself is fine.
+    small = json.dumps({"instances": LOAN_ROWS}).encode()
+    accepted = server.post(PREDICT, data=_chunks(small, 256), headers={"Content-Type": "application/json"})
+    assert accepted.request.headers.get("Transfer-Encoding") == "chunked"
+    assert accepted.status_code == 200, accepted.text
+    assert len(accepted.json()["predictions"]) == len(LOAN_ROWS)
+
+    # The same keep-alive session, and fresh connections, are still served.
+    assert server.get("/v1/health").json() == {"status": "ok"}
+    assert server.post(PREDICT, {"instances": LOAN_ROWS[:1]}).status_code == 200
+    key = {"Authorization": server.http.headers["Authorization"]}
+    one = {"instances": LOAN_ROWS[:1]}
+    for _ in range(4):
+        fresh = requests.post(server.base + PREDICT, json=one, headers=key, timeout=60)
+        assert fresh.status_code == 200, fresh.text
+    assert server.process.poll() is None
