@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from explainers.attribution_results import Selected, columnar_results, record_results
 from explainers.base import Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
 from explainers.shap_backends import BACKENDS, Backend, Unsupported, check_algorithm, default_space
@@ -26,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "max_evals": 512,
     "background_rows": 100,
+    "layout": "records",
 }
 
 
@@ -73,11 +75,13 @@ class ShapExplainer(Explainer):
             **model.manifest.defaults.get("shap", {}),
             **{k: v for k, v in options.items() if v is not None},
         }
+        if opts["layout"] == "columnar" and opts["top_k"] is not None:
+            raise InvalidInput.field("top_k", "top_k applies to the records layout only.")
+        if opts["target"] is not None and not model.is_classifier:
+            raise InvalidInput.field("target", "Regression models have no target class.")
         started = time.perf_counter()
         records = model.validate(instances)
         backend = self.backend(model, opts["algorithm"], opts["output"], int(opts["background_rows"]))
-        if opts["target"] is not None and not model.is_classifier:
-            raise InvalidInput.field("target", "Regression models have no target class.")
         target_index = model.class_index(opts["target"]) if opts["target"] is not None else None
         encoded = model.encode(records)
         prepared = time.perf_counter()
@@ -86,18 +90,28 @@ class ShapExplainer(Explainer):
         except (Unsupported, ValueError, FloatingPointError) as exc:
             raise ExplainerFailed("The SHAP computation failed for these instances.") from exc
         computed = time.perf_counter()
-        outputs = (
-            model.output_matrix(backend.space, encoded)
-            if backend.algorithm in ("tree", "linear")
-            else (
-                backend.predict(backend.codec.encode(model.frame(records)))  # type: ignore[attr-defined]
-            )
-        )
         probabilities = model.predict_encoded(encoded)
-        targets = _targets(model, target_index, probabilities)
-        results = assemble(model, records, values, base, outputs, targets, probabilities, opts["top_k"])
-        residuals = [abs(r["additivity_residual"]) for r in results]
-        tolerance = _tolerance(outputs)
+        selected = Selected.pick(
+            model,
+            values,
+            base,
+            _outputs(model, backend, records, encoded),
+            probabilities,
+            _targets(model, target_index, probabilities),
+        )
+        if opts["layout"] == "columnar":
+            results = columnar_results(model, selected)
+        else:
+            results = record_results(model, records, selected, opts["top_k"])
+        worst = float(np.abs(selected.residual).max())
+        tolerance = _tolerance(selected.outputs)
+        output: dict[str, Any] = {
+            "space": backend.space,
+            "target": opts["target"],
+            "target_rule": _target_rule(model, target_index),
+        }
+        if opts["layout"] == "columnar":
+            output["feature_order"] = model.feature_order
         return Explanation(
             kind=self.kind,
             model=ModelRef(info.name, info.version, info.artifact_sha256),
@@ -108,20 +122,17 @@ class ShapExplainer(Explainer):
                     "seed": int(opts["seed"]),
                     "max_evals": int(opts["max_evals"]) if backend.stochastic else None,
                     "top_k": opts["top_k"],
+                    "layout": opts["layout"],
                     **backend.params(),
                 },
                 library_versions=library_versions("shap", "scikit-learn", "numpy"),
             ),
-            output={
-                "space": backend.space,
-                "target": opts["target"],
-                "target_rule": _target_rule(model, target_index),
-            },
+            output=output,
             results=results,
             quality={
-                "max_additivity_residual": max(residuals),
+                "max_additivity_residual": worst,
                 "additivity_tolerance": tolerance,
-                "additivity_ok": max(residuals) <= tolerance,
+                "additivity_ok": worst <= tolerance,
             },
             timing_ms={
                 "prepare": _ms(prepared - started),
@@ -129,6 +140,15 @@ class ShapExplainer(Explainer):
                 "total": _ms(time.perf_counter() - started),
             },
         )
+
+
+def _outputs(
+    model: TabularModel, backend: Backend, records: list[dict[str, Any]], encoded: np.ndarray
+) -> np.ndarray:
+    """The model's own output in the backend's space, the number attributions must add up to."""
+    if backend.algorithm in ("tree", "linear"):
+        return model.output_matrix(backend.space, encoded)
+    return backend.predict(backend.codec.encode(model.frame(records)))  # type: ignore[attr-defined, no-any-return]
 
 
 def _targets(model: TabularModel, target_index: int | None, probabilities: np.ndarray) -> np.ndarray:
@@ -148,57 +168,6 @@ def _target_rule(model: TabularModel, target_index: int | None) -> str:
     if target_index is not None:
         return "requested"
     return "favourable_class" if len(model.classes) == 2 else "predicted_class"
-
-
-def assemble(
-    model: TabularModel,
-    records: list[dict[str, Any]],
-    values: np.ndarray,
-    base: np.ndarray,
-    outputs: np.ndarray,
-    targets: np.ndarray,
-    probabilities: np.ndarray,
-    top_k: int | None,
-) -> list[dict]:
-    """One result per row: attributions sorted by magnitude, groups, base value and additivity residual."""
-    order = model.feature_order
-    rows = np.arange(len(records))
-    chosen = values[rows, :, targets]
-    chosen_base = base[rows, targets]
-    chosen_out = outputs[rows, targets]
-    residual = chosen_out - chosen_base - chosen.sum(axis=1)
-    ranking = np.argsort(-np.abs(chosen), axis=1, kind="stable")
-    limit = len(order) if top_k is None else int(top_k)
-    ranked_names = np.asarray(order, dtype=object)[ranking[:, :limit]].tolist()
-    ranked_values = np.take_along_axis(chosen, ranking[:, :limit], axis=1).tolist()
-    others = (
-        chosen.sum(axis=1) - np.take_along_axis(chosen, ranking[:, :limit], axis=1).sum(axis=1)
-    ).tolist()
-    predictions = model.describe_predictions(probabilities)
-    groups = model.manifest.groups
-    index = {name: j for j, name in enumerate(order)}
-    results = []
-    for i, record in enumerate(records):
-        row = chosen[i]
-        item: dict[str, Any] = {
-            "prediction": predictions[i],
-            "target": model.classes[targets[i]] if model.is_classifier else None,
-            "output_value": float(chosen_out[i]),
-            "base_value": float(chosen_base[i]),
-            "attributions": [
-                {"feature": name, "value": record[name], "attribution": value}
-                for name, value in zip(ranked_names[i], ranked_values[i], strict=True)
-            ],
-            "other_attribution": others[i] if top_k is not None else 0.0,
-            "additivity_residual": float(residual[i]),
-        }
-        if groups:
-            item["groups"] = [
-                {"group": g, "features": members, "attribution": float(sum(row[index[m]] for m in members))}
-                for g, members in groups.items()
-            ]
-        results.append(item)
-    return results
 
 
 def _self_check(model: TabularModel, backend: Backend) -> None:

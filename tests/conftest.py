@@ -4,8 +4,9 @@ keys for every scope, and the demo models registered through the real registry."
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'candor.db'}"
         return
     name = "candor_" + uuid.uuid4().hex[:12]
-    _admin_execute(f'CREATE DATABASE "{name}"')
+    _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE template0')  # template1 may be in use
     yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
     _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -60,16 +61,33 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _app_over_demo_copy(tmp_path: Path, demo_dir: Path, name: str, **overrides: Any) -> Flask:
+    """An app over ``tmp_path / name``, a fresh copy of the demo data dir, with settings ``overrides``."""
+    data = tmp_path / name
+    shutil.copytree(demo_dir, data)
+    return create_app({"data_dir": data, "database_url": f"sqlite:///{data / 'candor.db'}", **overrides})
+
+
 @pytest.fixture
 def app(tmp_path: Path, demo_dir: Path) -> Iterator[Flask]:
     """An app over a private copy of the demo data dir (the demo models are registered and promoted)."""
-    import shutil
-
-    data = tmp_path / "app-data"
-    shutil.copytree(demo_dir, data)
-    application = create_app({"data_dir": data, "database_url": f"sqlite:///{data / 'candor.db'}"})
+    application = _app_over_demo_copy(tmp_path, demo_dir, "app-data")
     yield application
     application.extensions["candor"].store.close()
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, demo_dir: Path) -> Iterator[Callable[..., Flask]]:
+    """Apps with settings overrides, each over its own copy of the demo data dir."""
+    made: list[Flask] = []
+
+    def build(**overrides: Any) -> Flask:
+        made.append(_app_over_demo_copy(tmp_path, demo_dir, f"custom-{len(made)}", **overrides))
+        return made[-1]
+
+    yield build
+    for application in made:
+        application.extensions["candor"].store.close()
 
 
 @pytest.fixture

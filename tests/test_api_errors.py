@@ -67,25 +67,6 @@ def assert_loan_intact(client: FlaskClient, auth: dict[str, str]) -> None:
     assert body["production_version"] == 1
 
 
-@pytest.fixture
-def make_app(tmp_path: Path, demo_dir: Path) -> Iterator[Callable[..., Flask]]:
-    """Apps with settings overrides, each over its own copy of the demo data dir."""
-    made: list[Flask] = []
-
-    def build(**overrides: Any) -> Flask:
-        data = tmp_path / f"custom-{len(made)}"
-        shutil.copytree(demo_dir, data)
-        application = create_app(
-            {"data_dir": data, "database_url": f"sqlite:///{data / 'candor.db'}", **overrides}
-        )
-        made.append(application)
-        return application
-
-    yield build
-    for application in made:
-        application.extensions["candor"].store.close()
-
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iterator[tuple[FlaskClient, dict]]:
     """One app for the many read-only error cases (each checks that nothing changed); keeps the suite fast."""

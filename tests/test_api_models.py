@@ -7,75 +7,34 @@ import copy
 import hashlib
 import io
 import json
-import shutil
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import GradientBoostingClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
+from tiny_models import (
+    COLOURS,
+    FEATURES,
+    category_never_seen,
+    classes_reversed,
+    feature_not_read,
+    feature_undeclared,
+    reference_missing_column,
+    tiny_frame,
+    tiny_manifest,
+    tiny_pipeline,
+)
 
-from api.app import create_app
 from model_store.reference import to_parquet
 from model_store.safe_load import dump_skops
 
 PROBLEM = "application/problem+json"
-FEATURES = ["size", "colour", "weight"]
-COLOURS = ["blue", "green", "red"]
 
 
-# -- tiny fixture model ------------------------------------------------------------------------------------
-def tiny_frame(n: int = 60) -> pd.DataFrame:
-    rng = np.random.default_rng(2)
-    colour = rng.choice(COLOURS, n)
-    size = rng.integers(1, 10, n).astype(float)
-    weight = rng.normal(50.0, 10.0, n).round(2)
-    label = np.where(size + 3.0 * (colour == "red") + rng.normal(0.0, 1.0, n) > 6.0, "yes", "no")
-    return pd.DataFrame(
-        {
-            "size": size,
-            "colour": pd.Series(colour, dtype=object),
-            "weight": weight,
-            "label": pd.Series(label, dtype=object),
-        }
-    )
-
-
-def tiny_pipeline(frame: pd.DataFrame) -> Pipeline:
-    prep = ColumnTransformer(
-        [
-            ("categorical", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
-            ("numeric", "passthrough", ["size", "weight"]),
-        ]
-    )
-    model = GradientBoostingClassifier(n_estimators=10, max_depth=2, random_state=0)
-    return Pipeline([("prep", prep), ("model", model)]).fit(frame[FEATURES], frame["label"])
-
-
-def tiny_manifest(name: str = "tiny") -> dict[str, Any]:
-    return {
-        "name": name,
-        "task": "binary_classification",
-        "target": "label",
-        "classes": ["no", "yes"],
-        "favourable_class": "yes",
-        "features": [
-            {"name": "size", "type": "numeric"},
-            {"name": "colour", "type": "categorical"},
-            {"name": "weight", "type": "numeric"},
-        ],
-    }
-
-
-_FRAME = tiny_frame()
+_FRAME = tiny_frame(seed=2)
 _PIPELINE = tiny_pipeline(_FRAME)
 _ARTIFACT = dump_skops(_PIPELINE)
 _REFERENCE = to_parquet(_FRAME)
@@ -130,25 +89,6 @@ def versions_of(client: FlaskClient, headers: dict[str, str], name: str) -> list
 
 def artifact_dirs(app: Flask) -> set[str]:
     return {p.name for p in app.extensions["candor"].store.registry.artifacts.root.iterdir()}
-
-
-@pytest.fixture
-def make_app(tmp_path: Path, demo_dir: Path) -> Iterator[Callable[..., Flask]]:
-    """Apps with settings overrides, each over its own copy of the demo data dir."""
-    made: list[Flask] = []
-
-    def build(**overrides: Any) -> Flask:
-        data = tmp_path / f"custom-{len(made)}"
-        shutil.copytree(demo_dir, data)
-        application = create_app(
-            {"data_dir": data, "database_url": f"sqlite:///{data / 'candor.db'}", **overrides}
-        )
-        made.append(application)
-        return application
-
-    yield build
-    for application in made:
-        application.extensions["candor"].store.close()
 
 
 # -- registration ------------------------------------------------------------------------------------------
@@ -222,30 +162,6 @@ def _name_mismatch(m: dict[str, Any], f: pd.DataFrame) -> tuple[Any, pd.DataFram
     return m, f
 
 
-def _classes_reversed(m: dict[str, Any], f: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
-    m["classes"] = ["yes", "no"]
-    return m, f
-
-
-def _feature_undeclared(m: dict[str, Any], f: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
-    m["features"] = [s for s in m["features"] if s["name"] != "weight"]
-    return m, f
-
-
-def _feature_not_read(m: dict[str, Any], f: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
-    m["features"].append({"name": "height", "type": "numeric"})
-    return m, f.assign(height=1.0)
-
-
-def _category_never_seen(m: dict[str, Any], f: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
-    m["features"][1]["categories"] = [*COLOURS, "purple"]
-    return m, f
-
-
-def _reference_missing_column(m: dict[str, Any], f: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
-    return m, f.drop(columns=["weight"])
-
-
 def _unknown_manifest_key(m: dict[str, Any], f: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
     m["colour_map"] = {"red": "#f00"}
     return m, f
@@ -271,11 +187,11 @@ def _not_a_mapping(m: dict[str, Any], f: pd.DataFrame) -> tuple[Any, pd.DataFram
 
 REFUSED = [
     pytest.param(_name_mismatch, "manifest.name", id="name-mismatch"),
-    pytest.param(_classes_reversed, "classes", id="classes-order"),
-    pytest.param(_feature_undeclared, "features", id="undeclared-feature"),
-    pytest.param(_feature_not_read, "features", id="feature-not-read"),
-    pytest.param(_category_never_seen, "features.1.categories", id="category-never-seen"),
-    pytest.param(_reference_missing_column, "reference", id="reference-missing-column"),
+    pytest.param(classes_reversed, "classes", id="classes-order"),
+    pytest.param(feature_undeclared, "features", id="undeclared-feature"),
+    pytest.param(feature_not_read, "features", id="feature-not-read"),
+    pytest.param(category_never_seen, "features.1.categories", id="category-never-seen"),
+    pytest.param(reference_missing_column, "reference", id="reference-missing-column"),
     pytest.param(_unknown_manifest_key, "manifest.colour_map", id="unknown-manifest-key"),
     pytest.param(_missing_task, "manifest.task", id="missing-task"),
     pytest.param(_bad_feature_type, "manifest.features.2.type", id="bad-feature-type"),

@@ -13,7 +13,7 @@ import dataclasses
 import io
 import json
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -60,105 +60,42 @@ class Case:
     favourable: str | None = None
 
 
-CASES = {
-    c.name: c
-    for c in [
-        Case(
-            "gbc_binary",
-            lambda: GradientBoostingClassifier(n_estimators=30, max_depth=3, random_state=0),
-            "binary",
-            ("colour", "size"),
-            ("income", "age", "score"),
-            False,
-            "tree",
-            "log_odds",
-            favourable="yes",
-        ),
-        Case(
-            "rf_binary",
-            lambda: RandomForestClassifier(n_estimators=20, max_depth=5, random_state=0),
-            "binary",
-            ("colour",),
-            ("income", "age", "score"),
-            True,
-            "tree",
-            "probability",
-            favourable="no",
-        ),
-        Case(
-            "rf_multiclass",
-            lambda: RandomForestClassifier(n_estimators=20, max_depth=5, random_state=0),
-            "multiclass",
-            ("colour", "size"),
-            ("income", "age"),
-            False,
-            "tree",
-            "probability",
-        ),
-        Case(
-            "hgb_binary",
-            lambda: HistGradientBoostingClassifier(max_iter=30, max_depth=3, random_state=0),
-            "binary",
-            ("colour", "size"),
-            ("income", "age"),
-            True,
-            "tree",
-            "log_odds",
-            favourable="yes",
-        ),
-        Case(
-            "hgb_multiclass",
-            lambda: HistGradientBoostingClassifier(max_iter=30, max_depth=3, random_state=0),
-            "multiclass",
-            ("size",),
-            ("income", "age", "score"),
-            False,
-            "tree",
-            "raw",
-        ),
-        Case(
-            "lr_binary",
-            lambda: LogisticRegression(max_iter=1000),
-            "binary",
-            ("colour", "size"),
-            ("income", "age", "score"),
-            True,
-            "linear",
-            "log_odds",
-            favourable="no",
-        ),
-        Case(
-            "lr_multiclass",
-            lambda: LogisticRegression(max_iter=1000),
-            "multiclass",
-            ("colour",),
-            ("income", "age"),
-            True,
-            "linear",
-            "raw",
-        ),
-        Case(
-            "gbr_regression",
-            lambda: GradientBoostingRegressor(n_estimators=30, max_depth=3, random_state=0),
-            "regression",
-            ("colour", "size"),
-            ("income", "age"),
-            False,
-            "tree",
-            "raw",
-        ),
-        Case(
-            "rfr_regression",
-            lambda: RandomForestRegressor(n_estimators=20, max_depth=6, random_state=0),
-            "regression",
-            ("size",),
-            ("income", "age", "score"),
-            True,
-            "tree",
-            "raw",
-        ),
-    ]
-}
+def _row(
+    name: str,
+    make: Callable[[], Any],
+    task: str,
+    categorical: str,
+    numeric: str,
+    scale: bool,
+    algorithm: str,
+    space: str,
+    favourable: str | None = None,
+) -> Case:
+    """One case of the table below; ``categorical`` and ``numeric`` are space-separated feature names."""
+    features = tuple(categorical.split()), tuple(numeric.split())
+    return Case(name, make, task, *features, scale, algorithm, space, favourable)
+
+
+GBC = partial(GradientBoostingClassifier, n_estimators=30, max_depth=3, random_state=0)
+RFC = partial(RandomForestClassifier, n_estimators=20, max_depth=5, random_state=0)
+HGB = partial(HistGradientBoostingClassifier, max_iter=30, max_depth=3, random_state=0)
+LR = partial(LogisticRegression, max_iter=1000)
+GBR = partial(GradientBoostingRegressor, n_estimators=30, max_depth=3, random_state=0)
+RFR = partial(RandomForestRegressor, n_estimators=20, max_depth=6, random_state=0)
+
+_TABLE = [
+    # name, model, task, categorical, numeric, scale numeric, algorithm, output space, favourable class
+    _row("gbc_binary", GBC, "binary", "colour size", "income age score", False, "tree", "log_odds", "yes"),
+    _row("rf_binary", RFC, "binary", "colour", "income age score", True, "tree", "probability", "no"),
+    _row("rf_multiclass", RFC, "multiclass", "colour size", "income age", False, "tree", "probability"),
+    _row("hgb_binary", HGB, "binary", "colour size", "income age", True, "tree", "log_odds", "yes"),
+    _row("hgb_multiclass", HGB, "multiclass", "size", "income age score", False, "tree", "raw"),
+    _row("lr_binary", LR, "binary", "colour size", "income age score", True, "linear", "log_odds", "no"),
+    _row("lr_multiclass", LR, "multiclass", "colour", "income age", True, "linear", "raw"),
+    _row("gbr_regression", GBR, "regression", "colour size", "income age", False, "tree", "raw"),
+    _row("rfr_regression", RFR, "regression", "size", "income age score", True, "tree", "raw"),
+]
+CASES = {c.name: c for c in _TABLE}
 
 
 def make_data(case: Case, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:

@@ -11,10 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import GradientBoostingClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
+from tiny_models import (
+    COLOURS,
+    FEATURES,
+    category_never_seen,
+    classes_reversed,
+    feature_not_read,
+    feature_undeclared,
+    reference_missing_column,
+    tiny_frame,
+    tiny_manifest,
+    tiny_pipeline,
+)
 
 from model_store.errors import (
     IntegrityError,
@@ -29,54 +37,6 @@ from model_store.reference import to_parquet
 from model_store.safe_load import dump_skops
 from model_store.store import Store
 
-FEATURES = ["size", "colour", "weight"]
-COLOURS = ["blue", "green", "red"]
-
-
-# -- tiny fixture model ------------------------------------------------------------------------------------
-def tiny_frame(n: int = 60, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    colour = rng.choice(COLOURS, n)
-    size = rng.integers(1, 10, n).astype(float)
-    weight = rng.normal(50.0, 10.0, n).round(2)
-    score = size + 3.0 * (colour == "red") + rng.normal(0.0, 1.0, n)
-    label = np.where(score > 6.0, "yes", "no")
-    return pd.DataFrame(
-        {
-            "size": size,
-            "colour": pd.Series(colour, dtype=object),
-            "weight": weight,
-            "label": pd.Series(label, dtype=object),
-        }
-    )
-
-
-def tiny_pipeline(frame: pd.DataFrame, seed: int = 0) -> Pipeline:
-    prep = ColumnTransformer(
-        [
-            ("categorical", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
-            ("numeric", "passthrough", ["size", "weight"]),
-        ]
-    )
-    model = GradientBoostingClassifier(n_estimators=10, max_depth=2, random_state=seed)
-    return Pipeline([("prep", prep), ("model", model)]).fit(frame[FEATURES], frame["label"])
-
-
-def tiny_manifest(name: str = "tiny") -> dict[str, Any]:
-    return {
-        "name": name,
-        "task": "binary_classification",
-        "target": "label",
-        "classes": ["no", "yes"],
-        "favourable_class": "yes",
-        "features": [
-            {"name": "size", "type": "numeric"},
-            {"name": "colour", "type": "categorical"},
-            {"name": "weight", "type": "numeric", "min": 0.0},
-        ],
-    }
-
-
 _FRAME = tiny_frame()
 _PIPELINE = tiny_pipeline(_FRAME)
 _ARTIFACT = dump_skops(_PIPELINE)
@@ -84,7 +44,7 @@ _REFERENCE = to_parquet(_FRAME)
 
 
 def register(store: Store, name: str = "tiny", manifest: dict[str, Any] | None = None):
-    data = manifest if manifest is not None else tiny_manifest(name)
+    data = manifest if manifest is not None else tiny_manifest(name, weight_min=0.0)
     return store.registry.register_tabular(parse_manifest(data), _ARTIFACT, _REFERENCE)
 
 
@@ -206,34 +166,10 @@ def test_registered_model_loads_and_predicts_like_the_original(store: Store) -> 
 
 
 # -- manifest / artifact mismatches ------------------------------------------------------------------------
-def _classes_reversed(m: dict[str, Any], f: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
-    m["classes"] = ["yes", "no"]
-    return m, f
-
-
 def _classes_renamed(m: dict[str, Any], f: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
     m["classes"] = ["0", "1"]
     m["favourable_class"] = "1"
     return m, f
-
-
-def _feature_undeclared(m: dict[str, Any], f: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
-    m["features"] = [s for s in m["features"] if s["name"] != "weight"]
-    return m, f
-
-
-def _feature_not_read(m: dict[str, Any], f: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
-    m["features"].append({"name": "height", "type": "numeric"})
-    return m, f.assign(height=1.0)
-
-
-def _category_never_seen(m: dict[str, Any], f: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
-    m["features"][1]["categories"] = [*COLOURS, "purple"]
-    return m, f
-
-
-def _reference_missing_column(m: dict[str, Any], f: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
-    return m, f.drop(columns=["weight"])
 
 
 def _reference_outside_categories(m: dict[str, Any], f: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -259,12 +195,12 @@ def _regression_task(m: dict[str, Any], f: pd.DataFrame) -> tuple[dict[str, Any]
 
 
 MISMATCHES = [
-    pytest.param(_classes_reversed, "classes", id="classes-order"),
+    pytest.param(classes_reversed, "classes", id="classes-order"),
     pytest.param(_classes_renamed, "classes", id="classes-labels"),
-    pytest.param(_feature_undeclared, "features", id="undeclared-feature"),
-    pytest.param(_feature_not_read, "features", id="feature-not-read"),
-    pytest.param(_category_never_seen, "features.1.categories", id="category-never-seen"),
-    pytest.param(_reference_missing_column, "reference", id="reference-missing-column"),
+    pytest.param(feature_undeclared, "features", id="undeclared-feature"),
+    pytest.param(feature_not_read, "features", id="feature-not-read"),
+    pytest.param(category_never_seen, "features.1.categories", id="category-never-seen"),
+    pytest.param(reference_missing_column, "reference", id="reference-missing-column"),
     pytest.param(_reference_outside_categories, "reference", id="reference-outside-categories"),
     pytest.param(_reference_non_numeric, "reference", id="reference-non-numeric"),
     pytest.param(_reference_empty, "reference", id="reference-empty"),
@@ -276,7 +212,7 @@ MISMATCHES = [
 def test_mismatch_is_refused_and_leaves_nothing(store: Store, mutate, field: str) -> None:
     register(store)  # version 1 is good
     before_dirs = artifact_entries(store)
-    manifest, frame = mutate(copy.deepcopy(tiny_manifest()), _FRAME.copy())
+    manifest, frame = mutate(copy.deepcopy(tiny_manifest(weight_min=0.0)), _FRAME.copy())
 
     with pytest.raises(InvalidManifest) as caught:
         store.registry.register_tabular(parse_manifest(manifest), _ARTIFACT, to_parquet(frame))
@@ -290,7 +226,7 @@ def test_mismatch_is_refused_and_leaves_nothing(store: Store, mutate, field: str
 
 
 def test_mismatch_on_a_new_model_creates_no_model_row(store: Store) -> None:
-    manifest, frame = _classes_reversed(tiny_manifest("newcomer"), _FRAME)
+    manifest, frame = classes_reversed(tiny_manifest("newcomer", weight_min=0.0), _FRAME)
     with pytest.raises(InvalidManifest):
         store.registry.register_tabular(parse_manifest(manifest), _ARTIFACT, to_parquet(frame))
     with pytest.raises(ModelNotFound):
@@ -301,7 +237,9 @@ def test_mismatch_on_a_new_model_creates_no_model_row(store: Store) -> None:
 
 def test_unreadable_reference_is_refused(store: Store) -> None:
     with pytest.raises(InvalidInput) as caught:
-        store.registry.register_tabular(parse_manifest(tiny_manifest()), _ARTIFACT, b"PAR1 not parquet")
+        store.registry.register_tabular(
+            parse_manifest(tiny_manifest(weight_min=0.0)), _ARTIFACT, b"PAR1 not parquet"
+        )
     assert "reference" in caught.value.errors
     assert store.registry.list_models() == []
 
@@ -460,7 +398,9 @@ def test_migrations_are_idempotent(store: Store, tmp_path: Path, database_url: s
         assert [v.version for v in again.registry.get_model("tiny")["versions"]] == [1]
         assert again.keys.authenticate(token) is not None
         assert (
-            again.registry.register_tabular(parse_manifest(tiny_manifest()), _ARTIFACT, _REFERENCE).version
+            again.registry.register_tabular(
+                parse_manifest(tiny_manifest(weight_min=0.0)), _ARTIFACT, _REFERENCE
+            ).version
             == 2
         )
     finally:

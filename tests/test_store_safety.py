@@ -14,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import skops.io as sio
 from flask import Flask
 from flask.testing import FlaskClient
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+from sklearn.preprocessing import FunctionTransformer
+from tiny_models import tiny_frame, tiny_manifest, tiny_pipeline
 
 from model_store.errors import InvalidManifest, UnsafeArtifact
 from model_store.manifest import parse_manifest
@@ -33,40 +31,13 @@ from model_store.store import Store
 PROBLEM = "application/problem+json"
 
 
-# -- tiny fixture model ------------------------------------------------------------------------------------
-def tiny_frame(n: int = 40) -> pd.DataFrame:
-    rng = np.random.default_rng(1)
-    colour = rng.choice(["blue", "green", "red"], n)
-    size = rng.integers(1, 10, n).astype(float)
-    label = np.where(size + 3.0 * (colour == "red") > 6.0, "yes", "no")
-    return pd.DataFrame(
-        {"size": size, "colour": pd.Series(colour, dtype=object), "label": pd.Series(label, dtype=object)}
-    )
+# -- tiny fixture model: size and colour only, a noiseless label ------------------------------------------
+def safe_manifest(name: str = "safe") -> dict[str, Any]:
+    return tiny_manifest(name, weight=False, target=None)
 
 
-def tiny_pipeline(frame: pd.DataFrame) -> Pipeline:
-    prep = ColumnTransformer(
-        [
-            ("categorical", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
-            ("numeric", "passthrough", ["size"]),
-        ]
-    )
-    model = GradientBoostingClassifier(n_estimators=5, max_depth=2, random_state=0)
-    return Pipeline([("prep", prep), ("model", model)]).fit(frame[["size", "colour"]], frame["label"])
-
-
-def tiny_manifest(name: str = "safe") -> dict[str, Any]:
-    return {
-        "name": name,
-        "task": "binary_classification",
-        "classes": ["no", "yes"],
-        "favourable_class": "yes",
-        "features": [{"name": "size", "type": "numeric"}, {"name": "colour", "type": "categorical"}],
-    }
-
-
-_FRAME = tiny_frame()
-_PIPELINE = tiny_pipeline(_FRAME)
+_FRAME = tiny_frame(40, seed=1, weight=False, noise=False)
+_PIPELINE = tiny_pipeline(_FRAME, n_estimators=5)
 _REFERENCE = to_parquet(_FRAME)
 
 
@@ -140,7 +111,7 @@ def test_pickle_is_refused_without_running_it(store: Store, tmp_path: Path, kind
     marker = tmp_path / f"pwned-{kind}"
     data = armed_pickle(kind, marker)
     with pytest.raises(UnsafeArtifact) as caught:
-        store.registry.register_tabular(parse_manifest(tiny_manifest()), data, _REFERENCE)
+        store.registry.register_tabular(parse_manifest(safe_manifest()), data, _REFERENCE)
     assert caught.value.status == 422
     assert "artifact" in caught.value.errors
     assert not marker.exists()
@@ -151,7 +122,7 @@ def test_pickle_is_refused_without_running_it(store: Store, tmp_path: Path, kind
 def test_pickle_inside_a_zip_is_refused_without_running_it(store: Store, tmp_path: Path) -> None:
     marker = tmp_path / "pwned-zip"
     with pytest.raises(UnsafeArtifact) as caught:
-        store.registry.register_tabular(parse_manifest(tiny_manifest()), zipped_pickle(marker), _REFERENCE)
+        store.registry.register_tabular(parse_manifest(safe_manifest()), zipped_pickle(marker), _REFERENCE)
     assert "artifact" in caught.value.errors
     assert not marker.exists()
     assert store.registry.list_models() == []
@@ -161,7 +132,7 @@ def test_pickle_inside_a_zip_is_refused_without_running_it(store: Store, tmp_pat
 def test_untrusted_skops_type_is_refused_by_name(store: Store, kind: str) -> None:
     data, declared = untrusted_skops(kind)
     with pytest.raises(UnsafeArtifact) as caught:
-        store.registry.register_tabular(parse_manifest(tiny_manifest()), data, _REFERENCE)
+        store.registry.register_tabular(parse_manifest(safe_manifest()), data, _REFERENCE)
     assert caught.value.status == 422
     assert declared in caught.value.detail
     assert caught.value.errors["artifact"] == [f"untrusted type: {declared}"]
@@ -185,7 +156,7 @@ def test_trusted_pipeline_round_trips() -> None:
 
 def test_skops_file_that_is_not_an_estimator_is_refused(store: Store) -> None:
     with pytest.raises(InvalidManifest) as caught:
-        store.registry.register_tabular(parse_manifest(tiny_manifest()), dump_skops({"a": 1}), _REFERENCE)
+        store.registry.register_tabular(parse_manifest(safe_manifest()), dump_skops({"a": 1}), _REFERENCE)
     assert "task" in caught.value.errors
     assert store.registry.list_models() == []
 
@@ -201,7 +172,7 @@ def upload(client: FlaskClient, token: str, artifact: bytes, name: str = "safe")
     return client.post(
         f"/v1/models/{name}/versions",
         data={
-            "manifest": json.dumps(tiny_manifest(name)),
+            "manifest": json.dumps(safe_manifest(name)),
             "artifact": (io.BytesIO(artifact), "model.skops"),
             "reference": (io.BytesIO(_REFERENCE), "reference.parquet"),
         },

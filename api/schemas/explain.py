@@ -39,7 +39,18 @@ class ShapOptionsSchema(StrictSchema):
     )
 
 
-class ShapRequestSchema(InstancesSchema, ShapOptionsSchema):
+class ShapLayoutMixin(StrictSchema):
+    layout = fields.String(
+        load_default="records",
+        validate=validate.OneOf(["records", "columnar"]),
+        metadata={
+            "description": "records: sorted [{feature, value, attribution}] per row; columnar: "
+            "attribution_values per row in output.feature_order (compact, for bulk calls)"
+        },
+    )
+
+
+class ShapRequestSchema(InstancesSchema, ShapOptionsSchema, ShapLayoutMixin):
     pass
 
 
@@ -60,10 +71,12 @@ class AttributionResultSchema(StrictSchema):
     target = fields.String(allow_none=True, required=True)
     output_value = fields.Float(required=True, metadata={"description": "Model output in output.space"})
     base_value = fields.Float(required=True)
-    attributions = fields.List(fields.Nested(AttributionSchema), required=True)
-    other_attribution = fields.Float(
-        required=True, metadata={"description": "Sum of attributions beyond top_k"}
+    attributions = fields.List(fields.Nested(AttributionSchema), metadata={"description": "records layout"})
+    attribution_values = fields.List(
+        fields.Float(),
+        metadata={"description": "columnar layout: one value per feature in output.feature_order"},
     )
+    other_attribution = fields.Float(metadata={"description": "Sum of attributions beyond top_k"})
     additivity_residual = fields.Float(required=True)
     groups = fields.List(fields.Nested(GroupAttributionSchema))
 
@@ -79,6 +92,7 @@ class OutputSchema(StrictSchema):
     space = fields.String(required=True, validate=validate.OneOf(["probability", "log_odds", "raw"]))
     target = fields.String(allow_none=True, required=True)
     target_rule = fields.String(required=True)
+    feature_order = fields.List(fields.String(), metadata={"description": "columnar layout only"})
 
 
 class ExplanationSchema(StrictSchema):

@@ -105,11 +105,12 @@ def _one_hot(encoder: OneHotEncoder, cols: list[str]) -> BlockEncoder:
 
     def encode(records: Records) -> np.ndarray:
         out = np.zeros((len(records), width))
+        rows = np.arange(len(records))
         for col, lookup, offset in zip(cols, lookups, offsets, strict=True):
-            for row, record in enumerate(records):
-                slot = lookup.get(_key(record[col]))
-                if slot is not None:
-                    out[row, offset + slot] = 1.0
+            found = (lookup.get(_key(r[col]), -1) for r in records)
+            slots = np.fromiter(found, dtype=np.intp, count=len(records))
+            known = slots >= 0  # unknown categories encode as all zeros (handle_unknown="ignore")
+            out[rows[known], offset + slots[known]] = 1.0
         return out
 
     return encode

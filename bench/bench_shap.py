@@ -1,0 +1,248 @@
+"""TreeSHAP on the ``loan`` demo: the Candor API (real gunicorn) against shap called in-process, in one run.
+
+Run from the repository root: ``.venv/bin/python bench/bench_shap.py [--quick]`` (or ``make bench``).
+
+- In-process, what a user would write: the fitted pipeline, ``shap.TreeExplainer(model)`` built once, then per
+  call ``pipeline[:-1].transform(rows_frame)`` and ``explainer.shap_values(X)``.
+- API: gunicorn with ``api/gunicorn_conf.py`` (1 worker, 1 thread) on a free loopback port, one keep-alive
+  ``requests.Session``; each call encodes the body, posts it and decodes the answer with orjson.
+- (a) one raw row per call, N calls, rows cycled: p50/p95 latency of both; (b) 1,000 rows in one call,
+  R calls: throughput from the median time, for the default ``records`` and the compact ``columnar`` layout.
+The two sides alternate call by call. The API's attributions are checked against the in-process values summed
+per raw feature (exit status 1 above 1e-6). Prints a markdown table; writes ``bench/results/shap.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import requests
+import shap
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from api.demo import LOAN_TARGET, german_credit, loan_model  # noqa: E402
+from model_store.store import Store  # noqa: E402
+
+PATH = "/v1/models/loan/versions/1/explain/shap"
+GOAL_LATENCY_RATIO = 1.5
+GOAL_THROUGHPUT_RATIO = 0.8
+MAX_ABS_DIFF = 1e-6
+
+
+class InProcess:
+    """The pipeline, one TreeExplainer, and the encoded-to-raw column map (for the correctness check only)."""
+
+    def __init__(self) -> None:
+        _, self.pipeline, _ = loan_model()  # deterministic: the same model `candor demo install` registers
+        self.explainer = shap.TreeExplainer(self.pipeline[-1])
+        self.features = list(self.pipeline.feature_names_in_)
+        owners: list[str] = []
+        for _name, transformer, columns in self.pipeline[0].transformers_:
+            categories = getattr(transformer, "categories_", None)
+            if categories is None:
+                owners += list(columns)
+            else:
+                owners += [c for c, cats in zip(columns, categories, strict=True) for _ in cats]
+        self.owner = np.array([self.features.index(c) for c in owners])
+
+    def __call__(self, rows: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.explainer.shap_values(self.pipeline[:-1].transform(rows)))
+
+    def per_raw_feature(self, values: np.ndarray) -> np.ndarray:
+        out = np.zeros((values.shape[0], len(self.features)))
+        np.add.at(out.T, self.owner, values.T)
+        return out
+
+
+class Server:
+    """A real gunicorn over a throw-away data dir with the demo models and an ``explain`` key."""
+
+    def __init__(self, data_dir: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "CANDOR_DATA_DIR": str(data_dir),
+            "CANDOR_BIND": f"127.0.0.1:{port}",
+            "CANDOR_WORKERS": "1",
+            "CANDOR_THREADS": "1",
+            "CANDOR_LOG_LEVEL": "warning",
+        }
+        env.pop("CANDOR_DATABASE_URL", None)
+        subprocess.run([sys.executable, "-m", "api.cli", "demo", "install"], env=env, check=True, cwd=ROOT)
+        store = Store(data_dir, f"sqlite:///{data_dir / 'candor.db'}")
+        self.token = store.keys.create("bench", ["explain"])[0]
+        store.close()
+        self.log = (data_dir / "gunicorn.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "--access-logfile", "/dev/null"],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.session = requests.Session()
+        self.session.headers.update(
+            {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if self.session.get(self.base + "/v1/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("gunicorn did not become healthy")
+
+    def explain(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.session.post(self.base + PATH, data=orjson.dumps(body))
+        response.raise_for_status()
+        return orjson.loads(response.content)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.session.close()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def api_values(answer: dict[str, Any], features: list[str]) -> np.ndarray:
+    """The API's attributions as (rows, raw features) in model order, from either layout."""
+    if answer["method"]["params"]["layout"] == "columnar":
+        order = answer["output"]["feature_order"]
+        matrix = np.array([r["attribution_values"] for r in answer["results"]])
+        return matrix[:, [order.index(f) for f in features]]
+    return np.array(
+        [
+            [{a["feature"]: a["attribution"] for a in r["attributions"]}[f] for f in features]
+            for r in answer["results"]
+        ]
+    )
+
+
+def timed(fn: Any, *args: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - started, result
+
+
+def run(n_single: int, n_bulk: int) -> dict[str, Any]:
+    frame = german_credit().drop(columns=[LOAN_TARGET])
+    records = json.loads(frame.to_json(orient="records"))  # JSON-native values, as a client would send
+    local = InProcess()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(Path(tmp))
+        try:
+            worst = 0.0
+            for layout in ("records", "columnar"):  # warm-up and correctness on all 1,000 rows
+                answer = server.explain({"instances": records, "layout": layout})
+                expected = local.per_raw_feature(local(frame))
+                worst = max(worst, float(np.abs(api_values(answer, local.features) - expected).max()))
+            single_local: list[float] = []
+            single_api: list[float] = []
+            for i in range(n_single):
+                row = i % len(records)
+                pair = [
+                    (single_local, local, frame.iloc[[row]]),
+                    (single_api, server.explain, {"instances": [records[row]]}),
+                ]
+                for sink, fn, arg in pair if i % 2 == 0 else reversed(pair):
+                    sink.append(timed(fn, arg)[0])
+            bulk: dict[str, list[float]] = {"in_process": [], "records": [], "columnar": []}
+            for i in range(n_bulk):
+                calls = [
+                    ("in_process", local, frame),
+                    ("records", server.explain, {"instances": records}),
+                    ("columnar", server.explain, {"instances": records, "layout": "columnar"}),
+                ]
+                for key, fn, arg in calls if i % 2 == 0 else reversed(calls):
+                    bulk[key].append(timed(fn, arg)[0])
+            server_ms = server.explain({"instances": records})["timing_ms"]
+        finally:
+            server.stop()
+    p50 = {k: statistics.median(v) * 1000 for k, v in (("in_process", single_local), ("api", single_api))}
+    p95 = {
+        k: float(np.percentile(v, 95)) * 1000 for k, v in (("in_process", single_local), ("api", single_api))
+    }
+    rows_per_s = {k: len(records) / statistics.median(v) for k, v in bulk.items()}
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            **{d: metadata.version(d) for d in ("shap", "scikit-learn", "gunicorn")},
+        },
+        "calls": {"single_row": n_single, "bulk": n_bulk},
+        "single_row_ms": {"p50": p50, "p95": p95, "ratio_p50": p50["api"] / p50["in_process"]},
+        "bulk_rows_per_s": rows_per_s,
+        "bulk_ratio": {k: rows_per_s[k] / rows_per_s["in_process"] for k in ("records", "columnar")},
+        "server_timing_ms_1000_rows": server_ms,
+        "max_abs_diff": worst,
+    }
+
+
+def markdown(r: dict[str, Any]) -> str:
+    s, b, ratio = r["single_row_ms"], r["bulk_rows_per_s"], r["bulk_ratio"]
+    latency = "met" if s["ratio_p50"] <= GOAL_LATENCY_RATIO else "missed"
+    met = {k: "met" if v >= GOAL_THROUGHPUT_RATIO else "missed" for k, v in ratio.items()}
+    return "\n".join(
+        [
+            f"Run {r['date']}, {r['machine']}",
+            "",
+            "| Measure | In-process | API | Ratio | Goal |",
+            "|---|---|---|---|---|",
+            f"| 1 row, p50 latency | {s['p50']['in_process']:.2f} ms | {s['p50']['api']:.2f} ms | "
+            f"{s['ratio_p50']:.2f} | <= {GOAL_LATENCY_RATIO} ({latency}) |",
+            f"| 1 row, p95 latency | {s['p95']['in_process']:.2f} ms | {s['p95']['api']:.2f} ms | "
+            f"{s['p95']['api'] / s['p95']['in_process']:.2f} | |",
+            *[
+                f"| 1,000 rows, {layout} layout | {b['in_process']:.0f} rows/s | {b[layout]:.0f} rows/s | "
+                f"{ratio[layout]:.2f} | >= {GOAL_THROUGHPUT_RATIO} ({met[layout]}) |"
+                for layout in ("records", "columnar")
+            ],
+            "",
+            f"Server-side timing of one 1,000-row call (ms): {r['server_timing_ms_1000_rows']}",
+            f"Max abs difference API vs in-process, per raw feature: {r['max_abs_diff']:.2e}",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 30 single-row calls, 3 bulk calls")
+    args = parser.parse_args(argv)
+    result = run(30, 3) if args.quick else run(300, 10)
+    print(markdown(result))
+    out = ROOT / "bench" / "results" / "shap.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return 0 if result["max_abs_diff"] <= MAX_ABS_DIFF else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
