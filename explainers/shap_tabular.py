@@ -90,15 +90,9 @@ class ShapExplainer(Explainer):
         except (Unsupported, ValueError, FloatingPointError) as exc:
             raise ExplainerFailed("The SHAP computation failed for these instances.") from exc
         computed = time.perf_counter()
-        probabilities = model.predict_encoded(encoded)
-        selected = Selected.pick(
-            model,
-            values,
-            base,
-            _outputs(model, backend, records, encoded),
-            probabilities,
-            _targets(model, target_index, probabilities),
-        )
+        outputs, probabilities = _outputs(model, backend, records, encoded)
+        targets = _targets(model, target_index, probabilities)
+        selected = Selected.pick(model, values, base, outputs, probabilities, targets)
         if opts["layout"] == "columnar":
             results = columnar_results(model, selected)
         else:
@@ -144,11 +138,12 @@ class ShapExplainer(Explainer):
 
 def _outputs(
     model: TabularModel, backend: Backend, records: list[dict[str, Any]], encoded: np.ndarray
-) -> np.ndarray:
-    """The model's own output in the backend's space, the number attributions must add up to."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's output in the backend's space (what attributions add up to) and its probabilities."""
     if backend.algorithm in ("tree", "linear"):
-        return model.output_matrix(backend.space, encoded)
-    return backend.predict(backend.codec.encode(model.frame(records)))  # type: ignore[attr-defined, no-any-return]
+        return model.outputs_and_probabilities(backend.space, encoded)
+    outputs = backend.predict(backend.codec.encode(model.frame(records)))  # type: ignore[attr-defined]
+    return outputs, model.predict_encoded(encoded)
 
 
 def _targets(model: TabularModel, target_index: int | None, probabilities: np.ndarray) -> np.ndarray:

@@ -107,7 +107,7 @@ def _one_hot(encoder: OneHotEncoder, cols: list[str]) -> BlockEncoder:
         out = np.zeros((len(records), width))
         rows = np.arange(len(records))
         for col, lookup, offset in zip(cols, lookups, offsets, strict=True):
-            found = (lookup.get(_key(r[col]), -1) for r in records)
+            found = (lookup.get(r[col], -1) for r in records)  # validated records hold plain values
             slots = np.fromiter(found, dtype=np.intp, count=len(records))
             known = slots >= 0  # unknown categories encode as all zeros (handle_unknown="ignore")
             out[rows[known], offset + slots[known]] = 1.0

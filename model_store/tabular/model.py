@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from model_store.cache import LoadedModelCache
 from model_store.errors import InvalidInput
@@ -38,6 +39,7 @@ class TabularModel:
             self._fast_encode = compile_encoder(self.parts.preprocessor, self.reference.head(VERIFY_ROWS))
         self.classes: list[str] = list(manifest.classes or [])
         self.is_classifier = manifest.is_classification
+        self._sigmoid_margin = self._probabilities_are_sigmoid_of_margin()
         self.derived: LoadedModelCache[Any] = LoadedModelCache(capacity=64)
         """Objects built once per loaded version (explainers, backgrounds), keyed by the builder."""
 
@@ -114,6 +116,26 @@ class TabularModel:
         if margin.ndim == 1:
             return np.column_stack([-margin, margin])
         return margin
+
+    def _probabilities_are_sigmoid_of_margin(self) -> bool:
+        """True when P(class 1) equals sigmoid(decision_function) on reference rows (GBC, HGB, logistic)."""
+        estimator = self.parts.estimator
+        if len(self.classes) != 2 or not hasattr(estimator, "decision_function"):
+            return False
+        encoded = self.encode(self.reference.head(VERIFY_ROWS).to_dict("records"))
+        margin = np.asarray(estimator.decision_function(encoded), dtype=float)
+        return margin.ndim == 1 and bool(
+            np.allclose(expit(margin), self.predict_encoded(encoded)[:, 1], rtol=0, atol=1e-12)
+        )
+
+    def outputs_and_probabilities(self, space: str, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``output_matrix(space)`` and the class probabilities, walking the model once when the
+        probabilities are (verifiably) the sigmoid of the log-odds margin."""
+        if space == "log_odds" and self._sigmoid_margin:
+            margin = np.asarray(self.parts.estimator.decision_function(encoded), dtype=float)
+            positive = expit(margin)
+            return np.column_stack([-margin, margin]), np.column_stack([1 - positive, positive])
+        return self.output_matrix(space, encoded), self.predict_encoded(encoded)
 
     def output_from_frame(self, space: str, frame: pd.DataFrame) -> np.ndarray:
         """Same as ``output_matrix`` from raw rows (used by model-agnostic explainers)."""
