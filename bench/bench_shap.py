@@ -190,6 +190,7 @@ def run(n_single: int, n_bulk: int) -> dict[str, Any]:
         k: float(np.percentile(v, 95)) * 1000 for k, v in (("in_process", single_local), ("api", single_api))
     }
     rows_per_s = {k: len(records) / statistics.median(v) for k, v in bulk.items()}
+    best_rows_per_s = {k: len(records) / min(v) for k, v in bulk.items()}
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -201,13 +202,17 @@ def run(n_single: int, n_bulk: int) -> dict[str, Any]:
         "single_row_ms": {"p50": p50, "p95": p95, "ratio_p50": p50["api"] / p50["in_process"]},
         "bulk_rows_per_s": rows_per_s,
         "bulk_ratio": {k: rows_per_s[k] / rows_per_s["in_process"] for k in ("records", "columnar")},
+        "bulk_best_rows_per_s": best_rows_per_s,
+        "bulk_best_ratio": {
+            k: best_rows_per_s[k] / best_rows_per_s["in_process"] for k in ("records", "columnar")
+        },
         "server_timing_ms_1000_rows": server_ms,
         "max_abs_diff": worst,
     }
 
 
 def markdown(r: dict[str, Any]) -> str:
-    s, b, ratio = r["single_row_ms"], r["bulk_rows_per_s"], r["bulk_ratio"]
+    s, b, ratio, best = r["single_row_ms"], r["bulk_rows_per_s"], r["bulk_ratio"], r["bulk_best_rows_per_s"]
     latency = "met" if s["ratio_p50"] <= GOAL_LATENCY_RATIO else "missed"
     met = {k: "met" if v >= GOAL_THROUGHPUT_RATIO else "missed" for k, v in ratio.items()}
     return "\n".join(
@@ -221,8 +226,13 @@ def markdown(r: dict[str, Any]) -> str:
             f"| 1 row, p95 latency | {s['p95']['in_process']:.2f} ms | {s['p95']['api']:.2f} ms | "
             f"{s['p95']['api'] / s['p95']['in_process']:.2f} | |",
             *[
-                f"| 1,000 rows, {layout} layout | {b['in_process']:.0f} rows/s | {b[layout]:.0f} rows/s | "
+                f"| 1,000 rows, {layout}, median | {b['in_process']:.0f} rows/s | {b[layout]:.0f} rows/s | "
                 f"{ratio[layout]:.2f} | >= {GOAL_THROUGHPUT_RATIO} ({met[layout]}) |"
+                for layout in ("records", "columnar")
+            ],
+            *[
+                f"| 1,000 rows, {layout}, best | {best['in_process']:.0f} rows/s | {best[layout]:.0f} rows/s"
+                f" | {r['bulk_best_ratio'][layout]:.2f} | |"
                 for layout in ("records", "columnar")
             ],
             "",
@@ -234,9 +244,13 @@ def markdown(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 30 single-row calls, 3 bulk calls")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 30 single-row calls, 3 bulk calls (full: 300 and 20)",
+    )
     args = parser.parse_args(argv)
-    result = run(30, 3) if args.quick else run(300, 10)
+    result = run(30, 3) if args.quick else run(300, 20)
     print(markdown(result))
     out = ROOT / "bench" / "results" / "shap.json"
     out.parent.mkdir(exist_ok=True)

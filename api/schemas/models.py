@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_smorest.fields import Upload
 from marshmallow import fields, validate
 
@@ -54,9 +56,20 @@ class RegisterFilesSchema(StrictSchema):
     reference = Upload(required=True, metadata={"description": "Reference (background) rows, Parquet or CSV"})
 
 
+class ObjectRows(fields.List):
+    """A list of JSON objects, checked in bulk; their contents are validated against the manifest later."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(fields.Dict(), **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, list) and all(type(row) is dict for row in value):
+            return value
+        return super()._deserialize(value, attr, data, **kwargs)  # per-item messages
+
+
 class InstancesSchema(StrictSchema):
-    instances = fields.List(
-        fields.Dict(),
+    instances = ObjectRows(
         required=True,
         validate=validate.Length(min=1),
         metadata={"description": "Rows as {feature: value} objects"},

@@ -153,9 +153,9 @@ class TabularModel:
 
     def describe_predictions(self, outputs: np.ndarray) -> list[dict[str, Any]]:
         if not self.is_classifier:
-            return [{"value": float(v)} for v in outputs[:, 0]]
-        labels = np.asarray(self.classes, dtype=object)[outputs.argmax(axis=1)]
+            return [{"value": v} for v in outputs[:, 0].tolist()]
+        labels = np.asarray(self.classes, dtype=object)[outputs.argmax(axis=1)].tolist()
         return [
-            {"label": str(label), "probabilities": dict(zip(self.classes, map(float, row), strict=True))}
-            for label, row in zip(labels, outputs, strict=True)
+            {"label": label, "probabilities": dict(zip(self.classes, row, strict=True))}
+            for label, row in zip(labels, outputs.tolist(), strict=True)
         ]
