@@ -8,14 +8,17 @@ Run from the repository root: ``.venv/bin/python bench/bench_shap.py [--quick]``
   ``requests.Session``; each call encodes the body, posts it and decodes the answer with orjson.
 - (a) one raw row per call, N calls, rows cycled: p50/p95 latency of both; (b) 1,000 rows in one call,
   R calls: throughput from the median time, for the default ``records`` and the compact ``columnar`` layout.
-The two sides alternate call by call. The API's attributions are checked against the in-process values summed
-per raw feature (exit status 1 above 1e-6). Prints a markdown table; writes ``bench/results/shap.json``.
+The two sides alternate call by call; the benchmark process's own garbage collector is paused while a
+call is timed (as timeit does), so its collections land on neither side. The API's attributions are checked
+against the in-process values summed per raw feature (exit status 1 above 1e-6). Prints a markdown table;
+writes ``bench/results/shap.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -146,9 +149,15 @@ def api_values(answer: dict[str, Any], features: list[str]) -> np.ndarray:
 
 
 def timed(fn: Any, *args: Any) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = fn(*args)
-    return time.perf_counter() - started, result
+    """Wall time of one call with the benchmark process's garbage collector paused (as timeit does)."""
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        result = fn(*args)
+        return time.perf_counter() - started, result
+    finally:
+        gc.enable()
 
 
 def run(n_single: int, n_bulk: int) -> dict[str, Any]:
