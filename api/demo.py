@@ -77,22 +77,7 @@ def loan_model() -> tuple[dict[str, Any], Pipeline, pd.DataFrame]:
         ]
     )
     pipeline.fit(features, data[LOAN_TARGET])
-    specs = []
-    for column in features.columns:
-        spec: dict[str, Any] = {
-            "name": column,
-            "type": "categorical" if column in categorical else "numeric",
-            "mutable": column in LOAN_MUTABLE and column not in PROTECTED,
-            "protected": column in PROTECTED,
-            "display_name": column.replace("_", " "),
-        }
-        if column in LOAN_UNITS:
-            spec["unit"] = LOAN_UNITS[column]
-        if column in LOAN_STEPS:
-            spec["step"] = LOAN_STEPS[column]
-        if column in ("age_in_years", "present_residence_since"):
-            spec["monotone"] = "increasing"
-        specs.append(spec)
+    specs = [_loan_feature(column, column in categorical) for column in features.columns]
     manifest = {
         "name": "loan",
         "task": "binary_classification",
@@ -112,6 +97,23 @@ def loan_model() -> tuple[dict[str, Any], Pipeline, pd.DataFrame]:
         },
     }
     return manifest, pipeline, data
+
+
+def _loan_feature(column: str, categorical: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": column,
+        "type": "categorical" if categorical else "numeric",
+        "mutable": column in LOAN_MUTABLE and column not in PROTECTED,
+        "protected": column in PROTECTED,
+        "display_name": column.replace("_", " "),
+    }
+    if column in LOAN_UNITS:
+        spec["unit"] = LOAN_UNITS[column]
+    if column in LOAN_STEPS:
+        spec["step"] = LOAN_STEPS[column]
+    if column in ("age_in_years", "present_residence_since"):
+        spec["monotone"] = "increasing"
+    return spec
 
 
 def clinical_model() -> tuple[dict[str, Any], Pipeline, pd.DataFrame]:

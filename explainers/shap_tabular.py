@@ -70,15 +70,7 @@ class ShapExplainer(Explainer):
     def explain(
         self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
     ) -> Explanation:
-        opts = {
-            **DEFAULTS,
-            **model.manifest.defaults.get("shap", {}),
-            **{k: v for k, v in options.items() if v is not None},
-        }
-        if opts["layout"] == "columnar" and opts["top_k"] is not None:
-            raise InvalidInput.field("top_k", "top_k applies to the records layout only.")
-        if opts["target"] is not None and not model.is_classifier:
-            raise InvalidInput.field("target", "Regression models have no target class.")
+        opts = _options(model, options)
         started = time.perf_counter()
         records = model.validate(instances)
         backend = self.backend(model, opts["algorithm"], opts["output"], int(opts["background_rows"]))
@@ -91,12 +83,31 @@ class ShapExplainer(Explainer):
             raise ExplainerFailed("The SHAP computation failed for these instances.") from exc
         computed = time.perf_counter()
         outputs, probabilities = _outputs(model, backend, records, encoded)
-        targets = _targets(model, target_index, probabilities)
-        selected = Selected.pick(model, values, base, outputs, probabilities, targets)
+        selected = Selected.pick(
+            model, values, base, outputs, probabilities, _targets(model, target_index, probabilities)
+        )
         if opts["layout"] == "columnar":
             results = columnar_results(model, selected)
         else:
             results = record_results(model, records, selected, opts["top_k"])
+        explanation = self._envelope(info, model, backend, opts, target_index, selected, results)
+        explanation.timing_ms = {
+            "prepare": _ms(prepared - started),
+            "explain": _ms(computed - prepared),
+            "total": _ms(time.perf_counter() - started),
+        }
+        return explanation
+
+    def _envelope(
+        self,
+        info: VersionInfo,
+        model: TabularModel,
+        backend: Backend,
+        opts: dict[str, Any],
+        target_index: int | None,
+        selected: Selected,
+        results: list[dict[str, Any]],
+    ) -> Explanation:
         worst = float(np.abs(selected.residual).max())
         tolerance = _tolerance(selected.outputs)
         output: dict[str, Any] = {
@@ -106,20 +117,18 @@ class ShapExplainer(Explainer):
         }
         if opts["layout"] == "columnar":
             output["feature_order"] = model.feature_order
+        params = {
+            "seed": int(opts["seed"]),
+            "max_evals": int(opts["max_evals"]) if backend.stochastic else None,
+            "top_k": opts["top_k"],
+            "layout": opts["layout"],
+            **backend.params(),
+        }
         return Explanation(
             kind=self.kind,
             model=ModelRef(info.name, info.version, info.artifact_sha256),
             method=MethodInfo(
-                name="shap",
-                algorithm=backend.algorithm,
-                params={
-                    "seed": int(opts["seed"]),
-                    "max_evals": int(opts["max_evals"]) if backend.stochastic else None,
-                    "top_k": opts["top_k"],
-                    "layout": opts["layout"],
-                    **backend.params(),
-                },
-                library_versions=library_versions("shap", "scikit-learn", "numpy"),
+                "shap", backend.algorithm, params, library_versions("shap", "scikit-learn", "numpy")
             ),
             output=output,
             results=results,
@@ -128,12 +137,22 @@ class ShapExplainer(Explainer):
                 "additivity_tolerance": tolerance,
                 "additivity_ok": worst <= tolerance,
             },
-            timing_ms={
-                "prepare": _ms(prepared - started),
-                "explain": _ms(computed - prepared),
-                "total": _ms(time.perf_counter() - started),
-            },
+            timing_ms={},
         )
+
+
+def _options(model: TabularModel, options: dict[str, Any]) -> dict[str, Any]:
+    """Request options over the manifest's ``defaults.shap`` over the service defaults, checked together."""
+    opts = {
+        **DEFAULTS,
+        **model.manifest.defaults.get("shap", {}),
+        **{k: v for k, v in options.items() if v is not None},
+    }
+    if opts["layout"] == "columnar" and opts["top_k"] is not None:
+        raise InvalidInput.field("top_k", "top_k applies to the records layout only.")
+    if opts["target"] is not None and not model.is_classifier:
+        raise InvalidInput.field("target", "Regression models have no target class.")
+    return opts
 
 
 def _outputs(
