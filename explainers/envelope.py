@@ -10,7 +10,6 @@ from importlib import metadata
 from typing import Any
 
 SCHEMA_VERSION = "1.0"
-KINDS = ("attribution", "counterfactual", "attention", "global_importance")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -100,15 +100,15 @@ class TreeBackend(_EncodedBackend):
         super().__init__(model, space, background_rows)
         estimator = model.parts.estimator
         try:
-            if space == "probability" and model.resolve_space("raw") != "probability":
+            if space == model.resolve_space("raw"):
+                self.explainer = shap.TreeExplainer(estimator)
+                self.perturbation = "tree_path_dependent"
+            elif space == "probability":
                 data = model.encode(background(model, background_rows).to_dict("records"))
                 self.explainer = shap.TreeExplainer(
                     estimator, data=data, feature_perturbation="interventional", model_output="probability"
                 )
                 self.perturbation = "interventional"
-            elif space == model.resolve_space("raw"):
-                self.explainer = shap.TreeExplainer(estimator)
-                self.perturbation = "tree_path_dependent"
             else:
                 raise Unsupported(f"no tree explainer for {space}")
         except (shap.utils._exceptions.InvalidModelError, NotImplementedError, TypeError, ValueError) as exc:

@@ -44,7 +44,6 @@ class ShapExplainer(Explainer):
     ) -> Backend:
         """The built, self-checked backend for this version, algorithm and space (reused across requests)."""
         names = AUTO_ORDER if algorithm == "auto" else (check_algorithm(algorithm),)
-        reasons = []
         for name in names:
             chosen = model.resolve_space(space) if space else default_space(model, name)
             try:
@@ -52,8 +51,8 @@ class ShapExplainer(Explainer):
                 return model.derived.get_or_load(
                     key, partial(self._build, model, name, chosen, background_rows)
                 )
-            except Unsupported as exc:
-                reasons.append(f"{name}: {exc}")
+            except Unsupported:
+                continue  # this algorithm cannot explain this model exactly; try the next
         raise InvalidInput.field(
             "algorithm",
             f"No exact SHAP algorithm for this model in the {space or 'default'} output space "

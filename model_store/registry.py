@@ -78,9 +78,7 @@ class ModelRegistry:
                         model = ModelRow(name=name)
                         session.add(model)
                         session.flush()
-                    current = session.scalar(
-                        select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)
-                    )
+                    current = _latest_number(session, model.id)
                     row = VersionRow(
                         model_id=model.id,
                         version=(current or 0) + 1,
@@ -149,9 +147,7 @@ class ModelRegistry:
 
     def _version_number(self, session: Session, model: ModelRow, version: str) -> int:
         if version == "latest":
-            number = session.scalar(
-                select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id)
-            )
+            number = _latest_number(session, model.id)
             if number is None:
                 raise VersionNotFound(model.name, version)
             return int(number)
@@ -164,13 +160,17 @@ class ModelRegistry:
         return int(version)
 
     def _model_summary(self, session: Session, model: ModelRow) -> dict[str, Any]:
-        latest = session.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model.id))
+        latest = _latest_number(session, model.id)
         return {
             "name": model.name,
             "created_at": as_utc(model.created_at),
             "latest_version": latest,
             "production_version": model.production_version,
         }
+
+
+def _latest_number(session: Session, model_id: int) -> int | None:
+    return session.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_id == model_id))
 
 
 def _info(row: VersionRow, model: ModelRow) -> VersionInfo:

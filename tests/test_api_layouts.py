@@ -51,3 +51,29 @@ def test_reported_probabilities_are_the_models_own(client, auth, app):
     assert np.abs(got - expected).max() < 1e-12
     labels = [r["prediction"]["label"] for r in body["results"]]
     assert labels == list(pipeline.predict(german_credit().drop(columns=["creditability"]).head(200)))
+
+
+def test_manifest_defaults_apply_when_the_request_leaves_options_out(client, auth, app):
+    from tiny_models import tiny_frame, tiny_manifest, tiny_pipeline
+
+    from model_store.manifest import parse_manifest
+    from model_store.reference import to_parquet
+    from model_store.safe_load import dump_skops
+
+    frame = tiny_frame()
+    manifest = tiny_manifest("defaults") | {
+        "defaults": {"shap": {"output": "probability", "seed": 7, "top_k": 2}}
+    }
+    registry = app.extensions["candor"].store.registry
+    registry.register_tabular(parse_manifest(manifest), dump_skops(tiny_pipeline(frame)), to_parquet(frame))
+    rows = json.loads(frame[["size", "colour", "weight"]].head(2).to_json(orient="records"))
+    path = "/v1/models/defaults/versions/1/explain/shap"
+    body = client.post(path, json={"instances": rows}, headers=auth).get_json()
+    assert body["output"]["space"] == "probability"
+    assert body["method"]["params"]["seed"] == 7
+    assert [len(r["attributions"]) for r in body["results"]] == [2, 2]
+    overridden = client.post(
+        path, json={"instances": rows, "seed": 1, "output": "raw"}, headers=auth
+    ).get_json()
+    assert overridden["method"]["params"]["seed"] == 1
+    assert overridden["output"]["space"] == "log_odds"

@@ -9,48 +9,47 @@ from api.schemas.models import InstancesSchema, PredictionSchema
 
 
 class ShapOptionsSchema(StrictSchema):
+    """Options left out fall back to the manifest's ``defaults.shap``, then to the service's defaults."""
+
     algorithm = fields.String(
-        load_default="auto", validate=validate.OneOf(["auto", "tree", "linear", "permutation", "kernel"])
+        validate=validate.OneOf(["auto", "tree", "linear", "permutation", "kernel"]),
+        metadata={"description": "Default: auto (tree, else linear, else permutation)"},
     )
     output = fields.String(
         allow_none=True,
-        load_default=None,
         validate=validate.OneOf(["probability", "log_odds", "raw"]),
         metadata={"description": "Default: the model's margin for tree/linear, else probability"},
     )
     target = fields.String(
         allow_none=True,
-        load_default=None,
         metadata={"description": "Class label; default favourable (binary) or predicted class"},
     )
-    top_k = fields.Integer(
-        strict=True, allow_none=True, load_default=None, validate=validate.Range(min=1, max=10_000)
+    top_k = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1, max=10_000))
+    seed = fields.Integer(
+        strict=True, validate=validate.Range(min=0, max=2**32 - 1), metadata={"description": "Default: 0"}
     )
-    seed = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=2**32 - 1))
     max_evals = fields.Integer(
         strict=True,
-        load_default=None,
         allow_none=True,
         validate=validate.Range(min=1, max=1_000_000),
-        metadata={"description": "Model evaluations per row (permutation, kernel)"},
+        metadata={"description": "Model evaluations per row (permutation, kernel); default 512"},
     )
     background_rows = fields.Integer(
-        strict=True, load_default=None, allow_none=True, validate=validate.Range(min=1, max=1_000_000)
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(min=1, max=1_000_000),
+        metadata={"description": "Reference rows used as background; default 100"},
     )
-
-
-class ShapLayoutMixin(StrictSchema):
     layout = fields.String(
-        load_default="records",
         validate=validate.OneOf(["records", "columnar"]),
         metadata={
-            "description": "records: sorted [{feature, value, attribution}] per row; columnar: "
+            "description": "Default records: sorted [{feature, value, attribution}] per row; columnar: "
             "attribution_values per row in output.feature_order (compact, for bulk calls)"
         },
     )
 
 
-class ShapRequestSchema(InstancesSchema, ShapOptionsSchema, ShapLayoutMixin):
+class ShapRequestSchema(InstancesSchema, ShapOptionsSchema):
     pass
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
-from api.auth import public
 from api.context import candor
 from api.errors import problem
 from api.schemas.common import HealthSchema, ProblemSchema
@@ -34,6 +33,3 @@ class Ready(MethodView):
         if not candor().store.ping():
             return problem(503, "Service Unavailable", "The database is unreachable.")
         return {"status": "ready", "database": "ok"}
-
-
-__all__ = ["blp", "public"]

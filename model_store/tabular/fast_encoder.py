@@ -16,7 +16,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
-from model_store.tabular.structure import is_passthrough
+from model_store.tabular.structure import column_indices, dense, is_passthrough
 
 Records = Sequence[dict[Any, Any]]
 BlockEncoder = Callable[[Records], np.ndarray]
@@ -34,7 +34,7 @@ def compile_encoder(preprocessor: Any, verify_on: pd.DataFrame) -> Callable[[Rec
     for _name, transformer, columns in ct.transformers_:
         if transformer == "drop":
             continue
-        cols = _names(columns, names)
+        cols = [names[i] for i in column_indices(columns, names, len(names))]
         if not cols:
             continue
         block = _block(transformer, cols)
@@ -46,23 +46,13 @@ def compile_encoder(preprocessor: Any, verify_on: pd.DataFrame) -> Callable[[Rec
         return np.hstack([block(records) for block in blocks]) if blocks else np.empty((len(records), 0))
 
     try:
-        expected = preprocessor.transform(verify_on)
-        expected = expected.toarray() if hasattr(expected, "toarray") else np.asarray(expected, dtype=float)
+        expected = dense(preprocessor.transform(verify_on))
         got = encode(verify_on.to_dict("records"))
     except (ValueError, TypeError, KeyError):
         return None  # e.g. a string column passed through: sklearn's own transform is used instead
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-12, atol=1e-12):
         return None
     return encode
-
-
-def _names(columns: Any, names: list[str]) -> list[str]:
-    if isinstance(columns, slice):
-        return names[columns]
-    cols = [columns] if isinstance(columns, str | int) else list(columns)
-    if cols and isinstance(cols[0], bool | np.bool_):
-        return [n for n, keep in zip(names, cols, strict=True) if keep]
-    return [c if isinstance(c, str) else names[int(c)] for c in cols]
 
 
 def _numeric(records: Records, cols: list[str]) -> np.ndarray:

@@ -14,7 +14,7 @@ from model_store.errors import InvalidInput
 from model_store.manifest import Manifest
 from model_store.tabular.fast_encoder import compile_encoder
 from model_store.tabular.instances import InstanceValidator
-from model_store.tabular.structure import PipelineParts, split_pipeline
+from model_store.tabular.structure import PipelineParts, dense, split_pipeline
 
 Records = Sequence[dict[Any, Any]]
 SPACES = ("probability", "log_odds", "raw")
@@ -65,12 +65,15 @@ class TabularModel:
 
     def encode(self, records: Records) -> np.ndarray:
         """The matrix the final estimator reads."""
-        if self.parts.preprocessor is None:
-            return self.frame(records).to_numpy(dtype=float)
         if self._fast_encode is not None:
             return self._fast_encode(records)
-        out = self.parts.preprocessor.transform(self.frame(records))
-        return out.toarray() if hasattr(out, "toarray") else np.asarray(out, dtype=float)
+        return self._transform(self.frame(records))
+
+    def _transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """scikit-learn's own preprocessing of a frame (the reference path of ``encode``)."""
+        if self.parts.preprocessor is None:
+            return frame.to_numpy(dtype=float)
+        return dense(self.parts.preprocessor.transform(frame))
 
     # -- outputs ------------------------------------------------------------------------------------------
     def class_index(self, label: str) -> int:
@@ -139,12 +142,7 @@ class TabularModel:
 
     def output_from_frame(self, space: str, frame: pd.DataFrame) -> np.ndarray:
         """Same as ``output_matrix`` from raw rows (used by model-agnostic explainers)."""
-        if self.parts.preprocessor is None:
-            encoded = frame.to_numpy(dtype=float)
-        else:
-            out = self.parts.preprocessor.transform(frame)
-            encoded = out.toarray() if hasattr(out, "toarray") else np.asarray(out, dtype=float)
-        return self.output_matrix(space, encoded)
+        return self.output_matrix(space, self._transform(frame))
 
     def predictions(self, records: Records) -> list[dict[str, Any]]:
         """Label and class probabilities per row (or the predicted value for regressors)."""

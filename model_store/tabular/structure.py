@@ -44,6 +44,11 @@ class PipelineParts:
     """For each encoded column, the index of its raw feature in model order; None when unknown."""
 
 
+def dense(matrix: Any) -> np.ndarray:
+    """A transform's output as a dense float array (ColumnTransformers may return sparse matrices)."""
+    return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix, dtype=float)
+
+
 def split_pipeline(model: Any, feature_order: list[str]) -> PipelineParts:
     if not isinstance(model, Pipeline):
         return PipelineParts(model, None, np.arange(len(feature_order)))
@@ -83,7 +88,7 @@ def column_transformer_mapping(ct: ColumnTransformer) -> np.ndarray | None:
     for _name, transformer, columns in ct.transformers_:
         if transformer == "drop":
             continue
-        indices = _column_indices(columns, names_in, ct.n_features_in_)
+        indices = column_indices(columns, names_in, ct.n_features_in_)
         if len(indices) == 0:
             continue
         if (
@@ -102,7 +107,8 @@ def column_transformer_mapping(ct: ColumnTransformer) -> np.ndarray | None:
     return np.asarray(out, dtype=int)
 
 
-def _column_indices(columns: Any, names_in: list[str] | None, n_features: int) -> list[int]:
+def column_indices(columns: Any, names_in: list[str] | None, n_features: int) -> list[int]:
+    """A ColumnTransformer's column selection (slice, mask, names or positions) as positions."""
     if isinstance(columns, slice):
         return list(range(n_features))[columns]
     cols = list(columns) if not isinstance(columns, str | int) else [columns]
