@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import shap
 
+from explainers.path_table import PathTable, TableTooLarge
 from explainers.raw_codec import RawCodec
 from model_store.errors import InvalidInput
 from model_store.tabular import TabularModel
@@ -22,6 +23,8 @@ from model_store.tabular import TabularModel
 ALGORITHMS = ("tree", "linear", "permutation", "kernel")
 BACKGROUND_SEED = 0
 KERNEL_BACKGROUND_ROWS = 50
+TABLE_CHECK_ROWS = 100
+TABLE_TOLERANCE = 1e-9
 GLOBAL_RNG_LOCK = threading.Lock()
 """shap's permutation and kernel explainers draw from NumPy's global generator; runs hold this lock."""
 
@@ -113,15 +116,45 @@ class TreeBackend(_EncodedBackend):
                 raise Unsupported(f"no tree explainer for {space}")
         except (shap.utils._exceptions.InvalidModelError, NotImplementedError, TypeError, ValueError) as exc:
             raise Unsupported(str(exc)) from exc
+        self.table = self._verified_table() if self.perturbation == "tree_path_dependent" else None
+
+    def _verified_table(self) -> PathTable | None:
+        """The tabulated TreeSHAP, used only if it reproduces shap on the reference rows."""
+        try:
+            mapping, n_features = self.model.parts.encoded_to_raw, len(self.model.feature_order)
+            table = PathTable(self.explainer.model, mapping, n_features)
+            rows = self.model.encode(self.model.reference.head(TABLE_CHECK_ROWS).to_dict("records"))
+            expected = self._shap(rows)
+            got, _ = _as_outputs(
+                self.model, self.space, table.shap_values(rows), self.explainer.expected_value, len(rows)
+            )
+        except TableTooLarge:
+            return None
+        scale = 1.0 + float(np.abs(expected).max())
+        return table if float(np.abs(got - expected).max()) <= TABLE_TOLERANCE * scale else None
+
+    def _shap(self, encoded: np.ndarray) -> np.ndarray:
+        values = self.explainer.shap_values(encoded, check_additivity=False)
+        return self._regrouped(values, self.explainer.expected_value, len(encoded))[0]
 
     def run(
         self, records: Sequence[dict[Any, Any]], encoded: np.ndarray, seed: int, max_evals: int
     ) -> tuple[np.ndarray, np.ndarray]:
+        if self.table is not None:
+            try:
+                values = self.table.shap_values(encoded)
+                return _as_outputs(
+                    self.model, self.space, values, self.explainer.expected_value, len(encoded)
+                )
+            except TableTooLarge:
+                pass
         values = self.explainer.shap_values(encoded, check_additivity=False)
         return self._regrouped(values, self.explainer.expected_value, len(encoded))
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"feature_perturbation": self.perturbation}
+        if self.perturbation == "tree_path_dependent":
+            params["implementation"] = "path_table" if self.table is not None else "shap"
         if self.perturbation == "interventional":
             params["background_rows"] = min(self.background_rows, len(self.model.reference))
             params["background_seed"] = BACKGROUND_SEED

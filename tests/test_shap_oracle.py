@@ -515,8 +515,11 @@ def demo_rows(name: str, reference: pd.DataFrame) -> list[dict[str, Any]]:
     return LOAN_REQUEST["instances"] + rows if name == "loan" else rows
 
 
+@pytest.mark.parametrize("implementation", ["path_table", "shap"])
 @pytest.mark.parametrize("name", ["loan", "clinical"])
-def test_demo_model_equals_shap(app, client, auth, name):
+def test_demo_model_equals_shap(app, client, auth, name, implementation, monkeypatch):
+    if implementation == "shap":  # no table can be built: the backend falls back to shap's own TreeSHAP
+        monkeypatch.setattr("explainers.path_table.MAX_UNIQUE_DEPTH", 0)
     pipeline, reference = demo_pipeline(app, name)
     features = list(pipeline.feature_names_in_)
     rows = demo_rows(name, reference)
@@ -526,6 +529,7 @@ def test_demo_model_equals_shap(app, client, auth, name):
     assert response.status_code == 200, response.get_json()
     envelope = response.get_json()
     assert envelope["method"]["algorithm"] == "tree"
+    assert envelope["method"]["params"]["implementation"] == implementation
     assert envelope["output"]["target_rule"] == "favourable_class"
     oracle = default_oracle(pipeline, features, reference, pd.DataFrame.from_records(rows, columns=features))
     favourable = {"loan": "good", "clinical": "benign"}[name]
