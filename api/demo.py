@@ -40,6 +40,29 @@ LOAN_UNITS = {
     "present_residence_since": "years band (1-4)",
 }
 LOAN_STEPS = {"duration_in_month": 1.0, "credit_amount": 1.0, "age_in_years": 1.0}
+LOAN_REASONS = {
+    "status_of_existing_checking_account": ("C01", "Balance or status of the existing checking account"),
+    "duration_in_month": ("C02", "Requested loan term is too long"),
+    "credit_history": ("C03", "Delinquency or problems in past credit history"),
+    "purpose": ("C04", "Purpose of the loan"),
+    "credit_amount": ("C05", "Requested amount is too high"),
+    "savings_account_and_bonds": ("C06", "Insufficient savings or bonds"),
+    "present_employment_since": ("C07", "Length of employment"),
+    "installment_rate_in_percentage_of_disposable_income": (
+        "C08",
+        "Installments are too high relative to disposable income",
+    ),
+    "other_debtors_or_guarantors": ("C09", "No co-applicant or guarantor"),
+    "present_residence_since": ("C10", "Length of residence"),
+    "property": ("C11", "Insufficient property or collateral"),
+    "other_installment_plans": ("C12", "Other installment plans outstanding"),
+    "housing": ("C13", "Housing situation"),
+    "number_of_existing_credits_at_this_bank": ("C14", "Number of existing credits at this bank"),
+    "job": ("C15", "Type of employment"),
+    "number_of_people_being_liable_to_provide_maintenance_for": ("C16", "Number of dependants"),
+    "telephone": ("C17", "No telephone registered"),
+}
+"""Reason codes for the adverse-action notice; protected features have none and are never offered."""
 
 
 def german_credit() -> pd.DataFrame:
@@ -86,6 +109,7 @@ def loan_model() -> tuple[dict[str, Any], Pipeline, pd.DataFrame]:
         "favourable_class": "good",
         "description": "Credit risk on the UCI Statlog German credit data (CC BY 4.0); gradient boosting.",
         "features": specs,
+        "reasons": {feature: {"code": code, "text": text} for feature, (code, text) in LOAN_REASONS.items()},
         "groups": {
             "applicant": ["age_in_years", "personal_status_and_sex", "foreign_worker", "job"],
             "loan": [

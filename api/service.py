@@ -69,7 +69,18 @@ class ExplanationService:
             raise InvalidInput.field("method", f"{method} does not apply to this model.")
         if method == "shap":
             self._check_shap_limits(options)
+        if method in ("counterfactuals", "reasons"):
+            self._check_recourse_limits(instances, options)
         return explainer.explain(info, model, instances, options)
+
+    def _check_recourse_limits(self, instances: list[Any], options: dict[str, Any]) -> None:
+        if len(instances) > self.settings.max_cf_instances:
+            raise InvalidInput.field(
+                "instances", f"At most {self.settings.max_cf_instances} instances per request."
+            )
+        cap = self.settings.cf_budget_cap_ms
+        if (options.get("budget_ms") or 0) > cap:
+            raise InvalidInput.field("budget_ms", f"At most {cap} ms.")
 
     def _check_shap_limits(self, options: dict[str, Any]) -> None:
         if (options.get("max_evals") or 0) > self.settings.max_shap_evals:

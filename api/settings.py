@@ -31,6 +31,10 @@ class Settings:
     """Upper bound on model evaluations per row for permutation and kernel SHAP."""
     max_background_rows: int = 200
     """Upper bound on reference rows used as background by model-agnostic SHAP."""
+    max_cf_instances: int = 50
+    """Most instances one counterfactual or reasons request may carry."""
+    max_cf_budget_ms: int = 20_000
+    """Upper bound on a counterfactual request's ``budget_ms`` (kept below the gunicorn timeout)."""
     bind: str = "127.0.0.1:8000"
     """Address gunicorn binds."""
     workers: int = 2
@@ -41,6 +45,11 @@ class Settings:
     """gunicorn worker timeout in seconds; explanation budgets stay below it."""
     log_level: str = "info"
     """Log level of the service."""
+
+    @property
+    def cf_budget_cap_ms(self) -> int:
+        """``max_cf_budget_ms``, but never within 5 s of the worker timeout."""
+        return max(100, min(self.max_cf_budget_ms, self.timeout * 1000 - 5000))
 
     @property
     def resolved_database_url(self) -> str:

@@ -10,6 +10,8 @@ from explainers.base import Explainer
 
 ADAPTERS: dict[str, str] = {
     "shap": "explainers.shap_tabular:ShapExplainer",
+    "counterfactuals": "explainers.counterfactuals.explainer:CounterfactualExplainer",
+    "reasons": "explainers.reasons:ReasonsExplainer",
 }
 
 

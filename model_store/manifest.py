@@ -49,6 +49,8 @@ class Manifest:
     favourable_class: str | None = None
     groups: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    reasons: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    """Adverse-action reason catalogue: ``{feature: {code, text}}``."""
     description: str | None = None
 
     @property
@@ -113,6 +115,14 @@ class FeatureSchema(Schema):
             raise ValidationError("Only numeric features can be monotone.", "monotone")
 
 
+class ReasonSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    code = fields.String(required=True, validate=validate.Length(min=1, max=32))
+    text = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
 class ManifestSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -129,6 +139,7 @@ class ManifestSchema(Schema):
         keys=fields.String(), values=fields.List(fields.String(), validate=validate.Length(min=1))
     )
     defaults = fields.Dict(keys=fields.String(), values=fields.Dict(keys=fields.String()))
+    reasons = fields.Dict(keys=fields.String(), values=fields.Nested(ReasonSchema))
     description = fields.String()
 
     @validates_schema
@@ -156,6 +167,9 @@ class ManifestSchema(Schema):
             if unknown:
                 raise ValidationError(f"Unknown features: {', '.join(unknown)}", f"groups.{group}")
         _reject_non_finite(data.get("defaults") or {}, "defaults")
+        for feature in data.get("reasons") or {}:
+            if feature not in names:
+                raise ValidationError("Not one of the features.", f"reasons.{feature}")
 
 
 def _reject_non_finite(value: Any, path: str) -> None:

@@ -29,6 +29,8 @@ SCOPES = {
     ("POST", "/v1/models/<name>/versions/<version>/promote"): "models:write",
     ("POST", "/v1/models/<name>/versions/<version>/predict"): "explain",
     ("POST", "/v1/models/<name>/versions/<version>/explain/shap"): "explain",
+    ("POST", "/v1/models/<name>/versions/<version>/explain/counterfactuals"): "explain",
+    ("POST", "/v1/models/<name>/versions/<version>/explain/reasons"): "explain",
     ("GET", "/v1/models/<name>/versions/<version>/importance"): "explain",
     ("POST", "/v1/models/<name>:predict"): "explain",
     ("POST", "/v1/models/<name>:explain"): "explain",

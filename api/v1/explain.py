@@ -11,6 +11,12 @@ from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
 from api.schemas.explain import ExplanationSchema, ImportanceSchema, ShapRequestSchema
 from api.schemas.models import InstancesSchema, PredictResponseSchema
+from api.schemas.recourse import (
+    CounterfactualExplanationSchema,
+    CounterfactualRequestSchema,
+    ReasonsExplanationSchema,
+    ReasonsRequestSchema,
+)
 from api.v1.blueprint import Blueprint
 
 blp = Blueprint(
@@ -46,6 +52,37 @@ class ExplainShap(MethodView):
         """SHAP attributions per raw input feature, in a stated output space and target class."""
         instances = body.pop("instances")
         explanation = candor().service.explain("shap", name, version, instances, body)
+        return json_response(explanation.to_dict())
+
+
+@blp.route("/explain/counterfactuals")
+class ExplainCounterfactuals(MethodView):
+    required_scope = "explain"
+
+    @blp.arguments(CounterfactualRequestSchema)
+    @blp.response(200, CounterfactualExplanationSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+        """Counterfactuals: the smallest realistic changes that reach the desired outcome, each re-scored by
+        the model and checked against every constraint of the manifest and the request."""
+        instances = body.pop("instances")
+        explanation = candor().service.explain("counterfactuals", name, version, instances, body)
+        return json_response(explanation.to_dict())
+
+
+@blp.route("/explain/reasons")
+class ExplainReasons(MethodView):
+    required_scope = "explain"
+
+    @blp.arguments(ReasonsRequestSchema)
+    @blp.response(200, ReasonsExplanationSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+        """Adverse-action reasons for declined applications, ranked, from the manifest's reason catalogue."""
+        instances = body.pop("instances")
+        explanation = candor().service.explain("reasons", name, version, instances, body)
         return json_response(explanation.to_dict())
 
 

@@ -1,0 +1,271 @@
+"""Counterfactual recourse for tabular models: what would have to change to reach the desired outcome.
+
+Candidates come from Candor's vectorised random search or from dice-ml (genetic, kdtree). Whatever their
+source, every candidate is repaired onto the constraints, re-checked, re-scored by the registered model,
+walked back towards the query while it stays valid, and only then chosen; a counterfactual that breaks a
+constraint or misses the desired outcome is dropped, never returned.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from explainers.base import Explainer
+from explainers.counterfactuals.checks import repair, satisfied
+from explainers.counterfactuals.dice_search import GENETIC_MAX_ITERATIONS, DiceSearch
+from explainers.counterfactuals.random_search import BATCH, random_search, select, take_back
+from explainers.counterfactuals.rows import Desired, Distance, RowCodec, Scorer
+from explainers.counterfactuals.space import SearchSpace
+from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
+from model_store.errors import InvalidInput
+from model_store.tabular import TabularModel
+from model_store.versions import VersionInfo
+
+DEFAULTS: dict[str, Any] = {
+    "total_cfs": 4,
+    "desired_class": None,
+    "desired_range": None,
+    "features_to_vary": None,
+    "permitted_range": None,
+    "method": "random",
+    "proximity_weight": 0.5,
+    "diversity_weight": 1.0,
+    "seed": 0,
+    "budget_ms": 3000,
+}
+METHODS = ("random", "genetic", "kdtree")
+
+
+class _Search:
+    """Everything one request needs to search for one row after another."""
+
+    def __init__(self, model: TabularModel, opts: dict[str, Any], deadline: float) -> None:
+        self.model = model
+        self.opts = opts
+        self.deadline = deadline
+        self.space = SearchSpace(model, opts["features_to_vary"], opts["permitted_range"])
+        self.desired = desired_outcome(model, opts)
+        self.codec = RowCodec(self.space)
+        self.scorer = Scorer(model, self.codec, self.desired)
+        self.distance = Distance(model, self.space)
+        self.dropped = {"invalid": 0, "constraint_violations": 0}
+
+    def candidates(self, index: int, row: np.ndarray, record: dict[str, Any]) -> tuple[np.ndarray, bool]:
+        """Valid, constraint-satisfying candidates for one row, and whether the deadline cut the search."""
+        seed, total = int(self.opts["seed"]), int(self.opts["total_cfs"])
+        if self.opts["method"] == "random":
+            rng = np.random.default_rng([seed, index])
+            found = random_search(self.space, row, self.scorer, total, rng, self.deadline)
+            return found.candidates, found.timed_out
+        method = self.opts["method"]
+        dice = self.model.derived.get_or_load(("dice", method), partial(DiceSearch, self.model, method))
+        raw, timed_out = dice.candidates(
+            self.space, self.codec, record, self.desired, total, seed, self.deadline
+        )
+        return self.checked(row, repair(self.space, row, raw)), timed_out
+
+    def checked(self, row: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Only candidates that change something, satisfy every constraint and reach the desired outcome."""
+        candidates = candidates[(candidates != row).any(axis=1)] if len(candidates) else candidates
+        ok = satisfied(self.space, row, candidates)
+        self.dropped["constraint_violations"] += int((~ok).sum())
+        candidates = candidates[ok]
+        valid = self.scorer.valid(candidates)
+        self.dropped["invalid"] += int((~valid).sum())
+        return candidates[valid]
+
+    def explain_row(
+        self, index: int, row: np.ndarray, record: dict[str, Any], outputs: np.ndarray
+    ) -> dict[str, Any]:
+        started, scored = time.perf_counter(), self.scorer.rows_scored
+        result: dict[str, Any] = {
+            "instance": record,
+            "prediction": self.model.describe_predictions(outputs[None, :])[0],
+        }
+        if self.desired.reached(outputs[None, :])[0]:
+            return {
+                **result,
+                "status": "already_desired",
+                "counterfactuals": [],
+                "metrics": self.metrics(row, []),
+            }
+        timed_out = False
+        chosen = np.empty((0, len(row)))
+        if self.space.varying:
+            pool, timed_out = self.candidates(index, row, record)
+            refined = take_back(self.space, row, pool, self.scorer, self.distance, self.deadline)
+            pool = np.vstack([refined, pool])
+            chosen = select(
+                row,
+                pool,
+                self.distance,
+                int(self.opts["total_cfs"]),
+                float(self.opts["proximity_weight"]),
+                float(self.opts["diversity_weight"]),
+            )
+            chosen = self.checked(row, chosen)  # the final guarantee, whatever the source
+        counterfactuals = self.describe(row, chosen)
+        result.update(
+            status="ok" if counterfactuals else "no_counterfactual",
+            counterfactuals=counterfactuals,
+            metrics=self.metrics(row, chosen),
+            search={
+                "rows_scored": self.scorer.rows_scored - scored,
+                "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+        if not counterfactuals:
+            result["reason"] = "budget exhausted" if timed_out else "unreachable within the constraints"
+            result["constraints"] = self.space.describe()
+        return result
+
+    def describe(self, row: np.ndarray, chosen: np.ndarray) -> list[dict[str, Any]]:
+        if len(chosen) == 0:
+            return []
+        outputs = self.scorer.outputs(chosen)
+        predictions = self.model.describe_predictions(outputs)
+        valid = self.desired.reached(outputs)
+        ok = satisfied(self.space, row, chosen)
+        out = []
+        for k, candidate in enumerate(chosen):
+            changes = [
+                {
+                    "feature": self.space.order[j],
+                    "from": self.codec.value(j, row[j]),
+                    "to": self.codec.value(j, candidate[j]),
+                }
+                for j in np.flatnonzero(candidate != row).tolist()
+            ]
+            out.append(
+                {
+                    "instance": dict(
+                        zip(
+                            self.space.order,
+                            (self.codec.value(j, x) for j, x in enumerate(candidate)),
+                            strict=True,
+                        )
+                    ),
+                    "changes": changes,
+                    "prediction": predictions[k],
+                    "valid": bool(valid[k]),
+                    "constraints_ok": bool(ok[k]),
+                }
+            )
+        return out
+
+    def metrics(self, row: np.ndarray, chosen: Any) -> dict[str, Any]:
+        chosen = np.asarray(chosen, dtype=float).reshape(-1, len(row))
+        requested = int(self.opts["total_cfs"])
+        if len(chosen) == 0:
+            return {
+                "found": 0,
+                "requested": requested,
+                "validity": 0.0,
+                "sparsity": None,
+                "proximity": None,
+                "diversity": None,
+            }
+        pairwise = self.distance.pairwise(chosen)
+        upper = pairwise[np.triu_indices(len(chosen), k=1)]
+        return {
+            "found": len(chosen),
+            "requested": requested,
+            "validity": float(self.desired.reached(self.scorer.outputs(chosen)).mean()),
+            "sparsity": float((chosen != row).sum(axis=1).mean()),
+            "proximity": float(self.distance.to_row(row, chosen).mean()),
+            "diversity": float(upper.mean()) if len(upper) else 0.0,
+        }
+
+
+def desired_outcome(model: TabularModel, opts: dict[str, Any]) -> Desired:
+    """The outcome counterfactuals must reach, from ``desired_class`` or ``desired_range``."""
+    if model.is_classifier:
+        if opts["desired_range"] is not None:
+            raise InvalidInput.field("desired_range", "Classification models take desired_class.")
+        label = opts["desired_class"]
+        if label is None:
+            if len(model.classes) != 2:
+                raise InvalidInput.field("desired_class", "Required for multiclass models.")
+            label = model.manifest.favourable_class or model.classes[1]
+        if label not in model.classes:
+            raise InvalidInput.field(
+                "desired_class", f"Unknown class; classes are {', '.join(model.classes)}."
+            )
+        return Desired(label=label, index=model.classes.index(label))
+    if opts["desired_class"] is not None:
+        raise InvalidInput.field("desired_class", "Regression models take desired_range.")
+    bounds = opts["desired_range"]
+    if bounds is None:
+        raise InvalidInput.field("desired_range", "Required for regression models.")
+    if bounds[0] > bounds[1]:
+        raise InvalidInput.field("desired_range", "The lower end is greater than the upper end.")
+    return Desired(low=float(bounds[0]), high=float(bounds[1]))
+
+
+class CounterfactualExplainer(Explainer):
+    name = "counterfactuals"
+    kind = "counterfactual"
+
+    @classmethod
+    def supports(cls, model: Any) -> bool:
+        return isinstance(model, TabularModel)
+
+    def explain(
+        self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
+    ) -> Explanation:
+        started = time.perf_counter()
+        opts = {
+            **DEFAULTS,
+            **model.manifest.defaults.get("counterfactuals", {}),
+            **{k: v for k, v in options.items() if v is not None},
+        }
+        if opts["method"] not in METHODS:
+            raise InvalidInput.field("method", f"One of {', '.join(METHODS)}.")
+        deadline = time.monotonic() + int(opts["budget_ms"]) / 1000
+        records = model.validate(instances)
+        search = _Search(model, opts, deadline)
+        matrix = search.codec.to_matrix(records)
+        outputs = search.scorer.outputs(matrix)
+        results = [search.explain_row(i, matrix[i], record, outputs[i]) for i, record in enumerate(records)]
+        returned = [cf for r in results for cf in r["counterfactuals"]]
+        return Explanation(
+            kind=self.kind,
+            model=ModelRef(info.name, info.version, info.artifact_sha256),
+            method=MethodInfo(
+                "counterfactuals",
+                opts["method"],
+                _params(opts, search),
+                library_versions("dice-ml", "scikit-learn", "numpy"),
+            ),
+            output={"desired": search.desired.describe()},
+            results=results,
+            quality={
+                "returned": len(returned),
+                "validity": float(np.mean([cf["valid"] for cf in returned])) if returned else None,
+                "constraint_violations_returned": sum(not cf["constraints_ok"] for cf in returned),
+                "dropped": search.dropped,
+            },
+            timing_ms={"total": round((time.perf_counter() - started) * 1000, 3)},
+        )
+
+
+def _params(opts: dict[str, Any], search: _Search) -> dict[str, Any]:
+    params = {
+        "total_cfs": int(opts["total_cfs"]),
+        "seed": int(opts["seed"]),
+        "budget_ms": int(opts["budget_ms"]),
+        "proximity_weight": float(opts["proximity_weight"]),
+        "diversity_weight": float(opts["diversity_weight"]),
+        "features_to_vary": [search.space.order[j] for j in search.space.varying],
+        "permitted_range": opts["permitted_range"],
+        "engine": "candor" if opts["method"] == "random" else "dice-ml",
+    }
+    if opts["method"] == "random":
+        params["candidates_per_round"] = BATCH
+    if opts["method"] == "genetic":
+        params["max_iterations"] = GENETIC_MAX_ITERATIONS
+    return params
