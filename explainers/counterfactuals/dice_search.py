@@ -9,10 +9,7 @@ the client.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import os
 import random
 import threading
 import time
@@ -35,12 +32,22 @@ GENETIC_MAX_ITERATIONS = 100
 _EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dice")
 
 
+def _silent(iterable: Any = None, *args: Any, **kwargs: Any) -> Any:
+    """Stands in for dice-ml's ``tqdm`` (returns the iterable) and ``print`` (does nothing)."""
+    return iterable
+
+
 class DiceSearch:
     """One version's dice-ml explainer for one method."""
 
     def __init__(self, model: TabularModel, method: str) -> None:
-        os.environ.setdefault("TQDM_DISABLE", "1")  # dice-ml draws progress bars on stderr
         import dice_ml
+        from dice_ml.explainer_interfaces import dice_genetic, dice_KD, explainer_base
+
+        # dice-ml draws a progress bar on stderr and prints to stdout on every call; silence only dice-ml.
+        explainer_base.tqdm = _silent
+        for module in (dice_genetic, dice_KD):
+            module.print = _silent  # type: ignore[attr-defined]
 
         self.model = model
         self.method = method
@@ -114,7 +121,7 @@ class DiceSearch:
         if self.method == "genetic":
             kwargs["maxiterations"] = GENETIC_MAX_ITERATIONS
         try:
-            with GLOBAL_RNG_LOCK, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            with GLOBAL_RNG_LOCK, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 random.seed(seed)
                 np.random.seed(seed)
