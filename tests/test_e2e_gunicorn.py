@@ -295,3 +295,26 @@ def test_server_keeps_serving_after_oversized_bodies(server: Server) -> None:
         fresh = requests.post(server.base + PREDICT, json=one, headers=key, timeout=60)
         assert fresh.status_code == 200, fresh.text
     assert server.process.poll() is None
+
+
+def test_counterfactuals_and_reasons_through_gunicorn(server: Server) -> None:
+    """The recourse endpoints behind the real server: re-scored counterfactuals, ranked catalogued reasons."""
+    declined = json.loads((ROOT / "tests" / "data" / "loan_declined.json").read_text())["instances"]
+    response = server.post(
+        "/v1/models/loan/versions/production/explain/counterfactuals", {"instances": declined, "seed": 3}
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()["results"][0]
+    assert result["status"] == "ok" and result["counterfactuals"]
+    for cf in result["counterfactuals"]:
+        rescored = server.post("/v1/models/loan/versions/production/predict", {"instances": [cf["instance"]]})
+        assert rescored.json()["predictions"][0]["label"] == "good"
+        assert cf["prediction"] == rescored.json()["predictions"][0]
+    reasons = server.post(
+        "/v1/models/loan/versions/production/explain/reasons",
+        {"instances": declined, "with_counterfactual": True},
+    )
+    assert reasons.status_code == 200, reasons.text
+    ranked = reasons.json()["results"][0]["reasons"]
+    assert ranked and [r["rank"] for r in ranked] == list(range(1, len(ranked) + 1))
+    assert all(r["code"] and r["attribution"] < 0 for r in ranked)

@@ -83,7 +83,7 @@ class _Search:
     ) -> dict[str, Any]:
         started, scored = time.perf_counter(), self.scorer.rows_scored
         result: dict[str, Any] = {
-            "instance": record,
+            "instance": self.codec.to_records(row[None, :])[0],
             "prediction": self.model.describe_predictions(outputs[None, :])[0],
         }
         if self.desired.reached(outputs[None, :])[0]:
