@@ -80,6 +80,7 @@ dockerlint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_shap.py
+	$(PY) bench/bench_counterfactuals.py
 
 openapi: $(STAMP)
 	$(VENV)/bin/candor openapi > openapi.yaml.tmp
