@@ -118,9 +118,9 @@ class _Search:
                 "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )
+        result["constraints"] = self.space.describe()
         if not counterfactuals:
             result["reason"] = "budget exhausted" if timed_out else "unreachable within the constraints"
-            result["constraints"] = self.space.describe()
         return result
 
     def describe(self, row: np.ndarray, chosen: np.ndarray) -> list[dict[str, Any]]:
