@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from api.settings import Settings
-from model_store.errors import CandorError
+from model_store.errors import CandorError, InvalidInput
 from model_store.keys import SCOPES
 from model_store.manifest import read_manifest_text
 from model_store.store import Store
@@ -38,9 +38,18 @@ def cmd_demo_install(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_models_register(args: argparse.Namespace, settings: Settings) -> int:
     manifest = read_manifest_text(Path(args.manifest).read_text())
-    info = _store(settings).registry.register_tabular(
-        manifest, Path(args.artifact).read_bytes(), Path(args.reference).read_bytes()
-    )
+    registry = _store(settings).registry
+    if manifest.is_text:
+        from model_store.text.files import read_directory
+
+        files = read_directory(Path(args.artifact), settings.max_archive_members, settings.max_archive_bytes)
+        info = registry.register_text(manifest, files)
+    else:
+        if args.reference is None:
+            raise InvalidInput.field("reference", "Tabular models need --reference.")
+        info = registry.register_tabular(
+            manifest, Path(args.artifact).read_bytes(), Path(args.reference).read_bytes()
+        )
     print(f"registered {info.name} version {info.version} sha256 {info.artifact_sha256}")
     return 0
 
@@ -131,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     register = models.add_parser("register", help="register a new model version")
     register.add_argument("--manifest", required=True)
     register.add_argument("--artifact", required=True)
-    register.add_argument("--reference", required=True)
+    register.add_argument("--reference", help="reference rows (tabular models)")
     register.set_defaults(func=cmd_models_register)
     models.add_parser("list").set_defaults(func=cmd_models_list)
     promote = models.add_parser("promote", help="make a version the production stage")

@@ -10,11 +10,10 @@ from sqlalchemy import select
 from api.settings import Settings
 from explainers.envelope import Explanation
 from explainers.importance import global_importance
-from explainers.registry import get_explainer, methods_for
+from explainers.registry import applies, get_explainer, methods_for
 from model_store.errors import InvalidInput
 from model_store.store import Store
 from model_store.tables import VersionCacheRow
-from model_store.tabular import TabularModel
 from model_store.versions import VersionInfo
 
 
@@ -23,8 +22,12 @@ class ExplanationService:
         self.store = store
         self.settings = settings
 
-    def _loaded(self, name: str, version: str) -> tuple[VersionInfo, TabularModel]:
+    def _loaded(self, name: str, version: str) -> tuple[VersionInfo, Any]:
         info = self.store.registry.resolve(name, version)
+        if info.flavour == "text":
+            from model_store.text.model import set_torch_threads
+
+            set_torch_threads(self.settings.torch_threads)
         return info, self.store.registry.load(info)
 
     def _check_count(self, instances: list[Any]) -> None:
@@ -34,6 +37,17 @@ class ExplanationService:
             raise InvalidInput.field(
                 "instances", f"At most {self.settings.max_instances} instances per request."
             )
+
+    def register(self, manifest: Any, artifact: bytes, reference: bytes | None) -> VersionInfo:
+        """Register a version: a text model from an archive of its directory, else a skops artifact."""
+        if manifest.is_text:
+            from model_store.text.files import read_archive
+
+            files = read_archive(artifact, self.settings.max_archive_members, self.settings.max_archive_bytes)
+            return self.store.registry.register_text(manifest, files)
+        if reference is None:
+            raise InvalidInput.field("reference", "Tabular models need reference rows.")
+        return self.store.registry.register_tabular(manifest, artifact, reference)
 
     def describe_version(self, name: str, version: str) -> dict[str, Any]:
         info, model = self._loaded(name, version)
@@ -50,10 +64,13 @@ class ExplanationService:
             "feature_order": model.feature_order,
         }
 
-    def predict(self, name: str, version: str, instances: list[Any]) -> dict[str, Any]:
+    def predict(
+        self, name: str, version: str, instances: list[Any], truncate: bool = False
+    ) -> dict[str, Any]:
         self._check_count(instances)
         info, model = self._loaded(name, version)
-        records = model.validate(instances)
+        text = info.flavour == "text"
+        records = model.validate(instances, truncate=truncate) if text else model.validate(instances)
         return {
             "model": {"name": info.name, "version": info.version, "sha256": info.artifact_sha256},
             "predictions": model.predictions(records),
@@ -64,13 +81,15 @@ class ExplanationService:
     ) -> Explanation:
         self._check_count(instances)
         info, model = self._loaded(name, version)
+        if not applies(method, model):
+            raise InvalidInput.field("method", f"{method} does not apply to {info.flavour} models.")
         explainer = get_explainer(method)
-        if not type(explainer).supports(model):
-            raise InvalidInput.field("method", f"{method} does not apply to this model.")
         if method == "shap":
             self._check_shap_limits(options)
         if method in ("counterfactuals", "reasons"):
             self._check_recourse_limits(instances, options)
+        if method == "attention":
+            options = {**options, "max_values": self.settings.max_attention_values}
         return explainer.explain(info, model, instances, options)
 
     def _check_recourse_limits(self, instances: list[Any], options: dict[str, Any]) -> None:

@@ -35,6 +35,14 @@ class Settings:
     """Most instances one counterfactual or reasons request may carry."""
     max_cf_budget_ms: int = 20_000
     """Upper bound on a counterfactual request's ``budget_ms`` (kept below the gunicorn timeout)."""
+    torch_threads: int = 1
+    """torch intra-op threads per worker process (text models)."""
+    max_archive_members: int = 200
+    """Most files in a text model upload."""
+    max_archive_bytes: int = 2 * 1024 * 1024 * 1024
+    """Largest uncompressed text model upload."""
+    max_attention_values: int = 2_000_000
+    """Most attention weights (layers x heads x tokens^2) one text may return."""
     bind: str = "127.0.0.1:8000"
     """Address gunicorn binds."""
     workers: int = 2

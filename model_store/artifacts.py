@@ -31,7 +31,9 @@ class ArtifactStore:
         staging.mkdir()
         try:
             for name, data in files.items():
-                (staging / name).write_bytes(data)
+                target = staging / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
             staging.rename(self.root / dir_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

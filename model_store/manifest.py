@@ -43,10 +43,15 @@ class FeatureSpec:
 class Manifest:
     name: str
     task: str
-    features: list[FeatureSpec]
+    features: list[FeatureSpec] = dataclasses.field(default_factory=list)
     target: str | None = None
     classes: list[str] | None = None
     favourable_class: str | None = None
+    alert_class: str | None = None
+    """Text models: the label a clinician tool flags (e.g. ``urgent``)."""
+    max_tokens: int | None = None
+    """Text models: the most tokens (special tokens included) a text may have; longer ones are refused
+    unless the request allows truncation."""
     groups: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     defaults: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     reasons: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
@@ -55,7 +60,11 @@ class Manifest:
 
     @property
     def is_classification(self) -> bool:
-        return self.task in ("binary_classification", "multiclass_classification")
+        return self.task in ("binary_classification", "multiclass_classification", "text_classification")
+
+    @property
+    def is_text(self) -> bool:
+        return self.task == "text_classification"
 
     @property
     def feature_names(self) -> list[str]:
@@ -71,6 +80,8 @@ class Manifest:
         """JSON-ready form, omitting empty optional fields."""
         data = dataclasses.asdict(self)
         data["features"] = [{k: v for k, v in f.items() if v is not None} for f in data["features"]]
+        if self.is_text:
+            return {k: v for k, v in data.items() if v is not None and v != [] and v != {}}
         return {k: v for k, v in data.items() if v is not None}
 
 
@@ -132,9 +143,9 @@ class ManifestSchema(Schema):
     target = fields.String()
     classes = fields.List(fields.String(), validate=validate.Length(min=2, max=1000))
     favourable_class = fields.String()
-    features = fields.List(
-        fields.Nested(FeatureSchema), required=True, validate=validate.Length(min=1, max=5000)
-    )
+    alert_class = fields.String()
+    max_tokens = fields.Integer(strict=True, validate=validate.Range(min=2, max=100_000))
+    features = fields.List(fields.Nested(FeatureSchema), validate=validate.Length(min=1, max=5000))
     groups = fields.Dict(
         keys=fields.String(), values=fields.List(fields.String(), validate=validate.Length(min=1))
     )
@@ -149,7 +160,13 @@ class ManifestSchema(Schema):
             raise ValidationError("Feature names must be unique.", "features")
         task = data.get("task")
         classes = data.get("classes")
-        if task in ("binary_classification", "multiclass_classification"):
+        if task == "text_classification":
+            _check_text(data)
+        elif "features" not in data:
+            raise ValidationError("Tabular models declare their features.", "features")
+        elif "alert_class" in data or "max_tokens" in data:
+            raise ValidationError("Only text models take alert_class and max_tokens.", "alert_class")
+        if task in ("binary_classification", "multiclass_classification", "text_classification"):
             if not classes:
                 raise ValidationError("Classification models declare their classes.", "classes")
             if len(set(classes)) != len(classes):
@@ -172,6 +189,16 @@ class ManifestSchema(Schema):
                 raise ValidationError("Not one of the features.", f"reasons.{feature}")
 
 
+def _check_text(data: dict[str, Any]) -> None:
+    for key in ("features", "groups", "reasons"):
+        if data.get(key):
+            raise ValidationError("Text models read one text; they take no features, groups or reasons.", key)
+    if "max_tokens" not in data:
+        raise ValidationError("Text models state the most tokens they read.", "max_tokens")
+    if "alert_class" in data and data["alert_class"] not in (data.get("classes") or []):
+        raise ValidationError("Not one of the classes.", "alert_class")
+
+
 def _reject_non_finite(value: Any, path: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValidationError("NaN and infinity are not allowed.", path)
@@ -189,7 +216,7 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
         loaded = ManifestSchema().load(data)
     except ValidationError as exc:
         raise InvalidManifest("The manifest is invalid.", flatten_messages(exc.messages, "manifest")) from exc
-    features = [FeatureSpec(**f) for f in loaded.pop("features")]
+    features = [FeatureSpec(**f) for f in loaded.pop("features", [])]
     return Manifest(features=features, **loaded)
 
 

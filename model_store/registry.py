@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -37,7 +38,7 @@ class ModelRegistry:
     ) -> None:
         self.sessions = sessions
         self.artifacts = artifacts
-        self.cache: LoadedModelCache[TabularModel] = LoadedModelCache(cache_size)
+        self.cache: LoadedModelCache[Any] = LoadedModelCache(cache_size)
 
     # -- registration -------------------------------------------------------------------------------------
     def register_tabular(self, manifest: Manifest, artifact: bytes, reference: bytes) -> VersionInfo:
@@ -60,6 +61,37 @@ class ModelRegistry:
         except BaseException:
             self.artifacts.remove(dir_id)
             raise
+
+    def register_text(self, manifest: Manifest, files: dict[str, bytes]) -> VersionInfo:
+        """A Hugging Face classifier directory: checked, written, loaded once from disk, then recorded."""
+        from model_store.text.files import LISTING, check_model_files, listing
+
+        check_name(manifest.name)
+        if not manifest.is_text:
+            raise InvalidInput.field(
+                "manifest.task", "A model directory is registered as text_classification."
+            )
+        check_model_files(files)
+        index = listing(files)
+        dir_id = self.artifacts.write({**files, LISTING: index})
+        try:
+            self._load_text(manifest, dir_id)  # refuses what transformers cannot load safely
+            return self._insert_version(
+                manifest.name, "text", manifest.to_dict(), dir_id, sha256_bytes(index), sha256_bytes(b"")
+            )
+        except BaseException:
+            self.artifacts.remove(dir_id)
+            raise
+
+    def _load_text(self, manifest: Manifest, dir_id: str) -> Any:
+        from model_store.text.model import TextModel
+
+        try:
+            return TextModel(manifest, self.artifacts.path(dir_id))
+        except (OSError, ValueError, KeyError) as exc:
+            raise InvalidInput.field(
+                "artifact", f"transformers cannot load it: {type(exc).__name__}"
+            ) from exc
 
     def _insert_version(
         self,
@@ -127,14 +159,25 @@ class ModelRegistry:
             model.production_version = info.version
         return self.resolve(name, info.version)
 
-    def load(self, info: VersionInfo) -> TabularModel:
+    def load(self, info: VersionInfo) -> Any:
         """The loaded model, verified against its recorded sha256 on every load from disk."""
         return self.cache.get_or_load(info.cache_key, lambda: self._load(info))
 
-    def _load(self, info: VersionInfo) -> TabularModel:
+    def _load(self, info: VersionInfo) -> Any:
+        if info.flavour == "text":
+            self._verify_text_files(info)
+            return self._load_text(info.manifest, info.artifact_dir)
         artifact = self.artifacts.read_verified(info.artifact_dir, ARTIFACT_FILE, info.artifact_sha256)
         reference = self.artifacts.read_verified(info.artifact_dir, REFERENCE_FILE, info.reference_sha256)
         return TabularModel(info.manifest, load_skops(artifact), read_reference(reference))
+
+    def _verify_text_files(self, info: VersionInfo) -> None:
+        """The file listing must hash to the recorded sha256, and every file to its listed sha256."""
+        from model_store.text.files import LISTING
+
+        index = json.loads(self.artifacts.read_verified(info.artifact_dir, LISTING, info.artifact_sha256))
+        for path, digest in index.items():
+            self.artifacts.read_verified(info.artifact_dir, path, digest)
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _model_row(self, session: Session, name: str) -> ModelRow:

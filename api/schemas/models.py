@@ -52,8 +52,16 @@ class RegisterFormSchema(StrictSchema):
 
 
 class RegisterFilesSchema(StrictSchema):
-    artifact = Upload(required=True, metadata={"description": "The estimator or Pipeline saved with skops"})
-    reference = Upload(required=True, metadata={"description": "Reference (background) rows, Parquet or CSV"})
+    artifact = Upload(
+        required=True,
+        metadata={
+            "description": "Tabular: the estimator or Pipeline saved with skops. Text: a zip or tar(.gz) "
+            "of the model directory (config.json, safetensors weights, tokenizer files)"
+        },
+    )
+    reference = Upload(
+        metadata={"description": "Reference (background) rows, Parquet or CSV (tabular models)"}
+    )
 
 
 class ObjectRows(fields.List):

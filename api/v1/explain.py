@@ -10,12 +10,18 @@ from api.context import candor
 from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
 from api.schemas.explain import ExplanationSchema, ImportanceSchema, ShapRequestSchema
-from api.schemas.models import InstancesSchema, PredictResponseSchema
+from api.schemas.models import PredictResponseSchema
 from api.schemas.recourse import (
     CounterfactualExplanationSchema,
     CounterfactualRequestSchema,
     ReasonsExplanationSchema,
     ReasonsRequestSchema,
+)
+from api.schemas.text import (
+    AttentionRequestSchema,
+    AttributionsRequestSchema,
+    TextExplanationSchema,
+    TextInstancesSchema,
 )
 from api.v1.blueprint import Blueprint
 
@@ -31,13 +37,14 @@ blp = Blueprint(
 class Predict(MethodView):
     required_scope = "explain"
 
-    @blp.arguments(InstancesSchema)
+    @blp.arguments(TextInstancesSchema)
     @blp.response(200, PredictResponseSchema)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
-        """Predicted label and class probabilities (or value) per instance."""
-        return json_response(candor().service.predict(name, version, body["instances"]))
+        """Predicted label and probabilities (or value) per instance; ``{"text": ...}`` for text models."""
+        service = candor().service
+        return json_response(service.predict(name, version, body["instances"], bool(body.get("truncate"))))
 
 
 @blp.route("/explain/shap")
@@ -84,6 +91,36 @@ class ExplainReasons(MethodView):
         instances = body.pop("instances")
         explanation = candor().service.explain("reasons", name, version, instances, body)
         return json_response(explanation.to_dict())
+
+
+@blp.route("/explain/attention")
+class ExplainAttention(MethodView):
+    required_scope = "explain"
+
+    @blp.arguments(AttentionRequestSchema)
+    @blp.response(200, TextExplanationSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+        """Attention weights of a text classifier for selected layers and heads (rows sum to 1)."""
+        instances = body.pop("instances")
+        return json_response(candor().service.explain("attention", name, version, instances, body).to_dict())
+
+
+@blp.route("/explain/attributions")
+class ExplainAttributions(MethodView):
+    required_scope = "explain"
+
+    @blp.arguments(AttributionsRequestSchema)
+    @blp.response(200, TextExplanationSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+        """Captum token attributions of a text classifier, also merged into words with character offsets."""
+        instances = body.pop("instances")
+        return json_response(
+            candor().service.explain("attributions", name, version, instances, body).to_dict()
+        )
 
 
 @blp.route("/importance")

@@ -68,8 +68,9 @@ class Versions(MethodView):
         """Register a new version: manifest (JSON/YAML text), skops artifact and reference data."""
         check_name(name)
         manifest = _manifest_for(name, form["manifest"])
-        info = candor().store.registry.register_tabular(
-            manifest, files["artifact"].read(), files["reference"].read()
+        reference = files.get("reference")
+        info = candor().service.register(
+            manifest, files["artifact"].read(), reference.read() if reference is not None else None
         )
         return candor().service.describe_version(info.name, str(info.version))
 

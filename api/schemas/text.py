@@ -1,0 +1,94 @@
+"""Schemas for text-model explanations: attention maps and Captum token attributions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import ValidationError, fields, validate
+
+from api.schemas.common import ModelRefSchema, StrictSchema
+from api.schemas.explain import MethodSchema
+from api.schemas.models import InstancesSchema
+
+TRUNCATE = fields.Boolean(
+    metadata={"description": "Default false: texts over the model's max_tokens are refused (422) unless true"}
+)
+
+
+class TextInstancesSchema(InstancesSchema):
+    truncate = TRUNCATE
+
+
+class AttentionRequestSchema(InstancesSchema):
+    layers = fields.List(
+        fields.Integer(strict=True),
+        validate=validate.Length(min=1),
+        metadata={"description": "Default: all (0-based)"},
+    )
+    heads = fields.List(
+        fields.Integer(strict=True),
+        validate=validate.Length(min=1),
+        metadata={"description": "Default: all (0-based)"},
+    )
+    aggregate = fields.String(
+        validate=validate.OneOf(["none", "mean", "max"]),
+        metadata={"description": "Default none: one matrix per head; mean or max over the selected heads"},
+    )
+    rollout = fields.Boolean(
+        metadata={"description": "Also return attention rollout over the selected layers"}
+    )
+    format = fields.String(
+        validate=validate.OneOf(["candor", "bertviz"]),
+        metadata={"description": "Default candor; bertviz returns the JSON bertviz's head view reads"},
+    )
+    truncate = TRUNCATE
+
+
+class StepsField(fields.Field):
+    """An integer number of steps, or ``"auto"``."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+            raise ValidationError('An integer from 1 to 1024, or "auto".')
+        return value
+
+
+class AttributionsRequestSchema(InstancesSchema):
+    method = fields.String(
+        validate=validate.OneOf(["integrated_gradients", "gradient_shap"]),
+        metadata={"description": "Default integrated_gradients (Captum LayerIntegratedGradients)"},
+    )
+    target = fields.String(metadata={"description": "Label to explain; default the predicted one"})
+    n_steps = StepsField(
+        metadata={"description": 'Default 50; "auto" doubles from 8 until the delta <= tolerance'}
+    )
+    tolerance = fields.Float(allow_nan=False, validate=validate.Range(min=0, min_inclusive=False, max=1))
+    baseline = fields.String(
+        validate=validate.OneOf(["pad", "mask"]), metadata={"description": "Default pad"}
+    )
+    internal_batch_size = fields.Integer(strict=True, validate=validate.Range(min=1, max=1024))
+    seed = fields.Integer(strict=True, validate=validate.Range(min=0, max=2**32 - 1))
+    budget_ms = fields.Integer(strict=True, validate=validate.Range(min=10, max=600_000))
+    truncate = TRUNCATE
+
+
+class TextExplanationSchema(StrictSchema):
+    id = fields.String(required=True)
+    schema_version = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["attention", "token_attribution"]))
+    created_at = fields.DateTime(required=True)
+    model = fields.Nested(ModelRefSchema, required=True)
+    method = fields.Nested(MethodSchema, required=True)
+    output = fields.Dict(required=True)
+    results = fields.List(
+        fields.Dict(),
+        required=True,
+        metadata={
+            "description": "Per text: prediction, tokens [{index, token, start, end, special}], truncated, "
+            "original_tokens, then attention/rollout/bertviz or attributions per token and per word"
+        },
+    )
+    quality = fields.Dict(required=True)
+    timing_ms = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
