@@ -165,21 +165,39 @@ def clinical_model() -> tuple[dict[str, Any], Pipeline, pd.DataFrame]:
 
 
 DEMOS = {"loan": loan_model, "clinical": clinical_model}
+TEXT_DEMOS = ("notes",)
 
 
-def install_demos(registry: ModelRegistry) -> list[str]:
-    """Build and register each demo model that is not registered yet; returns what was installed."""
+def install_demos(
+    registry: ModelRegistry, names: tuple[str, ...] = ("loan", "clinical", "notes")
+) -> list[str]:
+    """Build and register each named demo model that is not registered yet; returns what was installed."""
     installed = []
-    for name, build in DEMOS.items():
+    for name in names:
         try:
             registry.get_model(name)
             continue
         except NotFound:
             pass
-        manifest, pipeline, reference = build()
-        info = registry.register_tabular(
-            parse_manifest(manifest), dump_skops(pipeline), to_parquet(reference)
-        )
+        info = _register_text_demo(registry) if name in TEXT_DEMOS else _register_tabular_demo(registry, name)
         registry.promote(name, info.version)
         installed.append(f"{name} v{info.version}")
     return installed
+
+
+def _register_tabular_demo(registry: ModelRegistry, name: str) -> Any:
+    manifest, pipeline, reference = DEMOS[name]()
+    return registry.register_tabular(parse_manifest(manifest), dump_skops(pipeline), to_parquet(reference))
+
+
+def _register_text_demo(registry: ModelRegistry) -> Any:
+    import tempfile
+    from pathlib import Path
+
+    from api import demo_notes
+    from model_store.text.files import read_directory
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = demo_notes.build_notes_model(Path(tmp) / "notes")
+        files = read_directory(directory, max_members=50, max_bytes=512 * 1024 * 1024)
+    return registry.register_text(parse_manifest(demo_notes.manifest()), files)

@@ -56,7 +56,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir with the demo models registered once per session (SQLite); copied per app."""
     root = tmp_path_factory.mktemp("demo")
     s = Store(root, f"sqlite:///{root / 'candor.db'}")
-    install_demos(s.registry)
+    install_demos(s.registry, names=("loan", "clinical"))
     s.close()
     return root
 

@@ -318,3 +318,28 @@ def test_counterfactuals_and_reasons_through_gunicorn(server: Server) -> None:
     ranked = reasons.json()["results"][0]["reasons"]
     assert ranked and [r["rank"] for r in ranked] == list(range(1, len(ranked) + 1))
     assert all(r["code"] and r["attribution"] < 0 for r in ranked)
+
+
+def test_notes_demo_through_gunicorn(server: Server) -> None:
+    """The text demo built by ``candor demo install``: predict, attention rows summing to 1, and integrated
+    gradients whose tokens add up to the words plus the special tokens."""
+    note = {"text": "Sudden crushing chest pain with sweating and shortness of breath since this morning."}
+    predicted = server.post("/v1/models/notes/versions/production/predict", {"instances": [note]})
+    assert predicted.status_code == 200, predicted.text
+    assert predicted.json()["predictions"][0]["label"] in ("routine", "urgent")
+    attention = server.post(
+        "/v1/models/notes/versions/production/explain/attention",
+        {"instances": [note], "layers": [5], "aggregate": "mean", "rollout": True},
+    )
+    assert attention.status_code == 200, attention.text
+    result = attention.json()["results"][0]
+    for matrix in (result["attention"][0]["weights"], result["rollout"]["weights"]):
+        assert all(abs(sum(row) - 1) < 1e-4 for row in matrix)
+    attributions = server.post(
+        "/v1/models/notes/versions/production/explain/attributions", {"instances": [note], "n_steps": 16}
+    )
+    assert attributions.status_code == 200, attributions.text
+    explained = attributions.json()["results"][0]
+    words = sum(w["attribution"] for w in explained["words"]) + explained["special_tokens_attribution"]
+    assert abs(words - explained["total_attribution"]) < 1e-9
+    assert all(note["text"][w["start"] : w["end"]] == w["word"] for w in explained["words"])

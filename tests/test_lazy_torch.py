@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     app = create_app({"data_dir": tempfile.mkdtemp()})
     with app.app_context():
         service = candor().service
-        demo.install_demos(service.store.registry)
+        demo.install_demos(service.store.registry, names=("loan", "clinical"))
         rows = json.load(open("tests/data/loan_declined.json"))["instances"]
         service.predict("loan", "latest", rows)
         for method in ("shap", "counterfactuals", "reasons"):
