@@ -88,6 +88,8 @@ class PredictionSchema(StrictSchema):
     label = fields.String()
     probabilities = fields.Dict(keys=fields.String(), values=fields.Float())
     value = fields.Float()
+    truncated = fields.Boolean(metadata={"description": "Text models: present (true) when the text was cut"})
+    original_tokens = fields.Integer(metadata={"description": "Text models: tokens before truncation"})
 
 
 class PredictResponseSchema(StrictSchema):

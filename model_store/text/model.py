@@ -165,7 +165,12 @@ class TextModel:
         return weights, torch.softmax(output.logits, dim=-1)[0].double().numpy()
 
     def predictions(self, items: Sequence[Encoded]) -> list[dict[str, Any]]:
-        return self.describe_predictions(self.probabilities(items))
+        """Label and probabilities per text; a truncated text says so, with its original token count."""
+        out = self.describe_predictions(self.probabilities(items))
+        for prediction, item in zip(out, items, strict=True):
+            if item.truncated:
+                prediction.update(truncated=True, original_tokens=item.original_tokens)
+        return out
 
     def describe_predictions(self, probabilities: np.ndarray) -> list[dict[str, Any]]:
         labels = [self.classes[i] for i in probabilities.argmax(axis=1)]
