@@ -110,6 +110,8 @@ class ExplanationService:
     def importance(self, name: str, version: str) -> dict[str, Any]:
         """Global importance, computed once per version and kept in the database for every worker."""
         info, model = self._loaded(name, version)
+        if info.flavour != "tabular":
+            raise InvalidInput.field("method", f"importance does not apply to {info.flavour} models.")
         key = "importance:v1"
         with self.store.sessions() as session:
             row = session.scalar(

@@ -143,7 +143,7 @@ class AttentionExplainer(Explainer):
                 for i, layer in enumerate(layers)
             ]
         if use_rollout:
-            rolled = rollout(weights[layers][:, heads])
+            rolled = rollout(weights[sorted(layers)][:, heads])  # rollout runs from the first layer up
             matrices.append(rolled)
             result["rollout"] = {"layers": layers, "heads": heads, "weights": rolled.tolist()}
         result["_row_error"] = max(float(np.abs(m.sum(axis=-1) - 1).max()) for m in matrices)

@@ -1,20 +1,18 @@
 """Captum token attributions for text classifiers, merged into words with character offsets.
 
-Integrated gradients (``LayerIntegratedGradients``) or GradientSHAP (``LayerGradientShap``) on the model's
-input word embeddings, explaining the softmax probability of the target label. The baseline keeps the
-special tokens and replaces every other token by the pad (or mask) token. ``n_steps: "auto"`` doubles the
-steps until the convergence delta is under the tolerance, the step cap or the time budget is reached, and
-says which.
+Integrated gradients (Captum's ``LayerIntegratedGradients``) on the model's input word embeddings,
+explaining the softmax probability of the target label. The baseline keeps the special tokens and replaces
+every other token by the pad (or mask) token. ``n_steps: "auto"`` doubles the steps until the convergence
+delta is under the tolerance, the step cap or the time budget is reached, and says which.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import torch
-from captum.attr import LayerGradientShap, LayerIntegratedGradients
+from captum.attr import LayerIntegratedGradients
 
 from explainers.base import Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
@@ -26,8 +24,6 @@ DEFAULT_STEPS = 50
 MAX_STEPS = 1024
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_BUDGET_MS = 20_000
-GRADIENT_SHAP_SAMPLES = 20
-_TORCH_RNG_LOCK = threading.Lock()
 
 
 def baseline_ids(model: Any, item: Any, kind: str) -> torch.Tensor:
@@ -47,7 +43,6 @@ class TokenAttributions:
         self.model = model
         layer = model.model.get_input_embeddings()
         self.integrated = LayerIntegratedGradients(self.forward, layer)
-        self.gradient_shap = LayerGradientShap(self.forward, layer)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return torch.softmax(
@@ -73,22 +68,6 @@ class TokenAttributions:
             return_convergence_delta=True,
         )
         return values.sum(dim=-1)[0].detach(), float(delta.abs().max())
-
-    def shap(
-        self, ids: torch.Tensor, mask: torch.Tensor, bases: torch.Tensor, target: int, samples: int, seed: int
-    ) -> tuple[torch.Tensor, float]:
-        with _TORCH_RNG_LOCK:
-            torch.manual_seed(seed)
-            values, delta = self.gradient_shap.attribute(
-                inputs=ids,
-                baselines=bases,
-                additional_forward_args=(mask,),
-                target=target,
-                n_samples=samples,
-                stdevs=0.0,
-                return_convergence_delta=True,
-            )
-        return values.sum(dim=-1)[0].detach(), float(delta.abs().mean())
 
 
 def merge_words(model: Any, item: Any, values: list[float]) -> tuple[list[dict[str, Any]], float]:
@@ -165,8 +144,6 @@ class CaptumExplainer(Explainer):
             "n_steps": n_steps,
             "tolerance": tolerance if n_steps == "auto" else None,
             "internal_batch_size": options.get("internal_batch_size"),
-            "seed": seed if method == "gradient_shap" else None,
-            "n_samples": GRADIENT_SHAP_SAMPLES if method == "gradient_shap" else None,
             "truncate": bool(options.get("truncate")),
         }
         return Explanation(
@@ -204,19 +181,13 @@ class CaptumExplainer(Explainer):
             probabilities = engine.forward(ids, mask)[0].double().numpy()
         target = model.classes.index(target_label) if target_label else int(probabilities.argmax())
         quality: dict[str, Any] = {}
-        if method == "gradient_shap":
-            bases = torch.cat([baseline_ids(model, item, "pad"), baseline_ids(model, item, "mask")])
-            values, delta = engine.shap(ids, mask, bases, target, GRADIENT_SHAP_SAMPLES, seed)
+        base = baseline_ids(model, item, baseline)
+        batch = options.get("internal_batch_size")
+        if n_steps == "auto":
+            values, delta, quality = _auto_steps(engine, ids, mask, base, target, batch, tolerance, deadline)
         else:
-            base = baseline_ids(model, item, baseline)
-            batch = options.get("internal_batch_size")
-            if n_steps == "auto":
-                values, delta, quality = _auto_steps(
-                    engine, ids, mask, base, target, batch, tolerance, deadline
-                )
-            else:
-                values, delta = engine.integrated_gradients(ids, mask, base, target, int(n_steps), batch)
-                quality["n_steps"] = int(n_steps)
+            values, delta = engine.integrated_gradients(ids, mask, base, target, int(n_steps), batch)
+            quality["n_steps"] = int(n_steps)
         quality["convergence_delta"] = delta
         token_values = values.double().tolist()
         words, special_total = merge_words(model, item, token_values)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.artifacts import ARTIFACT_FILE, REFERENCE_FILE, ArtifactStore, sha256_bytes
 from model_store.cache import LoadedModelCache
-from model_store.errors import Conflict, InvalidInput, ModelNotFound, VersionNotFound
+from model_store.errors import Conflict, IntegrityError, InvalidInput, ModelNotFound, VersionNotFound
 from model_store.manifest import NAME_PATTERN, Manifest
 from model_store.reference import read_reference, to_parquet
 from model_store.safe_load import load_skops
@@ -84,11 +84,13 @@ class ModelRegistry:
             raise
 
     def _load_text(self, manifest: Manifest, dir_id: str) -> Any:
+        from safetensors import SafetensorError
+
         from model_store.text.model import TextModel
 
         try:
             return TextModel(manifest, self.artifacts.path(dir_id))
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
             raise InvalidInput.field(
                 "artifact", f"transformers cannot load it: {type(exc).__name__}"
             ) from exc
@@ -176,6 +178,10 @@ class ModelRegistry:
         from model_store.text.files import LISTING
 
         index = json.loads(self.artifacts.read_verified(info.artifact_dir, LISTING, info.artifact_sha256))
+        root = self.artifacts.path(info.artifact_dir)
+        present = {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()} - {LISTING}
+        if present != set(index):
+            raise IntegrityError("The stored model directory holds files that were not registered.")
         for path, digest in index.items():
             self.artifacts.read_verified(info.artifact_dir, path, digest)
 

@@ -31,6 +31,8 @@ SCOPES = {
     ("POST", "/v1/models/<name>/versions/<version>/explain/shap"): "explain",
     ("POST", "/v1/models/<name>/versions/<version>/explain/counterfactuals"): "explain",
     ("POST", "/v1/models/<name>/versions/<version>/explain/reasons"): "explain",
+    ("POST", "/v1/models/<name>/versions/<version>/explain/attention"): "explain",
+    ("POST", "/v1/models/<name>/versions/<version>/explain/attributions"): "explain",
     ("GET", "/v1/models/<name>/versions/<version>/importance"): "explain",
     ("POST", "/v1/models/<name>:predict"): "explain",
     ("POST", "/v1/models/<name>:explain"): "explain",

@@ -57,7 +57,7 @@ class StepsField(fields.Field):
 
 class AttributionsRequestSchema(InstancesSchema):
     method = fields.String(
-        validate=validate.OneOf(["integrated_gradients", "gradient_shap"]),
+        validate=validate.OneOf(["integrated_gradients"]),
         metadata={"description": "Default integrated_gradients (Captum LayerIntegratedGradients)"},
     )
     target = fields.String(metadata={"description": "Label to explain; default the predicted one"})

@@ -120,8 +120,16 @@ class _Search:
         )
         result["constraints"] = self.space.describe()
         if not counterfactuals:
-            result["reason"] = "budget exhausted" if timed_out else "unreachable within the constraints"
+            result["reason"] = self.no_counterfactual_reason(timed_out)
         return result
+
+    def no_counterfactual_reason(self, timed_out: bool) -> str:
+        """Why nothing is returned; only the exhaustive-by-design random search may claim unreachability."""
+        if timed_out:
+            return "budget exhausted"
+        if self.space.varying and self.opts["method"] != "random":
+            return f"none found by {self.opts['method']} (method random searches every number of changes)"
+        return "unreachable within the constraints"
 
     def describe(self, row: np.ndarray, chosen: np.ndarray) -> list[dict[str, Any]]:
         if len(chosen) == 0:

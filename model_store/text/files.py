@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from model_store.artifacts import sha256_bytes
@@ -62,13 +64,16 @@ def read_archive(data: bytes, max_members: int, max_bytes: int) -> Files:
     """Files of a zip or tar (optionally gzip/bz2/xz) archive; a single top-level folder is stripped."""
     budget = _Budget(max_members, max_bytes)
     if zipfile.is_zipfile(io.BytesIO(data)):
-        files = _read_zip(data, budget)
+        try:
+            files = _read_zip(data, budget)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise InvalidInput.field("artifact", "not a readable zip archive") from exc
     else:
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
                 files = _read_tar(archive, budget)
-        except tarfile.TarError as exc:
-            raise InvalidInput.field("artifact", "not a zip or tar archive") from exc
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            raise InvalidInput.field("artifact", "not a readable zip or tar archive") from exc
     return _strip_common_folder(files)
 
 
@@ -79,7 +84,7 @@ def _read_zip(data: bytes, budget: _Budget) -> Files:
             if info.is_dir():
                 continue
             mode = info.external_attr >> 16
-            if mode and not stat.S_ISREG(mode):
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
                 raise UnsafeArtifact.field("artifact", f"member {info.filename!r} is not a plain file")
             path = _member_path(info.filename)
             budget.admit(info.file_size)
@@ -145,8 +150,9 @@ def check_model_files(files: Files) -> dict[str, object]:
         )
     if LISTING in files:
         raise InvalidInput.field("artifact", f"{LISTING} is reserved")
-    if "config.json" not in files:
-        raise InvalidInput.field("artifact", "config.json is missing")
+    for required in ("config.json", "tokenizer.json"):
+        if required not in files:
+            raise InvalidInput.field("artifact", f"{required} is missing (a fast tokenizer is required)")
     if not any(p.endswith(".safetensors") for p in files):
         raise InvalidInput.field("artifact", "no .safetensors weights")
     config = _json(files, "config.json")
