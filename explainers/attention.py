@@ -25,11 +25,16 @@ def rollout(weights: np.ndarray) -> np.ndarray:
     residual identity, rows renormalised, multiplied from the first layer up. Rows sum to 1."""
     tokens = weights.shape[-1]
     result = np.eye(tokens)
-    for layer in weights:
+    for layer in weights.astype(float):
         mixed = 0.5 * layer.mean(axis=0) + 0.5 * np.eye(tokens)
         mixed /= mixed.sum(axis=-1, keepdims=True)
         result = mixed @ result
     return result
+
+
+def _json(matrix: np.ndarray) -> np.ndarray:
+    """float32 weights as one contiguous array: orjson writes them natively, in float32's shortest form."""
+    return np.ascontiguousarray(matrix, dtype=np.float32)
 
 
 def _selection(requested: list[int] | None, available: int, field: str) -> list[int]:
@@ -121,7 +126,7 @@ class AttentionExplainer(Explainer):
         if fmt == "bertviz":
             result["bertviz"] = {
                 "attention": [
-                    {"name": None, "attn": selected.tolist(), "left_text": tokens, "right_text": tokens}
+                    {"name": None, "attn": _json(selected), "left_text": tokens, "right_text": tokens}
                 ],
                 "default_filter": "0",
                 "include_layers": layers,
@@ -129,7 +134,7 @@ class AttentionExplainer(Explainer):
             }
         elif aggregate == "none":
             result["attention"] = [
-                {"layer": layer, "head": head, "weights": selected[i, j].tolist()}
+                {"layer": layer, "head": head, "weights": _json(selected[i, j])}
                 for i, layer in enumerate(layers)
                 for j, head in enumerate(heads)
             ]
@@ -139,12 +144,12 @@ class AttentionExplainer(Explainer):
                 combined = combined / combined.sum(axis=-1, keepdims=True)  # a max over heads is renormalised
             matrices = [combined]
             result["attention"] = [
-                {"layer": layer, "head": aggregate, "weights": combined[i].tolist()}
+                {"layer": layer, "head": aggregate, "weights": _json(combined[i])}
                 for i, layer in enumerate(layers)
             ]
         if use_rollout:
             rolled = rollout(weights[sorted(layers)][:, heads])  # rollout runs from the first layer up
             matrices.append(rolled)
-            result["rollout"] = {"layers": layers, "heads": heads, "weights": rolled.tolist()}
-        result["_row_error"] = max(float(np.abs(m.sum(axis=-1) - 1).max()) for m in matrices)
+            result["rollout"] = {"layers": layers, "heads": heads, "weights": _json(rolled)}
+        result["_row_error"] = max(float(np.abs(m.astype(float).sum(axis=-1) - 1).max()) for m in matrices)
         return result

@@ -157,11 +157,11 @@ class TextModel:
         return np.array(out)
 
     def attentions(self, item: Encoded) -> tuple[np.ndarray, np.ndarray]:
-        """(layers, heads, tokens, tokens) attention weights and the class probabilities."""
+        """(layers, heads, tokens, tokens) attention weights (float32, as computed) and the probabilities."""
         ids, mask = self.tensors(item)
         with torch.inference_mode():
             output = self.model(input_ids=ids, attention_mask=mask, output_attentions=True)
-        weights = torch.stack([a[0] for a in output.attentions]).double().numpy()
+        weights = torch.stack([a[0] for a in output.attentions]).numpy()
         return weights, torch.softmax(output.logits, dim=-1)[0].double().numpy()
 
     def predictions(self, items: Sequence[Encoded]) -> list[dict[str, Any]]:
