@@ -24,7 +24,7 @@ help:
 	@echo "make test       lint (below) then pytest; extra pytest args: PYTEST_ARGS=..."
 	@echo "make lint       ruff check, ruff format --check, mypy, hadolint"
 	@echo "make fmt        ruff format + ruff check --fix"
-	@echo "make bench      run bench/bench_shap.py"
+	@echo "make bench      run the benchmarks in bench/ (SHAP, counterfactuals, text)"
 	@echo "make openapi    write openapi.yaml"
 	@echo "make venv       create $(VENV) and install the project with its dev extras"
 	@echo "make clean      remove caches and build artifacts (distclean also removes $(VENV))"
@@ -81,6 +81,7 @@ dockerlint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_shap.py
 	$(PY) bench/bench_counterfactuals.py
+	$(PY) bench/bench_text.py
 
 openapi: $(STAMP)
 	$(VENV)/bin/candor openapi > openapi.yaml.tmp
