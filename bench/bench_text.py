@@ -1,0 +1,579 @@
+"""Text explanations on the ``notes`` demo: the Candor API (real gunicorn) against transformers and Captum.
+
+Run from the repository root: ``.venv/bin/python bench/bench_text.py [--quick]``.
+
+- The note: texts of ``api/demo_data/notes.csv`` joined in file order and cut at a word boundary to the
+  longest prefix the model's tokenizer reads as at most 128 tokens (the manifest's ``max_tokens``; at least
+  120), special tokens included.
+- In-process, what a user writes: the registered ``notes`` version directory (found through the registry of
+  the throw-away data dir, so the very weights the server loads) loaded with ``AutoTokenizer`` and
+  ``AutoModelForSequenceClassification`` (local files, safetensors, eager attention), torch at 1 thread.
+  (1) attention: per call tokenise and run the model under ``inference_mode`` with ``output_attentions=True``
+  (the "mean" row also averages over heads); (2) integrated gradients: ``LayerIntegratedGradients`` on
+  ``model.get_input_embeddings()`` built once, forward = softmax(logits), baseline = non-special tokens
+  replaced by the pad id, target = the predicted class (one no-grad forward), ``n_steps=50``,
+  ``return_convergence_delta=True`` (as the server asks), per call tokenisation included.
+- API: gunicorn with ``api/gunicorn_conf.py`` (1 worker, 1 thread, CANDOR_TORCH_THREADS=1) on a free loopback
+  port, one keep-alive ``requests.Session``; each call encodes the body, posts it and decodes the answer with
+  orjson, the decode included in the API time. Attention: default options (all 6 layers x 12 heads, format
+  candor: 6 x 12 x T x T weights as JSON), and ``aggregate: "mean"`` for context. Attributions: method
+  integrated_gradients, ``n_steps`` 50, baseline pad.
+- (3) ``n_steps: "auto"`` (tolerance 0.05) through the API, one request per note, on the first 10 urgent and
+  first 10 routine notes of notes.csv: the steps it needed and why it stopped.
+The sides alternate call by call; the benchmark process's garbage collector is paused while a call is timed
+(start-up objects frozen first). For IG, the CPU time per call (user, system) of this process and of the
+gunicorn worker (from /proc) is reported too: it stays readable when other processes compete for the CPU.
+Checks: the API's attention weights equal the in-process ``output_attentions`` and its token attributions
+equal Captum's (exit status 1 above 1e-5). Prints a markdown table; writes ``bench/results/text.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import orjson
+import requests
+import torch
+import transformers
+from captum.attr import LayerIntegratedGradients
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from api.demo_notes import MAX_TOKENS, notes  # noqa: E402
+from model_store.store import Store  # noqa: E402
+
+BASE_PATH = "/v1/models/notes/versions/production/explain"
+N_STEPS = 50
+TOLERANCE = 0.05
+MIN_TOKENS = 120
+GOAL_ATTENTION_RATIO = 1.3
+GOAL_IG_RATIO = 1.15
+MAX_ABS_DIFF = 1e-5
+THREADS = 1
+ATTENTION_SIDES = ("in_process", "api", "in_process_mean", "api_mean")
+IG_SIDES = ("in_process", "api")
+
+torch.set_num_threads(THREADS)
+transformers.logging.set_verbosity_error()
+transformers.logging.disable_progress_bar()
+
+
+class Server:
+    """A real gunicorn over a throw-away data dir with the demo models and an ``explain`` key."""
+
+    def __init__(self, data_dir: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}"
+        self.data_dir = data_dir
+        self.database_url = f"sqlite:///{data_dir / 'candor.db'}"
+        env = {
+            **os.environ,
+            "CANDOR_DATA_DIR": str(data_dir),
+            "CANDOR_BIND": f"127.0.0.1:{port}",
+            "CANDOR_WORKERS": "1",
+            "CANDOR_THREADS": "1",
+            "CANDOR_TORCH_THREADS": str(THREADS),
+            "CANDOR_LOG_LEVEL": "warning",
+        }
+        env.pop("CANDOR_DATABASE_URL", None)
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "api.cli", "demo", "install"], env=env, check=True, cwd=ROOT)
+        self.install_seconds = time.monotonic() - started
+        store = Store(data_dir, self.database_url)
+        self.token = store.keys.create("bench", ["explain"])[0]
+        store.close()
+        self.log = (data_dir / "gunicorn.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "--access-logfile", "/dev/null"],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.session = requests.Session()
+        self.session.headers.update(
+            {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        )
+        self.last_bytes = 0
+        self.worker: Path | None = None
+        self.last_decode_s = 0.0
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if self.session.get(self.base + "/v1/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("gunicorn did not become healthy")
+
+    def worker_cpu_seconds(self) -> tuple[float, float]:
+        """User and system CPU time of the gunicorn worker (the master's one child), from /proc."""
+        if self.worker is None:
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                with contextlib.suppress(OSError):
+                    if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                        self.worker = stat
+                        break
+            else:
+                raise RuntimeError("no gunicorn worker process found")
+        fields = self.worker.read_text().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+
+    def model_dir(self) -> Path:
+        """The registered ``notes`` production version's directory: the files the server loads."""
+        store = Store(self.data_dir, self.database_url, migrate=False)
+        try:
+            info = store.registry.resolve("notes", "production")
+            return Path(store.registry.artifacts.path(info.artifact_dir))
+        finally:
+            store.close()
+
+    def post(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.session.post(f"{self.base}{BASE_PATH}/{method}", data=orjson.dumps(body))
+        if not response.ok:
+            raise RuntimeError(f"{response.status_code} from the API: {response.text[:2000]}")
+        started = time.perf_counter()
+        answer = orjson.loads(response.content)
+        self.last_decode_s = time.perf_counter() - started
+        self.last_bytes = len(response.content)
+        return answer  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.session.close()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class InProcess:
+    """The registered model loaded with transformers as a user would, and one LayerIntegratedGradients."""
+
+    def __init__(self, directory: Path) -> None:
+        self.tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            directory,
+            local_files_only=True,
+            trust_remote_code=False,
+            use_safetensors=True,
+            attn_implementation="eager",
+        )
+        self.model.eval()
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.integrated = LayerIntegratedGradients(self.forward, self.model.get_input_embeddings())
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(input_ids=input_ids, attention_mask=attention_mask).logits, dim=-1)
+
+    def tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
+    def attention(self, text: str) -> tuple[torch.Tensor, ...]:
+        encoded = self.tokenizer(text, return_tensors="pt")
+        with torch.inference_mode():
+            return self.model(**encoded, output_attentions=True).attentions  # type: ignore[no-any-return]
+
+    def attention_mean(self, text: str) -> torch.Tensor:
+        encoded = self.tokenizer(text, return_tensors="pt")
+        with torch.inference_mode():
+            attentions = self.model(**encoded, output_attentions=True).attentions
+            return torch.stack([a[0] for a in attentions]).mean(dim=1)
+
+    def integrated_gradients(self, text: str) -> tuple[torch.Tensor, float, int]:
+        encoded = self.tokenizer(text, return_tensors="pt", return_special_tokens_mask=True)
+        ids, mask = encoded["input_ids"], encoded["attention_mask"]
+        base = torch.where(encoded["special_tokens_mask"].bool(), ids, self.tokenizer.pad_token_id)
+        with torch.no_grad():
+            target = int(self.forward(ids, mask)[0].argmax())
+        values, delta = self.integrated.attribute(
+            inputs=ids,
+            baselines=base,
+            additional_forward_args=(mask,),
+            target=target,
+            n_steps=N_STEPS,
+            return_convergence_delta=True,
+        )
+        return values.sum(dim=-1)[0].detach(), float(delta.abs().max()), target
+
+
+def long_note(local: InProcess) -> str:
+    """notes.csv texts joined in order, cut at a word boundary: the longest prefix of <= MAX_TOKENS tokens."""
+    words: list[str] = []
+    for text in notes()["text"]:
+        words += text.split()
+        if local.tokens(" ".join(words)) > MAX_TOKENS:
+            break
+    while local.tokens(" ".join(words)) > MAX_TOKENS:
+        words.pop()
+    text = " ".join(words)
+    if not MIN_TOKENS <= local.tokens(text) <= MAX_TOKENS:
+        raise RuntimeError(f"the note has {local.tokens(text)} tokens")
+    return text
+
+
+def timed(fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+    """Wall time of one call with the benchmark process's garbage collector paused (as timeit does)."""
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        result = fn(*args)
+        return time.perf_counter() - started, result
+    finally:
+        gc.enable()
+
+
+def alternate(
+    calls: dict[str, tuple[Callable[..., Any], Any]], repeats: int, after: Callable[[str], None] | None = None
+) -> dict[str, list[float]]:
+    """``repeats`` timed calls per side, the order rotated call by call."""
+    gc.collect()
+    gc.freeze()  # torch, transformers and the warm-up answers: ~0.6M objects a full collection would walk
+    order = list(calls)
+    times: dict[str, list[float]] = {side: [] for side in order}
+    for i in range(repeats):
+        k = i % len(order)
+        for side in order[k:] + order[:k]:
+            fn, arg = calls[side]
+            times[side].append(timed(fn, arg)[0])
+            if after is not None:
+                after(side)
+    return times
+
+
+def summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {
+        side: {
+            "p50": statistics.median(v) * 1000,
+            "p95": float(np.percentile(v, 95)) * 1000,
+            "min": min(v) * 1000,
+        }
+        for side, v in times.items()
+    }
+
+
+def attention_diff(answer: dict[str, Any], attentions: tuple[torch.Tensor, ...]) -> float:
+    expected = torch.stack([a[0] for a in attentions]).double().numpy()
+    worst = 0.0
+    for entry in answer["results"][0]["attention"]:
+        got = np.asarray(entry["weights"])
+        worst = max(worst, float(np.abs(got - expected[entry["layer"], entry["head"]]).max()))
+    return worst
+
+
+def run(n_attention: int, n_ig: int, n_auto_per_label: int) -> dict[str, Any]:
+    load = {"start": os.getloadavg()}
+    phases: dict[str, float] = {}
+    data = notes()
+    auto_texts = [
+        (label, text)
+        for label in ("urgent", "routine")
+        for text in data.loc[data["label"] == label, "text"].head(n_auto_per_label)
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(Path(tmp))
+        try:
+            local = InProcess(server.model_dir())
+            text = long_note(local)
+            instances = [{"text": text}]
+            full_body = {"instances": instances}
+            mean_body = {"instances": instances, "aggregate": "mean"}
+            ig_body = {
+                "instances": instances,
+                "method": "integrated_gradients",
+                "n_steps": N_STEPS,
+                "baseline": "pad",
+            }
+
+            # warm-up and correctness: attention
+            phase_start = time.monotonic()
+            full = server.post("attention", full_body)
+            full_bytes, full_decode = server.last_bytes, server.last_decode_s
+            mean = server.post("attention", mean_body)
+            mean_bytes = server.last_bytes
+            attentions = local.attention(text)
+            attention_worst = attention_diff(full, attentions)
+            mean_expected = local.attention_mean(text).double().numpy()
+            mean_worst = max(
+                float(np.abs(np.asarray(e["weights"]) - mean_expected[e["layer"]]).max())
+                for e in mean["results"][0]["attention"]
+            )
+            shape = [len(attentions), *attentions[0].shape[1:]]
+            del full, mean  # 1.2M floats: out of the collector's way
+
+            server_ms: dict[str, list[float]] = {"api": [], "api_mean": []}
+            decode_ms: dict[str, list[float]] = {"api": [], "api_mean": []}
+            last: dict[str, Any] = {}
+
+            def api_attention(body: dict[str, Any]) -> dict[str, Any]:
+                last["answer"] = server.post("attention", body)
+                return last["answer"]  # type: ignore[no-any-return]
+
+            def note(side: str) -> None:
+                if side in server_ms:
+                    server_ms[side].append(last["answer"]["timing_ms"]["total"])
+                    decode_ms[side].append(server.last_decode_s * 1000)
+                    last.clear()
+
+            attention_times = alternate(
+                {
+                    "in_process": (local.attention, text),
+                    "api": (api_attention, full_body),
+                    "in_process_mean": (local.attention_mean, text),
+                    "api_mean": (api_attention, mean_body),
+                },
+                n_attention,
+                note,
+            )
+
+            load["after_attention"] = os.getloadavg()
+            phases["attention"] = time.monotonic() - phase_start
+            phase_start = time.monotonic()
+
+            # warm-up and correctness: integrated gradients
+            ig = server.post("attributions", ig_body)
+            server.worker_cpu_seconds()  # finds the worker's pid now, outside the timed calls
+            values, delta, target = local.integrated_gradients(text)
+            api_values = np.array([t["attribution"] for t in ig["results"][0]["tokens"]])
+            ig_worst = float(np.abs(api_values - values.double().numpy()).max())
+            ig_server_ms: list[float] = []
+            ig_cpu: dict[str, list[tuple[float, float]]] = {"in_process": [], "api": []}
+
+            def local_ig(note_text: str) -> Any:
+                before = os.times()
+                result = local.integrated_gradients(note_text)
+                after = os.times()
+                ig_cpu["in_process"].append((after.user - before.user, after.system - before.system))
+                return result
+
+            def api_ig(body: dict[str, Any]) -> dict[str, Any]:
+                user, system = server.worker_cpu_seconds()
+                answer = server.post("attributions", body)
+                user_after, system_after = server.worker_cpu_seconds()
+                ig_cpu["api"].append((user_after - user, system_after - system))
+                ig_server_ms.append(answer["timing_ms"]["total"])
+                return answer
+
+            ig_times = alternate({"in_process": (local_ig, text), "api": (api_ig, ig_body)}, n_ig)
+
+            load["after_integrated_gradients"] = os.getloadavg()
+            phases["integrated_gradients"] = time.monotonic() - phase_start
+            phase_start = time.monotonic()
+
+            # n_steps "auto"
+            auto = []
+            gc.collect()
+            gc.freeze()
+            for label, note_text in auto_texts:
+                seconds, answer = timed(
+                    server.post,
+                    "attributions",
+                    {"instances": [{"text": note_text}], "n_steps": "auto", "tolerance": TOLERANCE},
+                )
+                q = answer["quality"]["per_instance"][0]
+                auto.append(
+                    {
+                        "label": label,
+                        "predicted": answer["results"][0]["prediction"]["label"],
+                        "tokens": len(answer["results"][0]["tokens"]),
+                        "n_steps": q["n_steps"],
+                        "stopped": q["auto"]["stopped"],
+                        "convergence_delta": q["convergence_delta"],
+                        "ms": seconds * 1000,
+                    }
+                )
+        finally:
+            server.stop()
+            phases["auto"] = time.monotonic() - phase_start
+        phases["demo_install"] = server.install_seconds
+    att = summary(attention_times)
+    igs = summary(ig_times)
+    steps = [a["n_steps"] for a in auto]
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(),
+            **{d: metadata.version(d) for d in ("torch", "transformers", "captum", "gunicorn")},
+        },
+        "load_average": {**load, "end": os.getloadavg()},
+        "phase_seconds": phases,
+        "note": {
+            "text": text,
+            "tokens": local.tokens(text),
+            "predicted": local.labels[target],
+            "api_predicted": ig["results"][0]["prediction"]["label"],
+        },
+        "attention": {
+            "calls_per_side": n_attention,
+            "shape": shape,
+            "values": int(np.prod(shape)),
+            "response_bytes": {"api": full_bytes, "api_mean": mean_bytes},
+            "first_decode_ms": full_decode * 1000,
+            "ms": att,
+            "ratio_p50": att["api"]["p50"] / att["in_process"]["p50"],
+            "ratio_p95": att["api"]["p95"] / att["in_process"]["p95"],
+            "ratio_p50_mean": att["api_mean"]["p50"] / att["in_process_mean"]["p50"],
+            "ratio_p95_mean": att["api_mean"]["p95"] / att["in_process_mean"]["p95"],
+            "server_timing_ms_p50": {k: statistics.median(v) for k, v in server_ms.items()},
+            "client_decode_ms_p50": {k: statistics.median(v) for k, v in decode_ms.items()},
+            "max_abs_diff": attention_worst,
+            "max_abs_diff_mean": mean_worst,
+        },
+        "integrated_gradients": {
+            "calls_per_side": n_ig,
+            "n_steps": N_STEPS,
+            "ms": igs,
+            "ratio_p50": igs["api"]["p50"] / igs["in_process"]["p50"],
+            "ratio_p95": igs["api"]["p95"] / igs["in_process"]["p95"],
+            "server_timing_ms_p50": statistics.median(ig_server_ms),
+            "cpu_ms_p50": {
+                side: {
+                    "total": statistics.median(1000 * (u + s) for u, s in v),
+                    "user": statistics.median(1000 * u for u, _ in v),
+                    "system": statistics.median(1000 * s for _, s in v),
+                }
+                for side, v in ig_cpu.items()
+            },
+            "calls_ms": {side: [1000 * t for t in v] for side, v in ig_times.items()},
+            "cpu_ms": {side: [[1000 * u, 1000 * s] for u, s in v] for side, v in ig_cpu.items()},
+            "max_abs_diff": ig_worst,
+            "convergence_delta": {"api": ig["quality"]["convergence_delta"], "in_process": delta},
+        },
+        "auto": {
+            "tolerance": TOLERANCE,
+            "notes": auto,
+            "n_steps": {"min": min(steps), "median": statistics.median(steps), "max": max(steps)},
+            "n_steps_counts": dict(sorted(Counter(steps).items())),
+            "stopped": dict(Counter(a["stopped"] for a in auto)),
+            "by_label": {
+                label: dict(sorted(Counter(a["n_steps"] for a in auto if a["label"] == label).items()))
+                for label in ("urgent", "routine")
+            },
+        },
+    }
+
+
+def markdown(r: dict[str, Any]) -> str:
+    a, g, auto = r["attention"], r["integrated_gradients"], r["auto"]
+    cpu = g["cpu_ms_p50"]
+
+    def verdict(value: float, goal: float) -> str:
+        return f"<= {goal} ({'met' if value <= goal else 'missed'})"
+
+    def row(name: str, ms: dict[str, dict[str, float]], local: str, api: str, goal: str, digits: int) -> str:
+        lo, hi = ms[local], ms[api]
+        cells = [
+            *(f"{lo[k]:.{digits}f} / {hi[k]:.{digits}f} ms" for k in ("p50", "p95", "min")),
+            *(f"{hi[k] / lo[k]:.2f}" for k in ("p50", "p95", "min")),
+        ]
+        return f"| {name} | {' | '.join(cells)} | {goal} |"
+
+    loads = ", ".join(f"{k} {v[0]:.2f}" for k, v in r["load_average"].items())
+    steps = auto["n_steps"]
+    lines = [
+        f"Run {r['date']}, {r['machine']}",
+        f"1-minute load average: {loads}; phases (s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in r["phase_seconds"].items()),
+        f"Note: {r['note']['tokens']} tokens, predicted {r['note']['predicted']}. "
+        "Times are in-process / API; the API time includes the client's orjson decode.",
+        "",
+        "| Measure | p50 | p95 | best | Ratio p50 | Ratio p95 | Ratio best | Goal (p50) |",
+        "|---|---|---|---|---|---|---|---|",
+        row(
+            f"Attention, all {a['shape'][0]} layers x {a['shape'][1]} heads ({a['values']:,} weights, "
+            f"{a['response_bytes']['api'] / 1e6:.1f} MB JSON), {a['calls_per_side']} calls",
+            a["ms"],
+            "in_process",
+            "api",
+            verdict(a["ratio_p50"], GOAL_ATTENTION_RATIO),
+            1,
+        ),
+        row(
+            f"Attention, aggregate mean ({a['shape'][0]} x T x T, "
+            f"{a['response_bytes']['api_mean'] / 1e6:.2f} MB JSON), {a['calls_per_side']} calls",
+            a["ms"],
+            "in_process_mean",
+            "api_mean",
+            "(context)",
+            1,
+        ),
+        row(
+            f"Integrated gradients, {g['n_steps']} steps, {g['calls_per_side']} calls",
+            g["ms"],
+            "in_process",
+            "api",
+            verdict(g["ratio_p50"], GOAL_IG_RATIO),
+            0,
+        ),
+        "",
+        f"Attention, server-side timing_ms.total p50: {a['server_timing_ms_p50']}; client decode p50 (ms): "
+        + str({k: round(v, 1) for k, v in a["client_decode_ms_p50"].items()}),
+        f"Attention max abs diff API vs output_attentions: {a['max_abs_diff']:.2e} (all heads), "
+        f"{a['max_abs_diff_mean']:.2e} (mean)",
+        "IG CPU time p50 (ms), in-process (bench process) / API (gunicorn worker): "
+        + ", ".join(f"{k} {cpu['in_process'][k]:.0f} / {cpu['api'][k]:.0f}" for k in cpu["api"])
+        + f"; server-side timing_ms.total p50: {g['server_timing_ms_p50']:.0f} ms; "
+        f"max abs diff API vs Captum: {g['max_abs_diff']:.2e}; convergence delta {g['convergence_delta']}",
+        "",
+        f"n_steps auto, tolerance {auto['tolerance']}, {len(auto['notes'])} notes "
+        f"({', '.join(f'{k}: {sum(v.values())}' for k, v in auto['by_label'].items())}), one request each",
+        "",
+        "| Steps min / median / max | Notes per steps | Stopped | Urgent | Routine | Request p50 |",
+        "|---|---|---|---|---|---|",
+        f"| {steps['min']} / {steps['median']:g} / {steps['max']} | {auto['n_steps_counts']} | "
+        f"{auto['stopped']} | {auto['by_label']['urgent']} | {auto['by_label']['routine']} | "
+        f"{statistics.median(n['ms'] for n in auto['notes']):.0f} ms |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 5 attention calls, 2 IG calls per side, 4 auto notes (full: 80, 10, 20)",
+    )
+    args = parser.parse_args(argv)
+    result = run(5, 2, 2) if args.quick else run(80, 10, 10)
+    print(markdown(result))
+    out = ROOT / "bench" / "results" / "text.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    worst = max(result["attention"]["max_abs_diff"], result["integrated_gradients"]["max_abs_diff"])
+    return 0 if worst <= MAX_ABS_DIFF else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
