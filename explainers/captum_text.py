@@ -112,7 +112,6 @@ class CaptumExplainer(Explainer):
         baseline = options.get("baseline") or "pad"
         n_steps = options.get("n_steps") or DEFAULT_STEPS
         tolerance = float(options.get("tolerance") or DEFAULT_TOLERANCE)
-        seed = int(options.get("seed") or 0)
         target_label = options.get("target")
         if target_label is not None and target_label not in model.classes:
             raise InvalidInput.field("target", f"Unknown label; labels are {', '.join(model.classes)}.")
@@ -125,11 +124,9 @@ class CaptumExplainer(Explainer):
                 model,
                 engine,
                 item,
-                method,
                 baseline,
                 n_steps,
                 tolerance,
-                seed,
                 target_label,
                 deadline,
                 options,
@@ -167,11 +164,9 @@ class CaptumExplainer(Explainer):
         model: Any,
         engine: TokenAttributions,
         item: Any,
-        method: str,
         baseline: str,
         n_steps: Any,
         tolerance: float,
-        seed: int,
         target_label: str | None,
         deadline: float,
         options: dict[str, Any],

@@ -69,8 +69,11 @@ class AttributionsRequestSchema(InstancesSchema):
         validate=validate.OneOf(["pad", "mask"]), metadata={"description": "Default pad"}
     )
     internal_batch_size = fields.Integer(strict=True, validate=validate.Range(min=1, max=1024))
-    seed = fields.Integer(strict=True, validate=validate.Range(min=0, max=2**32 - 1))
-    budget_ms = fields.Integer(strict=True, validate=validate.Range(min=10, max=600_000))
+    budget_ms = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=10, max=600_000),
+        metadata={"description": 'Time budget of n_steps "auto" (default 20000)'},
+    )
     truncate = TRUNCATE
 
 
