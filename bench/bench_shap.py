@@ -18,32 +18,26 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gc
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
-import requests
 import shap
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness import BenchServer, timed  # noqa: E402
+
 from api.demo import LOAN_TARGET, german_credit, loan_model  # noqa: E402
-from model_store.store import Store  # noqa: E402
 
 PATH = "/v1/models/loan/versions/1/explain/shap"
 GOAL_LATENCY_RATIO = 1.5
@@ -76,62 +70,9 @@ class InProcess:
         return out
 
 
-class Server:
-    """A real gunicorn over a throw-away data dir with the demo models and an ``explain`` key."""
-
-    def __init__(self, data_dir: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.base = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "CANDOR_DATA_DIR": str(data_dir),
-            "CANDOR_BIND": f"127.0.0.1:{port}",
-            "CANDOR_WORKERS": "1",
-            "CANDOR_THREADS": "1",
-            "CANDOR_LOG_LEVEL": "warning",
-        }
-        env.pop("CANDOR_DATABASE_URL", None)
-        subprocess.run([sys.executable, "-m", "api.cli", "demo", "install"], env=env, check=True, cwd=ROOT)
-        store = Store(data_dir, f"sqlite:///{data_dir / 'candor.db'}")
-        self.token = store.keys.create("bench", ["explain"])[0]
-        store.close()
-        self.log = (data_dir / "gunicorn.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "--access-logfile", "/dev/null"],
-            env=env,
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.session = requests.Session()
-        self.session.headers.update(
-            {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
-        )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if self.session.get(self.base + "/v1/health", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("gunicorn did not become healthy")
-
+class Server(BenchServer):
     def explain(self, body: dict[str, Any]) -> dict[str, Any]:
-        response = self.session.post(self.base + PATH, data=orjson.dumps(body))
-        response.raise_for_status()
-        return orjson.loads(response.content)  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        self.session.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        return self.post(PATH, body)
 
 
 def api_values(answer: dict[str, Any], features: list[str]) -> np.ndarray:
@@ -146,18 +87,6 @@ def api_values(answer: dict[str, Any], features: list[str]) -> np.ndarray:
             for r in answer["results"]
         ]
     )
-
-
-def timed(fn: Any, *args: Any) -> tuple[float, Any]:
-    """Wall time of one call with the benchmark process's garbage collector paused (as timeit does)."""
-    gc.collect()
-    gc.disable()
-    try:
-        started = time.perf_counter()
-        result = fn(*args)
-        return time.perf_counter() - started, result
-    finally:
-        gc.enable()
 
 
 def run(n_single: int, n_bulk: int) -> dict[str, Any]:

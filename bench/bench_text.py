@@ -36,10 +36,7 @@ import gc
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,8 +49,6 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
-import orjson
-import requests
 import torch
 import transformers
 from captum.attr import LayerIntegratedGradients
@@ -61,6 +56,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from harness import BenchServer, timed  # noqa: E402
 
 from api.demo_notes import MAX_TOKENS, notes  # noqa: E402
 from model_store.store import Store  # noqa: E402
@@ -81,56 +78,12 @@ transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
 
 
-class Server:
-    """A real gunicorn over a throw-away data dir with the demo models and an ``explain`` key."""
+class Server(BenchServer):
+    """The bench server with the text model's thread count, and what the text benchmark reads of it."""
 
     def __init__(self, data_dir: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.base = f"http://127.0.0.1:{port}"
-        self.data_dir = data_dir
-        self.database_url = f"sqlite:///{data_dir / 'candor.db'}"
-        env = {
-            **os.environ,
-            "CANDOR_DATA_DIR": str(data_dir),
-            "CANDOR_BIND": f"127.0.0.1:{port}",
-            "CANDOR_WORKERS": "1",
-            "CANDOR_THREADS": "1",
-            "CANDOR_TORCH_THREADS": str(THREADS),
-            "CANDOR_LOG_LEVEL": "warning",
-        }
-        env.pop("CANDOR_DATABASE_URL", None)
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "api.cli", "demo", "install"], env=env, check=True, cwd=ROOT)
-        self.install_seconds = time.monotonic() - started
-        store = Store(data_dir, self.database_url)
-        self.token = store.keys.create("bench", ["explain"])[0]
-        store.close()
-        self.log = (data_dir / "gunicorn.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "--access-logfile", "/dev/null"],
-            env=env,
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.session = requests.Session()
-        self.session.headers.update(
-            {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
-        )
-        self.last_bytes = 0
+        super().__init__(data_dir, {"CANDOR_TORCH_THREADS": str(THREADS)})
         self.worker: Path | None = None
-        self.last_decode_s = 0.0
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if self.session.get(self.base + "/v1/health", timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("gunicorn did not become healthy")
 
     def worker_cpu_seconds(self) -> tuple[float, float]:
         """User and system CPU time of the gunicorn worker (the master's one child), from /proc."""
@@ -155,24 +108,8 @@ class Server:
         finally:
             store.close()
 
-    def post(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = self.session.post(f"{self.base}{BASE_PATH}/{method}", data=orjson.dumps(body))
-        if not response.ok:
-            raise RuntimeError(f"{response.status_code} from the API: {response.text[:2000]}")
-        started = time.perf_counter()
-        answer = orjson.loads(response.content)
-        self.last_decode_s = time.perf_counter() - started
-        self.last_bytes = len(response.content)
-        return answer  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        self.session.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+    def post_method(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post(f"{BASE_PATH}/{method}", body)
 
 
 class InProcess:
@@ -240,18 +177,6 @@ def long_note(local: InProcess) -> str:
     return text
 
 
-def timed(fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
-    """Wall time of one call with the benchmark process's garbage collector paused (as timeit does)."""
-    gc.collect()
-    gc.disable()
-    try:
-        started = time.perf_counter()
-        result = fn(*args)
-        return time.perf_counter() - started, result
-    finally:
-        gc.enable()
-
-
 def alternate(
     calls: dict[str, tuple[Callable[..., Any], Any]], repeats: int, after: Callable[[str], None] | None = None
 ) -> dict[str, list[float]]:
@@ -316,9 +241,9 @@ def run(n_attention: int, n_ig: int, n_auto_per_label: int) -> dict[str, Any]:
 
             # warm-up and correctness: attention
             phase_start = time.monotonic()
-            full = server.post("attention", full_body)
+            full = server.post_method("attention", full_body)
             full_bytes, full_decode = server.last_bytes, server.last_decode_s
-            mean = server.post("attention", mean_body)
+            mean = server.post_method("attention", mean_body)
             mean_bytes = server.last_bytes
             attentions = local.attention(text)
             attention_worst = attention_diff(full, attentions)
@@ -335,7 +260,7 @@ def run(n_attention: int, n_ig: int, n_auto_per_label: int) -> dict[str, Any]:
             last: dict[str, Any] = {}
 
             def api_attention(body: dict[str, Any]) -> dict[str, Any]:
-                last["answer"] = server.post("attention", body)
+                last["answer"] = server.post_method("attention", body)
                 return last["answer"]  # type: ignore[no-any-return]
 
             def note(side: str) -> None:
@@ -360,7 +285,7 @@ def run(n_attention: int, n_ig: int, n_auto_per_label: int) -> dict[str, Any]:
             phase_start = time.monotonic()
 
             # warm-up and correctness: integrated gradients
-            ig = server.post("attributions", ig_body)
+            ig = server.post_method("attributions", ig_body)
             server.worker_cpu_seconds()  # finds the worker's pid now, outside the timed calls
             values, delta, target = local.integrated_gradients(text)
             api_values = np.array([t["attribution"] for t in ig["results"][0]["tokens"]])
@@ -377,7 +302,7 @@ def run(n_attention: int, n_ig: int, n_auto_per_label: int) -> dict[str, Any]:
 
             def api_ig(body: dict[str, Any]) -> dict[str, Any]:
                 user, system = server.worker_cpu_seconds()
-                answer = server.post("attributions", body)
+                answer = server.post_method("attributions", body)
                 user_after, system_after = server.worker_cpu_seconds()
                 ig_cpu["api"].append((user_after - user, system_after - system))
                 ig_server_ms.append(answer["timing_ms"]["total"])
@@ -395,7 +320,7 @@ def run(n_attention: int, n_ig: int, n_auto_per_label: int) -> dict[str, Any]:
             gc.freeze()
             for label, note_text in auto_texts:
                 seconds, answer = timed(
-                    server.post,
+                    server.post_method,
                     "attributions",
                     {"instances": [{"text": note_text}], "n_steps": "auto", "tolerance": TOLERANCE},
                 )

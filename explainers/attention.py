@@ -53,10 +53,6 @@ class AttentionExplainer(Explainer):
     def __init__(self, max_values: int = DEFAULT_MAX_VALUES) -> None:
         self.max_values = max_values
 
-    @classmethod
-    def supports(cls, model: Any) -> bool:
-        return getattr(model, "flavour", None) == "text"
-
     def explain(
         self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
     ) -> Explanation:

@@ -10,15 +10,10 @@ from model_store.versions import VersionInfo
 
 
 class Explainer(abc.ABC):
-    """Wraps one explanation library for the model flavours it ``supports``."""
+    """Wraps one explanation library; which model flavour it explains is declared in ``registry.ADAPTERS``."""
 
     name: ClassVar[str]
     kind: ClassVar[str]
-
-    @classmethod
-    @abc.abstractmethod
-    def supports(cls, model: Any) -> bool:
-        """Whether this method can explain ``model`` (a loaded model flavour)."""
 
     @abc.abstractmethod
     def explain(

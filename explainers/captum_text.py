@@ -100,10 +100,6 @@ class CaptumExplainer(Explainer):
     name = "attributions"
     kind = "token_attribution"
 
-    @classmethod
-    def supports(cls, model: Any) -> bool:
-        return getattr(model, "flavour", None) == "text"
-
     def explain(
         self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
     ) -> Explanation:

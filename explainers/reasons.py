@@ -25,10 +25,6 @@ class ReasonsExplainer(Explainer):
     name = "reasons"
     kind = "reasons"
 
-    @classmethod
-    def supports(cls, model: Any) -> bool:
-        return isinstance(model, TabularModel)
-
     def explain(
         self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
     ) -> Explanation:

@@ -35,10 +35,6 @@ class ShapExplainer(Explainer):
     name = "shap"
     kind = "attribution"
 
-    @classmethod
-    def supports(cls, model: Any) -> bool:
-        return isinstance(model, TabularModel)
-
     def backend(
         self, model: TabularModel, algorithm: str, space: str | None, background_rows: int
     ) -> Backend:

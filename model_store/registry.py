@@ -75,13 +75,15 @@ class ModelRegistry:
         index = listing(files)
         dir_id = self.artifacts.write({**files, LISTING: index})
         try:
-            self._load_text(manifest, dir_id)  # refuses what transformers cannot load safely
-            return self._insert_version(
+            model = self._load_text(manifest, dir_id)  # refuses what transformers cannot load safely
+            info = self._insert_version(
                 manifest.name, "text", manifest.to_dict(), dir_id, sha256_bytes(index), sha256_bytes(b"")
             )
         except BaseException:
             self.artifacts.remove(dir_id)
             raise
+        self.cache.get_or_load(info.cache_key, lambda: model)  # loaded once: the check's load is kept
+        return info
 
     def _load_text(self, manifest: Manifest, dir_id: str) -> Any:
         from safetensors import SafetensorError

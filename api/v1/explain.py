@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Response
 from flask.views import MethodView
 
 from api.context import candor
@@ -33,6 +34,12 @@ blp = Blueprint(
 )
 
 
+def _explained(method: str, body: dict[str, Any], name: str, version: str) -> Response:
+    """Run ``method`` on the request's instances with the rest of the body as its options."""
+    instances = body.pop("instances")
+    return json_response(candor().service.explain(method, name, version, instances, body).to_dict())
+
+
 @blp.route("/predict")
 class Predict(MethodView):
     required_scope = "explain"
@@ -57,9 +64,7 @@ class ExplainShap(MethodView):
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
         """SHAP attributions per raw input feature, in a stated output space and target class."""
-        instances = body.pop("instances")
-        explanation = candor().service.explain("shap", name, version, instances, body)
-        return json_response(explanation.to_dict())
+        return _explained("shap", body, name, version)
 
 
 @blp.route("/explain/counterfactuals")
@@ -73,9 +78,7 @@ class ExplainCounterfactuals(MethodView):
     def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
         """Counterfactuals: the smallest realistic changes that reach the desired outcome, each re-scored by
         the model and checked against every constraint of the manifest and the request."""
-        instances = body.pop("instances")
-        explanation = candor().service.explain("counterfactuals", name, version, instances, body)
-        return json_response(explanation.to_dict())
+        return _explained("counterfactuals", body, name, version)
 
 
 @blp.route("/explain/reasons")
@@ -88,9 +91,7 @@ class ExplainReasons(MethodView):
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
         """Adverse-action reasons for declined applications, ranked, from the manifest's reason catalogue."""
-        instances = body.pop("instances")
-        explanation = candor().service.explain("reasons", name, version, instances, body)
-        return json_response(explanation.to_dict())
+        return _explained("reasons", body, name, version)
 
 
 @blp.route("/explain/attention")
@@ -103,8 +104,7 @@ class ExplainAttention(MethodView):
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
         """Attention weights of a text classifier for selected layers and heads (rows sum to 1)."""
-        instances = body.pop("instances")
-        return json_response(candor().service.explain("attention", name, version, instances, body).to_dict())
+        return _explained("attention", body, name, version)
 
 
 @blp.route("/explain/attributions")
@@ -117,10 +117,7 @@ class ExplainAttributions(MethodView):
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
         """Captum token attributions of a text classifier, also merged into words with character offsets."""
-        instances = body.pop("instances")
-        return json_response(
-            candor().service.explain("attributions", name, version, instances, body).to_dict()
-        )
+        return _explained("attributions", body, name, version)
 
 
 @blp.route("/importance")

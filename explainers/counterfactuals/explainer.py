@@ -218,10 +218,6 @@ class CounterfactualExplainer(Explainer):
     name = "counterfactuals"
     kind = "counterfactual"
 
-    @classmethod
-    def supports(cls, model: Any) -> bool:
-        return isinstance(model, TabularModel)
-
     def explain(
         self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
     ) -> Explanation:

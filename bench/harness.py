@@ -1,0 +1,107 @@
+"""What every benchmark here shares: a real gunicorn over a throw-away data dir with the demo models and an
+``explain`` key, and timing one call with the benchmark process's garbage collector paused."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from model_store.store import Store  # noqa: E402
+
+
+def timed(fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+    """Wall time of one call with the benchmark process's garbage collector paused (as timeit does)."""
+    gc.collect()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        result = fn(*args)
+        return time.perf_counter() - started, result
+    finally:
+        gc.enable()
+
+
+class BenchServer:
+    """``candor demo install`` into ``data_dir``, an ``explain`` key, then gunicorn (1 worker, 1 thread) with
+    the project's config on a free loopback port, and one keep-alive session."""
+
+    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.base = f"http://127.0.0.1:{port}"
+        self.data_dir = data_dir
+        self.database_url = f"sqlite:///{data_dir / 'candor.db'}"
+        env = {
+            **os.environ,
+            "CANDOR_DATA_DIR": str(data_dir),
+            "CANDOR_BIND": f"127.0.0.1:{port}",
+            "CANDOR_WORKERS": "1",
+            "CANDOR_THREADS": "1",
+            "CANDOR_LOG_LEVEL": "warning",
+            **(extra_env or {}),
+        }
+        env.pop("CANDOR_DATABASE_URL", None)
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "api.cli", "demo", "install"], env=env, check=True, cwd=ROOT)
+        self.install_seconds = time.monotonic() - started
+        store = Store(data_dir, self.database_url)
+        self.token = store.keys.create("bench", ["explain"])[0]
+        store.close()
+        self.log = (data_dir / "gunicorn.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "--access-logfile", "/dev/null"],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.session = requests.Session()
+        self.session.headers.update(
+            {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        )
+        self.last_bytes = 0
+        self.last_decode_s = 0.0
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if self.session.get(self.base + "/v1/health", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("gunicorn did not become healthy")
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` as JSON and decode the answer (timed into ``last_decode_s``)."""
+        response = self.session.post(self.base + path, data=orjson.dumps(body))
+        if not response.ok:
+            raise RuntimeError(f"{response.status_code} from the API: {response.text[:2000]}")
+        started = time.perf_counter()
+        answer = orjson.loads(response.content)
+        self.last_decode_s = time.perf_counter() - started
+        self.last_bytes = len(response.content)
+        return answer  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.session.close()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
