@@ -17,7 +17,7 @@ from api.jsonio import OrjsonProvider
 from api.schemas.common import ProblemSchema
 from api.service import ExplanationService
 from api.settings import Settings
-from api.v1 import explain, kserve, models, system
+from api.v1 import audit, explain, kserve, models, system
 from model_store.store import Store
 
 API_VERSION = "1.0.0"
@@ -57,7 +57,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     store = Store(settings.data_dir, settings.resolved_database_url, settings.model_cache_size)
     app.extensions["candor"] = Candor(settings, store, ExplanationService(store, settings))
     api = CandorApi(app)
-    for blueprint in (system.blp, models.blp, explain.blp, kserve.blp):
+    for blueprint in (system.blp, models.blp, explain.blp, kserve.blp, audit.blp):
         api.register_blueprint(blueprint)
     _document_security(api)
     docs.init_app(app, api)

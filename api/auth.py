@@ -32,6 +32,12 @@ def current_principal() -> Principal | None:
     return g.get("principal")
 
 
+def caller_key_id() -> str | None:
+    """The calling key's public id (recorded with every explanation), None on public routes."""
+    principal = current_principal()
+    return principal.key_id if principal else None
+
+
 def init_app(app: Flask, keys: KeyStore) -> None:
     @app.before_request
     def _authenticate() -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
 import sys
 from pathlib import Path
@@ -107,6 +109,26 @@ def cmd_keys_ensure_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    verdict = _store(settings).audit.verify()
+    print(json.dumps(verdict, indent=2))
+    return 0 if verdict["ok"] else 1
+
+
+def cmd_audit_purge(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete records older than the retention period, leaving a checkpoint so the chain still verifies."""
+    days = args.days if args.days is not None else settings.retention_days
+    if days <= 0:
+        print("retention is unlimited (CANDOR_RETENTION_DAYS=0): nothing purged")
+        return 0
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    outcome = _store(settings).audit.purge(before, {"retention_days": days})
+    print(
+        f"purged {outcome['purged']} records before {before.isoformat()}; checkpoint {outcome['checkpoint']}"
+    )
+    return 0
+
+
 def cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
 
@@ -160,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser("ensure-demo", help="create the demo key once and print it").set_defaults(
         func=cmd_keys_ensure_demo
     )
+
+    audit = sub.add_parser("audit").add_subparsers(dest="action", required=True)
+    audit.add_parser("verify", help="walk the hash chain of explanation records").set_defaults(
+        func=cmd_audit_verify
+    )
+    purge = audit.add_parser("purge", help="delete records past the retention period (keeps a checkpoint)")
+    purge.add_argument("--days", type=int, help="override CANDOR_RETENTION_DAYS")
+    purge.set_defaults(func=cmd_audit_purge)
 
     sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(func=cmd_openapi)
     db = sub.add_parser("db").add_subparsers(dest="action", required=True)

@@ -7,10 +7,13 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
+from api.recording import draft_for
+from api.replay import compare, replay_request
 from api.settings import Settings
 from explainers.envelope import Explanation
 from explainers.importance import global_importance
 from explainers.registry import applies, get_explainer, methods_for
+from model_store.audit import CHECKPOINT
 from model_store.errors import InvalidInput
 from model_store.store import Store
 from model_store.tables import VersionCacheRow
@@ -77,8 +80,26 @@ class ExplanationService:
         }
 
     def explain(
-        self, method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
+        self,
+        method: str,
+        name: str,
+        version: str,
+        instances: list[Any],
+        options: dict[str, Any],
+        key_id: str | None = None,
+        record: bool = True,
     ) -> Explanation:
+        """Compute an explanation and (unless ``record`` is false, as for a replay) commit its audit record
+        before returning it."""
+        info, explanation = self.compute(method, name, version, instances, options)
+        if record:
+            self.store.audit.append([draft_for(method, explanation, info, instances, options, key_id)])
+        return explanation
+
+    def compute(
+        self, method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
+    ) -> tuple[VersionInfo, Explanation]:
+        """The explanation alone, with the version it was computed on (nothing recorded)."""
         self._check_count(instances)
         info, model = self._loaded(name, version)
         if not applies(method, model):
@@ -90,7 +111,23 @@ class ExplanationService:
             self._check_recourse_limits(instances, options)
         if method == "attention":
             options = {**options, "max_values": self.settings.max_attention_values}
-        return explainer.explain(info, model, instances, options)
+        return info, explainer.explain(info, model, instances, options)
+
+    def replay(self, record_id: str, instances: list[Any] | None = None) -> dict[str, Any]:
+        """Recompute a recorded explanation with its recorded version, options and seed, and compare."""
+        record = self.store.audit.get(record_id)
+        if record["kind"] == CHECKPOINT:
+            raise InvalidInput.field("id", "A checkpoint record has no explanation to replay.")
+        sent, options = replay_request(record, instances)
+        model = record["model"]
+        info, explanation = self.compute(record["kind"], model["name"], str(model["version"]), sent, options)
+        return {
+            "id": record_id,
+            "kind": record["kind"],
+            "model": {"name": info.name, "version": info.version, "sha256": info.artifact_sha256},
+            "seed": record.get("seed"),
+            **compare(record["explanation"], explanation.to_dict(), record["kind"]),
+        }
 
     def _check_recourse_limits(self, instances: list[Any], options: dict[str, Any]) -> None:
         if len(instances) > self.settings.max_cf_instances:

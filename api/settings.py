@@ -43,6 +43,8 @@ class Settings:
     """Largest uncompressed text model upload."""
     max_attention_values: int = 2_000_000
     """Most attention weights (layers x heads x tokens^2) one text may return."""
+    retention_days: int = 0
+    """Explanation records older than this are removed by ``candor audit purge`` (0 keeps them forever)."""
     bind: str = "127.0.0.1:8000"
     """Address gunicorn binds."""
     workers: int = 2

@@ -57,6 +57,8 @@ class Manifest:
     reasons: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     """Adverse-action reason catalogue: ``{feature: {code, text}}``."""
     description: str | None = None
+    store_inputs: str = "full"
+    """What an explanation record keeps of the request: ``full``, or ``hash`` (its sha256, for privacy)."""
 
     @property
     def is_classification(self) -> bool:
@@ -83,6 +85,9 @@ class Manifest:
         if self.is_text:
             return {k: v for k, v in data.items() if v is not None and v != [] and v != {}}
         return {k: v for k, v in data.items() if v is not None}
+
+
+STORE_INPUTS = ("full", "hash")
 
 
 class FiniteFloat(fields.Float):
@@ -152,6 +157,7 @@ class ManifestSchema(Schema):
     defaults = fields.Dict(keys=fields.String(), values=fields.Dict(keys=fields.String()))
     reasons = fields.Dict(keys=fields.String(), values=fields.Nested(ReasonSchema))
     description = fields.String()
+    store_inputs = fields.String(validate=validate.OneOf(STORE_INPUTS))
 
     @validates_schema
     def _check(self, data: dict[str, Any], **_: Any) -> None:

@@ -1,4 +1,4 @@
-"""One object that owns the engine, the registry and the key store for a data dir and database URL."""
+"""One object owning the engine, registry, key store and audit trail of a data dir and database URL."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from model_store.artifacts import ArtifactStore
+from model_store.audit import AuditTrail
 from model_store.db import make_engine, make_session_factory
 from model_store.keys import KeyStore
 from model_store.migrate import upgrade_to_head
@@ -21,6 +22,7 @@ class Store:
         self.sessions = make_session_factory(self.engine)
         self.registry = ModelRegistry(self.sessions, ArtifactStore(data_dir), cache_size)
         self.keys = KeyStore(self.sessions)
+        self.audit = AuditTrail(self.sessions)
 
     def ping(self) -> bool:
         """True when the database answers."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -69,3 +69,35 @@ class ApiKeyRow(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+SeqInt = BigInteger().with_variant(Integer, "sqlite")
+
+
+class RecordRow(Base):
+    """One explanation record. ``body`` is the canonical JSON the record's ``hash`` is taken over; the other
+    columns repeat some of its fields for filtering and are checked against it by the verifier."""
+
+    __tablename__ = "explanation_records"
+
+    seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=False)
+    id: Mapped[str] = mapped_column(String(36), unique=True, nullable=False)
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    model_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class AuditHeadRow(Base):
+    """The chain's last sequence number and hash; its one row is also the lock appenders queue on."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(SeqInt, nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)

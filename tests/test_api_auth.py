@@ -36,6 +36,11 @@ SCOPES = {
     ("GET", "/v1/models/<name>/versions/<version>/importance"): "explain",
     ("POST", "/v1/models/<name>:predict"): "explain",
     ("POST", "/v1/models/<name>:explain"): "explain",
+    ("GET", "/v1/explanations"): "audit:read",
+    ("GET", "/v1/explanations/export"): "audit:read",
+    ("GET", "/v1/explanations/<record_id>"): "audit:read",
+    ("POST", "/v1/explanations/<record_id>/replay"): "audit:read",
+    ("GET", "/v1/audit/verify"): "audit:read",
 }
 PATH_VALUES = {"name": "loan", "version": "1", "filename": "x"}
 

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response
 from flask.views import MethodView
 
+from api.auth import caller_key_id
 from api.context import candor
 from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
@@ -37,7 +38,8 @@ blp = Blueprint(
 def _explained(method: str, body: dict[str, Any], name: str, version: str) -> Response:
     """Run ``method`` on the request's instances with the rest of the body as its options."""
     instances = body.pop("instances")
-    return json_response(candor().service.explain(method, name, version, instances, body).to_dict())
+    explanation = candor().service.explain(method, name, version, instances, body, key_id=caller_key_id())
+    return json_response(explanation.to_dict())
 
 
 @blp.route("/predict")

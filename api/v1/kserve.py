@@ -6,6 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
+from api.auth import caller_key_id
 from api.context import candor
 from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
@@ -56,5 +57,6 @@ class KServeExplain(MethodView):
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
         """KServe V1 explain: SHAP attributions with the model's defaults, as an Explanation envelope."""
-        explanation = candor().service.explain("shap", name, _default_version(name), body["instances"], {})
+        version = _default_version(name)
+        explanation = candor().service.explain("shap", name, version, body["instances"], {}, caller_key_id())
         return json_response(explanation.to_dict())

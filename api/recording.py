@@ -1,0 +1,90 @@
+"""What an explanation record holds: built from the request, the explanation and the model version."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+from explainers.envelope import Explanation
+from model_store.audit import RecordDraft, canonical_json, sha256_hex
+from model_store.versions import VersionInfo
+
+RECORD_SCHEMA_VERSION = "1.0"
+
+
+@cache
+def service_version() -> str:
+    try:
+        return metadata.version("candor")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def request_sha256(instances: list[Any], options: dict[str, Any]) -> str:
+    """The hash of a request as recorded: canonical JSON of its instances and options."""
+    return sha256_hex(canonical_json({"instances": instances, "options": options}))
+
+
+def recorded_request(info: VersionInfo, instances: list[Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The request as the manifest allows it to be kept: in full, or (``store_inputs: hash``) its options and
+    the sha256 of its instances only."""
+    if info.manifest_data.get("store_inputs", "full") == "hash":
+        return {
+            "options": options,
+            "instances_sha256": sha256_hex(canonical_json(instances)),
+            "instance_count": len(instances),
+        }
+    return {"options": options, "instances": instances}
+
+
+def warnings_of(explanation: Explanation) -> list[str]:
+    """What a reader of the record must know about the inputs (for now: truncated texts)."""
+    out = []
+    for index, result in enumerate(explanation.results):
+        if result.get("truncated"):
+            out.append(f"instance {index}: text truncated from {result.get('original_tokens')} tokens")
+    return out
+
+
+def draft_for(
+    method: str,
+    explanation: Explanation,
+    info: VersionInfo,
+    instances: list[Any],
+    options: dict[str, Any],
+    key_id: str | None,
+    source: dict[str, Any] | None = None,
+) -> RecordDraft:
+    """The record of one explanation (its id is the envelope's id)."""
+    envelope = explanation.to_dict()
+    params = envelope["method"]["params"]
+    return RecordDraft(
+        id=explanation.id,
+        kind=method,
+        model_name=info.name,
+        model_version=info.version,
+        key_id=key_id,
+        status="ok",
+        content={
+            "record_schema_version": RECORD_SCHEMA_VERSION,
+            "model": {
+                "name": info.name,
+                "version": info.version,
+                "artifact_sha256": info.artifact_sha256,
+                "reference_sha256": info.reference_sha256,
+            },
+            "source": source or {"type": "api"},
+            "request": recorded_request(info, instances, options),
+            "request_sha256": request_sha256(instances, options),
+            "explanation": envelope,
+            "method": {"name": envelope["method"]["name"], "algorithm": envelope["method"]["algorithm"]},
+            "params": params,
+            "seed": params.get("seed"),
+            "reference_sha256": info.reference_sha256,
+            "quality": envelope["quality"],
+            "library_versions": envelope["method"]["library_versions"],
+            "service_version": service_version(),
+            "warnings": warnings_of(explanation),
+        },
+    )

@@ -1,0 +1,129 @@
+"""Schemas for explanation records, the chain verifier and replays."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from marshmallow import Schema, fields, validate
+
+from api.schemas.common import StrictSchema
+
+RECORD_KINDS = ("shap", "counterfactuals", "reasons", "attention", "attributions", "checkpoint")
+
+
+class RecordQuerySchema(StrictSchema):
+    model = fields.String(validate=validate.Length(min=1, max=64))
+    version = fields.Integer(strict=False, validate=validate.Range(min=1))
+    kind = fields.String(validate=validate.OneOf(RECORD_KINDS))
+    since = fields.AwareDateTime(default_timezone=dt.UTC, metadata={"description": "Recorded at or after."})
+    until = fields.AwareDateTime(default_timezone=dt.UTC, metadata={"description": "Recorded before."})
+
+
+class RecordPageQuerySchema(RecordQuerySchema):
+    cursor = fields.String(
+        validate=validate.Length(max=64), metadata={"description": "``next_cursor`` of the previous page."}
+    )
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+
+
+class RecordExportQuerySchema(RecordQuerySchema):
+    format = fields.String(load_default="jsonl", validate=validate.OneOf(("jsonl", "csv")))
+
+
+class RecordModelSchema(Schema):
+    name = fields.String(allow_none=True)
+    version = fields.Integer(allow_none=True)
+
+
+class RecordSummarySchema(Schema):
+    id = fields.String(required=True)
+    seq = fields.Integer(required=True)
+    recorded_at = fields.DateTime(required=True)
+    kind = fields.String(required=True)
+    model = fields.Nested(RecordModelSchema, required=True)
+    key_id = fields.String(allow_none=True)
+    status = fields.String(required=True)
+    hash = fields.String(required=True)
+
+
+class RecordPageSchema(Schema):
+    items = fields.List(fields.Nested(RecordSummarySchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class RecordSchema(Schema):
+    """A stored record: its canonical body (hashed) and its hash."""
+
+    id = fields.String(required=True)
+    seq = fields.Integer(required=True)
+    prev_hash = fields.String(required=True)
+    hash = fields.String(required=True)
+    recorded_at = fields.String(required=True)
+    kind = fields.String(required=True)
+    model_name = fields.String(allow_none=True)
+    model_version = fields.Integer(allow_none=True)
+    key_id = fields.String(allow_none=True)
+    status = fields.String(required=True)
+    record_schema_version = fields.String()
+    model = fields.Dict(metadata={"description": "name, version, artifact_sha256, reference_sha256"})
+    source = fields.Dict(
+        metadata={"description": '{"type": "api"} or {"type": "job", "job_id": ..., "row": ...}'}
+    )
+    request = fields.Dict(
+        metadata={"description": "options and instances, or (store_inputs: hash) instances_sha256"}
+    )
+    request_sha256 = fields.String()
+    explanation = fields.Dict(metadata={"description": "The explanation envelope exactly as returned."})
+    method = fields.Dict()
+    params = fields.Dict()
+    seed = fields.Integer(allow_none=True)
+    reference_sha256 = fields.String()
+    quality = fields.Dict()
+    library_versions = fields.Dict(keys=fields.String(), values=fields.String())
+    service_version = fields.String()
+    warnings = fields.List(fields.String())
+    purged = fields.Dict(metadata={"description": "Checkpoint records: the purged range and its last hash."})
+
+
+class ChainBreakSchema(Schema):
+    seq = fields.Integer(required=True)
+    id = fields.String(allow_none=True, required=True)
+    reason = fields.String(required=True)
+
+
+class ChainHeadSchema(Schema):
+    seq = fields.Integer(required=True)
+    hash = fields.String(required=True)
+
+
+class VerifySchema(Schema):
+    ok = fields.Boolean(required=True)
+    checked = fields.Integer(required=True)
+    first_break = fields.Nested(ChainBreakSchema, allow_none=True, required=True)
+    head = fields.Nested(
+        ChainHeadSchema,
+        required=True,
+        metadata={"description": "Keep it: a later head must extend this one (seq higher, chain verifying)."},
+    )
+
+
+class ReplayRequestSchema(StrictSchema):
+    instances = fields.List(
+        fields.Raw(),
+        validate=validate.Length(min=1),
+        metadata={"description": "Only for records that kept the inputs' sha256 only."},
+    )
+
+
+class ReplaySchema(Schema):
+    id = fields.String(required=True)
+    kind = fields.String(required=True)
+    model = fields.Dict(required=True)
+    seed = fields.Integer(allow_none=True)
+    identical = fields.Boolean(required=True)
+    max_abs_diff = fields.Float(required=True)
+    tolerance = fields.Float(required=True)
+    within_tolerance = fields.Boolean(required=True)
+    differences = fields.List(
+        fields.String(), required=True, metadata={"description": "Paths whose structure or text differ."}
+    )

@@ -1,0 +1,164 @@
+"""The audit trail over HTTP: read, list, export, verify and replay explanation records (``audit:read``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from flask import Response, stream_with_context
+from flask.views import MethodView
+
+from api.context import candor
+from api.jsonio import dumps_bytes, json_response
+from api.schemas.audit import (
+    RecordExportQuerySchema,
+    RecordPageQuerySchema,
+    RecordPageSchema,
+    RecordSchema,
+    ReplayRequestSchema,
+    ReplaySchema,
+    VerifySchema,
+)
+from api.schemas.common import ProblemSchema
+from api.v1.blueprint import Blueprint
+from model_store.audit import RecordFilter
+from model_store.errors import InvalidInput
+
+blp = Blueprint("audit", __name__, url_prefix="/v1", description="The audit trail of explanations")
+
+CSV_COLUMNS = (
+    "seq",
+    "id",
+    "recorded_at",
+    "kind",
+    "model_name",
+    "model_version",
+    "key_id",
+    "status",
+    "seed",
+    "request_sha256",
+    "reference_sha256",
+    "prev_hash",
+    "hash",
+    "quality",
+    "warnings",
+)
+
+
+def _filters(query: dict[str, Any]) -> RecordFilter:
+    return RecordFilter(
+        model=query.get("model"),
+        version=query.get("version"),
+        kind=query.get("kind"),
+        since=query.get("since"),
+        until=query.get("until"),
+    )
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, number = text.partition(":")
+        if prefix == "seq" and number.isdigit():
+            return int(number)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidInput.field("cursor", "Not a cursor this service issued.")
+
+
+class AuditView(MethodView):
+    required_scope = "audit:read"
+
+
+@blp.route("/explanations")
+class Records(AuditView):
+    @blp.arguments(RecordPageQuerySchema, location="query")
+    @blp.response(200, RecordPageSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    def get(self, query: dict[str, Any]):  # type: ignore[no-untyped-def]
+        """Record summaries in chain order, filtered, one page at a time (follow ``next_cursor``)."""
+        after = decode_cursor(query["cursor"]) if query.get("cursor") else 0
+        items, next_seq = candor().store.audit.page(_filters(query), after, query["limit"])
+        return json_response(
+            {"items": items, "next_cursor": encode_cursor(next_seq) if next_seq is not None else None}
+        )
+
+
+@blp.route("/explanations/export")
+class RecordsExport(AuditView):
+    @blp.arguments(RecordExportQuerySchema, location="query")
+    @blp.response(
+        200,
+        description="Every matching record, streamed: JSON Lines (full records) or CSV (a row each).",
+        content_type="application/x-ndjson",
+    )
+    @blp.alt_response(422, schema=ProblemSchema)
+    def get(self, query: dict[str, Any]):  # type: ignore[no-untyped-def]
+        """Export records without loading them all in memory (``format=jsonl|csv``)."""
+        records = candor().store.audit.stream(_filters(query))
+        if query["format"] == "csv":
+            body: Iterator[bytes] = (line.encode() for line in _csv_lines(records))
+            mimetype = "text/csv"
+        else:
+            body, mimetype = (dumps_bytes(r) + b"\n" for r in records), "application/x-ndjson"
+        filename = f"explanations.{query['format']}"
+        return Response(
+            stream_with_context(body),
+            mimetype=mimetype,
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+
+def _csv_lines(records: Iterator[dict[str, Any]]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for record in records:
+        row = []
+        for column in CSV_COLUMNS:
+            value = record.get(column)
+            row.append(orjson.dumps(value).decode() if isinstance(value, dict | list) else value)
+        writer.writerow(row)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+@blp.route("/explanations/<record_id>")
+class Record(AuditView):
+    @blp.response(200, RecordSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def get(self, record_id: str):  # type: ignore[no-untyped-def]
+        """One record as stored (the canonical body its hash covers) with its hash. Records cannot be changed
+        or deleted: PUT, PATCH and DELETE answer 405."""
+        return json_response(candor().store.audit.get(record_id))
+
+
+@blp.route("/explanations/<record_id>/replay")
+class Replay(AuditView):
+    @blp.arguments(ReplayRequestSchema, required=False)
+    @blp.response(200, ReplaySchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    def post(self, body: dict[str, Any], record_id: str):  # type: ignore[no-untyped-def]
+        """Recompute a recorded explanation with the recorded model version, options and seed, and compare
+        it with the record (nothing new is recorded)."""
+        return json_response(candor().service.replay(record_id, (body or {}).get("instances")))
+
+
+@blp.route("/audit/verify")
+class Verify(AuditView):
+    @blp.response(200, VerifySchema)
+    def get(self):  # type: ignore[no-untyped-def]
+        """Walk the hash chain: ``ok``, how many records were checked, the first break, and the head."""
+        return json_response(candor().store.audit.verify())
