@@ -13,6 +13,8 @@ from model_store.errors import InvalidInput
 
 VOLATILE = ("id", "created_at", "timing_ms")
 """Envelope fields that differ between two runs of the same explanation by design."""
+VOLATILE_ANYWHERE = frozenset({"elapsed_ms"})
+"""Keys at any depth that are wall-clock measurements (e.g. a counterfactual search's elapsed time)."""
 TOLERANCE = {"attributions": 1e-5, "attention": 1e-6}
 """Stated numeric tolerance per kind; every other kind is expected to replay to 1e-9 (seeded or exact)."""
 DEFAULT_TOLERANCE = 1e-9
@@ -61,7 +63,7 @@ def _walk(a: Any, b: Any, path: str, differences: list[str]) -> float:
         return 0.0
     if isinstance(a, dict) and isinstance(b, dict):
         worst = 0.0
-        for key in sorted(set(a) | set(b)):
+        for key in sorted((set(a) | set(b)) - VOLATILE_ANYWHERE):
             if key not in a or key not in b:
                 differences.append(f"{path}/{key}")
                 continue
