@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert "loan v1" in done.stdout and "clinical v1" in done.stdout
 
     store = Store(data, f"sqlite:///{data}/candor.db")
-    token, _ = store.keys.create("e2e", ["explain"])
+    token, _ = store.keys.create("e2e", ["explain", "audit:read"])
     store.close()
 
     log = data / "gunicorn.log"
@@ -318,6 +319,34 @@ def test_counterfactuals_and_reasons_through_gunicorn(server: Server) -> None:
     ranked = reasons.json()["results"][0]["reasons"]
     assert ranked and [r["rank"] for r in ranked] == list(range(1, len(ranked) + 1))
     assert all(r["code"] and r["attribution"] < 0 for r in ranked)
+
+
+def test_concurrent_explanations_through_two_workers_are_all_recorded_in_one_chain(server: Server) -> None:
+    """Eight clients explain at once across both workers; every acknowledged explanation is in the audit
+    trail, and the chain the two processes appended to verifies."""
+    path = "/v1/models/loan/versions/production/explain/shap"
+
+    def client(index: int) -> list[str]:
+        with requests.Session() as http:
+            http.headers["Authorization"] = server.http.headers["Authorization"]
+            ids = []
+            for attempt in range(5):
+                row = {**LOAN_ROW, "credit_amount": 1000 + 97 * index + attempt}
+                response = http.post(server.base + path, json={"instances": [row]}, timeout=60)
+                assert response.status_code == 200, response.text
+                ids.append(response.json()["id"])
+            return ids
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        acknowledged = [i for ids in pool.map(client, range(8)) for i in ids]
+    assert len(set(acknowledged)) == 40
+    for record_id in acknowledged:
+        record = server.get(f"/v1/explanations/{record_id}")
+        assert record.status_code == 200, record.text
+        assert record.json()["kind"] == "shap"
+    verdict = server.get("/v1/audit/verify").json()
+    assert verdict["ok"] is True, verdict
+    assert verdict["checked"] == verdict["head"]["seq"] >= 40
 
 
 def test_notes_demo_through_gunicorn(server: Server) -> None:
