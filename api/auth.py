@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from flask import Flask, current_app, g, request
 
 from api.errors import problem
+from api.rate_limit import KeyRateLimiter
 from model_store.keys import KeyStore, Principal
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,7 +39,7 @@ def caller_key_id() -> str | None:
     return principal.key_id if principal else None
 
 
-def init_app(app: Flask, keys: KeyStore) -> None:
+def init_app(app: Flask, keys: KeyStore, limiter: KeyRateLimiter) -> None:
     @app.before_request
     def _authenticate() -> Any:
         if request.endpoint is None:
@@ -56,7 +57,14 @@ def init_app(app: Flask, keys: KeyStore) -> None:
                 "A valid API key is required: 'Authorization: Bearer <key>'.",
                 headers={"WWW-Authenticate": 'Bearer realm="candor"'},
             )
+        retry_after = limiter.retry_after(principal.key_id)
+        if retry_after is not None:
+            detail = "This key has made too many requests; retry later."
+            return problem(429, "Too Many Requests", detail, headers={"Retry-After": str(retry_after)})
         if not principal.has(scope):
             return problem(403, "Forbidden", f"This key lacks the '{scope}' scope.")
+        model = (request.view_args or {}).get("name")
+        if model is not None and not principal.sees(model):
+            return problem(404, "Not found", f"Model '{model}' is not registered.", type_slug="not-found")
         g.principal = principal
         return None

@@ -69,7 +69,8 @@ def cmd_models_promote(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    token, principal = _store(settings).keys.create(args.name, args.scopes.split(","))
+    models = args.models.split(",") if args.models else None
+    token, principal = _store(settings).keys.create(args.name, args.scopes.split(","), models)
     print(token)
     print(
         f"# key id {principal.key_id}, scopes {','.join(sorted(principal.scopes))}; shown once",
@@ -81,12 +82,23 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
     for key in _store(settings).keys.list():
         state = "revoked" if key["revoked"] else "active"
-        print(f"{key['key_id']}\t{key['name']}\t{','.join(map(str, key['scopes']))}\t{state}")
+        models = ",".join(key["models"]) if key["models"] is not None else "*"
+        print(f"{key['key_id']}\t{key['name']}\t{','.join(map(str, key['scopes']))}\t{models}\t{state}")
     return 0
 
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if _store(settings).keys.revoke(args.key_id) else 1
+
+
+def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    rotated = _store(settings).keys.rotate(args.key_id)
+    if rotated is None:
+        print(f"error: no active key {args.key_id}", file=sys.stderr)
+        return 1
+    print(rotated[0])
+    print(f"# key id {args.key_id}: new secret, shown once; the old one no longer works", file=sys.stderr)
+    return 0
 
 
 def cmd_keys_ensure_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -126,6 +138,22 @@ def cmd_audit_purge(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"purged {outcome['purged']} records before {before.isoformat()}; checkpoint {outcome['checkpoint']}"
     )
+    return 0
+
+
+def cmd_jobs_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Claim queued (or stale) jobs and compute them on Dask until stopped (``--once``: until none left)."""
+    import logging
+
+    from api.jobs.runner import Runner
+
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    runner = Runner(settings)
+    runner.install_signal_handlers()
+    done = runner.run(once=args.once)
+    print(f"runner {runner.runner_id} stopped after {done} job(s)")
     return 0
 
 
@@ -174,11 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create a key; prints it once")
     create.add_argument("--name", required=True)
     create.add_argument("--scopes", default="explain", help=f"comma-separated from {','.join(SCOPES)}")
+    create.add_argument("--models", help="comma-separated model names this key may see (default: all)")
     create.set_defaults(func=cmd_keys_create)
     keys.add_parser("list").set_defaults(func=cmd_keys_list)
     revoke = keys.add_parser("revoke")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=cmd_keys_revoke)
+    rotate = keys.add_parser("rotate", help="a new secret for a key (the old one stops working)")
+    rotate.add_argument("key_id")
+    rotate.set_defaults(func=cmd_keys_rotate)
     keys.add_parser("ensure-demo", help="create the demo key once and print it").set_defaults(
         func=cmd_keys_ensure_demo
     )
@@ -190,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     purge = audit.add_parser("purge", help="delete records past the retention period (keeps a checkpoint)")
     purge.add_argument("--days", type=int, help="override CANDOR_RETENTION_DAYS")
     purge.set_defaults(func=cmd_audit_purge)
+
+    jobs = sub.add_parser("jobs").add_subparsers(dest="action", required=True)
+    run = jobs.add_parser("run", help="run batch jobs on Dask (CANDOR_DASK_SCHEDULER, else a LocalCluster)")
+    run.add_argument("--once", action="store_true", help="exit when no job is left to claim")
+    run.set_defaults(func=cmd_jobs_run)
 
     sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(func=cmd_openapi)
     db = sub.add_parser("db").add_subparsers(dest="action", required=True)

@@ -65,8 +65,12 @@ class RecordFilter:
     kind: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    models: frozenset[str] | None = None
+    """The caller's model allowlist (None: every model)."""
 
     def apply(self, query: Select[Any]) -> Select[Any]:
+        if self.models is not None:
+            query = query.where(RecordRow.model_name.in_(sorted(self.models)))
         if self.model is not None:
             query = query.where(RecordRow.model_name == self.model)
         if self.version is not None:

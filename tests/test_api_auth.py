@@ -41,6 +41,15 @@ SCOPES = {
     ("GET", "/v1/explanations/<record_id>"): "audit:read",
     ("POST", "/v1/explanations/<record_id>/replay"): "audit:read",
     ("GET", "/v1/audit/verify"): "audit:read",
+    ("GET", "/v1/keys"): "admin",
+    ("POST", "/v1/keys"): "admin",
+    ("GET", "/v1/keys/<key_id>"): "admin",
+    ("DELETE", "/v1/keys/<key_id>"): "admin",
+    ("POST", "/v1/keys/<key_id>/rotate"): "admin",
+    ("POST", "/v1/jobs"): "explain",
+    ("GET", "/v1/jobs/<job_id>"): "explain",
+    ("DELETE", "/v1/jobs/<job_id>"): "explain",
+    ("GET", "/v1/jobs/<job_id>/result"): "explain",
 }
 PATH_VALUES = {"name": "loan", "version": "1", "filename": "x"}
 

@@ -13,6 +13,7 @@ import orjson
 from flask import Response, stream_with_context
 from flask.views import MethodView
 
+from api.auth import current_principal
 from api.context import candor
 from api.jsonio import dumps_bytes, json_response
 from api.schemas.audit import (
@@ -27,7 +28,7 @@ from api.schemas.audit import (
 from api.schemas.common import ProblemSchema
 from api.v1.blueprint import Blueprint
 from model_store.audit import RecordFilter
-from model_store.errors import InvalidInput
+from model_store.errors import InvalidInput, NotFound
 
 blp = Blueprint("audit", __name__, url_prefix="/v1", description="The audit trail of explanations")
 
@@ -51,13 +52,24 @@ CSV_COLUMNS = (
 
 
 def _filters(query: dict[str, Any]) -> RecordFilter:
+    principal = current_principal()
     return RecordFilter(
         model=query.get("model"),
         version=query.get("version"),
         kind=query.get("kind"),
         since=query.get("since"),
         until=query.get("until"),
+        models=principal.models if principal else None,
     )
+
+
+def _visible_record(record_id: str) -> dict[str, Any]:
+    """The record, or 404 when it does not exist or explains a model the caller's key may not see."""
+    record = candor().store.audit.get(record_id)
+    principal = current_principal()
+    if principal is not None and not principal.sees(record.get("model_name")):
+        raise NotFound(f"No explanation record '{record_id}'.")
+    return record
 
 
 def encode_cursor(seq: int) -> str:
@@ -141,7 +153,7 @@ class Record(AuditView):
     def get(self, record_id: str):  # type: ignore[no-untyped-def]
         """One record as stored (the canonical body its hash covers) with its hash. Records cannot be changed
         or deleted: PUT, PATCH and DELETE answer 405."""
-        return json_response(candor().store.audit.get(record_id))
+        return json_response(_visible_record(record_id))
 
 
 @blp.route("/explanations/<record_id>/replay")
@@ -153,6 +165,7 @@ class Replay(AuditView):
     def post(self, body: dict[str, Any], record_id: str):  # type: ignore[no-untyped-def]
         """Recompute a recorded explanation with the recorded model version, options and seed, and compare
         it with the record (nothing new is recorded)."""
+        _visible_record(record_id)
         return json_response(candor().service.replay(record_id, (body or {}).get("instances")))
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 from flask.views import MethodView
 
+from api.auth import current_principal
 from api.context import candor
 from api.schemas.common import ProblemSchema
 from api.schemas.models import (
@@ -32,7 +33,9 @@ class Models(MethodView):
     @blp.response(200, ModelListSchema)
     def get(self):  # type: ignore[no-untyped-def]
         """List the registered models."""
-        return {"models": candor().store.registry.list_models()}
+        principal = current_principal()
+        models = candor().store.registry.list_models()
+        return {"models": [m for m in models if principal is None or principal.sees(m["name"])]}
 
 
 @blp.route("/<name>")
