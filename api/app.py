@@ -17,12 +17,14 @@ from api.jsonio import OrjsonProvider
 from api.schemas.common import ProblemSchema
 from api.service import ExplanationService
 from api.settings import Settings
-from api.v1 import audit, explain, kserve, models, system
+from api.v1 import audit, explain, jobs, kserve, models, system
 from model_store.store import Store
 
 API_VERSION = "1.0.0"
 JSON_MIMETYPES = {"application/json"}
 UPLOAD_ENDPOINTS = {"models.Versions"}
+UPLOAD_OR_JSON_ENDPOINTS = {"jobs.Jobs"}
+"""Endpoints taking multipart/form-data (with the upload limit) or a JSON body."""
 
 
 class CandorApi(Api):
@@ -57,7 +59,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     store = Store(settings.data_dir, settings.resolved_database_url, settings.model_cache_size)
     app.extensions["candor"] = Candor(settings, store, ExplanationService(store, settings))
     api = CandorApi(app)
-    for blueprint in (system.blp, models.blp, explain.blp, kserve.blp, audit.blp):
+    for blueprint in (system.blp, models.blp, explain.blp, kserve.blp, audit.blp, jobs.blp):
         api.register_blueprint(blueprint)
     _document_security(api)
     docs.init_app(app, api)
@@ -72,7 +74,10 @@ def _limit_bodies(app: Flask, settings: Settings) -> None:
     def _check_body() -> Any:
         if request.method not in ("POST", "PUT", "PATCH") or request.endpoint is None:
             return None
-        if request.endpoint in UPLOAD_ENDPOINTS:
+        multipart = request.mimetype == "multipart/form-data"
+        if request.endpoint in UPLOAD_ENDPOINTS or (
+            request.endpoint in UPLOAD_OR_JSON_ENDPOINTS and multipart
+        ):
             request.max_content_length = settings.max_upload_bytes
             if request.mimetype != "multipart/form-data":
                 return problem(415, "Unsupported Media Type", "Send multipart/form-data.")

@@ -45,6 +45,18 @@ class Settings:
     """Most attention weights (layers x heads x tokens^2) one text may return."""
     retention_days: int = 0
     """Explanation records older than this are removed by ``candor audit purge`` (0 keeps them forever)."""
+    job_chunk_rows: int = 1000
+    """Rows per chunk of a batch job (one Dask task, one transaction of audit records and progress)."""
+    max_job_rows: int = 1_000_000
+    """Most rows one batch job may hold (413 above)."""
+    dask_scheduler: str = ""
+    """Address of an external Dask scheduler for ``candor jobs run``; empty starts a LocalCluster."""
+    dask_workers: int = 2
+    """Worker processes (one thread each) of the runner's LocalCluster."""
+    job_heartbeat_seconds: int = 5
+    """How often a runner refreshes the heartbeat of the job it holds."""
+    job_stale_seconds: int = 60
+    """A running job whose heartbeat is older than this is reclaimed by another runner."""
     bind: str = "127.0.0.1:8000"
     """Address gunicorn binds."""
     workers: int = 2

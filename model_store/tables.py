@@ -101,3 +101,33 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(SeqInt, nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class JobRow(Base):
+    """A batch explanation job: its request, where its rows stand, and which runner holds it. Inputs and
+    chunk results live under ``<data_dir>/jobs/<id>/``; ``chunks_done`` counts the chunks whose results and
+    audit records are committed (always a prefix of the job)."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    model_name: Mapped[str] = mapped_column(String(64), nullable=False)
+    model_version: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    source: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    total_rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    chunk_rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    chunks_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    rows_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    errors: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    runner_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

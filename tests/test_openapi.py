@@ -99,6 +99,7 @@ def test_request_bodies_match_the_content_types_the_server_takes(client: FlaskCl
         if "requestBody" in operation
     }
     assert bodies.pop(("post", "/v1/models/{name}/versions")) == {"multipart/form-data"}
+    assert bodies.pop(("post", "/v1/jobs")) == {"multipart/form-data", "application/json"}
     assert bodies
     assert all(types == {"application/json"} for types in bodies.values()), bodies
 

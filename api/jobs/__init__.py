@@ -1,0 +1,1 @@
+"""Batch explanation jobs: inputs, the Dask task, per-row results, summaries and the runner."""

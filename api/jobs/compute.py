@@ -1,0 +1,193 @@
+"""The Dask task: compute one chunk of a job in a worker process.
+
+A worker builds one Store and ExplanationService per data dir and database (cached for the life of the
+process, so models load once per worker), reads its chunk from ``input.parquet``, and computes it:
+
+- **in one call** when each row's result does not depend on the other rows (deterministic SHAP: tree or
+  linear). Batching is what makes a job fast; the chunk's explanation is split into per-row envelopes.
+- **row by row** otherwise (counterfactuals and reasons are seeded per row position and share one time
+  budget per request; text models run one text at a time anyway; sampled SHAP draws depend on the row's
+  position), so every row's result is what that row sent alone gets: what its audit record says, and what
+  a replay of that record recomputes.
+- When a one-call chunk fails (one bad row fails the whole request), it is computed again row by row: a bad
+  row gets an error line (``status: error`` and a problem object) and the others their results.
+
+The worker writes the chunk's result lines to a temporary file beside ``chunks/<n>.jsonl`` and returns the
+rows' audit record drafts, the summary accumulator and that file's name; the runner renames the file into
+place and commits the records and progress in one transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from api.jobs import rows as row_lines
+from api.jobs.inputs import read_chunk
+from api.jobs.summaries import accumulate
+from api.jsonio import dumps_bytes
+from api.recording import draft_for
+from api.service import ExplanationService
+from api.settings import Settings
+from explainers.envelope import Explanation
+from model_store.audit import RecordDraft
+from model_store.errors import CandorError
+from model_store.jobs import JobFiles
+from model_store.store import Store
+
+log = logging.getLogger("candor.jobs")
+BATCHED_KINDS = frozenset({"shap"})
+"""Kinds whose chunks are tried in one call (kept only when the result is row-independent)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkTask:
+    job_id: str
+    chunk: int
+    first_row: int
+    model_name: str
+    model_version: int
+    kind: str
+    options: dict[str, Any]
+    key_id: str | None
+    batched: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkOutcome:
+    chunk: int
+    rows: int
+    errors: int
+    staged: str
+    """The file holding the chunk's result lines, to be renamed to ``chunks/<n>.jsonl`` at commit."""
+    drafts: list[RecordDraft]
+    summary: dict[str, Any]
+    explanation: dict[str, Any] | None
+    """kind, method and output of the chunk's explanation (the same for every row of the job)."""
+    batch_next: bool
+    """Whether the next chunks should be tried in one call (false once rows proved position-dependent)."""
+
+
+_services: dict[tuple[str, str], ExplanationService] = {}
+_services_lock = threading.Lock()
+MAX_CACHED_SERVICES = 4
+
+
+def service_for(settings: Settings) -> ExplanationService:
+    """This process's service over ``settings``' data dir and database (built once, a few kept)."""
+    key = (str(Path(settings.data_dir).resolve()), settings.resolved_database_url)
+    with _services_lock:
+        service = _services.get(key)
+        if service is None:
+            if len(_services) >= MAX_CACHED_SERVICES:
+                _, oldest = _services.popitem()
+                oldest.store.close()
+            store = Store(
+                settings.data_dir, settings.resolved_database_url, settings.model_cache_size, migrate=False
+            )
+            # A chunk is one request to the service: its row count is the job's, not an HTTP client's.
+            limits = dataclasses.replace(
+                settings, max_instances=max(settings.max_instances, settings.job_chunk_rows)
+            )
+            service = _services[key] = ExplanationService(store, limits)
+        return service
+
+
+def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
+    """The Dask task: compute chunk ``task.chunk`` and stage its lines; never raises for a row's error."""
+    service = service_for(settings)
+    files = JobFiles(settings.data_dir)
+    instances = read_chunk(files.input_path(task.job_id), task.chunk)
+    info = service.store.registry.resolve(task.model_name, task.model_version)
+    explained: list[Explanation | BaseException] | None = None
+    batch_next = task.batched and task.kind in BATCHED_KINDS
+    if batch_next:
+        split, batch_next = _in_one_call(service, task, instances)
+        if split is not None:
+            explained = list(split)
+            drafts = row_lines.split_drafts(
+                task.kind, split, info, instances, task.options, task.key_id, task.job_id, task.first_row
+            )
+    if explained is None:
+        explained = [_alone(service, task, row) for row in instances]
+        drafts = [
+            draft_for(
+                task.kind,
+                outcome,
+                info,
+                [instance],
+                task.options,
+                task.key_id,
+                row_lines.job_source(task.job_id, task.first_row + offset),
+            )
+            for offset, (instance, outcome) in enumerate(zip(instances, explained, strict=True))
+            if isinstance(outcome, Explanation)
+        ]
+    lines = [
+        row_lines.error_line(task.first_row + offset, outcome)
+        if isinstance(outcome, BaseException)
+        else row_lines.ok_line(task.first_row + offset, outcome)
+        for offset, outcome in enumerate(explained)
+    ]
+    staged = files.staging_path(task.job_id, task.chunk)
+    staged.write_bytes(b"".join(dumps_bytes(line) + b"\n" for line in lines))
+    first = next((e for e in explained if isinstance(e, Explanation)), None)
+    meta = _meta(first)
+    feature_order = (meta or {}).get("output", {}).get("feature_order")
+    return ChunkOutcome(
+        chunk=task.chunk,
+        rows=len(lines),
+        errors=sum(1 for line in lines if line["status"] != "ok"),
+        staged=str(staged),
+        drafts=drafts,
+        summary=accumulate(task.kind, lines, feature_order),
+        explanation=meta,
+        batch_next=batch_next,
+    )
+
+
+def _in_one_call(
+    service: ExplanationService, task: ChunkTask, instances: list[dict[str, Any]]
+) -> tuple[list[Explanation] | None, bool]:
+    """The chunk's per-row envelopes from one call (None when its rows must be computed alone), and
+    whether later chunks are worth trying in one call."""
+    try:
+        _, explanation = service.compute(
+            task.kind, task.model_name, str(task.model_version), instances, task.options
+        )
+    except CandorError:
+        return None, True  # some row is bad: this chunk row by row, so only that row fails
+    if not row_lines.row_independent(explanation):
+        return None, False
+    return row_lines.split(explanation), True
+
+
+def _alone(
+    service: ExplanationService, task: ChunkTask, instance: dict[str, Any]
+) -> Explanation | BaseException:
+    try:
+        return service.compute(task.kind, task.model_name, str(task.model_version), [instance], task.options)[
+            1
+        ]
+    except CandorError as exc:
+        return exc
+    except Exception as exc:  # a library failure on one row must not fail the job
+        log.exception("job %s: row failed unexpectedly", task.job_id)
+        return exc
+
+
+def _meta(explanation: Explanation | None) -> dict[str, Any] | None:
+    if explanation is None:
+        return None
+    envelope = orjson.loads(dumps_bytes(explanation.to_dict()))
+    return {key: envelope[key] for key in ("kind", "method", "output")}
+
+
+def warm_up() -> bool:
+    """Run on every worker when a runner starts: importing this module imported the explainers."""
+    return True

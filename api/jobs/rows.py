@@ -1,0 +1,122 @@
+"""One explanation per input row: a chunk's multi-row Explanation split into per-row envelopes, and the
+result line each row gets in the job's output."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+from api.recording import draft_for, recorded_request, request_sha256, warnings_of
+from explainers.envelope import Explanation
+from explainers.shap_tabular import ADDITIVITY_TOLERANCE
+from model_store.audit import RecordDraft
+from model_store.errors import CandorError
+from model_store.versions import VersionInfo
+
+INTERNAL_ERROR = {
+    "status": 500,
+    "title": "Internal error",
+    "detail": "An unexpected error occurred; it has been logged.",
+}
+
+
+def row_independent(explanation: Explanation) -> bool:
+    """Whether each row's result in a multi-row explanation is what that row alone would get: true for
+    deterministic SHAP (tree, linear: no ``max_evals``), false for seeded sampling, whose draws depend on
+    the row's position in the request."""
+    return explanation.method.name == "shap" and explanation.method.params.get("max_evals") is None
+
+
+def split(explanation: Explanation) -> list[Explanation]:
+    """Per-row envelopes of a row-independent SHAP explanation: each its own id, ``results=[results[i]]``
+    and the quality figures that row alone gets (the residual and tolerance are per row)."""
+    rows = []
+    for result in explanation.results:
+        rows.append(
+            dataclasses.replace(
+                explanation,
+                id=str(uuid.uuid4()),
+                results=[result],
+                quality=_row_quality(explanation.quality, result),
+            )
+        )
+    return rows
+
+
+def _row_quality(quality: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """``ShapExplainer``'s quality figures for one row: the tolerance scales with the largest output of the
+    row, which for binary and regression models is |output_value| (the other class is its mirror or
+    complement); multiclass margins keep the chunk's tolerance (an upper bound)."""
+    residual = abs(float(result["additivity_residual"]))
+    probabilities = (result.get("prediction") or {}).get("probabilities")
+    tolerance = quality["additivity_tolerance"]
+    if probabilities is None or len(probabilities) <= 2:
+        tolerance = ADDITIVITY_TOLERANCE * max(1.0, abs(float(result["output_value"])))
+    return {
+        **quality,
+        "max_additivity_residual": residual,
+        "additivity_tolerance": tolerance,
+        "additivity_ok": residual <= tolerance,
+    }
+
+
+def ok_line(row: int, explanation: Explanation) -> dict[str, Any]:
+    return {"row": row, "status": "ok", "explanation_id": explanation.id, "result": explanation.results[0]}
+
+
+def error_line(row: int, error: BaseException) -> dict[str, Any]:
+    """The row's error as a problem object; field paths of the row lose their ``instances.0.`` prefix."""
+    if not isinstance(error, CandorError):
+        return {"row": row, "status": "error", "error": dict(INTERNAL_ERROR)}
+    problem: dict[str, Any] = {"status": error.status, "title": error.title, "detail": error.detail}
+    if error.errors:
+        problem["errors"] = {_unprefixed(k): v for k, v in error.errors.items()}
+    return {"row": row, "status": "error", "error": problem}
+
+
+def _unprefixed(field: str) -> str:
+    for prefix in ("instances.0.", "instances.0"):
+        if field.startswith(prefix):
+            return field[len(prefix) :] or "row"
+    return field
+
+
+def job_source(job_id: str, row: int) -> dict[str, Any]:
+    """What a job row's audit record says about where it came from."""
+    return {"type": "job", "job_id": job_id, "row": row}
+
+
+def split_drafts(
+    kind: str,
+    rows: list[Explanation],
+    info: VersionInfo,
+    instances: list[dict[str, Any]],
+    options: dict[str, Any],
+    key_id: str | None,
+    job_id: str,
+    first_row: int,
+) -> list[RecordDraft]:
+    """``draft_for`` of each row of one split explanation, with what the rows share (model, method, output,
+    times) built once from the first row's draft: the same records, at a fraction of the cost."""
+    template = draft_for(kind, rows[0], info, [instances[0]], options, key_id, job_source(job_id, first_row))
+    envelope = template.content["explanation"]
+    drafts = [template]
+    for offset in range(1, len(rows)):
+        explanation, instance = rows[offset], [instances[offset]]
+        content = {
+            **template.content,
+            "source": job_source(job_id, first_row + offset),
+            "request": recorded_request(info, instance, options),
+            "request_sha256": request_sha256(instance, options),
+            "explanation": {
+                **envelope,
+                "id": explanation.id,
+                "results": explanation.results,
+                "quality": explanation.quality,
+            },
+            "quality": explanation.quality,
+            "warnings": warnings_of(explanation),
+        }
+        drafts.append(dataclasses.replace(template, id=explanation.id, content=content))
+    return drafts

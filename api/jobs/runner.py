@@ -1,0 +1,200 @@
+"""``candor jobs run``: claim jobs, compute their chunks on Dask, commit each chunk in order.
+
+For each claimed job the runner keeps up to two chunks per worker in flight and commits finished chunks in
+order, each in one transaction: the job's progress (guarded: only the runner holding the job, only the next
+chunk), the rows' audit records, and the rename of the chunk's staged lines to ``chunks/<n>.jsonl``. A
+runner killed at any point therefore loses and duplicates nothing: the job's heartbeat goes stale, another
+runner reclaims it and resumes at ``chunks_done``. A cancelled or reclaimed job fails the guard; the runner
+drops the chunk and moves on. On SIGTERM or SIGINT the runner finishes the chunk it is committing, gives
+the job back to the queue and exits.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from api.jobs.cluster import dask_client, worker_count
+from api.jobs.compute import ChunkOutcome, ChunkTask, compute_chunk, warm_up
+from api.jobs.summaries import merge
+from api.settings import Settings
+from model_store.errors import CandorError
+from model_store.jobs import (
+    FAILED,
+    SUCCEEDED,
+    ChunkProgress,
+    JobFiles,
+    JobStore,
+    LostJob,
+    chunk_count,
+)
+from model_store.store import Store
+
+log = logging.getLogger("candor.jobs")
+IN_FLIGHT_PER_WORKER = 2
+POLL_SECONDS = 1.0
+
+
+class Heartbeat:
+    """A thread refreshing the held job's heartbeat; ``lost`` is set when the runner no longer holds it."""
+
+    def __init__(self, jobs: JobStore, job_id: str, runner_id: str, every: float) -> None:
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, args=(jobs, job_id, runner_id, every), name="candor-heartbeat", daemon=True
+        )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self, jobs: JobStore, job_id: str, runner_id: str, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                if not jobs.heartbeat(job_id, runner_id):
+                    self.lost.set()
+                    return
+            except Exception:  # the database may be briefly unreachable; the next beat retries
+                log.warning("job %s: heartbeat failed", job_id, exc_info=True)
+
+
+class Runner:
+    def __init__(
+        self, settings: Settings, store: Store | None = None, poll_seconds: float = POLL_SECONDS
+    ) -> None:
+        self.settings = settings
+        self.store = store or Store(
+            settings.data_dir, settings.resolved_database_url, settings.model_cache_size
+        )
+        self.jobs = JobStore(self.store.sessions, settings.data_dir)
+        self.files = JobFiles(settings.data_dir)
+        self.runner_id = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.poll_seconds = poll_seconds
+        self.stopping = threading.Event()
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def run(self, once: bool = False, client: Any = None) -> int:
+        """Claim and run jobs until stopped (``once``: until no job is claimable). Returns jobs run."""
+        if client is None:
+            with dask_client(self.settings) as own:
+                return self._loop(own, once)
+        return self._loop(client, once)
+
+    def _loop(self, client: Any, once: bool) -> int:
+        client.run(warm_up)  # workers import the explainers now, not on a job's first chunk
+        done = 0
+        while not self.stopping.is_set():
+            job = self.jobs.claim(self.runner_id, self.settings.job_stale_seconds)
+            if job is None:
+                if once:
+                    break
+                self.stopping.wait(self.poll_seconds)
+                continue
+            log.info(
+                "job %s: claimed at chunk %d (attempt %d)", job["id"], job["chunks_done"], job["attempts"]
+            )
+            self.run_job(client, job)
+            done += 1
+        return done
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+
+    # -- one job ------------------------------------------------------------------------------------------
+    def run_job(self, client: Any, job: dict[str, Any]) -> None:
+        self._clear_leftovers(job)
+        with Heartbeat(self.jobs, job["id"], self.runner_id, self.settings.job_heartbeat_seconds) as beat:
+            try:
+                finished = self._chunks(client, job, beat.lost)
+            except LostJob:
+                log.info("job %s: cancelled or taken over; stopped", job["id"])
+                return
+            except Exception as exc:
+                log.exception("job %s: failed", job["id"])
+                detail = exc.detail if isinstance(exc, CandorError) else type(exc).__name__
+                self.jobs.finish(job["id"], self.runner_id, FAILED, f"A chunk failed: {detail}")
+                return
+        if finished:
+            self.jobs.finish(job["id"], self.runner_id, SUCCEEDED)
+            log.info("job %s: succeeded", job["id"])
+        else:
+            self.jobs.release(job["id"], self.runner_id)
+            log.info("job %s: released at chunk boundary (runner stopping)", job["id"])
+
+    def _chunks(self, client: Any, job: dict[str, Any], lost: threading.Event) -> bool:
+        """Compute and commit the job's remaining chunks; False when the runner is stopping."""
+        total = chunk_count(job["total_rows"], job["chunk_rows"])
+        summary = job["summary"] or {}
+        depth = IN_FLIGHT_PER_WORKER * worker_count(client)
+        pending: collections.deque[Any] = collections.deque()
+        next_chunk, batched = job["chunks_done"], True
+        try:
+            while next_chunk < total or pending:
+                while next_chunk < total and len(pending) < depth:
+                    pending.append(
+                        client.submit(
+                            compute_chunk, self.settings, self._task(job, next_chunk, batched), pure=False
+                        )
+                    )
+                    next_chunk += 1
+                outcome: ChunkOutcome = pending.popleft().result()
+                batched = batched and outcome.batch_next
+                summary = self._commit(job["id"], outcome, summary)
+                if lost.is_set():
+                    raise LostJob(job["id"])
+                if self.stopping.is_set():
+                    return False
+            return True
+        finally:
+            if pending:
+                client.cancel(list(pending))
+
+    def _task(self, job: dict[str, Any], chunk: int, batched: bool) -> ChunkTask:
+        return ChunkTask(
+            job_id=job["id"],
+            chunk=chunk,
+            first_row=chunk * job["chunk_rows"],
+            model_name=job["model_name"],
+            model_version=job["model_version"],
+            kind=job["kind"],
+            options=job["options"],
+            key_id=job["key_id"],
+            batched=batched,
+        )
+
+    def _commit(self, job_id: str, outcome: ChunkOutcome, summary: dict[str, Any]) -> dict[str, Any]:
+        """Progress, audit records and the chunk file, all or nothing."""
+        staged = Path(outcome.staged)
+        updated = {
+            "acc": merge(summary.get("acc", {}), outcome.summary),
+            "explanation": summary.get("explanation") or outcome.explanation,
+        }
+        progress = ChunkProgress(outcome.chunk, outcome.rows, outcome.errors)
+        try:
+            with self.store.sessions.begin() as session:
+                self.jobs.advance(session, job_id, self.runner_id, progress, updated)
+                self.store.audit.append(outcome.drafts, session=session)
+                staged.replace(self.files.chunk_path(job_id, outcome.chunk))
+        finally:
+            staged.unlink(missing_ok=True)
+        return updated
+
+    def _clear_leftovers(self, job: dict[str, Any]) -> None:
+        """Staged files of a runner that died with this job (its chunk files beyond ``chunks_done`` are
+        overwritten as the chunks are committed again)."""
+        chunks = self.files.chunk_path(job["id"], 0).parent
+        for leftover in chunks.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)

@@ -1,0 +1,179 @@
+"""Submitting a job: everything that can be refused is refused here, with a 4xx naming the field, so a job
+that is accepted never fails for its request: the model version is resolved (404), the kind must apply to it,
+the options pass the same schema and caps as the explain endpoint's and a probe on one reference row (for
+what only the model knows: target classes, features to vary, layers), and the rows are read, checked and
+normalised into ``input.parquet`` before the job row is committed."""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+from typing import IO, Any
+
+from marshmallow import Schema, ValidationError
+
+from api.jobs.inputs import target_schema, write_input
+from api.schemas.explain import ShapRequestSchema
+from api.schemas.recourse import CounterfactualRequestSchema, ReasonsRequestSchema
+from api.schemas.text import AttentionRequestSchema, AttributionsRequestSchema
+from api.service import ExplanationService
+from explainers.registry import applies
+from model_store.artifacts import REFERENCE_FILE
+from model_store.errors import InvalidInput
+from model_store.jobs import JobStore, NewJob
+from model_store.manifest import flatten_messages
+from model_store.versions import VersionInfo
+
+log = logging.getLogger("candor.jobs")
+OPTION_SCHEMAS: dict[str, type[Schema]] = {
+    "shap": ShapRequestSchema,
+    "counterfactuals": CounterfactualRequestSchema,
+    "reasons": ReasonsRequestSchema,
+    "attention": AttentionRequestSchema,
+    "attributions": AttributionsRequestSchema,
+}
+KINDS = tuple(OPTION_SCHEMAS)
+DATASETS = ("reference",)
+PROBE_OPTIONS: dict[str, dict[str, Any]] = {
+    "shap": {"max_evals": 1},
+    "counterfactuals": {"budget_ms": 10},
+    "reasons": {"budget_ms": 10},
+    "attributions": {"n_steps": 1},
+}
+"""What makes the probe cheap: the fewest evaluations, steps or milliseconds (the caps are checked apart)."""
+PROBE_TEXT = "A short probe text."
+FIELD_OF_PROBE_ERROR = {"method": "kind", "model": "kind"}
+
+
+def validate_options(kind: str, options: Any) -> dict[str, Any]:
+    """The options of ``kind`` as its explain endpoint takes them (no instances); 422 ``options.<field>``."""
+    if not isinstance(options, dict):
+        raise InvalidInput.field("options", "Must be a JSON object.")
+    try:
+        loaded: dict[str, Any] = OPTION_SCHEMAS[kind](exclude=("instances",)).load(options)
+    except ValidationError as exc:
+        errors = flatten_messages(exc.messages, "options")
+        raise InvalidInput("The options do not match the schema.", errors) from exc
+    return loaded
+
+
+class Submission:
+    def __init__(self, service: ExplanationService, jobs: JobStore) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.jobs = jobs
+
+    def submit(
+        self,
+        model: str,
+        version: str,
+        kind: str,
+        options: Any,
+        key_id: str | None,
+        upload: IO[bytes] | None = None,
+        filename: str | None = None,
+        dataset: str | None = None,
+    ) -> dict[str, Any]:
+        """Check the request, store the rows, queue the job; its description."""
+        info = self.service.store.registry.resolve(model, version)
+        loaded = self.service.store.registry.load(info)
+        if not applies(kind, loaded):
+            raise InvalidInput.field("kind", f"{kind} does not apply to {info.flavour} models.")
+        checked = validate_options(kind, options)
+        self._check_caps(kind, checked)
+        self._probe(info, loaded, kind, checked)
+        job_id, staging = self.jobs.files.new_staging_dir()
+        try:
+            schema = target_schema(info.manifest)
+            if dataset is not None:
+                total = write_input(
+                    self._dataset(info, dataset),
+                    schema,
+                    staging / "input.parquet",
+                    self.settings.job_chunk_rows,
+                    self.settings.max_job_rows,
+                    field="dataset",
+                    extra_columns_allowed=True,
+                )
+                source: dict[str, Any] = {"type": "dataset", "name": dataset}
+            else:
+                if upload is None:
+                    raise InvalidInput.field("file", "Send a CSV or Parquet file, or name a dataset.")
+                total = write_input(
+                    upload,
+                    schema,
+                    staging / "input.parquet",
+                    self.settings.job_chunk_rows,
+                    self.settings.max_job_rows,
+                )
+                source = {"type": "upload", "filename": (filename or "")[:200]}
+            self.jobs.files.publish(job_id, staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
+            return self.jobs.create(
+                job_id,
+                NewJob(
+                    model_name=info.name,
+                    model_version=info.version,
+                    kind=kind,
+                    options=checked,
+                    source=source,
+                    key_id=key_id,
+                    total_rows=total,
+                    chunk_rows=self.settings.job_chunk_rows,
+                ),
+            )
+        except BaseException:
+            self.jobs.files.remove(job_id)
+            raise
+
+    def _check_caps(self, kind: str, options: dict[str, Any]) -> None:
+        """The service's per-request caps, named as job options."""
+        caps: dict[str, int] = {}
+        if kind == "shap":
+            caps = {
+                "max_evals": self.settings.max_shap_evals,
+                "background_rows": self.settings.max_background_rows,
+            }
+        elif kind in ("counterfactuals", "reasons"):
+            caps = {"budget_ms": self.settings.cf_budget_cap_ms}
+        for name, cap in caps.items():
+            if (options.get(name) or 0) > cap:
+                raise InvalidInput.field(f"options.{name}", f"At most {cap}.")
+
+    def _probe(self, info: VersionInfo, model: Any, kind: str, options: dict[str, Any]) -> None:
+        """Explain one reference row (or a short text) with the options made cheap: what only the model can
+        refuse (an unknown target class, an immutable feature to vary, a layer it lacks) is refused now."""
+        if info.flavour == "text":
+            row: dict[str, Any] = {"text": PROBE_TEXT}
+        else:
+            row = model.reference.head(1).to_dict("records")[0]
+        cheap = {**options, **PROBE_OPTIONS.get(kind, {})}
+        try:
+            self.service.compute(kind, info.name, str(info.version), [row], cheap)
+        except InvalidInput as exc:
+            errors = {
+                _option_field(name): messages
+                for name, messages in exc.errors.items()
+                if not name.startswith("instances")
+            }
+            if errors:
+                raise InvalidInput("The options do not fit this model.", errors) from exc
+            log.warning("job probe on a reference row failed: %s", exc.detail)
+
+    def _dataset(self, info: VersionInfo, name: str) -> IO[bytes]:
+        if name not in DATASETS:
+            raise InvalidInput.field("dataset", f"Stored datasets: {', '.join(DATASETS)}.")
+        if info.flavour != "tabular":
+            raise InvalidInput.field("dataset", "Only tabular versions store reference rows.")
+        artifacts = self.service.store.registry.artifacts
+        data = artifacts.read_verified(info.artifact_dir, REFERENCE_FILE, info.reference_sha256)
+        return io.BytesIO(data)
+
+
+def _option_field(name: str) -> str:
+    head = name.split(".", 1)[0]
+    return FIELD_OF_PROBE_ERROR.get(head, f"options.{name}")

@@ -1,0 +1,197 @@
+"""Batch jobs over HTTP: submit (multipart file or a stored dataset), follow, fetch results, cancel.
+
+Every route needs ``explain``; a key sees only the jobs it submitted unless it has ``admin`` (another key's
+job is a 404, as if it did not exist)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+from flask import Response, request, send_file, stream_with_context, url_for
+from flask.views import MethodView
+
+from api.auth import caller_key_id, current_principal
+from api.context import candor
+from api.jobs.results import check_chunks, parquet_result
+from api.jobs.submit import Submission
+from api.jobs.summaries import finalize
+from api.jsonio import json_response
+from api.schemas.common import ProblemSchema
+from api.schemas.jobs import (
+    JobDatasetRequestSchema,
+    JobFilesSchema,
+    JobFormSchema,
+    JobMultipartSchema,
+    JobResultQuerySchema,
+    JobSchema,
+)
+from api.v1.blueprint import Blueprint
+from model_store.errors import Conflict, InvalidInput
+from model_store.jobs import FINISHED, SUCCEEDED, JobStore, chunk_count
+
+blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Batch explanation jobs")
+MULTIPART = "multipart/form-data"
+
+
+def _jobs() -> JobStore:
+    context = candor()
+    return JobStore(context.store.sessions, context.settings.data_dir)
+
+
+def _visibility() -> dict[str, Any]:
+    principal = current_principal()
+    return {"key_id": caller_key_id(), "admin": bool(principal and "admin" in principal.scopes)}
+
+
+def describe(job: dict[str, Any]) -> dict[str, Any]:
+    """A job as the API shows it."""
+    started, finished = job["started_at"], job["finished_at"]
+    elapsed = None
+    if started is not None:
+        elapsed = ((finished or dt.datetime.now(dt.UTC)) - started).total_seconds()
+    summary = job["summary"] or {}
+    return {
+        "id": job["id"],
+        "status": job["status"],
+        "kind": job["kind"],
+        "model": {"name": job["model_name"], "version": job["model_version"]},
+        "options": job["options"],
+        "source": job["source"],
+        "progress": {
+            "rows_done": job["rows_done"],
+            "rows_total": job["total_rows"],
+            "chunks_done": job["chunks_done"],
+            "chunks_total": chunk_count(job["total_rows"], job["chunk_rows"]),
+            "chunk_rows": job["chunk_rows"],
+            "errors": job["errors"],
+        },
+        "timing": {
+            "created_at": job["created_at"],
+            "started_at": started,
+            "finished_at": finished,
+            "elapsed_s": elapsed,
+        },
+        "attempts": job["attempts"],
+        "error": job["error"],
+        "explanation": summary.get("explanation"),
+        "summary": finalize(job["kind"], summary.get("acc", {})),
+        "links": {
+            "self": url_for("jobs.Job", job_id=job["id"]),
+            "result": url_for("jobs.JobResult", job_id=job["id"]),
+        },
+    }
+
+
+@blp.route("")
+class Jobs(MethodView):
+    required_scope = "explain"
+
+    @blp.doc(
+        requestBody={
+            "required": True,
+            "content": {
+                MULTIPART: {"schema": JobMultipartSchema},
+                "application/json": {"schema": JobDatasetRequestSchema},
+            },
+        }
+    )
+    @blp.response(202, JobSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(413, schema=ProblemSchema)
+    @blp.alt_response(415, schema=ProblemSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    def post(self):  # type: ignore[no-untyped-def]
+        """Queue a job: every row of a CSV or Parquet file (multipart: model, version, kind, options as JSON
+        text, file), or of a stored dataset (JSON: model, version, kind, options, dataset), explained as
+        ``POST .../explain/<kind>`` would explain it. Answers 202 with the job and its ``Location``."""
+        context = candor()
+        submission = Submission(context.service, _jobs())
+        parser = blp.ARGUMENTS_PARSER
+        if request.mimetype == MULTIPART:
+            form = parser.parse(JobFormSchema(), request, location="form")
+            files = parser.parse(JobFilesSchema(), request, location="files")
+            upload = files["file"]
+            job = submission.submit(
+                form["model"],
+                form["version"],
+                form["kind"],
+                _options_text(form["options"]),
+                caller_key_id(),
+                upload=upload.stream,
+                filename=upload.filename,
+            )
+        else:
+            body = parser.parse(JobDatasetRequestSchema(), request, location="json")
+            job = submission.submit(
+                body["model"],
+                body["version"],
+                body["kind"],
+                body["options"],
+                caller_key_id(),
+                dataset=body["dataset"],
+            )
+        location = url_for("jobs.Job", job_id=job["id"])
+        return json_response(describe(job), status=202, headers={"Location": location})
+
+
+def _options_text(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput.field("options", "Not valid JSON (NaN and Infinity are not JSON).") from exc
+
+
+@blp.route("/<job_id>")
+class Job(MethodView):
+    required_scope = "explain"
+
+    @blp.response(200, JobSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    def get(self, job_id: str):  # type: ignore[no-untyped-def]
+        """Status, progress (rows done of total), timing, errors and the summary so far."""
+        return json_response(describe(_jobs().get(job_id, **_visibility())))
+
+    @blp.response(202, JobSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(409, schema=ProblemSchema)
+    def delete(self, job_id: str):  # type: ignore[no-untyped-def]
+        """Cancel a queued or running job (a running one stops before its next chunk; the rows done keep
+        their audit records). Cancelling a cancelled job is a no-op; a finished one is a 409."""
+        return json_response(describe(_jobs().cancel(job_id, **_visibility())), status=202)
+
+
+@blp.route("/<job_id>/result")
+class JobResult(MethodView):
+    required_scope = "explain"
+
+    @blp.arguments(JobResultQuerySchema, location="query")
+    @blp.response(
+        200,
+        description="One JSON line per input row, in input order: {row, status: ok, explanation_id, "
+        "result} or {row, status: error, error}; with format=parquet, a Parquet file with the "
+        "columns row, status, explanation_id, result (JSON text) and error (JSON text).",
+        content_type="application/x-ndjson",
+    )
+    @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(409, schema=ProblemSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    def get(self, query: dict[str, Any], job_id: str):  # type: ignore[no-untyped-def]
+        """The results, streamed (409 until the job has succeeded)."""
+        jobs = _jobs()
+        job = jobs.get(job_id, **_visibility())
+        if job["status"] != SUCCEEDED:
+            state = "has " + job["status"] if job["status"] in FINISHED else "is " + job["status"]
+            raise Conflict(f"The job {state}; results are served once it has succeeded.")
+        chunks = chunk_count(job["total_rows"], job["chunk_rows"])
+        name = f"job-{job_id}"
+        if query["format"] == "parquet":
+            path = parquet_result(jobs.files, job_id, chunks)
+            return send_file(path, mimetype="application/vnd.apache.parquet", download_name=f"{name}.parquet")
+        check_chunks(jobs.files, job_id, chunks)
+        return Response(
+            stream_with_context(jobs.files.read_chunks(job_id, chunks)),
+            mimetype="application/x-ndjson",
+            headers={"Content-Disposition": f'attachment; filename="{name}.jsonl"'},
+        )

@@ -1,0 +1,307 @@
+"""Batch jobs in the database and their files on disk.
+
+A job row says where the job stands; its files live under ``<data_dir>/jobs/<id>/``: ``input.parquet`` (the
+rows, normalised at submission, one row group per chunk) and ``chunks/<n>.jsonl`` (the result lines of chunk
+``n``). A runner claims a job (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the database's single write
+lock, taken first), keeps its heartbeat fresh, and commits each chunk's progress in the transaction that
+also appends the chunk's audit records. ``chunks_done`` is therefore always a prefix of the job that is fully
+committed; a runner that dies leaves the job to be reclaimed once its heartbeat is stale, and the next
+runner resumes at ``chunks_done``, overwriting any chunk file left beyond it.
+
+    queued -> running -> succeeded | failed
+       \\          \\-> cancelled   (DELETE; the runner stops at the next chunk)
+        \\-> cancelled
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from model_store.errors import Conflict, NotFound
+from model_store.tables import JobRow, as_utc, utcnow
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+MAX_ATTEMPTS = 5
+"""A job whose runners died this many times is failed instead of being claimed again."""
+
+
+class LostJob(Exception):
+    """The runner no longer holds the job: it was cancelled, or reclaimed by another runner."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NewJob:
+    model_name: str
+    model_version: int
+    kind: str
+    options: dict[str, Any]
+    source: dict[str, Any]
+    key_id: str | None
+    total_rows: int
+    chunk_rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkProgress:
+    """What committing one chunk adds to the job."""
+
+    chunk: int
+    rows: int
+    errors: int
+
+
+def chunk_count(total_rows: int, chunk_rows: int) -> int:
+    return max(1, -(-total_rows // chunk_rows))
+
+
+def job_dict(row: JobRow) -> dict[str, Any]:
+    """A job row as plain data (times in UTC)."""
+
+    def when(value: dt.datetime | None) -> dt.datetime | None:
+        return as_utc(value) if value is not None else None
+
+    return {
+        "id": row.id,
+        "status": row.status,
+        "model_name": row.model_name,
+        "model_version": row.model_version,
+        "kind": row.kind,
+        "options": row.options,
+        "source": row.source,
+        "key_id": row.key_id,
+        "total_rows": row.total_rows,
+        "chunk_rows": row.chunk_rows,
+        "chunks_total": chunk_count(row.total_rows, row.chunk_rows),
+        "chunks_done": row.chunks_done,
+        "rows_done": row.rows_done,
+        "errors": row.errors,
+        "summary": row.summary,
+        "error": row.error,
+        "runner_id": row.runner_id,
+        "heartbeat_at": when(row.heartbeat_at),
+        "attempts": row.attempts,
+        "created_at": when(row.created_at),
+        "started_at": when(row.started_at),
+        "finished_at": when(row.finished_at),
+    }
+
+
+class JobFiles:
+    """The directory layout of jobs under ``<data_dir>/jobs``, with atomic writes (temp name, then rename)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir) / "jobs"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / str(uuid.UUID(job_id))  # never a path from user input
+
+    def input_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "input.parquet"
+
+    def chunk_path(self, job_id: str, chunk: int) -> Path:
+        return self.job_dir(job_id) / "chunks" / f"{int(chunk)}.jsonl"
+
+    def staging_path(self, job_id: str, chunk: int) -> Path:
+        """Where a chunk's lines are written before the commit renames them into place."""
+        return self.job_dir(job_id) / "chunks" / f".{int(chunk)}.{uuid.uuid4().hex}.tmp"
+
+    def new_staging_dir(self) -> tuple[str, Path]:
+        """A fresh job id and a private directory to write its input in."""
+        job_id = str(uuid.uuid4())
+        staging = self.root / f".staging-{job_id}"
+        (staging / "chunks").mkdir(parents=True)
+        return job_id, staging
+
+    def publish(self, job_id: str, staging: Path) -> None:
+        staging.rename(self.job_dir(job_id))
+
+    def remove(self, job_id: str) -> None:
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def read_chunks(self, job_id: str, chunks: int, block: int = 1 << 16) -> Iterator[bytes]:
+        """The committed result lines of chunks ``0 .. chunks-1``, in order, in blocks."""
+        for chunk in range(chunks):
+            with self.chunk_path(job_id, chunk).open("rb") as handle:
+                while data := handle.read(block):
+                    yield data
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` beside ``path`` and rename it into place (readers never see half a file)."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+
+
+class JobStore:
+    def __init__(self, sessions: sessionmaker[Session], data_dir: Path) -> None:
+        self.sessions = sessions
+        self.files = JobFiles(data_dir)
+
+    # -- submission and reading ---------------------------------------------------------------------------
+    def create(self, job_id: str, new: NewJob) -> dict[str, Any]:
+        with self.sessions.begin() as session:
+            row = JobRow(
+                id=job_id,
+                status=QUEUED,
+                **dataclasses.asdict(new),
+                chunks_done=0,
+                rows_done=0,
+                errors=0,
+                summary={},
+                attempts=0,
+                created_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            return job_dict(row)
+
+    def get(self, job_id: str, key_id: str | None = None, admin: bool = True) -> dict[str, Any]:
+        """The job, or ``NotFound`` when it does not exist or (unless ``admin``) belongs to another key."""
+        if not _is_uuid(job_id):
+            raise NotFound(f"No job '{job_id}'.")
+        with self.sessions() as session:
+            row = session.get(JobRow, job_id)
+            if row is None or (not admin and row.key_id != key_id):
+                raise NotFound(f"No job '{job_id}'.")
+            return job_dict(row)
+
+    def cancel(self, job_id: str, key_id: str | None = None, admin: bool = True) -> dict[str, Any]:
+        """Cancel a queued or running job (a running one stops at its next chunk); cancelling a cancelled
+        job is a no-op; a finished one is a ``Conflict``."""
+        job = self.get(job_id, key_id, admin)
+        with self.sessions.begin() as session:
+            done = _changed(
+                session,
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status.in_((QUEUED, RUNNING)))
+                .values(status=CANCELLED, finished_at=utcnow()),
+            )
+        job = self.get(job_id)
+        if not done and job["status"] != CANCELLED:
+            raise Conflict(f"Job '{job_id}' has already {job['status']}.")
+        return job
+
+    # -- runners ------------------------------------------------------------------------------------------
+    def claim(self, runner_id: str, stale_seconds: float) -> dict[str, Any] | None:
+        """Take the oldest queued job, or a running one whose runner's heartbeat is older than
+        ``stale_seconds``; None when there is none. Exactly one runner gets a given job."""
+        now = utcnow()
+        cutoff = now - dt.timedelta(seconds=stale_seconds)
+        claimable = or_(
+            JobRow.status == QUEUED,
+            (JobRow.status == RUNNING) & (JobRow.heartbeat_at < cutoff),
+        )
+        with self.sessions.begin() as session:
+            postgres = session.get_bind().dialect.name == "postgresql"
+            query = select(JobRow).where(claimable).order_by(JobRow.created_at).limit(1)
+            if postgres:
+                query = query.with_for_update(skip_locked=True)
+            else:
+                # SQLite has one writer: take the write lock before reading, so no other claimer can read
+                # the same queued row until this transaction ends.
+                session.execute(update(JobRow).where(JobRow.id == "").values(status=JobRow.status))
+            while (row := session.scalar(query)) is not None:
+                if row.attempts < MAX_ATTEMPTS:
+                    row.status = RUNNING
+                    row.runner_id = runner_id
+                    row.heartbeat_at = now
+                    row.attempts += 1
+                    row.started_at = row.started_at or now
+                    session.flush()
+                    return job_dict(row)
+                row.status = FAILED
+                row.error = f"Its runner stopped {row.attempts} times without finishing it."
+                row.finished_at = now
+                session.flush()
+        return None
+
+    def heartbeat(self, job_id: str, runner_id: str) -> bool:
+        """Refresh the job's heartbeat; False when this runner no longer holds it."""
+        with self.sessions.begin() as session:
+            return bool(
+                _changed(
+                    session,
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.runner_id == runner_id, JobRow.status == RUNNING)
+                    .values(heartbeat_at=utcnow()),
+                )
+            )
+
+    def advance(
+        self, session: Session, job_id: str, runner_id: str, progress: ChunkProgress, summary: dict[str, Any]
+    ) -> None:
+        """Within the caller's transaction, record chunk ``progress.chunk`` as done (this also takes the job
+        row's lock, or SQLite's write lock); ``LostJob`` when this runner no longer holds the job or the
+        chunk is not the next one."""
+        moved = _changed(
+            session,
+            update(JobRow)
+            .where(
+                JobRow.id == job_id,
+                JobRow.runner_id == runner_id,
+                JobRow.status == RUNNING,
+                JobRow.chunks_done == progress.chunk,
+            )
+            .values(
+                chunks_done=JobRow.chunks_done + 1,
+                rows_done=JobRow.rows_done + progress.rows,
+                errors=JobRow.errors + progress.errors,
+                summary=summary,
+                heartbeat_at=utcnow(),
+            ),
+        )
+        if not moved:
+            raise LostJob(job_id)
+
+    def finish(self, job_id: str, runner_id: str, status: str, error: str | None = None) -> bool:
+        """Mark a held job succeeded or failed; False when the runner no longer holds it."""
+        with self.sessions.begin() as session:
+            return bool(
+                _changed(
+                    session,
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.runner_id == runner_id, JobRow.status == RUNNING)
+                    .values(status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow()),
+                )
+            )
+
+    def release(self, job_id: str, runner_id: str) -> bool:
+        """Give a held job back to the queue (a runner shutting down): the next runner resumes it at once."""
+        with self.sessions.begin() as session:
+            return bool(
+                _changed(
+                    session,
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.runner_id == runner_id, JobRow.status == RUNNING)
+                    .values(status=QUEUED, runner_id=None, heartbeat_at=None, attempts=JobRow.attempts - 1),
+                )
+            )
+
+
+def _changed(session: Session, statement: Any) -> int:
+    """Rows an UPDATE changed."""
+    result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
+    return int(result.rowcount)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
