@@ -67,8 +67,11 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(64), nullable=False)
     secret_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     scopes: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """The models this key may see; None: every model."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    rotated_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 SeqInt = BigInteger().with_variant(Integer, "sqlite")

@@ -61,33 +61,75 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _app_over_demo_copy(tmp_path: Path, demo_dir: Path, name: str, **overrides: Any) -> Flask:
-    """An app over ``tmp_path / name``, a fresh copy of the demo data dir, with settings ``overrides``."""
-    data = tmp_path / name
-    shutil.copytree(demo_dir, data)
-    return create_app({"data_dir": data, "database_url": f"sqlite:///{data / 'candor.db'}", **overrides})
+@pytest.fixture(scope="session")
+def demo_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """The demo models registered once per session in a PostgreSQL template database (with its own artifact
+    dir); each app gets a fresh database created from the template and a copy of the artifacts."""
+    if not POSTGRES_URL:
+        pytest.skip("CANDOR_TEST_POSTGRES_URL is not set")  # never reached: the backend is not parametrised
+    root = tmp_path_factory.mktemp("demo-pg")
+    template = "candor_demo_" + uuid.uuid4().hex[:12]
+    _admin_execute(f'CREATE DATABASE "{template}" TEMPLATE template0')
+    s = Store(root, _database(template))
+    install_demos(s.registry, names=("loan", "clinical"))
+    s.close()
+    yield root, template
+    _admin_execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+
+
+def _database(name: str) -> str:
+    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+
+class AppFactory:
+    """Apps over a private copy of the demo data (SQLite file, or a PostgreSQL database from the template),
+    with settings overrides; closes what it made."""
+
+    def __init__(self, request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> None:
+        self.request, self.tmp_path, self.backend = request, tmp_path, backend
+        self.made: list[Flask] = []
+        self.databases: list[str] = []
+
+    def build(self, **overrides: Any) -> Flask:
+        data = self.tmp_path / f"app-{len(self.made)}"
+        if self.backend == "sqlite":
+            shutil.copytree(self.request.getfixturevalue("demo_dir"), data)
+            url = f"sqlite:///{data / 'candor.db'}"
+        else:
+            root, template = self.request.getfixturevalue("demo_postgres")
+            shutil.copytree(root, data)
+            name = "candor_" + uuid.uuid4().hex[:12]
+            _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            self.databases.append(name)
+            url = _database(name)
+        self.made.append(create_app({"data_dir": data, "database_url": url, **overrides}))
+        return self.made[-1]
+
+    def close(self) -> None:
+        for application in self.made:
+            application.extensions["candor"].store.close()
+        for name in self.databases:
+            _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def app_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AppFactory]:
+    """Every API test runs on SQLite and, when CANDOR_TEST_POSTGRES_URL is set, on PostgreSQL too."""
+    factory = AppFactory(request, tmp_path, request.param)
+    yield factory
+    factory.close()
 
 
 @pytest.fixture
-def app(tmp_path: Path, demo_dir: Path) -> Iterator[Flask]:
-    """An app over a private copy of the demo data dir (the demo models are registered and promoted)."""
-    application = _app_over_demo_copy(tmp_path, demo_dir, "app-data")
-    yield application
-    application.extensions["candor"].store.close()
+def app(app_factory: AppFactory) -> Flask:
+    """An app over a private copy of the demo data (the demo models are registered and promoted)."""
+    return app_factory.build()
 
 
 @pytest.fixture
-def make_app(tmp_path: Path, demo_dir: Path) -> Iterator[Callable[..., Flask]]:
-    """Apps with settings overrides, each over its own copy of the demo data dir."""
-    made: list[Flask] = []
-
-    def build(**overrides: Any) -> Flask:
-        made.append(_app_over_demo_copy(tmp_path, demo_dir, f"custom-{len(made)}", **overrides))
-        return made[-1]
-
-    yield build
-    for application in made:
-        application.extensions["candor"].store.close()
+def make_app(app_factory: AppFactory) -> Callable[..., Flask]:
+    """Apps with settings overrides, each over its own copy of the demo data (same backend as ``app``)."""
+    return app_factory.build
 
 
 @pytest.fixture

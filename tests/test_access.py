@@ -244,3 +244,28 @@ def test_path_parameters_that_try_to_leave_their_place_are_4xx(
                 response = client.open(url, method=method, headers=bearer(kinds["admin"]), json={})
                 assert 400 <= response.status_code < 500, (method, url, response.status_code, response.data)
     assert (store.registry.list_models(), store.audit.head()) == before
+
+
+@pytest.mark.parametrize(
+    "path,body,field",
+    [
+        (
+            "/v1/models/loan/versions/1/explain/shap",
+            {"instances": [{**LOAN_ROW, "purpose": "car\u0000"}]},
+            "instances.0.purpose",
+        ),
+        ("/v1/models/loan/versions/1/predict", {"instances": [{"a\u0000": 1}]}, "instances.0.a"),
+        ("/v1/keys", {"name": "x", "scopes": ["explain\u0000"]}, "scopes.0"),
+    ],
+)
+def test_nul_characters_are_refused_with_the_field_named(
+    app: Flask, client: FlaskClient, kinds: dict[str, str], path: str, body: dict[str, Any], field: str
+) -> None:
+    """PostgreSQL cannot store NUL; every backend refuses it the same way, before anything is stored."""
+    before = app.extensions["candor"].store.audit.head()
+    response = client.post(path, json=body, headers=bearer(kinds["admin"]))
+    problem = assert_problem(response, 422)
+    assert list(problem["errors"]) == [field], problem
+    query = client.get("/v1/explanations?model=lo%00an", headers=bearer(kinds["admin"]))
+    assert "model" in assert_problem(query, 422)["errors"]
+    assert app.extensions["candor"].store.audit.head() == before
