@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from flask import Flask, request
 from flask_smorest import Api
 
-from api import auth, docs
+from api import auth, docs, metrics, observability
 from api.context import Candor
 from api.errors import problem, register_error_handlers
 from api.jsonio import OrjsonProvider
@@ -38,9 +37,9 @@ class CandorApi(Api):
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app; ``test_config`` overrides settings by their lower-case field names."""
     settings = Settings.load(test_config)
-    logging.basicConfig(level=settings.log_level.upper())
     warnings.filterwarnings("ignore", message=".*does not have valid feature names.*")
     app = Flask(__name__, static_folder=None)
+    observability.init_app(app, settings.log_level)
     app.json = OrjsonProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -61,6 +60,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     api = CandorApi(app)
     for blueprint in (system.blp, models.blp, explain.blp, kserve.blp, audit.blp, jobs.blp):
         api.register_blueprint(blueprint)
+    metrics.init_app(app, api, store.sessions)
     _document_security(api)
     docs.init_app(app, api)
     register_error_handlers(app)

@@ -9,6 +9,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from api.jsonio import json_response
+from api.observability import request_id
 from model_store.errors import CandorError
 from model_store.manifest import flatten_messages
 
@@ -30,6 +31,7 @@ def problem(
         "title": title,
         "status": status,
         "instance": request.path,
+        "request_id": request_id(),
     }
     if detail:
         body["detail"] = detail

@@ -1,8 +1,23 @@
-"""gunicorn settings for Candor (``candor serve`` passes this file with ``-c``); CANDOR_* variables apply."""
+"""gunicorn settings for Candor (``candor serve`` passes this file with ``-c``); CANDOR_* variables apply.
 
-from api.settings import Settings
+Metrics: every worker writes its Prometheus samples under ``<data_dir>/metrics`` (prometheus-client's
+multiprocess mode, chosen by ``PROMETHEUS_MULTIPROC_DIR``, set here in the master before any worker imports
+prometheus_client); the master empties it at start-up, and a scrape aggregates every worker's files.
+Access lines come from the app (JSON, with the request id), so gunicorn's own access log is off.
+"""
+
+import os
+from pathlib import Path
+
+# Before anything imports prometheus_client (importing ``api`` does): it picks its mode once, at import.
+METRICS_DIR = (Path(os.environ.get("CANDOR_DATA_DIR") or "./var") / "metrics").resolve()
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+
+from api.settings import Settings  # noqa: E402
 
 _settings = Settings.load()
+if (_settings.data_dir / "metrics").resolve() != METRICS_DIR:
+    raise RuntimeError(f"metrics dir {METRICS_DIR} is not under the data dir {_settings.data_dir}")
 
 bind = _settings.bind
 workers = _settings.workers
@@ -13,7 +28,7 @@ graceful_timeout = 30
 keepalive = 5
 max_requests = 2000
 max_requests_jitter = 200
-accesslog = "-"
+accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level
 wsgi_app = "api.wsgi:app"
@@ -36,3 +51,13 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     engine = make_engine(_settings.resolved_database_url)
     upgrade_to_head(engine)
     engine.dispose()
+    METRICS_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in METRICS_DIR.glob("*.db"):
+        stale.unlink()  # samples of a previous run
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A dead worker's live gauges leave the aggregate; its counters and histograms stay counted."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

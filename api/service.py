@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
+from api.metrics import EXPLANATION_SECONDS
 from api.recording import draft_for
 from api.replay import compare, replay_request
 from api.settings import Settings
@@ -111,7 +112,8 @@ class ExplanationService:
             self._check_recourse_limits(instances, options)
         if method == "attention":
             options = {**options, "max_values": self.settings.max_attention_values}
-        return info, explainer.explain(info, model, instances, options)
+        with EXPLANATION_SECONDS.labels(method).time():
+            return info, explainer.explain(info, model, instances, options)
 
     def replay(self, record_id: str, instances: list[Any] | None = None) -> dict[str, Any]:
         """Recompute a recorded explanation with its recorded version, options and seed, and compare."""

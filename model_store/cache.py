@@ -11,8 +11,10 @@ T = TypeVar("T")
 
 
 class LoadedModelCache(Generic[T]):
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, on_lookup: Callable[[str], None] | None = None) -> None:
+        """``on_lookup`` is told ``"hit"`` or ``"miss"`` on every lookup (the registry counts them)."""
         self.capacity = max(1, capacity)
+        self.on_lookup = on_lookup or (lambda result: None)
         self._items: OrderedDict[Hashable, T] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[Hashable, threading.Lock] = {}
@@ -24,16 +26,19 @@ class LoadedModelCache(Generic[T]):
             if key in self._items:
                 self._items.move_to_end(key)
                 self.hits += 1
+                self.on_lookup("hit")
                 return self._items[key]
             key_lock = self._loading.setdefault(key, threading.Lock())
         with key_lock:
             with self._lock:
                 if key in self._items:
                     self.hits += 1
+                    self.on_lookup("hit")
                     return self._items[key]
             value = load()
             with self._lock:
                 self.misses += 1
+                self.on_lookup("miss")
                 self._items[key] = value
                 self._items.move_to_end(key)
                 while len(self._items) > self.capacity:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
+from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +26,13 @@ from model_store.versions import VersionInfo
 ALIASES = ("latest", "production")
 _NAME = re.compile(NAME_PATTERN)
 _REGISTER_ATTEMPTS = 5
+LOAD_SECONDS = Histogram(
+    "candor_model_load_seconds",
+    "Time to load and verify a model version from disk, by flavour.",
+    ["flavour"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+CACHE_LOOKUPS = Counter("candor_model_cache_total", "Loaded-model cache lookups, by result.", ["result"])
 
 
 def check_name(name: str) -> str:
@@ -38,7 +47,9 @@ class ModelRegistry:
     ) -> None:
         self.sessions = sessions
         self.artifacts = artifacts
-        self.cache: LoadedModelCache[Any] = LoadedModelCache(cache_size)
+        self.cache: LoadedModelCache[Any] = LoadedModelCache(
+            cache_size, on_lookup=lambda result: CACHE_LOOKUPS.labels(result).inc()
+        )
 
     # -- registration -------------------------------------------------------------------------------------
     def register_tabular(self, manifest: Manifest, artifact: bytes, reference: bytes) -> VersionInfo:
@@ -165,7 +176,13 @@ class ModelRegistry:
 
     def load(self, info: VersionInfo) -> Any:
         """The loaded model, verified against its recorded sha256 on every load from disk."""
-        return self.cache.get_or_load(info.cache_key, lambda: self._load(info))
+        return self.cache.get_or_load(info.cache_key, lambda: self._timed_load(info))
+
+    def _timed_load(self, info: VersionInfo) -> Any:
+        started = time.perf_counter()
+        model = self._load(info)
+        LOAD_SECONDS.labels(info.flavour).observe(time.perf_counter() - started)
+        return model
 
     def _load(self, info: VersionInfo) -> Any:
         if info.flavour == "text":

@@ -41,6 +41,7 @@ SCOPES = {
     ("GET", "/v1/explanations/<record_id>"): "audit:read",
     ("POST", "/v1/explanations/<record_id>/replay"): "audit:read",
     ("GET", "/v1/audit/verify"): "audit:read",
+    ("GET", "/v1/metrics"): "admin",
     ("GET", "/v1/keys"): "admin",
     ("POST", "/v1/keys"): "admin",
     ("GET", "/v1/keys/<key_id>"): "admin",

@@ -23,6 +23,12 @@ class ProblemSchema(Schema):
         values=fields.List(fields.String()),
         metadata={"description": "Messages per field path, e.g. instances.0.age_in_years"},
     )
+    request_id = fields.String(
+        required=True,
+        metadata={
+            "description": "The request's id, also sent as the X-Request-ID header; quote it in reports"
+        },
+    )
 
 
 class ModelRefSchema(Schema):

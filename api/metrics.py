@@ -1,0 +1,140 @@
+"""Prometheus metrics at ``GET /v1/metrics`` (text format, ``admin`` scope).
+
+Under gunicorn, ``api/gunicorn_conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker imports
+prometheus_client: every worker writes its samples to files there and a scrape, whichever worker answers it,
+aggregates all of them. Without it (tests, the CLI) the process's own registry is served.
+
+Series (labels are bounded: ``route`` is the URL rule template or ``unmatched``, never the raw path):
+
+- ``candor_http_requests_total{route,method,status}``
+- ``candor_http_request_duration_seconds{route,method}``
+- ``candor_explanation_seconds{method}``: explanation compute time (``ExplanationService.compute``)
+- ``candor_model_load_seconds{flavour}``: loads from disk (``model_store.registry``)
+- ``candor_model_cache_total{result}``: hits and misses of the registry's loaded-model cache
+- ``candor_job_queue_depth``: jobs waiting to run, counted in the database at scrape time
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+
+from flask import Flask, Response, current_app
+from flask.views import MethodView
+from flask_smorest import Api
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from api import observability
+from api.v1.blueprint import Blueprint
+from model_store.jobs import QUEUED
+from model_store.tables import JobRow
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+EXTENSION = "candor.metrics"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+HTTP_REQUESTS = Counter(
+    "candor_http_requests_total", "HTTP requests answered.", ["route", "method", "status"]
+)
+HTTP_DURATION = Histogram(
+    "candor_http_request_duration_seconds",
+    "Time to answer an HTTP request (until the response is handed to the server).",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+EXPLANATION_SECONDS = Histogram(
+    "candor_explanation_seconds",
+    "Time to compute an explanation, by method (model loading excluded).",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
+)
+
+log = logging.getLogger("candor.metrics")
+blp = Blueprint("metrics", __name__, url_prefix="/v1", description="Prometheus metrics")
+
+
+def queued_jobs(sessions: sessionmaker[Session]) -> int:
+    """Jobs waiting for a runner."""
+    with sessions() as session:
+        return int(
+            session.scalar(select(func.count()).select_from(JobRow).where(JobRow.status == QUEUED)) or 0
+        )
+
+
+class JobQueueCollector:
+    """``candor_job_queue_depth``, read from the database when scraped (the same answer from every worker);
+    left out of the scrape when the database does not answer."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily("candor_job_queue_depth", "Jobs queued, waiting for a runner.")]
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            depth = queued_jobs(self.sessions)
+        except SQLAlchemyError:
+            log.warning("job queue depth unavailable: the database did not answer", exc_info=True)
+            return
+        yield GaugeMetricFamily("candor_job_queue_depth", "Jobs queued, waiting for a runner.", value=depth)
+
+
+class _ProcessRegistry:
+    """The process's default registry, as one collector of a scrape registry."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+def scrape_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
+    """What a scrape serves: every worker's samples (multiprocess mode) or this process's, plus the queue."""
+    registry = CollectorRegistry(auto_describe=False)
+    if os.environ.get(MULTIPROC_ENV):
+        MultiProcessCollector(registry)
+    else:
+        registry.register(_ProcessRegistry())
+    registry.register(JobQueueCollector(sessions))
+    return registry
+
+
+@blp.route("/metrics")
+class Metrics(MethodView):
+    required_scope = "admin"
+
+    @blp.response(
+        200,
+        {"type": "string"},
+        description="Metrics in the Prometheus text exposition format (0.0.4).",
+        content_type="text/plain",
+    )
+    def get(self):  # type: ignore[no-untyped-def]
+        """Prometheus metrics: requests, latencies, explanation and model load times, cache, job queue."""
+        registry: CollectorRegistry = current_app.extensions[EXTENSION]
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+
+def init_app(app: Flask, api: Api, sessions: sessionmaker[Session]) -> None:
+    """Register ``/v1/metrics`` and count every request (after ``observability.init_app``)."""
+    app.extensions[EXTENSION] = scrape_registry(sessions)
+    api.register_blueprint(blp)
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        route, method = observability.route_label(), observability.method_label()
+        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
+        HTTP_DURATION.labels(route, method).observe(observability.elapsed_seconds())
+        return response
