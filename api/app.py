@@ -9,14 +9,16 @@ from typing import Any
 from flask import Flask, request
 from flask_smorest import Api
 
-from api import auth, docs, metrics, observability
+from api import auth, docs, metrics, observability, openapi_contract
 from api.context import Candor
 from api.errors import problem, register_error_handlers
 from api.jsonio import OrjsonProvider
+from api.parser import NUL_MESSAGE
+from api.rate_limit import KeyRateLimiter
 from api.schemas.common import ProblemSchema
 from api.service import ExplanationService
 from api.settings import Settings
-from api.v1 import audit, explain, jobs, kserve, models, system
+from api.v1 import audit, explain, jobs, keys, kserve, models, system
 from model_store.store import Store
 
 API_VERSION = "1.0.0"
@@ -40,6 +42,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     warnings.filterwarnings("ignore", message=".*does not have valid feature names.*")
     app = Flask(__name__, static_folder=None)
     observability.init_app(app, settings.log_level)
+    app.url_map.merge_slashes = False  # "a//b" is a 404 problem, not an HTML redirect to a rewritten path
     app.json = OrjsonProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
@@ -58,14 +61,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     store = Store(settings.data_dir, settings.resolved_database_url, settings.model_cache_size)
     app.extensions["candor"] = Candor(settings, store, ExplanationService(store, settings))
     api = CandorApi(app)
-    for blueprint in (system.blp, models.blp, explain.blp, kserve.blp, audit.blp, jobs.blp):
+    for blueprint in (system.blp, models.blp, explain.blp, kserve.blp, audit.blp, keys.blp, jobs.blp):
         api.register_blueprint(blueprint)
     metrics.init_app(app, api, store.sessions)
-    _document_security(api)
+    openapi_contract.finish(api)
     docs.init_app(app, api)
     register_error_handlers(app)
-    auth.init_app(app, store.keys)
+    auth.init_app(app, store.keys, KeyRateLimiter(settings.rate_limit, settings.rate_limit_storage))
     _limit_bodies(app, settings)
+    _refuse_nul_characters(app)
     return app
 
 
@@ -90,20 +94,20 @@ def _limit_bodies(app: Flask, settings: Settings) -> None:
         return None
 
 
-PUBLIC_PATHS = ("/v1/health", "/v1/ready")
-HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
-PROBLEM_RESPONSE = {"$ref": "#/components/responses/Problem"}
+def _refuse_nul_characters(app: Flask) -> None:
+    """NUL in a path is a 404 (no resource has one); in a query or form field, a 422 naming it."""
 
-
-def _document_security(api: Api) -> None:
-    """Health and readiness need no key; every other operation answers 401 and 403 as problems."""
-    paths = api.spec._paths  # type: ignore[union-attr]
-    for path, operations in paths.items():
-        for method, operation in operations.items():
-            if method not in HTTP_METHODS:
-                continue  # path-level "parameters"
-            if path in PUBLIC_PATHS:
-                operation["security"] = []
-                continue
-            for status in ("401", "403"):
-                operation.setdefault("responses", {}).setdefault(status, PROBLEM_RESPONSE)
+    @app.before_request
+    def _check_nul() -> Any:
+        if "\x00" in request.path:
+            return problem(404, "Not Found", "No resource has a NUL character in its path.")
+        fields = list(request.args.items(multi=True))
+        if request.mimetype == "multipart/form-data":
+            fields += list(request.form.items(multi=True))
+        for name, value in fields:
+            if "\x00" in name or "\x00" in value:
+                field = name.replace("\x00", "")
+                return problem(
+                    422, "Invalid input", "NUL characters are not accepted.", {field: [NUL_MESSAGE]}
+                )
+        return None

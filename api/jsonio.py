@@ -21,7 +21,22 @@ def _default(value: Any) -> Any:
 
 
 def dumps_bytes(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default, option=OPTIONS)
+    try:
+        return orjson.dumps(value, default=_default, option=OPTIONS)
+    except TypeError:
+        # A lone surrogate (valid in Python strings, not in UTF-8) echoed from client input, e.g. a field
+        # name in a problem document: shown as U+FFFD rather than failing the response.
+        return orjson.dumps(_without_surrogates(value), default=_default, option=OPTIONS)
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_surrogates(v) for v in value]
+    return value
 
 
 def json_response(

@@ -9,10 +9,10 @@ from limits import parse, storage, strategies
 
 
 class KeyRateLimiter:
-    """A moving-window limit per API key id; an empty rule turns limiting off."""
+    """A moving-window limit per API key id; an empty rule or ``off`` turns limiting off."""
 
     def __init__(self, rule: str, storage_uri: str) -> None:
-        self.item = parse(rule) if rule else None
+        self.item = parse(rule) if rule and rule.strip().lower() != "off" else None
         self.limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(storage_uri))
 
     def retry_after(self, key_id: str) -> int | None:

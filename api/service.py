@@ -74,6 +74,8 @@ class ExplanationService:
         self._check_count(instances)
         info, model = self._loaded(name, version)
         text = info.flavour == "text"
+        if text:
+            self._check_text_lengths(instances)
         records = model.validate(instances, truncate=truncate) if text else model.validate(instances)
         return {
             "model": {"name": info.name, "version": info.version, "sha256": info.artifact_sha256},
@@ -101,15 +103,17 @@ class ExplanationService:
         self, method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
     ) -> tuple[VersionInfo, Explanation]:
         """The explanation alone, with the version it was computed on (nothing recorded)."""
-        self._check_count(instances)
-        info, model = self._loaded(name, version)
-        if not applies(method, model):
-            raise InvalidInput.field("method", f"{method} does not apply to {info.flavour} models.")
-        explainer = get_explainer(method)
+        self._check_count(instances)  # every cap is checked before any model is loaded or run
         if method == "shap":
             self._check_shap_limits(options)
         if method in ("counterfactuals", "reasons"):
             self._check_recourse_limits(instances, options)
+        if method in ("attention", "attributions"):
+            self._check_text_limits(instances, options)
+        info, model = self._loaded(name, version)
+        if not applies(method, model):
+            raise InvalidInput.field("method", f"{method} does not apply to {info.flavour} models.")
+        explainer = get_explainer(method)
         if method == "attention":
             options = {**options, "max_values": self.settings.max_attention_values}
         with EXPLANATION_SECONDS.labels(method).time():
@@ -139,6 +143,24 @@ class ExplanationService:
         cap = self.settings.cf_budget_cap_ms
         if (options.get("budget_ms") or 0) > cap:
             raise InvalidInput.field("budget_ms", f"At most {cap} ms.")
+
+    def _check_text_limits(self, instances: list[Any], options: dict[str, Any]) -> None:
+        if len(instances) > self.settings.max_text_instances:
+            raise InvalidInput.field(
+                "instances", f"At most {self.settings.max_text_instances} texts per request."
+            )
+        cap = self.settings.cf_budget_cap_ms
+        if (options.get("budget_ms") or 0) > cap:
+            raise InvalidInput.field("budget_ms", f"At most {cap} ms.")
+        self._check_text_lengths(instances)
+
+    def _check_text_lengths(self, instances: list[Any]) -> None:
+        """Refuse a text longer than the cap before it is tokenised."""
+        cap = self.settings.max_text_chars
+        for index, row in enumerate(instances):
+            text = row.get("text") if isinstance(row, dict) else None
+            if isinstance(text, str) and len(text) > cap:
+                raise InvalidInput.field(f"instances.{index}.text", f"At most {cap} characters.")
 
     def _check_shap_limits(self, options: dict[str, Any]) -> None:
         if (options.get("max_evals") or 0) > self.settings.max_shap_evals:

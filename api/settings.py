@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "CANDOR_"
+EMPTY_IS_A_VALUE = {"rate_limit"}
+"""Settings for which an empty variable means something (no rate limit) rather than "use the default"."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +43,17 @@ class Settings:
     """Most files in a text model upload."""
     max_archive_bytes: int = 2 * 1024 * 1024 * 1024
     """Largest uncompressed text model upload."""
+    max_text_instances: int = 32
+    """Most texts one attention or attributions request may carry."""
+    max_text_chars: int = 100_000
+    """Longest text (characters) any request may carry; refused before tokenising."""
     max_attention_values: int = 2_000_000
     """Most attention weights (layers x heads x tokens^2) one text may return."""
+    rate_limit: str = "1200/minute"
+    """Requests per API key (``limits`` notation, e.g. ``100/second``); empty or ``off``: no limit. Counted
+    per worker process with the default in-memory storage."""
+    rate_limit_storage: str = "memory://"
+    """Where rate-limit counters live: memory://, or redis://host:6379 to share them across workers."""
     retention_days: int = 0
     """Explanation records older than this are removed by ``candor audit purge`` (0 keeps them forever)."""
     job_chunk_rows: int = 1000
@@ -88,7 +99,7 @@ class Settings:
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             raw = environ.get(ENV_PREFIX + field.name.upper())
-            if raw is not None and raw != "":
+            if raw is not None and (raw != "" or field.name in EMPTY_IS_A_VALUE):
                 values[field.name] = _coerce(field, raw)
         for key, value in (overrides or {}).items():
             if key not in {f.name for f in dataclasses.fields(cls)}:

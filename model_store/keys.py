@@ -79,7 +79,7 @@ class KeyStore:
             key_id=key_id,
             name=name,
             secret_sha256=_digest(secret),
-            scopes=sorted(scopes),
+            scopes=sorted(set(scopes)),
             models=sorted(set(models)) if models is not None else None,
         )
         with self.sessions.begin() as session:

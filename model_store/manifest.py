@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Any, Literal
 
+import orjson
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
@@ -218,6 +219,12 @@ def _reject_non_finite(value: Any, path: str) -> None:
 
 def parse_manifest(data: dict[str, Any]) -> Manifest:
     """Validate a manifest mapping; ``InvalidManifest`` names each bad field."""
+    try:
+        encoded = orjson.dumps(data)
+    except TypeError as exc:  # lone surrogates (YAML allows "\ud800") or keys that are not strings
+        raise InvalidManifest.field("manifest", "not valid Unicode text or not plain data") from exc
+    if b"\\u0000" in encoded:
+        raise InvalidManifest.field("manifest", "NUL characters are not accepted.")
     try:
         loaded = ManifestSchema().load(data)
     except ValidationError as exc:

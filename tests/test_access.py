@@ -145,6 +145,11 @@ def test_keys_are_created_listed_rotated_and_revoked_over_rest(
     assert_problem(client.get("/v1/models/loan", headers=bearer(rotated["key"])), 401)
     assert_problem(client.post(f"/v1/keys/{key_id}/rotate", headers=admin), 404)
     assert_problem(client.delete("/v1/keys/nope", headers=admin), 404)
+    own = client.get("/v1/keys", headers=admin).get_json()["keys"]
+    own_id = next(k["key_id"] for k in own if k["name"] == "admin")
+    assert_problem(client.post(f"/v1/keys/{own_id}/rotate", headers=admin), 409)
+    assert_problem(client.delete(f"/v1/keys/{own_id}", headers=admin), 409)
+    assert client.get("/v1/keys", headers=admin).status_code == 200, "the admin key still works"
 
     secrets = [token.split("_", 2)[2], rotated["key"].split("_", 2)[2]]
     assert not any(secret in record.getMessage() for record in caplog.records for secret in secrets)
@@ -204,8 +209,12 @@ def test_rate_limits_are_per_key_with_retry_after(make_app: Any) -> None:
     assert client.get("/v1/health").status_code == 200  # probes are not limited
 
 
-def test_an_empty_rule_turns_limits_off(make_app: Any) -> None:
-    app = make_app(rate_limit="")
+@pytest.mark.parametrize("rule", ["", "off"])
+def test_an_empty_rule_or_off_turns_limits_off(make_app: Any, rule: str) -> None:
+    from api.settings import Settings
+
+    assert Settings.load(environ={"CANDOR_RATE_LIMIT": rule}).rate_limit == rule, "an empty variable counts"
+    app = make_app(rate_limit=rule)
     token = app.extensions["candor"].store.keys.create("free", ["explain"])[0]
     client = app.test_client()
     assert {client.get("/v1/models", headers=bearer(token)).status_code for _ in range(50)} == {200}

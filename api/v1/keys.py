@@ -6,14 +6,21 @@ from typing import Any
 
 from flask.views import MethodView
 
+from api.auth import caller_key_id
 from api.context import candor
 from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
 from api.schemas.keys import KeyCreateSchema, KeyListSchema, KeySchema, NewKeySchema
 from api.v1.blueprint import Blueprint
-from model_store.errors import NotFound
+from model_store.errors import Conflict, NotFound
 
 blp = Blueprint("keys", __name__, url_prefix="/v1/keys", description="API key administration")
+
+
+def _not_the_callers_own(key_id: str) -> None:
+    """An admin key cannot revoke or rotate itself here, so a client cannot lock itself out by mistake."""
+    if key_id == caller_key_id():
+        raise Conflict("A key cannot revoke or rotate itself; use another admin key or the CLI.")
 
 
 def _described(key_id: str) -> dict[str, Any]:
@@ -53,8 +60,10 @@ class Key(MethodView):
 
     @blp.response(200, KeySchema)
     @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(409, schema=ProblemSchema)
     def delete(self, key_id: str):  # type: ignore[no-untyped-def]
         """Revoke a key: it fails from the next request on. The key stays listed (records name it)."""
+        _not_the_callers_own(key_id)
         if not candor().store.keys.revoke(key_id):
             raise NotFound(f"No key '{key_id}'.")
         return json_response(_described(key_id))
@@ -66,8 +75,10 @@ class RotateKey(MethodView):
 
     @blp.response(200, NewKeySchema)
     @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(409, schema=ProblemSchema)
     def post(self, key_id: str):  # type: ignore[no-untyped-def]
         """A new secret for the same key id, scopes and models; the old secret stops working at once."""
+        _not_the_callers_own(key_id)
         rotated = candor().store.keys.rotate(key_id)
         if rotated is None:
             raise NotFound(f"No active key '{key_id}'.")

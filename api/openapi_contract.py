@@ -1,0 +1,141 @@
+"""Finishing touches on the generated OpenAPI document, so it states what the server really does: security
+per operation, errors as ``application/problem+json``, and form fields inside the multipart request body."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from flask_smorest import Api
+
+PUBLIC_PATHS = ("/v1/health", "/v1/ready")
+HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
+PROBLEM = "application/problem+json"
+PROBLEM_RESPONSE = {"$ref": "#/components/responses/Problem"}
+URI_TOO_LONG = {
+    "description": "Request line over 4094 bytes, refused by gunicorn before the app (an HTML page)",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
+
+
+MODEL_PATH = "/v1/models/{name}/versions/{version}"
+EXPLAIN_PATHS = [f"{MODEL_PATH}/explain/{kind}" for kind in ("shap", "counterfactuals", "reasons")]
+RECORD = "/v1/explanations/{record_id}"
+PATH_EXAMPLES = {"name": "loan", "version": "production"}
+
+
+def _ref(path: str, method: str) -> str:
+    return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
+
+
+LINKS: dict[tuple[str, str, str], dict[str, Any]] = {
+    (MODEL_PATH.rsplit("/", 1)[0], "post", "201"): {
+        f"Explain{kind.capitalize()}": {
+            "operationRef": _ref(f"{MODEL_PATH}/explain/{kind}", "post"),
+            "parameters": {"name": "$response.body#/name", "version": "$response.body#/version"},
+        }
+        for kind in ("shap", "counterfactuals", "reasons")
+    }
+    | {
+        "GetVersion": {
+            "operationRef": _ref(MODEL_PATH, "get"),
+            "parameters": {"name": "$response.body#/name", "version": "$response.body#/version"},
+        }
+    },
+    **{
+        (path, "post", "200"): {
+            "GetRecord": {
+                "operationRef": _ref(RECORD, "get"),
+                "parameters": {"record_id": "$response.body#/id"},
+            },
+            "ReplayRecord": {
+                "operationRef": _ref(f"{RECORD}/replay", "post"),
+                "parameters": {"record_id": "$response.body#/id"},
+            },
+        }
+        for path in EXPLAIN_PATHS
+    },
+    ("/v1/jobs", "post", "202"): {
+        "GetJob": {
+            "operationRef": _ref("/v1/jobs/{job_id}", "get"),
+            "parameters": {"job_id": "$response.body#/id"},
+        },
+        "GetJobResult": {
+            "operationRef": _ref("/v1/jobs/{job_id}/result", "get"),
+            "parameters": {"job_id": "$response.body#/id"},
+        },
+    },
+    ("/v1/keys", "post", "201"): {
+        "GetKey": {
+            "operationRef": _ref("/v1/keys/{key_id}", "get"),
+            "parameters": {"key_id": "$response.body#/key_id"},
+        },
+        "RotateKey": {
+            "operationRef": _ref("/v1/keys/{key_id}/rotate", "post"),
+            "parameters": {"key_id": "$response.body#/key_id"},
+        },
+    },
+}
+"""OpenAPI links, so clients (and stateful fuzzers) can chain register -> explain -> fetch the record."""
+
+
+def finish(api: Api) -> None:
+    spec = api.spec
+    assert spec is not None
+    spec.components.response(
+        "Problem",
+        {
+            "description": "An RFC 9457 problem document",
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        },
+    )
+    for path, operations in spec._paths.items():
+        for parameter in operations.get("parameters", []):
+            if parameter.get("in") == "path" and parameter["name"] in PATH_EXAMPLES:
+                parameter["example"] = PATH_EXAMPLES[parameter["name"]]
+        for method, operation in operations.items():
+            if method not in HTTP_METHODS:
+                continue  # path-level "parameters"
+            _errors_as_problems(operation)
+            _form_fields_into_body(operation, spec.components.schemas)
+            for (link_path, link_method, status), links in LINKS.items():
+                if (link_path, link_method) == (path, method):
+                    operation["responses"][status]["links"] = links
+            if path in PUBLIC_PATHS:
+                operation["security"] = []
+                continue
+            for status in ("401", "403", "429"):
+                operation.setdefault("responses", {}).setdefault(status, PROBLEM_RESPONSE)
+            operation["responses"].setdefault("414", URI_TOO_LONG)
+
+
+def _errors_as_problems(operation: dict[str, Any]) -> None:
+    """Every documented error response is a problem document, whatever content type the decorator assumed."""
+    for status, response in operation.get("responses", {}).items():
+        content = response.get("content") if isinstance(response, dict) else None
+        if status[0] in "45" and content and "application/json" in content:
+            content[PROBLEM] = content.pop("application/json")
+
+
+def _form_fields_into_body(operation: dict[str, Any], components: dict[str, Any]) -> None:
+    """flask-smorest documents ``location="form"`` arguments as OpenAPI 2 ``formData`` parameters; in
+    OpenAPI 3 they are properties of the multipart request body beside the files."""
+    form = [p for p in operation.get("parameters", []) if p.get("in") == "formData"]
+    if not form:
+        return
+    operation["parameters"] = [p for p in operation["parameters"] if p.get("in") != "formData"]
+    if not operation["parameters"]:
+        del operation["parameters"]
+    body = operation.setdefault("requestBody", {"required": True, "content": {}})
+    media = body["content"].setdefault("multipart/form-data", {"schema": {"type": "object"}})
+    if "$ref" in media["schema"]:  # inline the files' component: one object with every part as a property
+        component = components[media["schema"]["$ref"].rsplit("/", 1)[1]]
+        media["schema"] = copy.deepcopy(component if isinstance(component, dict) else component.fields_schema)
+    target = media["schema"]
+    for parameter in form:
+        target.setdefault("properties", {})[parameter["name"]] = {
+            **parameter.get("schema", {}),
+            **({"description": parameter["description"]} if "description" in parameter else {}),
+        }
+        if parameter.get("required"):
+            target.setdefault("required", []).append(parameter["name"])
