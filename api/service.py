@@ -116,6 +116,8 @@ class ExplanationService:
         explainer = get_explainer(method)
         if method == "attention":
             options = {**options, "max_values": self.settings.max_attention_values}
+        if method == "shap":
+            options = {**options, "max_work": self.settings.max_shap_work}
         with EXPLANATION_SECONDS.labels(method).time():
             return info, explainer.explain(info, model, instances, options)
 

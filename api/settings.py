@@ -31,6 +31,9 @@ class Settings:
     """Loaded model versions kept per worker (least recently used evicted)."""
     max_shap_evals: int = 4096
     """Upper bound on model evaluations per row for permutation and kernel SHAP."""
+    max_shap_work: int = 20_000_000
+    """Most model evaluations (rows x max_evals x background rows) one permutation or kernel SHAP request may
+    cost; refused with 422 above it, before computing."""
     max_background_rows: int = 200
     """Upper bound on reference rows used as background by model-agnostic SHAP."""
     max_cf_instances: int = 50

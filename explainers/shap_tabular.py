@@ -67,8 +67,10 @@ class ShapExplainer(Explainer):
     ) -> Explanation:
         opts = _options(model, options)
         started = time.perf_counter()
-        records = model.validate(instances)
         backend = self.backend(model, opts["algorithm"], opts["output"], int(opts["background_rows"]))
+        if backend.stochastic:
+            _check_work(opts, len(instances), options.get("max_work"))
+        records = model.validate(instances)
         target_index = model.class_index(opts["target"]) if opts["target"] is not None else None
         encoded = model.encode(records)
         prepared = time.perf_counter()
@@ -199,3 +201,17 @@ def _tolerance(outputs: np.ndarray) -> float:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
+
+
+def _check_work(opts: dict[str, Any], rows: int, max_work: int | None) -> None:
+    """Refuse, before any computing, a model-agnostic request whose model evaluations (rows x max_evals x
+    background rows) exceed the service's cap: such a request would run past any budget."""
+    if max_work is None:
+        return
+    work = rows * int(opts["max_evals"]) * int(opts["background_rows"])
+    if work > max_work:
+        raise InvalidInput.field(
+            "instances",
+            f"{rows} rows x {opts['max_evals']} evaluations x {opts['background_rows']} background rows is "
+            f"{work:,} model evaluations; at most {max_work:,} per request (send fewer rows or lower them).",
+        )

@@ -99,3 +99,17 @@ def test_the_oracle_can_fail(capped: Flask, token: str) -> None:
 def test_budgets_stay_below_the_worker_timeout(make_app: Any) -> None:
     settings = make_app(timeout=10, max_cf_budget_ms=60_000).extensions["candor"].settings
     assert settings.cf_budget_cap_ms == 5_000
+
+
+def test_model_agnostic_shap_work_is_capped_before_computing(make_app: Any) -> None:
+    app = make_app(max_shap_work=10_000)
+    token = app.extensions["candor"].store.keys.create("work", ["explain"])[0]
+    client = app.test_client()
+    body = {"instances": [LOAN_ROW] * 2, "algorithm": "permutation", "max_evals": 100, "background_rows": 60}
+    response = client.post(f"{LOAN}/explain/shap", json=body, headers=bearer(token))
+    problem = assert_problem(response, 422)
+    assert "12,000 model evaluations" in problem["errors"]["instances"][0]
+    within = client.post(f"{LOAN}/explain/shap", json={**body, "background_rows": 50}, headers=bearer(token))
+    assert within.status_code == 200, within.get_json()
+    tree = client.post(f"{LOAN}/explain/shap", json={"instances": [LOAN_ROW] * 200}, headers=bearer(token))
+    assert tree.status_code == 200, "TreeSHAP is not model-agnostic work"
