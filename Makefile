@@ -24,7 +24,7 @@ help:
 	@echo "make test       lint (below) then pytest; extra pytest args: PYTEST_ARGS=..."
 	@echo "make lint       ruff check, ruff format --check, mypy, hadolint"
 	@echo "make fmt        ruff format + ruff check --fix"
-	@echo "make bench      run the benchmarks in bench/ (SHAP, counterfactuals, text)"
+	@echo "make bench      run the benchmarks in bench/ (SHAP, counterfactuals, text, batch jobs)"
 	@echo "make openapi    write openapi.yaml"
 	@echo "make venv       create $(VENV) and install the project with its dev extras"
 	@echo "make clean      remove caches and build artifacts (distclean also removes $(VENV))"
@@ -41,10 +41,13 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt -e '.[dev]'
 	touch $@
 
+# One job runner beside gunicorn; it is stopped (and gives its job back to the queue) when gunicorn stops.
 run: $(STAMP)
 	$(VENV)/bin/candor demo install
 	$(VENV)/bin/candor keys ensure-demo
-	exec $(VENV)/bin/candor serve
+	$(VENV)/bin/candor jobs run & runner=$$!; \
+	trap 'kill -TERM $$runner 2>/dev/null || true; wait $$runner || true' EXIT; \
+	$(VENV)/bin/candor serve
 
 # Static checks, shared by `make lint` and `make test`.
 define LINT_RECIPE
@@ -82,6 +85,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_shap.py
 	$(PY) bench/bench_counterfactuals.py
 	$(PY) bench/bench_text.py
+	$(PY) bench/bench_jobs.py
 
 openapi: $(STAMP)
 	$(VENV)/bin/candor openapi > openapi.yaml.tmp

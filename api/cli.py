@@ -150,6 +150,7 @@ def cmd_jobs_run(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines narrate every connection
     runner = Runner(settings)
     runner.install_signal_handlers()
     done = runner.run(once=args.once)

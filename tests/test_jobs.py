@@ -423,3 +423,7 @@ def test_jobs_are_private_to_their_key(app: Flask, keys: dict[str, str]) -> None
     assert client.get(f"/v1/jobs/{job_id}", headers=bearer(keys["explain"])).status_code == 200
     problem(client.get("/v1/jobs/not-a-job", headers=bearer(keys["explain"])), 404)
     problem(client.get(f"/v1/jobs/{job_id}", headers=bearer(keys["audit:read"])), 403)
+    limited = store.keys.create("clinical-only", ["explain"], ["clinical"])[0]
+    problem(submit_file(client, limited, csv_bytes(loan_rows(2))), 404)
+    dataset = {"model": "loan", "kind": "shap", "dataset": "reference"}
+    problem(client.post("/v1/jobs", json=dataset, headers=bearer(limited)), 404)

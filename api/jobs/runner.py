@@ -39,7 +39,7 @@ from model_store.store import Store
 
 log = logging.getLogger("candor.jobs")
 IN_FLIGHT_PER_WORKER = 2
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.25
 
 
 class Heartbeat:

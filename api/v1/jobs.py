@@ -28,7 +28,7 @@ from api.schemas.jobs import (
     JobSchema,
 )
 from api.v1.blueprint import Blueprint
-from model_store.errors import Conflict, InvalidInput
+from model_store.errors import Conflict, InvalidInput, ModelNotFound
 from model_store.jobs import FINISHED, SUCCEEDED, JobStore, chunk_count
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Batch explanation jobs")
@@ -113,6 +113,7 @@ class Jobs(MethodView):
             form = parser.parse(JobFormSchema(), request, location="form")
             files = parser.parse(JobFilesSchema(), request, location="files")
             upload = files["file"]
+            _check_model_visible(form["model"])
             job = submission.submit(
                 form["model"],
                 form["version"],
@@ -124,6 +125,7 @@ class Jobs(MethodView):
             )
         else:
             body = parser.parse(JobDatasetRequestSchema(), request, location="json")
+            _check_model_visible(body["model"])
             job = submission.submit(
                 body["model"],
                 body["version"],
@@ -134,6 +136,13 @@ class Jobs(MethodView):
             )
         location = url_for("jobs.Job", job_id=job["id"])
         return json_response(describe(job), status=202, headers={"Location": location})
+
+
+def _check_model_visible(name: str) -> None:
+    """A key limited to some models cannot explain the others (404, as if they did not exist)."""
+    principal = current_principal()
+    if principal is not None and not principal.sees(name):
+        raise ModelNotFound(name)
 
 
 def _options_text(text: str) -> Any:

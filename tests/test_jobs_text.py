@@ -1,0 +1,65 @@
+"""A batch job on a text model: rows are texts (one ``text`` column), explained one by one; each result line
+equals what the explain endpoint answers for that text alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_jobs import bearer, csv_bytes, job_records, problem, result_lines, run_jobs, submit_file
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def test_attention_job_on_a_text_model(make_app: Any, tmp_path: Path, dask_client: Any) -> None:
+    """Text rows (one ``text`` column) run one by one; each line equals the explain endpoint's answer."""
+    from tiny_text import build_tiny_bert, notes, tiny_manifest
+
+    from model_store.manifest import parse_manifest
+    from model_store.text.files import read_directory
+
+    app = make_app(job_chunk_rows=5)
+    context = app.extensions["candor"]
+    source = build_tiny_bert(tmp_path / "tiny-bert")
+    context.store.registry.register_text(parse_manifest(tiny_manifest()), read_directory(source, 200, 10**9))
+    token = context.store.keys.create("jobs", ["explain"])[0]
+    client = app.test_client()
+    texts = notes(5)[["text"]]
+    options = {"aggregate": "mean", "layers": [1]}
+    submitted = submit_file(
+        client, token, csv_bytes(texts), kind="attention", options=options, model="triage"
+    )
+    assert submitted.status_code == 202, submitted.data
+    bad = submit_file(
+        client, token, csv_bytes(texts), kind="attention", options={"layers": [7]}, model="triage"
+    )
+    assert "options.layers" in " ".join(problem(bad, 422)["errors"])
+    assert run_jobs(app, dask_client) == 1
+    job = client.get(f"/v1/jobs/{submitted.get_json()['id']}", headers=bearer(token)).get_json()
+    assert job["status"] == "succeeded", job
+    assert job["summary"]["rows_ok"] == 5 and job["summary"]["truncated"] == 0
+    lines = result_lines(client, token, job["id"])
+    assert [line["row"] for line in lines] == list(range(5))
+    for line, text in zip(lines, texts["text"], strict=True):
+        alone = client.post(
+            "/v1/models/triage/versions/1/explain/attention",
+            json={"instances": [{"text": text}], **options},
+            headers=bearer(token),
+        ).get_json()["results"][0]
+        assert [t["token"] for t in line["result"]["tokens"]] == [t["token"] for t in alone["tokens"]]
+        got = np.array(line["result"]["attention"][0]["weights"], dtype=float)
+        want = np.array(alone["attention"][0]["weights"], dtype=float)
+        assert np.abs(got - want).max() <= 1e-6
+    assert len(job_records(app, job["id"])) == 5
