@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, request
 from flask_smorest import Api
 
-from api import auth, docs, metrics, observability, openapi_contract
+from api import auth, docs, explorer, metrics, observability, openapi_contract
 from api.context import Candor
 from api.errors import problem, register_error_handlers
 from api.jsonio import OrjsonProvider
@@ -18,7 +18,7 @@ from api.rate_limit import KeyRateLimiter
 from api.schemas.common import ProblemSchema
 from api.service import ExplanationService
 from api.settings import Settings
-from api.v1 import audit, explain, jobs, keys, kserve, models, system
+from api.v1 import audit, explain, jobs, keys, kserve, models, plots, system, understanding
 from model_store.store import Store
 
 API_VERSION = "1.0.0"
@@ -61,11 +61,22 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     store = Store(settings.data_dir, settings.resolved_database_url, settings.model_cache_size)
     app.extensions["candor"] = Candor(settings, store, ExplanationService(store, settings))
     api = CandorApi(app)
-    for blueprint in (system.blp, models.blp, explain.blp, kserve.blp, audit.blp, keys.blp, jobs.blp):
+    for blueprint in (
+        system.blp,
+        models.blp,
+        explain.blp,
+        kserve.blp,
+        audit.blp,
+        keys.blp,
+        jobs.blp,
+        plots.blp,
+        understanding.blp,
+    ):
         api.register_blueprint(blueprint)
     metrics.init_app(app, api, store.sessions)
     openapi_contract.finish(api)
     docs.init_app(app, api)
+    explorer.init_app(app)
     register_error_handlers(app)
     auth.init_app(app, store.keys, KeyRateLimiter(settings.rate_limit, settings.rate_limit_storage))
     _limit_bodies(app, settings)

@@ -20,6 +20,8 @@ PUBLIC = {
     "/v1/openapi.json",
     "/docs",
     "/docs/assets/<path:filename>",
+    "/",
+    "/explorer/<name>",
 }
 SCOPES = {
     ("GET", "/v1/models"): "explain",
@@ -34,6 +36,8 @@ SCOPES = {
     ("POST", "/v1/models/<name>/versions/<version>/explain/attention"): "explain",
     ("POST", "/v1/models/<name>/versions/<version>/explain/attributions"): "explain",
     ("GET", "/v1/models/<name>/versions/<version>/importance"): "explain",
+    ("GET", "/v1/models/<name>/versions/<version>/profile"): "explain",
+    ("GET", "/v1/models/<name>/versions/<version>/segments"): "explain",
     ("POST", "/v1/models/<name>:predict"): "explain",
     ("POST", "/v1/models/<name>:explain"): "explain",
     ("GET", "/v1/explanations"): "audit:read",

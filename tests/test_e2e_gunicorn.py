@@ -372,3 +372,69 @@ def test_notes_demo_through_gunicorn(server: Server) -> None:
     words = sum(w["attribution"] for w in explained["words"]) + explained["special_tokens_attribution"]
     assert abs(words - explained["total_attribution"]) < 1e-9
     assert all(note["text"][w["start"] : w["end"]] == w["word"] for w in explained["words"])
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own browser download does not work on these machines
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def test_explorer_page_in_a_real_browser(server: Server) -> None:
+    """The explorer page in headless Chromium: connect with a key, explain a declined loan row typed into the
+    generated form (waterfall, reasons, a counterfactual), then a note (highlighted words, attention heatmap).
+    Screenshots go to test-artifacts/."""
+    from playwright.sync_api import sync_playwright
+
+    token = server.http.headers["Authorization"].split(" ", 1)[1]
+    declined = json.loads((ROOT / "tests" / "data" / "loan_declined.json").read_text())["instances"][0]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        # The page's CSP forbids eval; Playwright's own probes (wait_for_function, evaluate) need it.
+        page = browser.new_page(viewport={"width": 1200, "height": 1800}, bypass_csp=True)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.goto(server.base + "/")
+        page.fill("#key", token)
+        page.click("#connect-button")
+        page.wait_for_function("document.querySelector('#model').options.length >= 3")
+        page.select_option("#model", "loan")
+        page.wait_for_selector("#tabular:not([hidden]) #feature-credit_amount")
+        for feature, value in declined.items():
+            selector = f"#feature-{feature}"
+            if page.eval_on_selector(selector, "e => e.tagName") == "SELECT":
+                page.select_option(selector, str(value))
+            else:
+                page.fill(selector, str(value))
+        assert page.evaluate("instanceFromForm()") == declined
+        page.click("#explain-tabular")
+        page.wait_for_selector("#counterfactuals-card:not([hidden]) table", timeout=60_000)
+
+        predicted = server.post(
+            "/v1/models/loan/versions/production/predict", {"instances": [declined]}
+        ).json()
+        assert page.inner_text("#prediction").startswith(predicted["predictions"][0]["label"] + " (")
+        assert page.locator("#waterfall svg rect").count() >= 5
+        assert "base value" in (page.text_content("#waterfall svg") or "")
+        assert page.locator("#reasons li").count() >= 1 and "C0" in page.inner_text("#reasons")
+        first = page.locator("#counterfactuals table").first.inner_text()
+        assert "good" in first, first
+        page.screenshot(path=str(ARTIFACTS / "explorer-loan.png"), full_page=True)
+
+        page.select_option("#model", "notes")
+        page.wait_for_selector("#text:not([hidden])")
+        note = "Crushing chest pain radiating to the left arm, sweating, short of breath."
+        page.fill("#text-input", note)
+        page.click("#explain-text")
+        page.wait_for_selector("#attention-card:not([hidden]) svg rect", timeout=60_000)
+        words = page.locator("#words span.word").all_inner_texts()
+        assert words and all(word in note for word in words)
+        assert page.inner_text("#words") == note, "the highlighted text is the note itself"
+        tokens = server.post(
+            "/v1/models/notes/versions/production/explain/attention",
+            {"instances": [{"text": note}], "layers": [0]},
+        ).json()["results"][0]["tokens"]
+        assert page.locator("#attention svg rect").count() == len(tokens) ** 2
+        page.screenshot(path=str(ARTIFACTS / "explorer-notes.png"), full_page=True)
+        browser.close()
+    assert errors == []
