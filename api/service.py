@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -13,7 +14,11 @@ from api.replay import compare, replay_request
 from api.settings import Settings
 from explainers.envelope import Explanation
 from explainers.importance import global_importance
+from explainers.ood import attach as attach_ood
+from explainers.ood import detector as ood_detector
+from explainers.profile import dataset_profile
 from explainers.registry import applies, get_explainer, methods_for
+from explainers.segments import explanation_segments
 from model_store.audit import CHECKPOINT
 from model_store.errors import InvalidInput
 from model_store.store import Store
@@ -119,7 +124,10 @@ class ExplanationService:
         if method == "shap":
             options = {**options, "max_work": self.settings.max_shap_work}
         with EXPLANATION_SECONDS.labels(method).time():
-            return info, explainer.explain(info, model, instances, options)
+            explanation = explainer.explain(info, model, instances, options)
+            if info.flavour == "tabular":
+                attach_ood(model, explanation, instances)  # results[i]["ood"], quality["ood"]
+            return info, explanation
 
     def replay(self, record_id: str, instances: list[Any] | None = None) -> dict[str, Any]:
         """Recompute a recorded explanation with its recorded version, options and seed, and compare."""
@@ -201,3 +209,39 @@ class ExplanationService:
             "cached": cached,
             **value,
         }
+
+    def profile(self, name: str, version: str) -> dict[str, Any]:
+        """The reference data's profile (summaries, correlations, anomalies), computed once per version."""
+        info, model = self._tabular(name, version, "profile")
+        return self._version_cached(info, "profile:v1", lambda: dataset_profile(model, ood_detector(model)))
+
+    def segments(self, name: str, version: str, k_max: int) -> dict[str, Any]:
+        """The reference rows clustered by their SHAP attributions, computed once per version and k_max."""
+        info, model = self._tabular(name, version, "segments")
+        key = f"segments:v1:k_max={k_max}"
+        return self._version_cached(info, key, lambda: explanation_segments(info, model, k_max))
+
+    def _tabular(self, name: str, version: str, what: str) -> tuple[VersionInfo, Any]:
+        """The version, loaded; refused (422) before loading unless it is a tabular model."""
+        info = self.store.registry.resolve(name, version)
+        if info.flavour != "tabular":
+            raise InvalidInput.field("method", f"{what} does not apply to {info.flavour} models.")
+        return info, self.store.registry.load(info)
+
+    def _version_cached(
+        self, info: VersionInfo, key: str, build: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """``build()`` stored in the version cache under ``key`` (the stored value when there is one)."""
+        with self.store.sessions() as session:
+            row = session.get(VersionCacheRow, (info.id, key))
+            value, cached = (row.value, True) if row is not None else (None, False)
+        if value is None:
+            value = build()
+            try:
+                with self.store.sessions.begin() as session:
+                    if session.get(VersionCacheRow, (info.id, key)) is None:
+                        session.add(VersionCacheRow(version_id=info.id, key=key, value=value))
+            except sa_exc.IntegrityError:
+                pass  # another worker stored the same result first
+        model = {"name": info.name, "version": info.version, "sha256": info.artifact_sha256}
+        return {"model": model, "cached": cached, **value}

@@ -6,6 +6,7 @@ from marshmallow import fields, validate
 
 from api.schemas.common import ModelRefSchema, StrictSchema
 from api.schemas.models import InstancesSchema, PredictionSchema
+from api.schemas.understanding import OodFlagSchema
 
 
 class ShapOptionsSchema(StrictSchema):
@@ -78,6 +79,7 @@ class AttributionResultSchema(StrictSchema):
     other_attribution = fields.Float(metadata={"description": "Sum of attributions beyond top_k"})
     additivity_residual = fields.Float(required=True)
     groups = fields.List(fields.Nested(GroupAttributionSchema))
+    ood = fields.Nested(OodFlagSchema, metadata={"description": "Out-of-distribution flags of the instance"})
 
 
 class MethodSchema(StrictSchema):

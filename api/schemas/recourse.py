@@ -7,6 +7,7 @@ from marshmallow import fields, validate
 from api.schemas.common import ModelRefSchema, StrictSchema
 from api.schemas.explain import MethodSchema
 from api.schemas.models import InstancesSchema, PredictionSchema
+from api.schemas.understanding import OodFlagSchema
 
 BUDGET = validate.Range(min=10, max=600_000)
 
@@ -109,6 +110,7 @@ class CounterfactualResultSchema(StrictSchema):
     constraints = fields.Dict(
         metadata={"description": "The constraints that bound the search (no_counterfactual)"}
     )
+    ood = fields.Nested(OodFlagSchema, metadata={"description": "Out-of-distribution flags of the query"})
 
 
 class CounterfactualExplanationSchema(StrictSchema):
@@ -164,6 +166,7 @@ class ReasonsResultSchema(StrictSchema):
     reasons = fields.List(fields.Nested(ReasonSchema), required=True)
     protected_excluded = fields.List(fields.Nested(ProtectedExcludedSchema), required=True)
     counterfactual_status = fields.String(allow_none=True, required=True)
+    ood = fields.Nested(OodFlagSchema, metadata={"description": "Out-of-distribution flags of the instance"})
 
 
 class ReasonsExplanationSchema(StrictSchema):

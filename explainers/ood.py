@@ -1,0 +1,189 @@
+"""Out-of-distribution flags for tabular instances: an isolation forest fitted on the version's encoded
+reference rows, and range checks per raw feature.
+
+The detector is fitted lazily, once per loaded version per worker (``detector(model)``), on at most
+``FIT_ROWS`` reference rows (a seeded sample above that) with a fixed ``RANDOM_STATE``: every worker fits the
+same forest, so no state needs storing. Scores are scikit-learn's ``IsolationForest.score_samples`` (the
+opposite of the anomaly score of Liu et al.: lower is more anomalous); the threshold is the forest's
+``offset_``, the ``CONTAMINATION`` quantile of the fitted reference rows' scores. A row is a score outlier
+below it; it is out of distribution (``is_outlier``) when it is a score outlier or a feature lies outside
+the range of the reference data (numbers outside its [min, max], categories it never holds). An isolation
+forest cannot tell how far beyond the reference's range a value lies, which is what the range check adds.
+
+Up to ``FAST_ROWS`` rows, scoring walks every tree at once with NumPy (``ForestScorer``: ~0.2 ms for one
+row, where scikit-learn's scorer costs ~15 ms), used only after it reproduced ``score_samples`` exactly on
+the fitted rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import IsolationForest
+
+from explainers.envelope import Explanation, library_versions
+from model_store.tabular import TabularModel
+
+RANDOM_STATE = 0
+N_ESTIMATORS = 100
+CONTAMINATION = 0.01
+FIT_ROWS = 4000
+FAST_ROWS = 256
+"""Up to this many rows NumPy's walk of every tree at once is faster; above it, scikit-learn's scorer."""
+SCORE_MEANING = (
+    "scikit-learn IsolationForest.score_samples: the opposite of the anomaly score of Liu et al. (2008), "
+    "lower is more anomalous; a score below the threshold (the forest's offset_, the contamination "
+    "quantile of the reference rows' scores) is a score outlier"
+)
+OUTLIER_RULE = "is_outlier: score below the threshold, or any feature outside the reference data's range"
+
+
+def average_path_length(n: np.ndarray) -> np.ndarray:
+    """c(n): the average path length of an unsuccessful search in a binary search tree of ``n`` items
+    (the same expression, term for term, as scikit-learn's)."""
+    n = np.asarray(n, dtype=float)
+    out = np.zeros(n.shape)
+    many = n > 2
+    out[n == 2] = 1.0
+    out[many] = 2.0 * (np.log(n[many] - 1.0) + np.euler_gamma) - 2.0 * (n[many] - 1.0) / n[many]
+    return out
+
+
+class ForestScorer:
+    """``score_samples`` of a fitted IsolationForest, every tree walked at once. Leaves point to
+    themselves, so ``depth`` steps from the roots reach every row's leaf in every tree."""
+
+    def __init__(self, forest: IsolationForest) -> None:
+        trees = [estimator.tree_ for estimator in forest.estimators_]
+        sizes = [tree.node_count for tree in trees]
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+        left, right, feature, threshold, contribution = [], [], [], [], []
+        for tree, offset in zip(trees, offsets, strict=True):
+            leaf = tree.children_left == -1
+            own = np.arange(tree.node_count) + offset
+            left.append(np.where(leaf, own, tree.children_left + offset))
+            right.append(np.where(leaf, own, tree.children_right + offset))
+            feature.append(np.where(leaf, 0, tree.feature))  # max_features=1.0: every tree reads every column
+            threshold.append(np.where(leaf, np.inf, tree.threshold))
+            depths = tree.compute_node_depths()
+            contribution.append(depths + average_path_length(tree.n_node_samples) - 1.0)
+        self.roots = offsets
+        self.left, self.right = np.concatenate(left), np.concatenate(right)
+        self.feature, self.threshold = np.concatenate(feature), np.concatenate(threshold)
+        self.contribution = np.concatenate(contribution)
+        self.steps = max(int(tree.max_depth) for tree in trees)
+        self.denominator = len(trees) * float(average_path_length(np.array([forest.max_samples_]))[0])
+
+    def score_samples(self, encoded: np.ndarray) -> np.ndarray:
+        x = np.asarray(encoded, dtype=np.float32)  # trees compare float32 inputs, as scikit-learn does
+        rows = np.arange(len(x))[:, None]
+        node = np.broadcast_to(self.roots, (len(x), len(self.roots)))
+        for _ in range(self.steps):
+            go_left = x[rows, self.feature[node]] <= self.threshold[node]
+            node = np.where(go_left, self.left[node], self.right[node])
+        per_tree = self.contribution[node]
+        depths = np.zeros(len(x))
+        for column in per_tree.T:  # summed tree by tree, in scikit-learn's order: the same floats
+            depths += column
+        if self.denominator == 0:
+            return -np.ones(len(x))
+        return -(2 ** (-(depths / self.denominator)))
+
+
+class OodDetector:
+    """The fitted forest, its threshold and the reference data's ranges for one model version."""
+
+    def __init__(self, model: TabularModel) -> None:
+        reference = model.reference
+        sample = (
+            reference if len(reference) <= FIT_ROWS else reference.sample(FIT_ROWS, random_state=RANDOM_STATE)
+        )
+        encoded = model.encode(sample.to_dict("records"))
+        self.forest = IsolationForest(
+            n_estimators=N_ESTIMATORS, contamination=CONTAMINATION, random_state=RANDOM_STATE, n_jobs=1
+        ).fit(encoded)
+        self.threshold = float(self.forest.offset_)
+        self.fit_rows = len(sample)
+        self.model = model
+        self.scorer: ForestScorer | None = ForestScorer(self.forest)
+        if not np.array_equal(self.scorer.score_samples(encoded), self.forest.score_samples(encoded)):
+            self.scorer = None  # not reproduced: scikit-learn's own scorer
+        self.bounds: dict[str, tuple[float, float]] = {}
+        self.categories: dict[str, set[Any]] = {}
+        for spec in model.manifest.features:
+            column = reference[spec.name]
+            if spec.type == "numeric":
+                self.bounds[spec.name] = (float(column.min()), float(column.max()))
+            elif spec.type == "categorical":
+                self.categories[spec.name] = set(column.dropna().tolist())
+
+    def scores(self, encoded: np.ndarray) -> np.ndarray:
+        if self.scorer is not None and len(encoded) <= FAST_ROWS:
+            return self.scorer.score_samples(encoded)
+        return np.asarray(self.forest.score_samples(encoded), dtype=float)
+
+    def outside_range(self, records: Sequence[dict[str, Any]]) -> list[list[str]]:
+        """Per row, the features (in the model's order) whose value the reference data never holds."""
+        out: list[list[str]] = []
+        for record in records:
+            names = []
+            for name in self.model.feature_order:
+                value = record[name]
+                if name in self.bounds:
+                    low, high = self.bounds[name]
+                    if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
+                        names.append(name)
+                elif name in self.categories and value not in self.categories[name]:
+                    names.append(name)
+            out.append(names)
+        return out
+
+    def flags(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``{score, score_outlier, is_outlier, features_outside_range}`` per row."""
+        scores = self.scores(self.model.encode(records)).tolist()
+        return [
+            {
+                "score": score,
+                "score_outlier": score < self.threshold,
+                "is_outlier": score < self.threshold or bool(outside),
+                "features_outside_range": outside,
+            }
+            for score, outside in zip(scores, self.outside_range(records), strict=True)
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """How the flags were computed (the same for every request on the version)."""
+        return {
+            "detector": "isolation_forest",
+            "score": SCORE_MEANING,
+            "threshold": self.threshold,
+            "rule": OUTLIER_RULE,
+            "params": {
+                "n_estimators": N_ESTIMATORS,
+                "contamination": CONTAMINATION,
+                "random_state": RANDOM_STATE,
+                "max_samples": int(self.forest.max_samples_),
+                "fit_rows": self.fit_rows,
+                "fitted_on": "encoded reference rows",
+            },
+            "library_versions": library_versions("scikit-learn"),
+        }
+
+
+def detector(model: TabularModel) -> OodDetector:
+    """The version's detector, fitted on first use and kept with the loaded model."""
+    return model.derived.get_or_load(("ood", N_ESTIMATORS, CONTAMINATION), lambda: OodDetector(model))
+
+
+def attach(model: TabularModel, explanation: Explanation, instances: list[Any]) -> None:
+    """Flag each explained instance: ``results[i]["ood"]`` for instance i, and ``quality["ood"]`` says
+    how (results are one per instance for every tabular method)."""
+    if len(explanation.results) != len(instances):
+        return
+    found = detector(model)
+    for result, flag in zip(explanation.results, found.flags(model.validate(instances)), strict=True):
+        result["ood"] = flag
+    explanation.quality["ood"] = found.describe()
