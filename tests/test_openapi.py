@@ -18,7 +18,14 @@ from api.app import API_VERSION
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "openapi.yaml"
 PUBLIC_OPERATIONS = {("get", "/v1/health"), ("get", "/v1/ready")}
-NOT_IN_SPEC = {"/v1/openapi.yaml", "/v1/openapi.json", "/docs", "/docs/assets/<path:filename>"}
+NOT_IN_SPEC = {
+    "/v1/openapi.yaml",
+    "/v1/openapi.json",
+    "/docs",
+    "/docs/assets/<path:filename>",
+    "/",  # the explorer page and its assets (static HTML, not API operations)
+    "/explorer/<name>",
+}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 
@@ -174,3 +181,21 @@ def test_unknown_docs_asset_is_a_problem_document(client: FlaskClient) -> None:
     body = response.get_json()
     assert body["status"] == 404
     assert body["instance"] == "/docs/assets/nothing.js"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/explorer/nothing.js", "/explorer/..%2Fexplorer.py", "/explorer/explorer.html", "/explorer/%2e%2e"],
+)
+def test_explorer_serves_only_its_own_assets(client: FlaskClient, path: str) -> None:
+    assert client.get(path).status_code == 404
+
+
+def test_explorer_page_is_self_contained(client: FlaskClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    html = page.get_data(as_text=True)
+    assert "http://" not in html and "https://" not in html
+    for asset in re.findall(r'(?:src|href)="(/explorer/[^"]+)"', html):
+        assert client.get(asset).status_code == 200, asset

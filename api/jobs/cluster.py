@@ -25,6 +25,7 @@ def dask_client(settings: Settings) -> Iterator[Any]:
             n_workers=max(1, settings.dask_workers),
             threads_per_worker=1,
             processes=True,
+            host="127.0.0.1",  # scheduler and workers on loopback only, no dashboard (no open ports)
             dashboard_address=None,
         ) as cluster,
         Client(cluster) as client,
