@@ -14,6 +14,7 @@ from api.replay import compare, replay_request
 from api.settings import Settings
 from explainers.envelope import Explanation
 from explainers.importance import global_importance
+from explainers.narratives import narrate
 from explainers.ood import attach as attach_ood
 from explainers.ood import detector as ood_detector
 from explainers.profile import dataset_profile
@@ -105,6 +106,18 @@ class ExplanationService:
         return explanation
 
     def compute(
+        self, method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
+    ) -> tuple[VersionInfo, Explanation]:
+        """The explanation alone, with the version it was computed on (nothing recorded). With the option
+        ``narrative``, every result gets its plain-language ``summary`` (explainers.narratives) here, so a
+        record holds exactly what the client got and a replay recomputes it."""
+        rest = {k: v for k, v in options.items() if k != "narrative"}
+        info, explanation = self._explanation(method, name, version, instances, rest)
+        if options.get("narrative"):
+            narrate(explanation, self.store.registry.load(info))
+        return info, explanation
+
+    def _explanation(
         self, method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
     ) -> tuple[VersionInfo, Explanation]:
         """The explanation alone, with the version it was computed on (nothing recorded)."""

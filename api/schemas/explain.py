@@ -80,6 +80,7 @@ class AttributionResultSchema(StrictSchema):
     additivity_residual = fields.Float(required=True)
     groups = fields.List(fields.Nested(GroupAttributionSchema))
     ood = fields.Nested(OodFlagSchema, metadata={"description": "Out-of-distribution flags of the instance"})
+    summary = fields.String(metadata={"description": "Plain-language summary (?narrative=true)"})
 
 
 class MethodSchema(StrictSchema):

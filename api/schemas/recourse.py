@@ -111,6 +111,9 @@ class CounterfactualResultSchema(StrictSchema):
         metadata={"description": "The constraints that bound the search (no_counterfactual)"}
     )
     ood = fields.Nested(OodFlagSchema, metadata={"description": "Out-of-distribution flags of the query"})
+    summary = fields.String(
+        metadata={"description": "Plain-language summary, options by effort (?narrative=true)"}
+    )
 
 
 class CounterfactualExplanationSchema(StrictSchema):
@@ -167,6 +170,7 @@ class ReasonsResultSchema(StrictSchema):
     protected_excluded = fields.List(fields.Nested(ProtectedExcludedSchema), required=True)
     counterfactual_status = fields.String(allow_none=True, required=True)
     ood = fields.Nested(OodFlagSchema, metadata={"description": "Out-of-distribution flags of the instance"})
+    summary = fields.String(metadata={"description": "Plain-language summary (?narrative=true)"})
 
 
 class ReasonsExplanationSchema(StrictSchema):

@@ -13,6 +13,7 @@ from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
 from api.schemas.explain import ExplanationSchema, ImportanceSchema, ShapRequestSchema
 from api.schemas.models import PredictResponseSchema
+from api.schemas.plots import NarrativeQuerySchema
 from api.schemas.recourse import (
     CounterfactualExplanationSchema,
     CounterfactualRequestSchema,
@@ -35,9 +36,11 @@ blp = Blueprint(
 )
 
 
-def _explained(method: str, body: dict[str, Any], name: str, version: str) -> Response:
-    """Run ``method`` on the request's instances with the rest of the body as its options."""
+def _explained(method: str, body: dict[str, Any], query: dict[str, Any], name: str, version: str) -> Response:
+    """Run ``method`` on the request's instances with the rest of the body (and ``narrative``) as options."""
     instances = body.pop("instances")
+    if query["narrative"]:
+        body["narrative"] = True  # recorded with the options, so a replay recomputes the summaries
     explanation = candor().service.explain(method, name, version, instances, body, key_id=caller_key_id())
     return json_response(explanation.to_dict())
 
@@ -61,12 +64,13 @@ class ExplainShap(MethodView):
     required_scope = "explain"
 
     @blp.arguments(ShapRequestSchema)
+    @blp.arguments(NarrativeQuerySchema, location="query")
     @blp.response(200, ExplanationSchema)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
-    def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+    def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
         """SHAP attributions per raw input feature, in a stated output space and target class."""
-        return _explained("shap", body, name, version)
+        return _explained("shap", body, query, name, version)
 
 
 @blp.route("/explain/counterfactuals")
@@ -74,13 +78,14 @@ class ExplainCounterfactuals(MethodView):
     required_scope = "explain"
 
     @blp.arguments(CounterfactualRequestSchema)
+    @blp.arguments(NarrativeQuerySchema, location="query")
     @blp.response(200, CounterfactualExplanationSchema)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
-    def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+    def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
         """Counterfactuals: the smallest realistic changes that reach the desired outcome, each re-scored by
         the model and checked against every constraint of the manifest and the request."""
-        return _explained("counterfactuals", body, name, version)
+        return _explained("counterfactuals", body, query, name, version)
 
 
 @blp.route("/explain/reasons")
@@ -88,12 +93,13 @@ class ExplainReasons(MethodView):
     required_scope = "explain"
 
     @blp.arguments(ReasonsRequestSchema)
+    @blp.arguments(NarrativeQuerySchema, location="query")
     @blp.response(200, ReasonsExplanationSchema)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
-    def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+    def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
         """Adverse-action reasons for declined applications, ranked, from the manifest's reason catalogue."""
-        return _explained("reasons", body, name, version)
+        return _explained("reasons", body, query, name, version)
 
 
 @blp.route("/explain/attention")
@@ -101,12 +107,13 @@ class ExplainAttention(MethodView):
     required_scope = "explain"
 
     @blp.arguments(AttentionRequestSchema)
+    @blp.arguments(NarrativeQuerySchema, location="query")
     @blp.response(200, TextExplanationSchema)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
-    def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+    def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
         """Attention weights of a text classifier for selected layers and heads (rows sum to 1)."""
-        return _explained("attention", body, name, version)
+        return _explained("attention", body, query, name, version)
 
 
 @blp.route("/explain/attributions")
@@ -114,12 +121,13 @@ class ExplainAttributions(MethodView):
     required_scope = "explain"
 
     @blp.arguments(AttributionsRequestSchema)
+    @blp.arguments(NarrativeQuerySchema, location="query")
     @blp.response(200, TextExplanationSchema)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
-    def post(self, body: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+    def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
         """Captum token attributions of a text classifier, also merged into words with character offsets."""
-        return _explained("attributions", body, name, version)
+        return _explained("attributions", body, query, name, version)
 
 
 @blp.route("/importance")

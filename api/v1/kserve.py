@@ -12,6 +12,7 @@ from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
 from api.schemas.explain import ExplanationSchema
 from api.schemas.models import KServePredictResponseSchema, KServeRequestSchema
+from api.schemas.plots import NarrativeQuerySchema
 from api.v1.blueprint import Blueprint
 from model_store.errors import VersionNotFound
 
@@ -52,11 +53,15 @@ class KServeExplain(MethodView):
     required_scope = "explain"
 
     @blp.arguments(KServeRequestSchema)
+    @blp.arguments(NarrativeQuerySchema, location="query")
     @blp.response(200, ExplanationSchema)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
-    def post(self, body: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
+    def post(self, body: dict[str, Any], query: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
         """KServe V1 explain: SHAP attributions with the model's defaults, as an Explanation envelope."""
         version = _default_version(name)
-        explanation = candor().service.explain("shap", name, version, body["instances"], {}, caller_key_id())
+        options = {"narrative": True} if query["narrative"] else {}
+        explanation = candor().service.explain(
+            "shap", name, version, body["instances"], options, caller_key_id()
+        )
         return json_response(explanation.to_dict())

@@ -1,0 +1,152 @@
+"""Pictures: a recorded explanation as SVG or PNG (``audit:read``, like reading the record), and a version's
+global importance as bars or a beeswarm (``explain``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Response
+from flask.views import MethodView
+
+from api.context import candor
+from api.jsonio import dumps_bytes
+from api.schemas.common import ProblemSchema
+from api.schemas.plots import ImportancePlotQuerySchema, RecordPlotQuerySchema
+from api.service import ExplanationService
+from api.v1.audit import _visible_record
+from api.v1.blueprint import Blueprint
+from explainers.importance import AGNOSTIC_ROWS
+from explainers.narratives import Names, effort_scales
+from explainers.plots import DPI, FORMATS, SIZES, record_picture, render
+from explainers.shap_backends import BACKGROUND_SEED
+from explainers.shap_tabular import ShapExplainer
+from model_store.errors import InvalidInput
+from model_store.versions import VersionInfo
+
+blp = Blueprint("plots", __name__, url_prefix="/v1", description="Pictures of explanations")
+
+BEESWARM_ROWS = 200
+"""Reference rows of a beeswarm (AGNOSTIC_ROWS when only a model-agnostic SHAP algorithm applies)."""
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+SIZE_NOTE = ", ".join(f"{kind} {w:g} x {h:g} in" for kind, (w, h) in SIZES.items())
+DESCRIPTION = (
+    f"The picture: image/svg+xml (text kept as text) or image/png at {DPI} DPI. Sizes: {SIZE_NOTE} "
+    f"(PNG pixels = inches x {DPI}, SVG points = inches x 72)."
+)
+IMAGES = {
+    "responses": {
+        "200": {
+            "description": DESCRIPTION,
+            "content": {mimetype: BINARY for mimetype in FORMATS.values()},
+        }
+    }
+}
+"""Both image types documented (flask-smorest's response decorator names one content type)."""
+
+
+def _image(data: bytes, fmt: str) -> Response:
+    return Response(data, mimetype=FORMATS[fmt])
+
+
+def _record_data(record: dict[str, Any], picture: str, result: dict[str, Any], query: dict[str, Any]) -> dict:
+    """What the record's picture is drawn from: the result, its envelope and, for tabular models, the
+    manifest's display names and units (and the effort scales of counterfactuals)."""
+    envelope = record["explanation"]
+    if picture != "attention" and any(query.get(k) is not None for k in ("view", "layer", "head")):
+        raise InvalidInput.field("view", "view, layer and head apply to attention records only.")
+    if picture == "attention":
+        return {
+            "result": result,
+            "envelope": envelope,
+            **{k: query.get(k) for k in ("view", "layer", "head")},
+        }
+    if picture == "text":
+        return {"result": result, "envelope": envelope}
+    registry = candor().store.registry
+    info = registry.resolve(record["model"]["name"], record["model"]["version"])
+    data = {"result": result, "envelope": envelope, "names": Names(info.manifest)}
+    if picture == "counterfactual":
+        data["scales"] = effort_scales(registry.load(info))
+    if picture == "waterfall":
+        instances = record.get("request", {}).get("instances") or []
+        data["values"] = instances[query["instance"]] if query["instance"] < len(instances) else None
+    return data
+
+
+@blp.route("/explanations/<record_id>/plot")
+class RecordPlot(MethodView):
+    required_scope = "audit:read"
+
+    @blp.arguments(RecordPlotQuerySchema, location="query")
+    @blp.response(200, description=DESCRIPTION, content_type="image/svg+xml")
+    @blp.doc(**IMAGES)
+    @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    def get(self, query: dict[str, Any], record_id: str):  # type: ignore[no-untyped-def]
+        """One result of a recorded explanation as a picture: SHAP -> waterfall (base value to output, the
+        largest attributions, the rest summed); counterfactuals -> before/after table of the changed
+        features, least effort first; reasons -> ranked bars; attention -> token x token heatmap
+        (``view=head|layer_mean|layer_max|rollout``, ``layer``, ``head``); attributions -> the text with
+        each word coloured by its attribution."""
+        record = _visible_record(record_id)
+        picture, result = record_picture(record, query["instance"])
+        data = _record_data(record, picture, result, query)
+        return _image(render(picture, query["format"], data), query["format"])
+
+
+def _reference_shap(service: ExplanationService, info: VersionInfo) -> tuple[dict[str, Any], list[dict]]:
+    """SHAP values (columnar) of a fixed sample of the reference rows, through the service's SHAP path
+    (nothing recorded); computed once per loaded version."""
+    model = service.store.registry.load(info)
+
+    def compute() -> tuple[dict[str, Any], list[dict]]:
+        agnostic = ShapExplainer().backend(model, "auto", None, 100).stochastic
+        limit = AGNOSTIC_ROWS if agnostic else BEESWARM_ROWS
+        reference = model.reference
+        sample = (
+            reference if len(reference) <= limit else reference.sample(n=limit, random_state=BACKGROUND_SEED)
+        )
+        rows = orjson.loads(dumps_bytes(sample.to_dict("records")))
+        _, explanation = service.compute("shap", info.name, str(info.version), rows, {"layout": "columnar"})
+        return orjson.loads(dumps_bytes(explanation.to_dict())), rows
+
+    return model.derived.get_or_load(("plots", "beeswarm"), compute)  # type: ignore[no-any-return]
+
+
+@blp.route("/models/<name>/versions/<version>/importance/plot")
+class ImportancePlot(MethodView):
+    required_scope = "explain"
+
+    @blp.arguments(ImportancePlotQuerySchema, location="query")
+    @blp.response(200, description=DESCRIPTION, content_type="image/svg+xml")
+    @blp.doc(**IMAGES)
+    @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    def get(self, query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+        """Global importance as a picture: ``kind=bar`` (mean |SHAP| per feature, as ``/importance``) or
+        ``kind=beeswarm`` (each of a fixed sample of reference rows' SHAP value per feature, coloured by
+        the feature's value)."""
+        service = candor().service
+        info = service.store.registry.resolve(name, version)
+        if info.flavour != "tabular":
+            raise InvalidInput.field("method", f"importance does not apply to {info.flavour} models.")
+        names = Names(info.manifest)
+        if query["kind"] == "bar":
+            importance = service.importance(name, version)
+            target = _importance_target(info)
+            data: dict[str, Any] = {"importance": importance, "names": names, "target": target}
+            picture = "importance"
+        else:
+            envelope, rows = _reference_shap(service, info)
+            data, picture = {"envelope": envelope, "rows": rows, "names": names}, "beeswarm"
+        return _image(render(picture, query["format"], data), query["format"])
+
+
+def _importance_target(info: VersionInfo) -> str | None:
+    """The class global importance is measured toward: the favourable class of a binary model (else none:
+    the mean over classes, or a regressor's value)."""
+    classes = info.manifest.classes or []
+    if len(classes) == 2:
+        return info.manifest.favourable_class or classes[1]
+    return None
