@@ -37,6 +37,7 @@ SCOPES = {
     ("POST", "/v1/models/<name>/versions/<version>/explain/attributions"): "explain",
     ("GET", "/v1/models/<name>/versions/<version>/importance"): "explain",
     ("GET", "/v1/models/<name>/versions/<version>/importance/plot"): "explain",
+    ("GET", "/v1/models/<name>/versions/<version>/profile/plot"): "explain",
     ("GET", "/v1/models/<name>/versions/<version>/profile"): "explain",
     ("GET", "/v1/models/<name>/versions/<version>/segments"): "explain",
     ("POST", "/v1/models/<name>:predict"): "explain",

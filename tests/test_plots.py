@@ -251,3 +251,26 @@ def test_bad_requests_are_problems(loan: Served) -> None:
 
 def test_text_models_have_no_importance_picture(text: Served) -> None:
     assert_problem(text.plot("/v1/models/triage/versions/1/importance/plot", "explain"), 422, "method")
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman", "cramers_v"])
+def test_profile_correlation_heatmap(loan: Served, method: str) -> None:
+    """The profile's matrix as a heatmap: every feature's display name and (small matrices) every value."""
+    url = f"/v1/models/loan/versions/1/profile/plot?method={method}"
+    labels = svg_text(loan.plot(url, "explain"), "correlations")
+    profile = loan.client.get("/v1/models/loan/versions/1/profile", headers=bearer(loan.tokens["explain"]))
+    correlations = profile.get_json()["correlations"]
+    features = correlations["numeric_features" if method != "cramers_v" else "categorical_features"]
+    names = loan.names("loan")
+    assert all(names.display(f)[:20] in labels for f in features)
+    if len(features) <= 12:
+        values = [v for row in correlations[method] for v in row if v is not None]
+        assert all(f"{v:.2f}" in labels for v in values)
+    assert_png(loan.plot(url + "&format=png", "explain"), "correlations")
+    assert_problem(
+        loan.plot("/v1/models/loan/versions/1/profile/plot?method=kendall", "explain"), 422, "method"
+    )
+
+
+def test_text_models_have_no_profile_picture(text: Served) -> None:
+    assert_problem(text.plot("/v1/models/triage/versions/1/profile/plot", "explain"), 422)

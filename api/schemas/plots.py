@@ -58,3 +58,12 @@ class ImportancePlotQuerySchema(StrictSchema):
             "feature, coloured by the feature's value"
         },
     )
+
+
+class ProfilePlotQuerySchema(StrictSchema):
+    format = FORMAT
+    method = fields.String(
+        load_default="pearson",
+        validate=validate.OneOf(["pearson", "spearman", "cramers_v"]),
+        metadata={"description": "pearson or spearman (numeric features), cramers_v (categorical features)"},
+    )

@@ -12,7 +12,7 @@ from flask.views import MethodView
 from api.context import candor
 from api.jsonio import dumps_bytes
 from api.schemas.common import ProblemSchema
-from api.schemas.plots import ImportancePlotQuerySchema, RecordPlotQuerySchema
+from api.schemas.plots import ImportancePlotQuerySchema, ProfilePlotQuerySchema, RecordPlotQuerySchema
 from api.service import ExplanationService
 from api.v1.audit import _visible_record
 from api.v1.blueprint import Blueprint
@@ -141,6 +141,30 @@ class ImportancePlot(MethodView):
             envelope, rows = _reference_shap(service, info)
             data, picture = {"envelope": envelope, "rows": rows, "names": names}, "beeswarm"
         return _image(render(picture, query["format"], data), query["format"])
+
+
+@blp.route("/models/<name>/versions/<version>/profile/plot")
+class ProfilePlot(MethodView):
+    required_scope = "explain"
+
+    @blp.arguments(ProfilePlotQuerySchema, location="query")
+    @blp.response(200, description=DESCRIPTION, content_type="image/svg+xml")
+    @blp.doc(**IMAGES)
+    @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    def get(self, query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+        """The reference data's correlations as a heatmap (the matrices of ``/profile``): Pearson or
+        Spearman over numeric features, bias-corrected Cramer's V over categorical ones."""
+        service = candor().service
+        profile = service.profile(name, version)
+        info = service.store.registry.resolve(name, version)
+        data = {
+            "profile": profile,
+            "names": Names(info.manifest),
+            "method": query["method"],
+            "title": f"{info.name} v{info.version}",
+        }
+        return _image(render("correlations", query["format"], data), query["format"])
 
 
 def _importance_target(info: VersionInfo) -> str | None:

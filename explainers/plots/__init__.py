@@ -30,6 +30,7 @@ SIZES: dict[str, tuple[float, float]] = {
     "text": (9.0, 5.0),
     "importance": (9.0, 6.0),
     "beeswarm": (9.0, 6.0),
+    "correlations": (9.0, 8.0),
 }
 DRAWERS = {
     "waterfall": "explainers.plots.tabular:waterfall",
@@ -37,6 +38,7 @@ DRAWERS = {
     "reasons": "explainers.plots.tabular:reasons_bars",
     "importance": "explainers.plots.tabular:importance_bars",
     "beeswarm": "explainers.plots.tabular:beeswarm",
+    "correlations": "explainers.plots.tabular:correlation_heatmap",
     "attention": "explainers.plots.text:heatmap",
     "text": "explainers.plots.text:highlighted_words",
 }

@@ -229,6 +229,46 @@ def importance_bars(figure: Figure, importance: dict[str, Any], names: Names, ta
         footnote(figure, f"{hidden} less important features not shown")
 
 
+CORRELATION_LABELS = {
+    "pearson": ("Pearson r", "numeric_features"),
+    "spearman": ("Spearman rho", "numeric_features"),
+    "cramers_v": ("Cramer's V (bias-corrected)", "categorical_features"),
+}
+MAX_ANNOTATED = 12
+
+
+def correlation_heatmap(
+    figure: Figure, profile: dict[str, Any], names: Names, method: str, title: str
+) -> None:
+    """One of the profile's correlation matrices over the reference rows, values written in small ones."""
+    label, features_key = CORRELATION_LABELS[method]
+    features = profile["correlations"][features_key]
+    matrix = np.array(profile["correlations"][method], dtype=float).reshape(len(features), len(features))
+    ax = figure.add_subplot()
+    if not features:
+        message(figure, title, f"No {features_key.split('_')[0]} features to correlate.")
+        return
+    signed_scale = method != "cramers_v"
+    image = ax.imshow(
+        np.ma.masked_invalid(matrix),
+        cmap="RdBu_r" if signed_scale else "viridis",
+        vmin=-1.0 if signed_scale else 0.0,
+        vmax=1.0,
+        interpolation="nearest",
+    )
+    labels = [short(names.display(f), 28) for f in features]
+    size = max(6.0, min(10.0, 220.0 / len(features)))
+    ax.set_xticks(range(len(features)), labels, rotation=60, ha="right", fontsize=size)
+    ax.set_yticks(range(len(features)), labels, fontsize=size)
+    if len(features) <= MAX_ANNOTATED:
+        for (i, j), value in np.ndenumerate(matrix):
+            if np.isfinite(value):
+                colour = "white" if abs(value) > 0.6 else "black"
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=size, color=colour)
+    figure.colorbar(image, ax=ax, label=label, shrink=0.85)
+    ax.set_title(f"{title}: {label} over {profile['rows']} reference rows", fontsize=12)
+
+
 def _swarm_offsets(x: np.ndarray, width: float = 0.38, bins: int = 120) -> np.ndarray:
     """Deterministic vertical offsets: points in the same x bin alternate above and below the line."""
     span = float(np.ptp(x)) or 1.0
