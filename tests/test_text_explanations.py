@@ -24,7 +24,9 @@ from text_oracles import (
     baseline,
     bearer,
     captum_integrated_gradients,
+    decode_weights,
     encode,
+    float16_tolerance,
     probability_at,
     reference,
     rows_sum_to_one,
@@ -226,6 +228,98 @@ def test_bertviz_format(served: Served) -> None:
     assert_problem(refused, 422, "format")
 
 
+BINARY = [{"encoding": "base64"}, {"encoding": "base64", "dtype": "float16"}]
+
+
+def assert_close_as_sent(got: np.ndarray, expected: np.ndarray, dtype: str) -> None:
+    """float32: the model's own values (1e-6); float16: within float16's rounding of them (<= 2^-11 x)."""
+    if dtype == "float32":
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    else:
+        assert np.all(np.abs(got - expected) <= float16_tolerance(expected)), np.abs(got - expected).max()
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [{}, {"layers": [1], "heads": [0]}, {"layers": [1, 0], "heads": [1, 0]}],
+    ids=["all", "one-head", "reordered"],
+)
+@pytest.mark.parametrize("encoding", BINARY, ids=["float32", "float16"])
+def test_binary_weights_decode_to_the_models_own_output_attentions(
+    served: Served, selection: dict[str, Any], encoding: dict[str, str]
+) -> None:
+    """base64 per head: each decodes (base64, frombuffer) to a T x T matrix of that text, no padding."""
+    texts = [TEXTS[0], WHEEZING]
+    body = served.ok("explain/attention", {"instances": instances(*texts), **selection, **encoding})
+    dtype = encoding.get("dtype", "float32")
+    layers, heads = selection.get("layers", [0, 1]), selection.get("heads", [0, 1])
+    assert (body["method"]["params"]["encoding"], body["method"]["params"]["dtype"]) == ("base64", dtype)
+    tolerance = 1e-5 if dtype == "float32" else 1e-3
+    lengths = []
+    for text, result in zip(texts, body["results"], strict=True):
+        tokens = assert_tokens(served.source, text, result)
+        lengths.append(tokens)
+        expected = attentions(served.source, text)
+        assert [(e["layer"], e["head"]) for e in result["attention"]] == list(
+            itertools.product(layers, heads)
+        )
+        for entry in result["attention"]:
+            encoded = entry["weights"]
+            assert (encoded["dtype"], encoded["shape"], encoded["byte_order"]) == (
+                dtype,
+                [tokens, tokens],
+                "little",
+            )
+            weights = decode_weights(encoded)
+            assert_close_as_sent(weights, expected[entry["layer"], entry["head"]], dtype)
+            assert rows_sum_to_one(weights, tolerance)
+    assert lengths[0] != lengths[1]
+    assert 0 < body["quality"]["max_row_sum_error"] <= tolerance
+
+
+@pytest.mark.parametrize("aggregate", ["none", "mean", "max"])
+@pytest.mark.parametrize("encoding", BINARY, ids=["float32", "float16"])
+def test_every_weights_array_is_encoded_aggregates_and_rollout_too(
+    served: Served, aggregate: str, encoding: dict[str, str]
+) -> None:
+    body = served.ok(
+        "explain/attention",
+        {"instances": instances(WHEEZING), "aggregate": aggregate, "rollout": True, **encoding},
+    )
+    dtype = encoding.get("dtype", "float32")
+    result = body["results"][0]
+    selected = attentions(served.source, WHEEZING)
+    tokens = selected.shape[-1]
+    if aggregate == "none":
+        expected = [selected[e["layer"], e["head"]] for e in result["attention"]]
+    else:
+        combined = selected.mean(axis=1) if aggregate == "mean" else selected.max(axis=1)
+        expected = list(combined / combined.sum(axis=-1, keepdims=True))
+    expected.append(abnar_zuidema_rollout(selected))
+    encoded = [e["weights"] for e in result["attention"]] + [result["rollout"]["weights"]]
+    assert len(encoded) == len(expected)
+    for value, reference_matrix in zip(encoded, expected, strict=True):
+        assert isinstance(value, dict) and value["dtype"] == dtype and value["shape"] == [tokens, tokens]
+        assert_close_as_sent(decode_weights(value), reference_matrix, dtype)
+    # the quality figure is measured on the values as sent, not on the float32 they came from
+    errors = [float(np.abs(m.sum(axis=-1) - 1).max()) for m in walk_matrices(result)]
+    assert body["quality"]["max_row_sum_error"] == pytest.approx(max(errors), rel=1e-6, abs=1e-12)
+    assert max(errors) <= (1e-5 if dtype == "float32" else 1e-3)
+
+
+def test_base64_float32_carries_exactly_the_json_numbers(served: Served) -> None:
+    """JSON numbers are float32's shortest form, so both encodings carry the same float32 values."""
+    request = {"instances": instances(WHEEZING), "aggregate": "mean", "rollout": True}
+    as_json = served.ok("explain/attention", request)["results"][0]
+    as_base64 = served.ok("explain/attention", {**request, "encoding": "base64"})["results"][0]
+    assert as_json["tokens"] == as_base64["tokens"]
+    pairs = list(zip(walk_matrices(as_json), walk_matrices(as_base64), strict=True))
+    assert len(pairs) == 3
+    for from_json, from_base64 in pairs:
+        np.testing.assert_array_equal(from_json.astype(np.float32), from_base64)
+
+
 def test_attention_size_cap_is_checked_before_computing(
     served_with: Callable[..., Served], tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,6 +337,9 @@ def test_attention_size_cap_is_checked_before_computing(
     assert_problem(refused, 422, "instances.0.text")
     refused = server.post("explain/attention", {"instances": instances("chest pain", WHEEZING)})
     assert_problem(refused, 422, "instances.1.text")
+    for binary in BINARY:  # a compact encoding does not lift the cap: it counts weights, not bytes
+        refused = server.post("explain/attention", {"instances": instances(WHEEZING), **binary})
+        assert_problem(refused, 422, "instances.0.text")
     monkeypatch.undo()
     # fewer heads, or aggregated heads plus the rollout, fit under the same cap
     for fits in ({"heads": [0]}, {"aggregate": "mean", "rollout": True}, {"layers": [1], "rollout": True}):
@@ -267,6 +364,14 @@ def test_attention_size_cap_is_checked_before_computing(
         ({"aggregate": "sum"}, "aggregate"),
         ({"format": "html"}, "format"),
         ({"rollout": "maybe"}, "rollout"),
+        ({"encoding": "hex"}, "encoding"),
+        ({"encoding": 64}, "encoding"),
+        ({"dtype": "float64"}, "dtype"),
+        ({"dtype": "bfloat16", "encoding": "base64"}, "dtype"),
+        ({"dtype": "float16"}, "dtype"),  # JSON numbers are float32: float16 needs base64
+        ({"dtype": "float16", "encoding": "json"}, "dtype"),
+        ({"format": "bertviz", "encoding": "base64"}, "encoding"),
+        ({"format": "bertviz", "encoding": "base64", "dtype": "float16"}, "encoding"),
     ],
 )
 def test_bad_attention_options_are_422(served: Served, options: dict[str, Any], field: str) -> None:

@@ -11,9 +11,11 @@ A plain module (not a conftest), importable because pyproject puts ``tests`` on 
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import json
+import math
 import shutil
 import stat
 import tarfile
@@ -292,12 +294,35 @@ def rows_sum_to_one(matrix: Any, tolerance: float = 1e-5) -> bool:
     return bool(np.all(np.abs(array.sum(axis=-1) - 1.0) <= tolerance))
 
 
+FLOAT16_UNIT_ROUNDOFF = 2.0**-11
+"""float16 rounds to nearest: |fl(x) - x| <= 2^-11 |x| for normal x, and <= 2^-25 below 2^-14."""
+
+
+def float16_tolerance(expected: np.ndarray) -> np.ndarray:
+    """How far a float16-encoded weight may be from the float64 reference: rounding, plus float32 noise."""
+    return FLOAT16_UNIT_ROUNDOFF * np.abs(expected) + 2.0**-25 + 1e-6
+
+
+def decode_weights(value: Any) -> np.ndarray:
+    """A weights array as the API sent it, as float64: nested JSON numbers, or a binary tensor object decoded
+    the way the README tells clients to (base64, then numpy.frombuffer with its little-endian dtype)."""
+    if not isinstance(value, dict):
+        return np.asarray(value, dtype=float)
+    assert set(value) == {"dtype", "shape", "byte_order", "data"}, value.keys()
+    assert value["byte_order"] == "little"
+    assert value["dtype"] in ("float32", "float16")
+    raw = base64.b64decode(value["data"], validate=True)
+    dtype = np.dtype(value["dtype"]).newbyteorder("<")
+    assert len(raw) == dtype.itemsize * math.prod(value["shape"])
+    return np.frombuffer(raw, dtype=dtype).reshape(value["shape"]).astype(float)
+
+
 def walk_matrices(result: dict[str, Any]) -> Iterator[np.ndarray]:
-    """Every attention matrix in one attention result (per head, aggregated, rollout, bertviz)."""
+    """Every attention matrix in one attention result (per head, aggregated, rollout, bertviz), decoded."""
     for entry in result.get("attention", []):
-        yield np.asarray(entry["weights"])
+        yield decode_weights(entry["weights"])
     if "rollout" in result:
-        yield np.asarray(result["rollout"]["weights"])
+        yield decode_weights(result["rollout"]["weights"])
     if "bertviz" in result:
         attn = np.asarray(result["bertviz"]["attention"][0]["attn"])
         yield from attn.reshape(-1, *attn.shape[-2:])

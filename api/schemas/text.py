@@ -41,6 +41,22 @@ class AttentionRequestSchema(InstancesSchema):
         validate=validate.OneOf(["candor", "bertviz"]),
         metadata={"description": "Default candor; bertviz returns the JSON bertviz's head view reads"},
     )
+    encoding = fields.String(
+        validate=validate.OneOf(["json", "base64"]),
+        metadata={
+            "description": "Default json: each weights array as nested JSON numbers (float32). base64: each "
+            'as {"dtype", "shape", "byte_order": "little", "data"}, data = base64 of the little-endian '
+            "bytes in C order (numpy.frombuffer(base64.b64decode(data), dtype).reshape(shape)). Applies to "
+            "per-head, aggregated and rollout weights; not with format bertviz (422)"
+        },
+    )
+    dtype = fields.String(
+        validate=validate.OneOf(["float32", "float16"]),
+        metadata={
+            "description": "Default float32. float16 (encoding base64 only, else 422): half the bytes, "
+            "values rounded to nearest (absolute error <= 2^-12 for weights <= 1)"
+        },
+    )
     truncate = TRUNCATE
 
 
