@@ -86,6 +86,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_counterfactuals.py
 	$(PY) bench/bench_text.py
 	$(PY) bench/bench_jobs.py
+	$(PY) bench/bench_load.py
 
 openapi: $(STAMP)
 	$(VENV)/bin/candor openapi > openapi.yaml.tmp

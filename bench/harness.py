@@ -37,15 +37,28 @@ def timed(fn: Callable[..., Any], *args: Any) -> tuple[float, Any]:
 
 class BenchServer:
     """``candor demo install`` into ``data_dir``, an ``explain`` key, then gunicorn (1 worker, 1 thread) with
-    the project's config on a free loopback port, and one keep-alive session."""
+    the project's config on a free loopback port, and one keep-alive session.
 
-    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+    Options (defaults as above): ``scopes`` of the key; ``database_url`` (e.g. a PostgreSQL database; default
+    SQLite in the data dir); ``demos``: register only these demo models, in this process (faster than the
+    CLI, which also fine-tunes ``notes``). ``extra_env`` overrides the server's CANDOR_* variables (e.g.
+    ``CANDOR_WORKERS``). ``master_pid`` and ``worker_pids()`` expose gunicorn's processes."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        scopes: tuple[str, ...] = ("explain",),
+        database_url: str | None = None,
+        demos: tuple[str, ...] | None = None,
+    ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.base = f"http://127.0.0.1:{port}"
         self.data_dir = data_dir
-        self.database_url = f"sqlite:///{data_dir / 'candor.db'}"
+        self.database_url = database_url or f"sqlite:///{data_dir / 'candor.db'}"
         env = {
             **os.environ,
             "CANDOR_DATA_DIR": str(data_dir),
@@ -56,11 +69,21 @@ class BenchServer:
             **(extra_env or {}),
         }
         env.pop("CANDOR_DATABASE_URL", None)
+        if database_url:
+            env["CANDOR_DATABASE_URL"] = database_url
         started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "api.cli", "demo", "install"], env=env, check=True, cwd=ROOT)
+        if demos is None:
+            subprocess.run(
+                [sys.executable, "-m", "api.cli", "demo", "install"], env=env, check=True, cwd=ROOT
+            )
+            store = Store(data_dir, self.database_url)
+        else:
+            from api.demo import install_demos
+
+            store = Store(data_dir, self.database_url)
+            install_demos(store.registry, names=demos)
         self.install_seconds = time.monotonic() - started
-        store = Store(data_dir, self.database_url)
-        self.token = store.keys.create("bench", ["explain"])[0]
+        self.token = store.keys.create("bench", list(scopes))[0]
         store.close()
         self.log = (data_dir / "gunicorn.log").open("wb")
         self.proc = subprocess.Popen(
@@ -81,7 +104,7 @@ class BenchServer:
             try:
                 if self.session.get(self.base + "/v1/health", timeout=1).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # workers still booting
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError("gunicorn did not become healthy")
@@ -96,6 +119,23 @@ class BenchServer:
         self.last_decode_s = time.perf_counter() - started
         self.last_bytes = len(response.content)
         return answer  # type: ignore[no-any-return]
+
+    @property
+    def master_pid(self) -> int:
+        """The gunicorn master (the process this object started)."""
+        return self.proc.pid
+
+    def worker_pids(self) -> list[int]:
+        """The master's live children (its workers), from ``/proc``; zombies not yet reaped are left out."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the process ended while we looked
+            if fields[0] != "Z" and int(fields[1]) == self.proc.pid:
+                pids.append(int(stat.parent.name))
+        return sorted(pids)
 
     def stop(self) -> None:
         self.session.close()
