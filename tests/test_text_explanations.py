@@ -476,7 +476,7 @@ def test_auto_steps_reach_the_tolerance_and_equal_captum_at_the_steps_reported(s
         assert quality["convergence_delta"] == pytest.approx(delta, rel=1e-3, abs=1e-6)
 
 
-@pytest.mark.parametrize("budget_ms", [600_000, 10])
+@pytest.mark.parametrize("budget_ms", [20_000, 10])  # 20 s: the service's budget cap
 def test_auto_steps_say_which_limit_stopped_them(served: Served, budget_ms: int) -> None:
     tolerance = 1e-12
     body = served.ok(
@@ -493,7 +493,7 @@ def test_auto_steps_say_which_limit_stopped_them(served: Served, budget_ms: int)
         assert quality["convergence_delta"] > tolerance
     if stopped == "max_steps":
         assert quality["n_steps"] == 1024
-    if budget_ms == 600_000:
+    if budget_ms == 20_000:
         assert stopped in ("tolerance", "max_steps")
     values, _, _ = captum_integrated_gradients(served.source, WHEEZING, n_steps=quality["n_steps"])
     np.testing.assert_allclose(
