@@ -87,6 +87,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_text.py
 	$(PY) bench/bench_jobs.py
 	$(PY) bench/bench_load.py
+	$(PY) bench/bench_rejections.py
 
 openapi: $(STAMP)
 	$(VENV)/bin/candor openapi > openapi.yaml.tmp
