@@ -398,7 +398,11 @@ def test_explorer_page_in_a_real_browser(server: Server) -> None:
         page.fill("#key", token)
         page.click("#connect-button")
         page.wait_for_function("document.querySelector('#model').options.length >= 3")
+        page.wait_for_function(
+            "document.querySelector('#status').textContent.includes(' v')"
+        )  # first model shown
         page.select_option("#model", "loan")
+        page.wait_for_function("document.querySelector('#status').textContent.startsWith('loan v')")
         page.wait_for_selector("#tabular:not([hidden]) #feature-credit_amount")
         for feature, value in declined.items():
             selector = f"#feature-{feature}"
@@ -422,6 +426,7 @@ def test_explorer_page_in_a_real_browser(server: Server) -> None:
         page.screenshot(path=str(ARTIFACTS / "explorer-loan.png"), full_page=True)
 
         page.select_option("#model", "notes")
+        page.wait_for_function("document.querySelector('#status').textContent.startsWith('notes v')")
         page.wait_for_selector("#text:not([hidden])")
         note = "Crushing chest pain radiating to the left arm, sweating, short of breath."
         page.fill("#text-input", note)

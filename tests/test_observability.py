@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import _admin_execute
 from flask import Blueprint, Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -303,9 +304,14 @@ def test_ready_fails_when_the_database_is_unreachable_and_health_still_answers(
     store = app.extensions["candor"].store
     client = app.test_client()
     assert client.get("/v1/ready").status_code == 200
-    data_dir = Path(store.engine.url.database).parent
-    store.engine.dispose()  # close pooled connections: the next query opens the file again
-    shutil.move(data_dir, tmp_path / "moved-away")
+    url = store.engine.url
+    store.engine.dispose()  # close pooled connections: the next query connects again
+    if url.get_backend_name() == "sqlite":
+        data_dir = app.extensions["candor"].settings.data_dir
+        assert Path(str(url.database)).parent == data_dir.resolve() != Path.cwd()
+        shutil.move(data_dir, tmp_path / "moved-away")
+    else:
+        _admin_execute(f'DROP DATABASE "{url.database}" WITH (FORCE)')
     response = client.get("/v1/ready")
     assert response.status_code == 503 and response.mimetype == PROBLEM
     assert response.get_json()["detail"] == "The database is unreachable."

@@ -52,13 +52,19 @@ async function connect() {
   }
 }
 
+let choosing = 0; // the latest model choice; answers to earlier ones are dropped
+
 async function chooseModel() {
   const name = $("model").value;
+  const ticket = ++choosing;
+  let described;
   try {
-    version = await api("GET", `/v1/models/${encodeURIComponent(name)}/versions/production`);
+    described = await api("GET", `/v1/models/${encodeURIComponent(name)}/versions/production`);
   } catch (error) {
-    version = await api("GET", `/v1/models/${encodeURIComponent(name)}/versions/latest`);
+    described = await api("GET", `/v1/models/${encodeURIComponent(name)}/versions/latest`);
   }
+  if (ticket !== choosing) return;
+  version = described;
   $("results").hidden = true;
   $("tabular").hidden = version.flavour !== "tabular";
   $("text").hidden = version.flavour !== "text";
