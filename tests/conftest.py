@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,11 +25,22 @@ BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
 DATA = Path(__file__).parent / "data"
 
 
-def _admin_execute(statement: str) -> None:
+def _admin_execute(statement: str, attempts: int = 5) -> None:
+    """Run ``statement`` on the admin connection; retried briefly, since DROP ... WITH (FORCE) is refused while
+    an autovacuum worker (another role's process) is connected to that database."""
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(statement))
-    admin.dispose()
+    try:
+        for attempt in range(attempts):
+            try:
+                with admin.connect() as connection:
+                    connection.execute(sa.text(statement))
+                return
+            except sa.exc.ProgrammingError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5)
+    finally:
+        admin.dispose()
 
 
 @pytest.fixture(params=BACKENDS)
