@@ -26,7 +26,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def _admin_execute(statement: str, attempts: int = 5) -> None:
-    """Run ``statement`` on the admin connection; retried briefly, since DROP ... WITH (FORCE) is refused while
+    """Run ``statement`` on the admin connection, retried briefly: DROP ... WITH (FORCE) is refused while
     an autovacuum worker (another role's process) is connected to that database."""
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     try:
