@@ -45,9 +45,25 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def serialised(content: dict[str, Any]) -> dict[str, bytes]:
+    """``content`` with each value in its canonical JSON: what a record is hashed in. Job workers serialise
+    their rows' records this way, in parallel, so the chain's one writer only frames and hashes them."""
+    return {
+        key: value if isinstance(value, bytes) else canonical_json(value) for key, value in content.items()
+    }
+
+
+def framed(content: dict[str, Any]) -> dict[str, Any]:
+    """Serialised values (bytes) embedded as they are: the body's bytes are those of the plain values."""
+    return {
+        key: orjson.Fragment(value) if isinstance(value, bytes) else value for key, value in content.items()
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class RecordDraft:
-    """A record before the chain numbers it: the indexed fields and the rest of its content."""
+    """A record before the chain numbers it: the indexed fields and the rest of its content (a value may be
+    already serialised: bytes of its canonical JSON, see ``serialised``)."""
 
     id: str
     kind: str
@@ -130,7 +146,7 @@ class AuditTrail:
             seq += 1
             body = canonical_json(
                 {
-                    **draft.content,
+                    **framed(draft.content),
                     **{name: getattr(draft, name) for name in INDEXED},
                     "seq": seq,
                     "prev_hash": prev,

@@ -35,7 +35,7 @@ from api.recording import draft_for
 from api.service import ExplanationService
 from api.settings import Settings
 from explainers.envelope import Explanation
-from model_store.audit import RecordDraft
+from model_store.audit import RecordDraft, serialised
 from model_store.errors import CandorError
 from model_store.jobs import JobFiles
 from model_store.store import Store
@@ -116,14 +116,16 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
     if explained is None:
         explained = [_alone(service, task, row) for row in instances]
         drafts = [
-            draft_for(
-                task.kind,
-                outcome,
-                info,
-                [instance],
-                task.options,
-                task.key_id,
-                row_lines.job_source(task.job_id, task.first_row + offset),
+            _serialised(
+                draft_for(
+                    task.kind,
+                    outcome,
+                    info,
+                    [instance],
+                    task.options,
+                    task.key_id,
+                    row_lines.job_source(task.job_id, task.first_row + offset),
+                )
             )
             for offset, (instance, outcome) in enumerate(zip(instances, explained, strict=True))
             if isinstance(outcome, Explanation)
@@ -149,6 +151,10 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
         explanation=meta,
         batch_next=batch_next,
     )
+
+
+def _serialised(draft: RecordDraft) -> RecordDraft:
+    return dataclasses.replace(draft, content=serialised(draft.content))
 
 
 def _in_one_call(

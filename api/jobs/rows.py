@@ -7,10 +7,12 @@ import dataclasses
 import uuid
 from typing import Any
 
+import orjson
+
 from api.recording import draft_for, recorded_request, request_sha256, warnings_of
 from explainers.envelope import Explanation
 from explainers.shap_tabular import ADDITIVITY_TOLERANCE
-from model_store.audit import RecordDraft
+from model_store.audit import RecordDraft, canonical_json, serialised
 from model_store.errors import CandorError
 from model_store.versions import VersionInfo
 
@@ -87,6 +89,11 @@ def job_source(job_id: str, row: int) -> dict[str, Any]:
     return {"type": "job", "job_id": job_id, "row": row}
 
 
+PER_ROW = frozenset({"source", "request", "request_sha256", "explanation", "quality", "warnings"})
+"""The parts of a split chunk's records that differ from row to row; the others are serialised once."""
+PER_ROW_ENVELOPE = frozenset({"id", "results", "quality"})
+
+
 def split_drafts(
     kind: str,
     rows: list[Explanation],
@@ -97,26 +104,33 @@ def split_drafts(
     job_id: str,
     first_row: int,
 ) -> list[RecordDraft]:
-    """``draft_for`` of each row of one split explanation, with what the rows share (model, method, output,
-    times) built once from the first row's draft: the same records, at a fraction of the cost."""
+    """``draft_for`` of each row of one split explanation, already serialised (``audit.serialised``), with
+    what the rows share (model, method, output, times) serialised once: the same records at a fraction of
+    the cost, computed on the worker so the chain's writer only frames and hashes them."""
     template = draft_for(kind, rows[0], info, [instances[0]], options, key_id, job_source(job_id, first_row))
-    envelope = template.content["explanation"]
-    drafts = [template]
-    for offset in range(1, len(rows)):
-        explanation, instance = rows[offset], [instances[offset]]
+    shared = serialised({k: v for k, v in template.content.items() if k not in PER_ROW})
+    envelope = {
+        k: orjson.Fragment(canonical_json(v))
+        for k, v in template.content["explanation"].items()
+        if k not in PER_ROW_ENVELOPE
+    }
+    drafts = []
+    for offset, (explanation, instance) in enumerate(zip(rows, instances, strict=True)):
+        quality = canonical_json(explanation.quality)
+        row_envelope = {
+            **envelope,
+            "id": explanation.id,
+            "results": explanation.results,
+            "quality": orjson.Fragment(quality),
+        }
         content = {
-            **template.content,
-            "source": job_source(job_id, first_row + offset),
-            "request": recorded_request(info, instance, options),
-            "request_sha256": request_sha256(instance, options),
-            "explanation": {
-                **envelope,
-                "id": explanation.id,
-                "results": explanation.results,
-                "quality": explanation.quality,
-            },
-            "quality": explanation.quality,
-            "warnings": warnings_of(explanation),
+            **shared,
+            "source": canonical_json(job_source(job_id, first_row + offset)),
+            "request": canonical_json(recorded_request(info, [instance], options)),
+            "request_sha256": canonical_json(request_sha256([instance], options)),
+            "explanation": canonical_json(row_envelope),
+            "quality": quality,
+            "warnings": canonical_json(warnings_of(explanation)),
         }
         drafts.append(dataclasses.replace(template, id=explanation.id, content=content))
     return drafts
