@@ -122,7 +122,11 @@ def cmd_keys_ensure_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    verdict = _store(settings).audit.verify()
+    """Walk the hash chain and check every blob a record refers to."""
+    from model_store.audit_blobs import verify_trail
+
+    store = _store(settings)
+    verdict = verify_trail(store.audit, store.sessions)
     print(json.dumps(verdict, indent=2))
     return 0 if verdict["ok"] else 1
 
@@ -217,9 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     audit = sub.add_parser("audit").add_subparsers(dest="action", required=True)
-    audit.add_parser("verify", help="walk the hash chain of explanation records").set_defaults(
-        func=cmd_audit_verify
-    )
+    audit.add_parser(
+        "verify", help="walk the hash chain of explanation records and check their blobs"
+    ).set_defaults(func=cmd_audit_verify)
     purge = audit.add_parser("purge", help="delete records past the retention period (keeps a checkpoint)")
     purge.add_argument("--days", type=int, help="override CANDOR_RETENTION_DAYS")
     purge.set_defaults(func=cmd_audit_purge)

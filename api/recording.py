@@ -8,9 +8,12 @@ from typing import Any
 
 from explainers.envelope import Explanation
 from model_store.audit import RecordDraft, canonical_json, sha256_hex
+from model_store.audit_blobs import Blob, arrays_replaced, blob_of
 from model_store.versions import VersionInfo
 
 RECORD_SCHEMA_VERSION = "1.0"
+OUT_OF_LINE_KINDS = ("attention",)
+"""Kinds whose arrays (weights) a record keeps as blob references (``model_store.audit_blobs``)."""
 
 
 @cache
@@ -55,9 +58,11 @@ def draft_for(
     options: dict[str, Any],
     key_id: str | None,
     source: dict[str, Any] | None = None,
+    envelope: dict[str, Any] | None = None,
 ) -> RecordDraft:
-    """The record of one explanation (its id is the envelope's id)."""
-    envelope = explanation.to_dict()
+    """The record of one explanation (its id is the envelope's id); ``envelope`` in place of the
+    explanation's own (see ``draft_and_blobs``)."""
+    envelope = envelope if envelope is not None else explanation.to_dict()
     params = envelope["method"]["params"]
     return RecordDraft(
         id=explanation.id,
@@ -88,3 +93,29 @@ def draft_for(
             "warnings": warnings_of(explanation),
         },
     )
+
+
+def draft_and_blobs(
+    method: str,
+    explanation: Explanation,
+    info: VersionInfo,
+    instances: list[Any],
+    options: dict[str, Any],
+    key_id: str | None,
+) -> tuple[RecordDraft, list[Blob]]:
+    """The record of one explanation with its arrays out of line: for the kinds of ``OUT_OF_LINE_KINDS``
+    every array of the envelope becomes a reference to a blob of its bytes (both to be stored in one
+    transaction); other kinds are recorded whole, as ``draft_for`` does."""
+    if method not in OUT_OF_LINE_KINDS:
+        return draft_for(method, explanation, info, instances, options, key_id), []
+    envelope = explanation.to_dict()
+    encoding = envelope["method"]["params"].get("encoding", "json")
+    blobs: list[Blob] = []
+
+    def reference(array: Any, _path: str) -> dict[str, Any]:
+        blob, ref = blob_of(array, encoding)
+        blobs.append(blob)
+        return ref
+
+    envelope["results"] = arrays_replaced(envelope["results"], reference)
+    return draft_for(method, explanation, info, instances, options, key_id, envelope=envelope), blobs

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import orjson
 
 from api.jsonio import dumps_bytes
 from model_store.audit import canonical_json, sha256_hex
-from model_store.errors import InvalidInput
+from model_store.audit_blobs import REF_KEY, array_of, arrays_replaced, is_reference
+from model_store.errors import InvalidInput, NotFound
 
 VOLATILE = ("id", "created_at", "timing_ms")
 """Envelope fields that differ between two runs of the same explanation by design."""
@@ -19,6 +24,9 @@ TOLERANCE = {"attributions": 1e-5, "attention": 1e-6}
 """Stated numeric tolerance per kind; every other kind is expected to replay to 1e-9 (seeded or exact)."""
 DEFAULT_TOLERANCE = 1e-9
 MAX_LISTED = 20
+TENSOR_KEYS = frozenset({"dtype", "shape", "byte_order", "data"})
+"""The keys of a base64 weights object (``encoding: "base64"``)."""
+BlobLoader = Callable[[str], bytes | None]
 
 
 def replay_request(record: dict[str, Any], instances: list[Any] | None) -> tuple[list[Any], dict[str, Any]]:
@@ -36,10 +44,24 @@ def replay_request(record: dict[str, Any], instances: list[Any] | None) -> tuple
     return instances, request["options"]
 
 
-def compare(recorded: dict[str, Any], replayed: dict[str, Any], kind: str) -> dict[str, Any]:
-    """Structural and numeric comparison of two envelopes, volatile fields left out."""
-    left = {k: v for k, v in recorded.items() if k not in VOLATILE}
-    right = {k: v for k, v in orjson.loads(dumps_bytes(replayed)).items() if k not in VOLATILE}
+def compare(
+    recorded: dict[str, Any], replayed: dict[str, Any], kind: str, blobs: BlobLoader | None = None
+) -> dict[str, Any]:
+    """Structural and numeric comparison of two envelopes, volatile fields left out. Weights arrays are
+    compared as decoded arrays on both sides, whatever their form: JSON numbers, base64 objects, or blob
+    references of the record (read with ``blobs``)."""
+    arrays: list[np.ndarray] = []
+
+    def keep(array: np.ndarray, _path: str) -> dict[str, int]:
+        arrays.append(array)
+        return {ARRAY_MARK: len(arrays) - 1}
+
+    left = {k: v for k, v in _decoded(recorded, blobs).items() if k not in VOLATILE}
+    right = {
+        k: _decoded(v, None, arrays)
+        for k, v in orjson.loads(dumps_bytes(arrays_replaced(replayed, keep))).items()
+        if k not in VOLATILE
+    }
     differences: list[str] = []
     max_diff = _walk(left, right, "", differences)
     tolerance = TOLERANCE.get(kind, DEFAULT_TOLERANCE)
@@ -52,8 +74,67 @@ def compare(recorded: dict[str, Any], replayed: dict[str, Any], kind: str) -> di
     }
 
 
+ARRAY_MARK = "\x00array"
+"""Stands for an array of the replayed envelope while the rest of it goes through JSON."""
+
+
+class Decoded:
+    """A weights array decoded from its sent or recorded form."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+
+def _decoded(value: Any, blobs: BlobLoader | None, arrays: list[np.ndarray] | None = None) -> Any:
+    """``value`` with every blob reference, base64 weights object and replayed array as a ``Decoded``."""
+    if isinstance(value, dict):
+        if arrays is not None and set(value) == {ARRAY_MARK}:
+            return Decoded(arrays[value[ARRAY_MARK]])
+        if is_reference(value):
+            data = blobs(value[REF_KEY]) if blobs is not None else None
+            if data is None:
+                raise NotFound(f"The record's blob {value[REF_KEY]} is missing.")
+            return Decoded(array_of(value, data))
+        if set(value) == TENSOR_KEYS and isinstance(value["data"], str):
+            return _from_base64(value)
+        return {k: _decoded(v, blobs, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decoded(v, blobs, arrays) for v in value]
+    return value
+
+
+def _from_base64(value: dict[str, Any]) -> Any:
+    try:
+        order = "<" if value["byte_order"] == "little" else ">"
+        data = base64.b64decode(value["data"], validate=True)
+        return Decoded(
+            np.frombuffer(data, dtype=np.dtype(value["dtype"]).newbyteorder(order)).reshape(value["shape"])
+        )
+    except (binascii.Error, TypeError, ValueError):
+        return value  # not a weights object after all: compared as it is
+
+
+def _arrays_diff(a: Any, b: Any, path: str, differences: list[str]) -> float:
+    """Two weights arrays (either side may be JSON numbers): their largest difference, or a difference of
+    shape or finiteness listed."""
+    try:
+        left = a.array if isinstance(a, Decoded) else np.asarray(a, dtype=np.float64)
+        right = b.array if isinstance(b, Decoded) else np.asarray(b, dtype=np.float64)
+    except (TypeError, ValueError):
+        differences.append(path or "/")
+        return 0.0
+    if left.shape != right.shape or not (np.isfinite(left).all() and np.isfinite(right).all()):
+        differences.append(path or "/")
+        return 0.0
+    if left.size == 0:
+        return 0.0
+    return float(np.max(np.abs(left.astype(np.float64) - right.astype(np.float64))))
+
+
 def _walk(a: Any, b: Any, path: str, differences: list[str]) -> float:
     """The largest numeric difference of ``a`` and ``b``; non-numeric mismatches go to ``differences``."""
+    if isinstance(a, Decoded) or isinstance(b, Decoded):
+        return _arrays_diff(a, b, path, differences)
     if _is_number(a) and _is_number(b):
         if a == b:
             return 0.0

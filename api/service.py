@@ -9,7 +9,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from api.metrics import EXPLANATION_SECONDS
-from api.recording import draft_for
+from api.recording import draft_and_blobs
 from api.replay import compare, replay_request
 from api.settings import Settings
 from explainers.envelope import Explanation
@@ -20,6 +20,7 @@ from explainers.ood import detector as ood_detector
 from explainers.profile import dataset_profile
 from explainers.registry import applies, get_explainer, methods_for
 from explainers.segments import explanation_segments
+from model_store import audit_blobs
 from model_store.audit import CHECKPOINT
 from model_store.errors import InvalidInput
 from model_store.store import Store
@@ -102,7 +103,10 @@ class ExplanationService:
         before returning it."""
         info, explanation = self.compute(method, name, version, instances, options)
         if record:
-            self.store.audit.append([draft_for(method, explanation, info, instances, options, key_id)])
+            draft, blobs = draft_and_blobs(method, explanation, info, instances, options, key_id)
+            with self.store.sessions.begin() as session:  # the record and its blobs commit together
+                audit_blobs.write(session, blobs)
+                self.store.audit.append([draft], session=session)
         return explanation
 
     def compute(
@@ -150,12 +154,13 @@ class ExplanationService:
         sent, options = replay_request(record, instances)
         model = record["model"]
         info, explanation = self.compute(record["kind"], model["name"], str(model["version"]), sent, options)
+        blobs = audit_blobs.AuditBlobs(self.store.sessions)
         return {
             "id": record_id,
             "kind": record["kind"],
             "model": {"name": info.name, "version": info.version, "sha256": info.artifact_sha256},
             "seed": record.get("seed"),
-            **compare(record["explanation"], explanation.to_dict(), record["kind"]),
+            **compare(record["explanation"], explanation.to_dict(), record["kind"], blobs.load),
         }
 
     def _check_recourse_limits(self, instances: list[Any], options: dict[str, Any]) -> None:

@@ -4,17 +4,21 @@ Weights come from the model's own ``output_attentions`` (eager attention). Texts
 no padding enters a matrix and each row is a distribution over the text's tokens. The size of the answer is
 checked against the server's cap before the model runs.
 
-Every weights array leaves either as JSON numbers (float32 in its shortest form, the default) or, with
-``encoding: "base64"``, as ``{"dtype", "shape", "byte_order": "little", "data"}``: the base64 of the array's
+Every weights array leaves either as JSON numbers (float32 in its shortest form, the default), with
+``encoding: "base64"`` as ``{"dtype", "shape", "byte_order": "little", "data"}``: the base64 of the array's
 little-endian float32 or float16 bytes in C order, which ``numpy.frombuffer`` reads back (KServe V2's binary
-tensor idea, kept inside the JSON envelope). ``quality.max_row_sum_error`` is measured on the values as sent.
+tensor idea, kept inside the JSON envelope), or with ``encoding: "safetensors"`` as a tensor of a safetensors
+answer (``safetensors_body``): the envelope goes in its ``__metadata__``, each array replaced by its tensor's
+name. ``quality.max_row_sum_error`` is measured on the values as sent.
 """
 
 from __future__ import annotations
 
 import binascii
 import dataclasses
+import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,11 +26,13 @@ import torch
 
 from explainers.base import Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
+from model_store.audit_blobs import EncodedArray, arrays_replaced
 from model_store.errors import InvalidInput
 from model_store.versions import VersionInfo
 
 DEFAULT_MAX_VALUES = 2_000_000
-ENCODINGS = ("json", "base64")
+ENCODINGS = ("json", "base64", "safetensors")
+SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16"}
 DTYPES = ("float32", "float16")
 
 
@@ -64,7 +70,9 @@ class WeightsCodec:
         if dtype not in DTYPES:
             raise InvalidInput.field("dtype", f"One of {', '.join(DTYPES)}.")
         if encoding == "json" and dtype != "float32":
-            raise InvalidInput.field("dtype", f"{dtype} needs encoding base64; JSON numbers are float32.")
+            raise InvalidInput.field(
+                "dtype", f"{dtype} needs encoding base64 or safetensors; JSON numbers are float32."
+            )
         if fmt == "bertviz" and encoding != "json":
             raise InvalidInput.field("encoding", "bertviz's viewer reads JSON numbers; use encoding json.")
         return cls(encoding, dtype)
@@ -77,16 +85,46 @@ class WeightsCodec:
         return array
 
     def encode(self, array: np.ndarray) -> Any:
-        """One array from ``cast`` as the client receives it."""
-        if self.encoding == "json":
-            return array  # orjson writes float32 arrays natively
+        """One array from ``cast`` as the client receives it: the array itself for JSON numbers (orjson
+        writes float32 arrays natively) and for safetensors (written by ``safetensors_body``)."""
+        if self.encoding != "base64":
+            return array
         little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        return {
-            "dtype": self.dtype,
-            "shape": list(little.shape),
-            "byte_order": "little",
-            "data": binascii.b2a_base64(little.data, newline=False).decode("ascii"),
+        return EncodedArray(
+            little,
+            dtype=self.dtype,
+            shape=list(little.shape),
+            byte_order="little",
+            data=binascii.b2a_base64(little.data, newline=False).decode("ascii"),
+        )
+
+
+def safetensors_body(envelope: dict[str, Any], dumps: Callable[[Any], bytes]) -> bytes:
+    """The envelope as one safetensors file: each weights array a tensor named by its place, the envelope
+    (arrays replaced by those names, serialised with ``dumps``) in ``__metadata__["explanation"]``. Written
+    here rather than by ``safetensors.numpy.save``, which copies every array twice."""
+    header: dict[str, Any] = {}
+    buffers: list[memoryview] = []
+    offset = 0
+
+    def name(array: np.ndarray, path: str) -> str:
+        nonlocal offset
+        little = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+        data = little.data.cast("B")
+        header[path] = {
+            "dtype": SAFETENSORS_DTYPES[array.dtype.name],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + data.nbytes],
         }
+        buffers.append(data)
+        offset += data.nbytes
+        return path
+
+    described = arrays_replaced(envelope, name)
+    header["__metadata__"] = {"format": "candor-explanation", "explanation": dumps(described).decode()}
+    text = dumps(header)
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    return b"".join([struct.pack("<Q", len(text)), text, *buffers])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,6 +46,7 @@ SCOPES = {
     ("GET", "/v1/explanations/export"): "audit:read",
     ("GET", "/v1/explanations/<record_id>"): "audit:read",
     ("POST", "/v1/explanations/<record_id>/replay"): "audit:read",
+    ("GET", "/v1/explanations/<record_id>/blobs/<digest>"): "audit:read",
     ("GET", "/v1/explanations/<record_id>/plot"): "audit:read",
     ("GET", "/v1/audit/verify"): "audit:read",
     ("GET", "/v1/metrics"): "admin",

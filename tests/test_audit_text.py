@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import orjson
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from text_oracles import bearer, tar_of_directory, text_app, tiny_bert_dir, tokens_for, upload
 
 LONG = " ".join(["chest pain"] * 40)  # more tokens than the tiny model reads
@@ -46,9 +49,25 @@ def test_truncation_is_a_recorded_warning_and_text_explanations_replay(
     assert envelope["results"][1]["truncated"] is True and envelope["results"][0]["truncated"] is False
     assert record["warnings"] == [f"instance 1: text truncated from {original} tokens"]
     assert record["request"]["instances"] == body["instances"]
-    assert record["explanation"] == envelope
+    assert resolved(client, tokens["audit:read"], envelope["id"], record["explanation"]) == envelope
 
     replay = client.post(f"/v1/explanations/{envelope['id']}/replay", headers=bearer(tokens["audit:read"]))
     outcome = replay.get_json()
     assert replay.status_code == 200 and outcome["within_tolerance"] is True, outcome
     assert outcome["differences"] == []
+
+
+def resolved(client: FlaskClient, token: str, record_id: str, value: Any) -> Any:
+    """The recorded explanation with each blob reference replaced by the blob's values as JSON numbers
+    (fetched the way an auditor does): what the client received."""
+    if isinstance(value, dict) and "blob_sha256" in value:
+        blob = client.get(f"/v1/explanations/{record_id}/blobs/{value['blob_sha256']}", headers=bearer(token))
+        assert blob.status_code == 200 and value["encoding"] == "json"
+        array = np.frombuffer(blob.get_data(), dtype=np.dtype(value["dtype"]).newbyteorder("<"))
+        # float32 as JSON numbers the way the server writes them (orjson: shortest float32 form)
+        return orjson.loads(orjson.dumps(array.reshape(value["shape"]), option=orjson.OPT_SERIALIZE_NUMPY))
+    if isinstance(value, dict):
+        return {k: resolved(client, token, record_id, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolved(client, token, record_id, v) for v in value]
+    return value

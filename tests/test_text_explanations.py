@@ -372,6 +372,8 @@ def test_attention_size_cap_is_checked_before_computing(
         ({"dtype": "float16", "encoding": "json"}, "dtype"),
         ({"format": "bertviz", "encoding": "base64"}, "encoding"),
         ({"format": "bertviz", "encoding": "base64", "dtype": "float16"}, "encoding"),
+        ({"format": "bertviz", "encoding": "safetensors"}, "encoding"),
+        ({"encoding": "safetensors", "dtype": "bfloat16"}, "dtype"),
     ],
 )
 def test_bad_attention_options_are_422(served: Served, options: dict[str, Any], field: str) -> None:

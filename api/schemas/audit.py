@@ -73,7 +73,13 @@ class RecordSchema(Schema):
         metadata={"description": "options and instances, or (store_inputs: hash) instances_sha256"}
     )
     request_sha256 = fields.String()
-    explanation = fields.Dict(metadata={"description": "The explanation envelope exactly as returned."})
+    explanation = fields.Dict(
+        metadata={
+            "description": "The explanation envelope as returned; attention weights arrays are kept out of "
+            'line, each replaced by {"blob_sha256", "dtype", "shape", "byte_order", "bytes", "encoding"}: '
+            "GET /v1/explanations/{id}/blobs/{digest} (digest = blob_sha256) returns its bytes."
+        }
+    )
     method = fields.Dict()
     params = fields.Dict()
     seed = fields.Integer(allow_none=True)
@@ -96,10 +102,26 @@ class ChainHeadSchema(Schema):
     hash = fields.String(required=True)
 
 
+class BlobsVerifySchema(Schema):
+    checked = fields.Integer(required=True, metadata={"description": "Blob references checked."})
+    distinct = fields.Integer(required=True, metadata={"description": "Distinct blobs hashed."})
+    first_break = fields.Nested(ChainBreakSchema, allow_none=True, required=True)
+
+
 class VerifySchema(Schema):
     ok = fields.Boolean(required=True)
     checked = fields.Integer(required=True)
-    first_break = fields.Nested(ChainBreakSchema, allow_none=True, required=True)
+    first_break = fields.Nested(
+        ChainBreakSchema,
+        allow_none=True,
+        required=True,
+        metadata={"description": "The chain's first break, else the first record whose blob fails."},
+    )
+    blobs = fields.Nested(
+        BlobsVerifySchema,
+        required=True,
+        metadata={"description": "Every blob a record refers to exists and hashes to its sha256."},
+    )
     head = fields.Nested(
         ChainHeadSchema,
         required=True,

@@ -53,11 +53,30 @@ class AttentionRequestSchema(InstancesSchema):
     dtype = fields.String(
         validate=validate.OneOf(["float32", "float16"]),
         metadata={
-            "description": "Default float32. float16 (encoding base64 only, else 422): half the bytes, "
-            "values rounded to nearest (absolute error <= 2^-12 for weights <= 1)"
+            "description": "Default float32. float16 (encoding base64 or safetensors only, else 422): half "
+            "the bytes, values rounded to nearest (absolute error <= 2^-12 for weights <= 1)"
         },
     )
     truncate = TRUNCATE
+
+
+class AttentionHttpRequestSchema(AttentionRequestSchema):
+    """The attention endpoint's request: a batch job's options (``AttentionRequestSchema``) plus the binary
+    answer, which only an HTTP response can carry."""
+
+    encoding = fields.String(
+        validate=validate.OneOf(["json", "base64", "safetensors"]),
+        metadata={
+            "description": "Default json: each weights array as nested JSON numbers (float32). base64: each "
+            'as {"dtype", "shape", "byte_order": "little", "data"}, data = base64 of the little-endian '
+            "bytes in C order (numpy.frombuffer(base64.b64decode(data), dtype).reshape(shape)). "
+            "safetensors: the answer is a safetensors file (application/octet-stream) whose tensors are the "
+            "weights arrays, each named by its place in the envelope (results.0.attention.5.weights), and "
+            'whose __metadata__["explanation"] is the envelope as JSON with each array replaced by its '
+            "tensor's name; safetensors.numpy.load(body) reads the arrays. Applies to per-head, aggregated "
+            "and rollout weights; not with format bertviz (422)"
+        },
+    )
 
 
 class StepsField(fields.Field):

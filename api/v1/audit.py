@@ -28,6 +28,7 @@ from api.schemas.audit import (
 from api.schemas.common import ProblemSchema
 from api.v1.blueprint import Blueprint
 from model_store.audit import RecordFilter
+from model_store.audit_blobs import REF_KEY, AuditBlobs, references, verify_trail
 from model_store.errors import InvalidInput, NotFound
 
 blp = Blueprint("audit", __name__, url_prefix="/v1", description="The audit trail of explanations")
@@ -156,6 +157,28 @@ class Record(AuditView):
         return json_response(_visible_record(record_id))
 
 
+@blp.route("/explanations/<record_id>/blobs/<digest>")
+class RecordBlob(AuditView):
+    @blp.response(
+        200,
+        description="The blob's bytes: the array's little-endian values in C order; the record's reference "
+        "states its dtype and shape (numpy.frombuffer(body, dtype).reshape(shape)).",
+        content_type="application/octet-stream",
+    )
+    @blp.alt_response(404, schema=ProblemSchema)
+    def get(self, record_id: str, digest: str):  # type: ignore[no-untyped-def]
+        """A blob the record refers to (big attention weights are kept out of the record's body, each as a
+        reference ``{"blob_sha256", "dtype", "shape", ...}`` its hash covers). 404 unless the record refers
+        to this blob (``digest``: its sha256)."""
+        record = _visible_record(record_id)
+        if not any(ref[REF_KEY] == digest for ref in references(record)):
+            raise NotFound(f"The record '{record_id}' refers to no blob '{digest}'.")
+        data = AuditBlobs(candor().store.sessions).load(digest)
+        if data is None:
+            raise NotFound(f"The blob '{digest}' is missing: GET /v1/audit/verify reports the break.")
+        return Response(data, mimetype="application/octet-stream", headers={"ETag": f'"{digest}"'})
+
+
 @blp.route("/explanations/<record_id>/replay")
 class Replay(AuditView):
     @blp.arguments(ReplayRequestSchema, required=False)
@@ -173,5 +196,7 @@ class Replay(AuditView):
 class Verify(AuditView):
     @blp.response(200, VerifySchema)
     def get(self):  # type: ignore[no-untyped-def]
-        """Walk the hash chain: ``ok``, how many records were checked, the first break, and the head."""
-        return json_response(candor().store.audit.verify())
+        """Walk the hash chain and check every blob a record refers to (present, hashing to its sha256):
+        ``ok``, how many records and references were checked, the first break, and the head."""
+        store = candor().store
+        return json_response(verify_trail(store.audit, store.sessions))

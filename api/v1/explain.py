@@ -9,7 +9,7 @@ from flask.views import MethodView
 
 from api.auth import caller_key_id
 from api.context import candor
-from api.jsonio import json_response
+from api.jsonio import dumps_bytes, json_response
 from api.schemas.common import ProblemSchema
 from api.schemas.explain import ExplanationSchema, ImportanceSchema, ShapRequestSchema
 from api.schemas.models import PredictResponseSchema
@@ -21,12 +21,13 @@ from api.schemas.recourse import (
     ReasonsRequestSchema,
 )
 from api.schemas.text import (
-    AttentionRequestSchema,
+    AttentionHttpRequestSchema,
     AttributionsRequestSchema,
     TextExplanationSchema,
     TextInstancesSchema,
 )
 from api.v1.blueprint import Blueprint
+from explainers.envelope import Explanation
 
 blp = Blueprint(
     "explain",
@@ -36,13 +37,34 @@ blp = Blueprint(
 )
 
 
-def _explained(method: str, body: dict[str, Any], query: dict[str, Any], name: str, version: str) -> Response:
+def _explanation(
+    method: str, body: dict[str, Any], query: dict[str, Any], name: str, version: str
+) -> Explanation:
     """Run ``method`` on the request's instances with the rest of the body (and ``narrative``) as options."""
     instances = body.pop("instances")
     if query["narrative"]:
         body["narrative"] = True  # recorded with the options, so a replay recomputes the summaries
-    explanation = candor().service.explain(method, name, version, instances, body, key_id=caller_key_id())
-    return json_response(explanation.to_dict())
+    return candor().service.explain(method, name, version, instances, body, key_id=caller_key_id())
+
+
+def _explained(method: str, body: dict[str, Any], query: dict[str, Any], name: str, version: str) -> Response:
+    return json_response(_explanation(method, body, query, name, version).to_dict())
+
+
+SAFETENSORS_DOC = {
+    "responses": {
+        "200": {
+            "description": "The explanation: JSON, or with encoding safetensors a safetensors file",
+            "content": {
+                "application/json": {"schema": TextExplanationSchema},
+                "application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"},
+                    "example": "(a safetensors file; see the request's encoding)",
+                },
+            },
+        }
+    }
+}
 
 
 @blp.route("/predict")
@@ -106,14 +128,28 @@ class ExplainReasons(MethodView):
 class ExplainAttention(MethodView):
     required_scope = "explain"
 
-    @blp.arguments(AttentionRequestSchema)
+    @blp.arguments(AttentionHttpRequestSchema)
     @blp.arguments(NarrativeQuerySchema, location="query")
     @blp.response(200, TextExplanationSchema)
+    @blp.doc(**SAFETENSORS_DOC)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
-        """Attention weights of a text classifier for selected layers and heads (rows sum to 1)."""
-        return _explained("attention", body, query, name, version)
+        """Attention weights of a text classifier for selected layers and heads (rows sum to 1).
+
+        With ``encoding: "safetensors"`` the answer is a safetensors file (application/octet-stream): the
+        weights as its tensors, the envelope as JSON in its ``__metadata__["explanation"]``.
+        """
+        explanation = _explanation("attention", body, query, name, version)
+        if explanation.method.params.get("encoding") != "safetensors":
+            return json_response(explanation.to_dict())
+        from explainers.attention import safetensors_body  # torch loads only for text models
+
+        return Response(
+            safetensors_body(explanation.to_dict(), dumps_bytes),
+            mimetype="application/octet-stream",
+            headers={"Content-Disposition": f'inline; filename="{explanation.id}.safetensors"'},
+        )
 
 
 @blp.route("/explain/attributions")

@@ -1,0 +1,194 @@
+"""Content-addressed blobs of explanation records: big arrays (attention weights) kept out of a record's body.
+
+A record's explanation holds, in place of each such array, a reference ``{"blob_sha256", "dtype", "shape",
+"byte_order": "little", "bytes", "encoding"}``; the blob is the array's little-endian bytes in C order, stored
+once under its sha256 in ``audit_blobs`` in the transaction that appends the record. The record's hash covers
+the reference, so the chain binds every blob; ``verify`` checks that each referenced blob exists and still
+hashes to its key (the chain walk itself is ``AuditTrail.verify``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from model_store.audit import AuditTrail
+from model_store.tables import AuditBlobRow, RecordRow, utcnow
+
+REF_KEY = "blob_sha256"
+VERIFY_BATCH = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Blob:
+    sha256: str
+    data: memoryview
+    """The array's bytes, without a copy (the array stays alive as long as the blob)."""
+
+
+class EncodedArray(dict[str, Any]):
+    """An array's JSON form as sent (e.g. its base64 object; a plain JSON object to orjson) that still holds
+    the array, so a record stores the array's bytes without decoding what was sent."""
+
+    def __init__(self, array: np.ndarray, **fields: Any) -> None:
+        super().__init__(**fields)
+        self.array = array
+
+
+def arrays_replaced(value: Any, replace: Callable[[np.ndarray, str], Any], path: str = "") -> Any:
+    """``value`` (an envelope or a part of it) with every numpy array and ``EncodedArray`` replaced by
+    ``replace(array, path)``; ``path`` names its place (``results.0.attention.5.weights``). The containers
+    on the way are copied; ``value`` is left as it is."""
+    if isinstance(value, EncodedArray):
+        return replace(value.array, path)
+    if isinstance(value, np.ndarray):
+        return replace(value, path)
+    if isinstance(value, dict):
+        return {k: arrays_replaced(v, replace, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [arrays_replaced(v, replace, f"{path}.{i}") for i, v in enumerate(value)]
+    return value
+
+
+def little_endian(array: np.ndarray) -> np.ndarray:
+    """``array`` C-contiguous in little-endian byte order (no copy when it already is, as on x86 and ARM)."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return array
+
+
+def blob_of(array: np.ndarray, encoding: str) -> tuple[Blob, dict[str, Any]]:
+    """The blob of ``array`` and the reference a record keeps in its place (``encoding``: how the client
+    received the values: json numbers, base64 or safetensors, all of these very bytes)."""
+    little = little_endian(array)
+    data = little.data.cast("B")
+    sha = hashlib.sha256(data).hexdigest()
+    ref = {
+        REF_KEY: sha,
+        "dtype": little.dtype.name,
+        "shape": list(little.shape),
+        "byte_order": "little",
+        "bytes": data.nbytes,
+        "encoding": encoding,
+    }
+    return Blob(sha, data), ref
+
+
+def is_reference(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get(REF_KEY), str)
+
+
+def references(value: Any) -> Iterator[dict[str, Any]]:
+    """Every blob reference inside ``value`` (a record or an envelope), depth first."""
+    if isinstance(value, dict):
+        if is_reference(value):
+            yield value
+            return
+        for item in value.values():
+            yield from references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from references(item)
+
+
+def array_of(ref: dict[str, Any], data: bytes) -> np.ndarray:
+    """The array a reference names, from its blob's bytes."""
+    return np.frombuffer(data, dtype=np.dtype(ref["dtype"]).newbyteorder("<")).reshape(ref["shape"])
+
+
+def _reference_problem(ref: dict[str, Any], stored: bytes | None, known: dict[str, int]) -> str | None:
+    """Why ``ref`` fails against its stored blob (None: it holds); ``known`` maps blobs already hashed to
+    their size, and gains this one."""
+    sha = ref[REF_KEY]
+    if sha in known:
+        size = known[sha]
+    elif stored is None:
+        return f"the blob {sha} is missing"
+    elif hashlib.sha256(stored).hexdigest() != sha:
+        return f"the blob {sha} does not match its sha256"
+    else:
+        size = known[sha] = len(stored)
+    try:
+        expected = math.prod(ref["shape"]) * np.dtype(ref["dtype"]).itemsize
+    except (KeyError, TypeError, ValueError):
+        return f"the reference to blob {sha} names no valid dtype and shape"
+    if not size == ref.get("bytes") == expected:
+        return f"the blob {sha} does not have the size its reference states"
+    return None
+
+
+def write(session: Session, blobs: Sequence[Blob]) -> None:
+    """Store ``blobs`` in the caller's transaction; a blob already stored (same sha256) is kept as it is.
+    Inserted in sha256 order, so two transactions sharing blobs cannot deadlock on them."""
+    unique = {blob.sha256: blob for blob in blobs}
+    if not unique:
+        return
+    now = utcnow()
+    rows = [
+        {"sha256": sha, "size": blob.data.nbytes, "data": blob.data, "created_at": now}
+        for sha, blob in sorted(unique.items())
+    ]
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    session.execute(module.insert(AuditBlobRow).on_conflict_do_nothing(index_elements=["sha256"]), rows)
+
+
+class AuditBlobs:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def load(self, sha256: str) -> bytes | None:
+        with self.sessions() as session:
+            data = session.scalar(select(AuditBlobRow.data).where(AuditBlobRow.sha256 == sha256))
+            return bytes(data) if data is not None else None
+
+    def verify(self) -> dict[str, Any]:
+        """Every blob referenced by a record exists, hashes to its sha256 and has the stated size; the
+        first record (in chain order) whose reference fails is the break."""
+        checked, known, after = 0, dict[str, int](), 0
+        while True:
+            with self.sessions() as session:
+                rows = session.execute(
+                    select(RecordRow.seq, RecordRow.id, RecordRow.body)
+                    .where(RecordRow.seq > after, RecordRow.body.contains(f'"{REF_KEY}"'))
+                    .order_by(RecordRow.seq)
+                    .limit(VERIFY_BATCH)
+                ).all()
+                for row in rows:
+                    try:
+                        refs = list(references(orjson.loads(row.body)))
+                    except orjson.JSONDecodeError:
+                        continue  # the chain walk reports a body that is not JSON
+                    wanted = sorted({ref[REF_KEY] for ref in refs} - set(known))
+                    query = select(AuditBlobRow.sha256, AuditBlobRow.data)
+                    found = session.execute(query.where(AuditBlobRow.sha256.in_(wanted))).all()
+                    stored = {str(sha): bytes(data) for sha, data in found}
+                    for ref in refs:
+                        problem = _reference_problem(ref, stored.get(ref[REF_KEY]), known)
+                        if problem is not None:
+                            brk = {"seq": row.seq, "id": row.id, "reason": problem}
+                            return {"checked": checked, "distinct": len(known), "first_break": brk}
+                        checked += 1
+                    after = row.seq
+            if len(rows) < VERIFY_BATCH:
+                return {"checked": checked, "distinct": len(known), "first_break": None}
+
+
+def verify_trail(audit: AuditTrail, sessions: sessionmaker[Session]) -> dict[str, Any]:
+    """The chain walk and the blob check in one verdict: ``ok`` only when both pass; ``first_break`` is the
+    chain's, else the blobs'; ``blobs`` tells how many references (and distinct blobs) were checked."""
+    verdict = audit.verify()
+    blobs = AuditBlobs(sessions).verify()
+    first_break = verdict["first_break"] or blobs["first_break"]
+    return {**verdict, "ok": first_break is None, "first_break": first_break, "blobs": blobs}
