@@ -8,12 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,14 +17,13 @@ from typing import Any
 
 import pytest
 import requests
+from gunicorn_process import ROOT, free_port, running_gunicorn, server_env
 
 from model_store.store import Store
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
 MAX_BODY_BYTES = 100_000
-STARTUP_TIMEOUT = 60.0
 LOAN_REQUEST = json.loads((ROOT / "tests" / "data" / "loan_shap_request.json").read_text())
 LOAN_ROW: dict[str, Any] = LOAN_REQUEST["instances"][0]
 LOAN_ROWS = [
@@ -54,54 +49,15 @@ class Server:
         return self.http.get(self.base + path, timeout=60)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _log_tail(log: Path, lines: int = 40) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
-
-
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {process.returncode}:\n{_log_tail(log)}")
-        try:
-            if requests.get(base + "/v1/health", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"gunicorn was not healthy within {STARTUP_TIMEOUT:.0f} s:\n{_log_tail(log)}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the group of the gunicorn we started (own session)
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data = tmp_path_factory.mktemp("e2e").resolve()
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CANDOR_")}
-    env.update(
-        CANDOR_DATA_DIR=str(data),
-        CANDOR_BIND=f"127.0.0.1:{port}",
+    env = server_env(
+        data,
+        free_port(),
         CANDOR_WORKERS="2",
         CANDOR_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
         CANDOR_LOG_LEVEL="warning",
-        # gunicorn 27 opens a control socket in ~/.gunicorn by default; keep the test self-contained.
-        GUNICORN_CMD_ARGS="--no-control-socket",
     )
     candor = Path(sys.executable).with_name("candor")
     install = [str(candor)] if candor.exists() else [sys.executable, "-m", "api.cli"]
@@ -115,25 +71,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     token, _ = store.keys.create("e2e", ["explain", "audit:read"])
     store.close()
 
-    log = data / "gunicorn.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    http = requests.Session()
-    http.headers["Authorization"] = f"Bearer {token}"
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base, process, log)
-        yield Server(base, http, process, log)
-    finally:
-        http.close()
-        _stop(process)
+    with requests.Session() as http, running_gunicorn(env, data / "gunicorn.log") as gunicorn:
+        http.headers["Authorization"] = f"Bearer {token}"
+        yield Server(gunicorn.base, http, gunicorn.process, gunicorn.log)
 
 
 def _check_explanation(envelope: dict[str, Any], n_rows: int, n_features: int, top_k: int | None) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,16 +17,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from gunicorn_process import STARTUP_TIMEOUT, Gunicorn, free_port, running_gunicorn, server_env
 from prometheus_client.parser import text_string_to_metric_families
 
 from model_store.store import Store
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
 LIST_ROUTE = "/v1/models"
 MODEL_ROUTE = "/v1/models/<name>"
-STARTUP_TIMEOUT = 60.0
 
 
 class Server:
@@ -57,12 +54,6 @@ class Server:
         return {int(p.stem.rsplit("_", 1)[1]) for p in (self.data / "metrics").glob("counter_*.db")}
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _children(pid: int) -> set[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return {int(p) for p in path.read_text().split()} if path.exists() else set()
@@ -78,42 +69,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (data / "metrics").mkdir()
     (data / "metrics" / "counter_1.db").write_bytes(b"left over by a previous run")
 
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CANDOR_", "PROMETHEUS_"))}
-    env.update(
-        CANDOR_DATA_DIR=str(data),
-        CANDOR_BIND=f"127.0.0.1:{port}",
-        CANDOR_WORKERS="2",
-        CANDOR_LOG_LEVEL="info",
-        GUNICORN_CMD_ARGS="--no-control-socket",
-    )
-    log = data / "gunicorn.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    served = Server(f"http://127.0.0.1:{port}", data, log, process)
-    served.explain, served.admin = explain, admin
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while len(_children(process.pid)) < 2 or not _answers(served):
-            assert process.poll() is None, log.read_text(errors="replace")
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.2)
+    env = server_env(data, free_port(), CANDOR_WORKERS="2", CANDOR_LOG_LEVEL="info")
+
+    def both_workers_answer(gunicorn: Gunicorn) -> bool:
+        served = Server(gunicorn.base, data, gunicorn.log, gunicorn.process)
+        served.explain = explain
+        return len(_children(gunicorn.process.pid)) >= 2 and _answers(served)
+
+    with running_gunicorn(env, data / "gunicorn.log", ready=both_workers_answer) as gunicorn:
+        served = Server(gunicorn.base, data, gunicorn.log, gunicorn.process)
+        served.explain, served.admin = explain, admin
         yield served
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)  # the group of the gunicorn we started
-                process.wait(timeout=10)
 
 
 def _answers(server: Server) -> bool:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
+from gunicorn_process import free_port, running_gunicorn, server_env
 from text_oracles import tiny_bert_dir
 from tiny_text import tiny_manifest
 
@@ -24,7 +22,6 @@ from model_store.manifest import parse_manifest
 from model_store.store import Store
 from model_store.text.files import read_directory
 
-ROOT = Path(__file__).resolve().parents[1]
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
     "negative_data_rejection,ignored_auth,unsupported_method"
@@ -44,43 +41,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> tuple[st
     )
     token, _ = store.keys.create("fuzzer", ["admin"])
     store.close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CANDOR_")}
-    env.update(
-        CANDOR_DATA_DIR=str(data),
-        CANDOR_BIND=f"127.0.0.1:{port}",
-        CANDOR_WORKERS="2",
-        CANDOR_RATE_LIMIT="",
-        CANDOR_LOG_LEVEL="warning",
-        GUNICORN_CMD_ARGS="--no-control-socket",
-    )
-    log = data / "gunicorn.log"
-    with log.open("wb") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/v1/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
-            time.sleep(0.3)
-        yield base, token, log
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    env = server_env(data, free_port(), CANDOR_WORKERS="2", CANDOR_RATE_LIMIT="", CANDOR_LOG_LEVEL="warning")
+    with running_gunicorn(env, data / "gunicorn.log") as gunicorn:
+        yield gunicorn.base, token, gunicorn.log
 
 
 def test_the_served_contract_holds_under_fuzzing(served: tuple[str, str, Path], tmp_path: Path) -> None:
