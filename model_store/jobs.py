@@ -1,12 +1,12 @@
 """Batch jobs in the database and their files on disk.
 
 A job row says where the job stands; its files live under ``<data_dir>/jobs/<id>/``: ``input.parquet`` (the
-rows, normalised at submission, one row group per chunk) and ``chunks/<n>.jsonl`` (the result lines of chunk
-``n``). A runner claims a job (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the database's single write
-lock, taken first), keeps its heartbeat fresh, and commits each chunk's progress in the transaction that
-also appends the chunk's audit records. ``chunks_done`` is therefore always a prefix of the job that is fully
-committed; a runner that dies leaves the job to be reclaimed once its heartbeat is stale, and the next
-runner resumes at ``chunks_done``, overwriting any chunk file left beyond it.
+rows, normalised at submission, one row group per chunk; deleted once the job ends) and ``chunks/<n>.jsonl``
+(the result lines of chunk ``n``). A runner claims a job (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite:
+the database's single write lock, taken first), keeps its heartbeat fresh, and commits each chunk's progress
+in the transaction that also appends the chunk's audit records. ``chunks_done`` is therefore always a prefix
+of the job that is fully committed; a runner that dies leaves the job to be reclaimed once its heartbeat is
+stale, and the next runner resumes at ``chunks_done``, overwriting any chunk file left beyond it.
 
     queued -> running -> succeeded | failed
        \\          \\-> cancelled   (DELETE; the runner stops at the next chunk)
@@ -130,6 +130,11 @@ class JobFiles:
     def remove(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
+    def discard_input(self, job_id: str) -> None:
+        """Delete a finished job's input rows: its results and audit records stand without them, and a
+        model with ``store_inputs: hash`` must not keep the inputs on disk."""
+        self.input_path(job_id).unlink(missing_ok=True)
+
     def read_chunks(self, job_id: str, chunks: int, block: int = 1 << 16) -> Iterator[bytes]:
         """The committed result lines of chunks ``0 .. chunks-1``, in order, in blocks."""
         for chunk in range(chunks):
@@ -184,14 +189,20 @@ class JobStore:
     def cancel(self, job_id: str, key_id: str | None = None, admin: bool = True) -> dict[str, Any]:
         """Cancel a queued or running job (a running one stops at its next chunk); cancelling a cancelled
         job is a no-op; a finished one is a ``Conflict``."""
-        job = self.get(job_id, key_id, admin)
-        with self.sessions.begin() as session:
-            done = _changed(
-                session,
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status.in_((QUEUED, RUNNING)))
-                .values(status=CANCELLED, finished_at=utcnow()),
-            )
+        self.get(job_id, key_id, admin)
+        done = 0
+        for status in (QUEUED, RUNNING):
+            with self.sessions.begin() as session:
+                done = _changed(
+                    session,
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == status)
+                    .values(status=CANCELLED, finished_at=utcnow()),
+                )
+            if done:
+                if status == QUEUED:  # no runner holds it; a running job's runner discards its input
+                    self.files.discard_input(job_id)
+                break
         job = self.get(job_id)
         if not done and job["status"] != CANCELLED:
             raise Conflict(f"Job '{job_id}' has already {job['status']}.")
@@ -207,6 +218,15 @@ class JobStore:
             JobRow.status == QUEUED,
             (JobRow.status == RUNNING) & (JobRow.heartbeat_at < cutoff),
         )
+        given_up: list[str] = []
+        job = self._claim(runner_id, claimable, now, given_up)
+        for job_id in given_up:  # committed as failed
+            self.files.discard_input(job_id)
+        return job
+
+    def _claim(
+        self, runner_id: str, claimable: Any, now: dt.datetime, given_up: list[str]
+    ) -> dict[str, Any] | None:
         with self.sessions.begin() as session:
             postgres = session.get_bind().dialect.name == "postgresql"
             query = select(JobRow).where(claimable).order_by(JobRow.created_at).limit(1)
@@ -229,6 +249,7 @@ class JobStore:
                 row.error = f"Its runner stopped {row.attempts} times without finishing it."
                 row.finished_at = now
                 session.flush()
+                given_up.append(row.id)
         return None
 
     def heartbeat(self, job_id: str, runner_id: str) -> bool:

@@ -22,6 +22,7 @@ CLAIMERS = 6
 
 def new_job(jobs: JobStore, rows: int = 10) -> str:
     job_id, staging = jobs.files.new_staging_dir()
+    (staging / "input.parquet").write_bytes(b"rows")
     jobs.files.publish(job_id, staging)
     jobs.create(job_id, NewJob("loan", 1, "shap", {}, {"type": "upload"}, "key1", rows, 5))
     return job_id
@@ -96,6 +97,7 @@ def test_a_job_that_keeps_killing_its_runners_fails(store: Store, tmp_path: Path
     assert jobs.claim("last", stale_seconds=0.01) is None
     job = jobs.get(job_id)
     assert job["status"] == "failed" and "5 times" in job["error"]
+    assert not jobs.files.input_path(job_id).exists(), "a job given up on has its input deleted"
 
 
 def test_visibility_and_cancel_rules(store: Store, tmp_path: Path) -> None:
@@ -108,6 +110,7 @@ def test_visibility_and_cancel_rules(store: Store, tmp_path: Path) -> None:
     assert jobs.get(job_id, key_id="key1", admin=False)["id"] == job_id
     assert jobs.claim("r", 60) is not None
     assert jobs.cancel(job_id)["status"] == "cancelled"
+    assert jobs.files.input_path(job_id).exists(), "a running job's input is its runner's to delete"
     assert not jobs.heartbeat(job_id, "r")
     assert not jobs.finish(job_id, "r", "succeeded")
     other = new_job(jobs)

@@ -27,6 +27,7 @@ from api.jobs.summaries import merge
 from api.settings import Settings
 from model_store.errors import CandorError
 from model_store.jobs import (
+    CANCELLED,
     FAILED,
     SUCCEEDED,
     ChunkProgress,
@@ -121,14 +122,18 @@ class Runner:
                 finished = self._chunks(client, job, beat.lost)
             except LostJob:
                 log.info("job %s: cancelled or taken over; stopped", job["id"])
+                if self.jobs.get(job["id"])["status"] == CANCELLED:
+                    self.files.discard_input(job["id"])
                 return
             except Exception as exc:
                 log.exception("job %s: failed", job["id"])
                 detail = exc.detail if isinstance(exc, CandorError) else type(exc).__name__
-                self.jobs.finish(job["id"], self.runner_id, FAILED, f"A chunk failed: {detail}")
+                if self.jobs.finish(job["id"], self.runner_id, FAILED, f"A chunk failed: {detail}"):
+                    self.files.discard_input(job["id"])
                 return
         if finished:
-            self.jobs.finish(job["id"], self.runner_id, SUCCEEDED)
+            if self.jobs.finish(job["id"], self.runner_id, SUCCEEDED):
+                self.files.discard_input(job["id"])
             log.info("job %s: succeeded", job["id"])
         else:
             self.jobs.release(job["id"], self.runner_id)
