@@ -8,7 +8,7 @@ from typing import Any
 
 from explainers.envelope import Explanation
 from model_store.audit import RecordDraft, canonical_json, sha256_hex
-from model_store.audit_blobs import Blob, arrays_replaced, blob_of
+from model_store.audit_blobs import Blob, arrays_replaced, blobs_of
 from model_store.versions import VersionInfo
 
 RECORD_SCHEMA_VERSION = "1.0"
@@ -109,13 +109,17 @@ def draft_and_blobs(
     if method not in OUT_OF_LINE_KINDS:
         return draft_for(method, explanation, info, instances, options, key_id), []
     envelope = explanation.to_dict()
-    encoding = envelope["method"]["params"].get("encoding", "json")
-    blobs: list[Blob] = []
+    arrays: list[Any] = []
+    refs: list[dict[str, Any]] = []
 
     def reference(array: Any, _path: str) -> dict[str, Any]:
-        blob, ref = blob_of(array, encoding)
-        blobs.append(blob)
-        return ref
+        arrays.append(array)
+        refs.append({})  # filled below, once every array is hashed
+        return refs[-1]
 
     envelope["results"] = arrays_replaced(envelope["results"], reference)
-    return draft_for(method, explanation, info, instances, options, key_id, envelope=envelope), blobs
+    hashed = blobs_of(arrays, envelope["method"]["params"].get("encoding", "json"))
+    for ref, (_, filled) in zip(refs, hashed, strict=True):
+        ref.update(filled)
+    draft = draft_for(method, explanation, info, instances, options, key_id, envelope=envelope)
+    return draft, [blob for blob, _ in hashed]

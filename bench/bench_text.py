@@ -18,9 +18,11 @@ Run from the repository root: ``.venv/bin/python bench/bench_text.py [--quick]``
   orjson, the decode included in the API time. Attention, in ``ATTENTION_VARIANTS``: all 6 layers x 12 heads
   (6 x 12 x T x T weights) as JSON numbers (the default), as ``encoding: "base64"`` float32 and as base64
   ``dtype: "float16"``, each against (1); ``aggregate: "mean"`` as JSON and as base64 float16, against the
-  "mean" row of (1); one layer and one head as base64 float16, against (1): the API's fixed cost. The client
-  turns every weights array it receives into a numpy array (``numpy.asarray`` of the JSON lists, or
-  ``base64.b64decode`` + ``numpy.frombuffer``), inside the timed call. Attributions: method
+  "mean" row of (1); the full map as ``encoding: "safetensors"`` float32 and float16 (the body is a
+  safetensors file); one layer and one head as base64 float16 and as safetensors float16, against (1): the
+  API's fixed cost. The client turns every weights array it receives into a numpy array (``numpy.asarray``
+  of the JSON lists, ``base64.b64decode`` + ``numpy.frombuffer``, or ``safetensors.numpy.load`` of the body
+  plus orjson of the envelope in its ``__metadata__``), inside the timed call. Attributions: method
   integrated_gradients, ``n_steps`` 50, baseline pad.
 - (3) ``n_steps: "auto"`` (tolerance 0.05) through the API, one request per note, on the first 10 urgent and
   first 10 routine notes of notes.csv: the steps it needed and why it stopped.
@@ -55,6 +57,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
+import orjson
+import safetensors.numpy
 import torch
 import transformers
 from captum.attr import LayerIntegratedGradients
@@ -87,8 +91,16 @@ ATTENTION_VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
         {"aggregate": "mean", "encoding": "base64", "dtype": "float16"},
         "in_process_mean",
     ),
+    "safetensors_float32": ({"encoding": "safetensors"}, "in_process"),
+    "safetensors_float16": ({"encoding": "safetensors", "dtype": "float16"}, "in_process"),
+    "safetensors_float32_same_note": ({"encoding": "safetensors"}, "in_process"),
+    "safetensors_float16_same_note": ({"encoding": "safetensors", "dtype": "float16"}, "in_process"),
     "one_head_base64_float16": (
         {"layers": [0], "heads": [0], "encoding": "base64", "dtype": "float16"},
+        "in_process",
+    ),
+    "one_head_safetensors_float16": (
+        {"layers": [0], "heads": [0], "encoding": "safetensors", "dtype": "float16"},
         "in_process",
     ),
 }
@@ -130,7 +142,30 @@ class Server(BenchServer):
             store.close()
 
     def post_method(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("encoding") == "safetensors":
+            return self.post_safetensors(f"{BASE_PATH}/{method}", body)
         return self.post(f"{BASE_PATH}/{method}", body)
+
+    def post_safetensors(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST for a safetensors answer and read it as a client would: ``safetensors.numpy.load`` for the
+        arrays, the header's ``__metadata__["explanation"]`` for the envelope (timed into
+        ``last_decode_s``); returns the envelope with each tensor name replaced by its array."""
+        response = self.session.post(self.base + path, data=orjson.dumps(body))
+        if not response.ok:
+            raise RuntimeError(f"{response.status_code} from the API: {response.text[:2000]}")
+        started = time.perf_counter()
+        content = response.content
+        tensors = safetensors.numpy.load(content)
+        size = int.from_bytes(content[:8], "little")
+        envelope = orjson.loads(orjson.loads(content[8 : 8 + size])["__metadata__"]["explanation"])
+        for result in envelope["results"]:
+            for entry in result.get("attention", []):
+                entry["weights"] = tensors[entry["weights"]]
+            if "rollout" in result:
+                result["rollout"]["weights"] = tensors[result["rollout"]["weights"]]
+        self.last_decode_s = time.perf_counter() - started
+        self.last_bytes = len(content)
+        return envelope  # type: ignore[no-any-return]
 
 
 class InProcess:
@@ -198,6 +233,25 @@ def long_note(local: InProcess) -> str:
     return text
 
 
+def distinct_notes(local: InProcess, tokens: int, count: int, other_than: str) -> list[str]:
+    """``count`` different notes of exactly ``tokens`` tokens: windows of notes.csv's words, each cut at a
+    word boundary to the longest prefix of <= MAX_TOKENS tokens, kept when it has ``tokens`` tokens. Every
+    call gets its own note, so every answer's weights are new to the audit trail's blob store (a note sent
+    again would find its blobs stored already)."""
+    words = " ".join(notes()["text"]).split()
+    found: list[str] = []
+    for start in range(len(words) - 100):
+        window = words[start : start + 100]
+        while local.tokens(" ".join(window)) > MAX_TOKENS:
+            window.pop()
+        note = " ".join(window)
+        if note != other_than and local.tokens(note) == tokens:
+            found.append(note)
+            if len(found) == count:
+                return found
+    raise RuntimeError(f"only {len(found)} notes of {tokens} tokens")
+
+
 def alternate(
     calls: dict[str, tuple[Callable[..., Any], Any]], repeats: int, after: Callable[[str], None] | None = None
 ) -> dict[str, list[float]]:
@@ -229,7 +283,10 @@ def summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
 
 def to_numpy(weights: Any) -> np.ndarray:
     """What a client does with one weights array it received: JSON numbers, or a base64 tensor object
-    (``{"dtype", "shape", "byte_order", "data"}``) through ``base64.b64decode`` and ``numpy.frombuffer``."""
+    (``{"dtype", "shape", "byte_order", "data"}``) through ``base64.b64decode`` and ``numpy.frombuffer``
+    (a safetensors answer's arrays are numpy arrays already)."""
+    if isinstance(weights, np.ndarray):
+        return weights
     if isinstance(weights, dict):
         dtype = np.dtype(weights["dtype"]).newbyteorder("<" if weights["byte_order"] == "little" else ">")
         return np.frombuffer(base64.b64decode(weights["data"]), dtype=dtype).reshape(weights["shape"])
@@ -256,19 +313,38 @@ def attention_check(
 
 
 def attention_phase(server: Server, local: InProcess, text: str, repeats: int) -> dict[str, Any]:
-    """Every attention variant through the API and both in-process sides, alternated call by call."""
+    """Every attention variant through the API and both in-process sides, alternated call by call. Each call
+    takes the next note of its side's own pool of distinct notes of ``text``'s token count (the ``same_note``
+    variants send ``text`` every time: their weights' blobs are stored already, so they show the cost of
+    a record that only references its weights)."""
     instances = [{"text": text}]
     attentions = local.attention(text)
     reference = torch.stack([a[0] for a in attentions]).double().numpy()
+    sides = ["in_process", "in_process_mean", *ATTENTION_VARIANTS]
+    pool = iter(distinct_notes(local, local.tokens(text), len(sides) * (repeats + 1), text))
+    pools = {side: [next(pool) for _ in range(repeats + 1)] for side in sides}
+
+    def fresh(side: str) -> Callable[[], str]:
+        texts = iter(pools[side])
+        return lambda: next(texts)
+
+    def local_attention(next_note: Callable[[], str]) -> Any:
+        return local.attention(next_note())
+
+    def local_mean(next_note: Callable[[], str]) -> Any:
+        return local.attention_mean(next_note())
+
     calls: dict[str, tuple[Callable[..., Any], Any]] = {
-        "in_process": (local.attention, text),
-        "in_process_mean": (local.attention_mean, text),
+        "in_process": (local_attention, fresh("in_process")),
+        "in_process_mean": (local_mean, fresh("in_process_mean")),
     }
     variants: dict[str, dict[str, Any]] = {}
     samples: dict[str, list[tuple[float, ...]]] = {name: [] for name in ATTENTION_VARIANTS}
 
-    def api(call: tuple[str, dict[str, Any]]) -> list[np.ndarray]:
-        name, body = call
+    def api(call: tuple[str, dict[str, Any], Callable[[], str] | None]) -> list[np.ndarray]:
+        name, body, next_note = call
+        if next_note is not None:
+            body = {**body, "instances": [{"text": next_note()}]}
         answer = server.post_method("attention", body)
         started = time.perf_counter()
         matrices = [to_numpy(e["weights"]) for e in answer["results"][0]["attention"]]
@@ -289,7 +365,7 @@ def attention_phase(server: Server, local: InProcess, text: str, repeats: int) -
             "max_abs_diff": worst,
             "check_passed": passed,
         }
-        calls[name] = (api, (name, body))
+        calls[name] = (api, (name, body, None if name.endswith("same_note") else fresh(name)))
     del answer  # out of the collector's way
     ms = summary(alternate(calls, repeats))
     for name, variant in variants.items():

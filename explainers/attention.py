@@ -49,9 +49,13 @@ def rollout(weights: np.ndarray) -> np.ndarray:
 
 
 def row_sum_error(matrices: np.ndarray) -> float:
-    """Largest |sum of a row - 1| over the last axis, summed in float64 without a float64 copy."""
-    sums = torch.from_numpy(matrices).sum(dim=-1, dtype=torch.float64)
-    return float((sums - 1).abs().max())
+    """Largest |sum of a row - 1| over the last axis, without a copy of the matrices: float32 values summed
+    in float64 (numpy: ~2x faster than torch here), float16 values in float32 (torch; exact to far below
+    float16's own rounding, which is what the figure then measures)."""
+    if matrices.dtype == np.float16:
+        sums = torch.from_numpy(matrices).sum(dim=-1, dtype=torch.float32)
+        return float((sums - 1).abs().max())
+    return float(np.abs(matrices.sum(axis=-1, dtype=np.float64) - 1).max())
 
 
 @dataclasses.dataclass(frozen=True)
