@@ -30,6 +30,9 @@ from model_store.tables import AuditBlobRow, RecordRow, utcnow
 REF_KEY = "blob_sha256"
 BIG_ENDIAN = sys.byteorder == "big"
 PARALLEL_BYTES = 1 << 20
+WITHOUT_ARRAYS = frozenset({"tokens", "words", "prediction", "params", "library_versions"})
+"""Envelope keys whose values never hold arrays: ``arrays_replaced`` keeps them as they are (a note's 128
+token objects would otherwise be walked and copied twice per answer)."""
 VERIFY_BATCH = 200
 
 
@@ -58,7 +61,10 @@ def arrays_replaced(value: Any, replace: Callable[[np.ndarray, str], Any], path:
     if isinstance(value, np.ndarray):
         return replace(value, path)
     if isinstance(value, dict):
-        return {k: arrays_replaced(v, replace, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {
+            k: v if k in WITHOUT_ARRAYS else arrays_replaced(v, replace, f"{path}.{k}" if path else str(k))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [arrays_replaced(v, replace, f"{path}.{i}") for i, v in enumerate(value)]
     return value
