@@ -254,15 +254,7 @@ class JobStore:
 
     def heartbeat(self, job_id: str, runner_id: str) -> bool:
         """Refresh the job's heartbeat; False when this runner no longer holds it."""
-        with self.sessions.begin() as session:
-            return bool(
-                _changed(
-                    session,
-                    update(JobRow)
-                    .where(JobRow.id == job_id, JobRow.runner_id == runner_id, JobRow.status == RUNNING)
-                    .values(heartbeat_at=utcnow()),
-                )
-            )
+        return self._update_held(job_id, runner_id, {"heartbeat_at": utcnow()})
 
     def advance(
         self, session: Session, job_id: str, runner_id: str, progress: ChunkProgress, summary: dict[str, Any]
@@ -292,27 +284,22 @@ class JobStore:
 
     def finish(self, job_id: str, runner_id: str, status: str, error: str | None = None) -> bool:
         """Mark a held job succeeded or failed; False when the runner no longer holds it."""
-        with self.sessions.begin() as session:
-            return bool(
-                _changed(
-                    session,
-                    update(JobRow)
-                    .where(JobRow.id == job_id, JobRow.runner_id == runner_id, JobRow.status == RUNNING)
-                    .values(status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow()),
-                )
-            )
+        now = utcnow()
+        values = {"status": status, "error": error, "finished_at": now, "heartbeat_at": now}
+        return self._update_held(job_id, runner_id, values)
 
     def release(self, job_id: str, runner_id: str) -> bool:
         """Give a held job back to the queue (a runner shutting down): the next runner resumes it at once."""
+        values = {"status": QUEUED, "runner_id": None, "heartbeat_at": None, "attempts": JobRow.attempts - 1}
+        return self._update_held(job_id, runner_id, values)
+
+    def _update_held(self, job_id: str, runner_id: str, values: dict[str, Any]) -> bool:
+        """Set ``values`` on the job if ``runner_id`` still holds it running; whether it did."""
         with self.sessions.begin() as session:
-            return bool(
-                _changed(
-                    session,
-                    update(JobRow)
-                    .where(JobRow.id == job_id, JobRow.runner_id == runner_id, JobRow.status == RUNNING)
-                    .values(status=QUEUED, runner_id=None, heartbeat_at=None, attempts=JobRow.attempts - 1),
-                )
+            held = update(JobRow).where(
+                JobRow.id == job_id, JobRow.runner_id == runner_id, JobRow.status == RUNNING
             )
+            return bool(_changed(session, held.values(values)))
 
 
 def _changed(session: Session, statement: Any) -> int:
