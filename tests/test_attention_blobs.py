@@ -253,6 +253,7 @@ def test_verify_finds_a_changed_or_missing_blob(
     verdict = text.audit("/v1/audit/verify").get_json()
     assert verdict["ok"] is False
     assert verdict["first_break"] == {"seq": record["seq"], "id": ids[1], "reason": reason}
+    assert_problem(text.audit(f"/v1/explanations/{ids[1]}/blobs/{sha}"), 409 if damage == "one byte" else 404)
     assert verdict["blobs"]["first_break"] == verdict["first_break"]
     assert verdict["checked"] == 2  # the chain itself still verifies: the blob is what broke
     monkeypatch.setenv("CANDOR_DATA_DIR", str(text.app.extensions["candor"].settings.data_dir))

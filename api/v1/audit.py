@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
+import hashlib
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +30,7 @@ from api.schemas.common import ProblemSchema
 from api.v1.blueprint import Blueprint
 from model_store.audit import RecordFilter
 from model_store.audit_blobs import REF_KEY, AuditBlobs, references, verify_trail
-from model_store.errors import InvalidInput, NotFound
+from model_store.errors import Conflict, InvalidInput, NotFound
 
 blp = Blueprint("audit", __name__, url_prefix="/v1", description="The audit trail of explanations")
 
@@ -166,16 +167,19 @@ class RecordBlob(AuditView):
         content_type="application/octet-stream",
     )
     @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(409, schema=ProblemSchema)
     def get(self, record_id: str, digest: str):  # type: ignore[no-untyped-def]
         """A blob the record refers to (big attention weights are kept out of the record's body, each as a
         reference ``{"blob_sha256", "dtype", "shape", ...}`` its hash covers). 404 unless the record refers
-        to this blob (``digest``: its sha256)."""
+        to this blob (``digest``: its sha256); 409 if the stored bytes no longer hash to it."""
         record = _visible_record(record_id)
         if not any(ref[REF_KEY] == digest for ref in references(record)):
             raise NotFound(f"The record '{record_id}' refers to no blob '{digest}'.")
         data = AuditBlobs(candor().store.sessions).load(digest)
         if data is None:
             raise NotFound(f"The blob '{digest}' is missing: GET /v1/audit/verify reports the break.")
+        if hashlib.sha256(data).hexdigest() != digest:  # never serve bytes the chain contradicts
+            raise Conflict(f"The stored blob '{digest}' does not match its sha256: see GET /v1/audit/verify.")
         return Response(data, mimetype="application/octet-stream", headers={"ETag": f'"{digest}"'})
 
 
