@@ -52,7 +52,9 @@ def compare(
     references of the record (read with ``blobs``)."""
     arrays: list[np.ndarray] = []
 
-    def keep(array: np.ndarray, _path: str) -> dict[str, int]:
+    def keep(array: np.ndarray, _path: str) -> Any:
+        if array.dtype.kind not in "fiu":
+            return array.tolist()  # not numbers: compared as JSON, as before
         arrays.append(array)
         return {ARRAY_MARK: len(arrays) - 1}
 
@@ -117,9 +119,12 @@ def _from_base64(value: dict[str, Any]) -> Any:
 def _arrays_diff(a: Any, b: Any, path: str, differences: list[str]) -> float:
     """Two weights arrays (either side may be JSON numbers): their largest difference, or a difference of
     shape or finiteness listed."""
+    # JSON numbers read back in the other side's dtype: float32 sent as its shortest decimal form reads back
+    # to the very float32
+    dtype = (a if isinstance(a, Decoded) else b).array.dtype
     try:
-        left = a.array if isinstance(a, Decoded) else np.asarray(a, dtype=np.float64)
-        right = b.array if isinstance(b, Decoded) else np.asarray(b, dtype=np.float64)
+        left = a.array if isinstance(a, Decoded) else np.asarray(a, dtype=dtype)
+        right = b.array if isinstance(b, Decoded) else np.asarray(b, dtype=dtype)
     except (TypeError, ValueError):
         differences.append(path or "/")
         return 0.0
