@@ -112,7 +112,8 @@ def is_reference(value: Any) -> bool:
 
 
 def references(value: Any) -> Iterator[dict[str, Any]]:
-    """Every blob reference inside ``value`` (a record or an envelope), depth first."""
+    """Every blob reference inside ``value`` (a recorded explanation), depth first. Only the explanation
+    holds references: a request's instances and options are the client's JSON and are never read as one."""
     if isinstance(value, dict):
         if is_reference(value):
             yield value
@@ -189,7 +190,7 @@ class AuditBlobs:
                 ).all()
                 for row in rows:
                     try:
-                        refs = list(references(orjson.loads(row.body)))
+                        refs = list(references(orjson.loads(row.body).get("explanation")))
                     except orjson.JSONDecodeError:
                         continue  # the chain walk reports a body that is not JSON
                     wanted = sorted({ref[REF_KEY] for ref in refs} - set(known))

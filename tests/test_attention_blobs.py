@@ -297,3 +297,15 @@ def test_replay_reports_weights_that_differ_from_the_blob(text: Text) -> None:
     )
     outcome = replay.get_json()
     assert outcome["within_tolerance"] is False and outcome["max_abs_diff"] == pytest.approx(0.25, abs=1e-6)
+
+
+def test_only_the_explanation_holds_references(text: Text) -> None:
+    """A client's JSON (an instance's extra field shaped like a reference) is never read as one."""
+    fake = {"blob_sha256": "0" * 64, "dtype": "float32", "shape": [1], "bytes": 4}
+    response = text.attention({"instances": [{"text": WHEEZING, "meta": fake}], "heads": [0]})
+    assert response.status_code in (200, 422)
+    verdict = text.audit("/v1/audit/verify").get_json()
+    assert verdict["ok"] is True, verdict
+    if response.status_code == 200:
+        record_id = response.get_json()["id"]
+        assert_problem(text.audit(f"/v1/explanations/{record_id}/blobs/{'0' * 64}"), 404)

@@ -173,7 +173,7 @@ class RecordBlob(AuditView):
         reference ``{"blob_sha256", "dtype", "shape", ...}`` its hash covers). 404 unless the record refers
         to this blob (``digest``: its sha256); 409 if the stored bytes no longer hash to it."""
         record = _visible_record(record_id)
-        if not any(ref[REF_KEY] == digest for ref in references(record)):
+        if not any(ref[REF_KEY] == digest for ref in references(record.get("explanation"))):
             raise NotFound(f"The record '{record_id}' refers to no blob '{digest}'.")
         data = AuditBlobs(candor().store.sessions).load(digest)
         if data is None:
