@@ -132,15 +132,21 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_purge(args: argparse.Namespace, settings: Settings) -> int:
-    """Delete records older than the retention period, leaving a checkpoint so the chain still verifies."""
+    """Delete records older than the retention period, leaving a checkpoint so the chain still verifies, then
+    the blobs only those records referred to."""
     days = args.days if args.days is not None else settings.retention_days
     if days <= 0:
         print("retention is unlimited (CANDOR_RETENTION_DAYS=0): nothing purged")
         return 0
+    from model_store.audit_blobs import AuditBlobs
+
     before = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
-    outcome = _store(settings).audit.purge(before, {"retention_days": days})
+    store = _store(settings)
+    outcome = store.audit.purge(before, {"retention_days": days})
+    blobs = AuditBlobs(store.sessions).collect(store.audit)
     print(
-        f"purged {outcome['purged']} records before {before.isoformat()}; checkpoint {outcome['checkpoint']}"
+        f"purged {outcome['purged']} records before {before.isoformat()}; "
+        f"checkpoint {outcome['checkpoint']}; deleted {blobs} blobs no record refers to"
     )
     return 0
 

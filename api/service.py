@@ -105,6 +105,8 @@ class ExplanationService:
         if record:
             draft, blobs = draft_and_blobs(method, explanation, info, instances, options, key_id)
             with self.store.sessions.begin() as session:  # the record and its blobs commit together
+                if blobs:  # under the chain's lock, so no blob collection runs between the two
+                    self.store.audit.lock(session)
                 audit_blobs.write(session, blobs)
                 self.store.audit.append([draft], session=session)
         return explanation

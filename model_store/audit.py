@@ -169,6 +169,11 @@ class AuditTrail:
         session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=seq, hash=prev))
         return [row["hash"] for row in rows]
 
+    def lock(self, session: Session) -> None:
+        """Take the chain's lock in ``session``'s transaction (held until it ends): a writer of blobs for a
+        record takes it first, and so does the collection of unreferenced blobs, so neither can interleave."""
+        self._lock_head(session)
+
     @staticmethod
     def _lock_head(session: Session) -> tuple[int, str]:
         """Take the chain's lock (a write to the head row: a row lock on PostgreSQL, the write lock on SQLite)

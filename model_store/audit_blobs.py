@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -175,6 +175,31 @@ class AuditBlobs:
         with self.sessions() as session:
             data = session.scalar(select(AuditBlobRow.data).where(AuditBlobRow.sha256 == sha256))
             return bytes(data) if data is not None else None
+
+    def collect(self, audit: AuditTrail) -> int:
+        """Delete the blobs no record refers to any more (after a purge); how many. Runs under the chain's
+        lock, which a request takes before writing its blobs, so no blob can gain a reference meanwhile."""
+        with self.sessions.begin() as session:
+            audit.lock(session)
+            keep: set[str] = set()
+            after = 0
+            while True:
+                rows = session.execute(
+                    select(RecordRow.seq, RecordRow.body)
+                    .where(RecordRow.seq > after, RecordRow.body.contains(f'"{REF_KEY}"'))
+                    .order_by(RecordRow.seq)
+                    .limit(VERIFY_BATCH)
+                ).all()
+                for row in rows:
+                    keep.update(ref[REF_KEY] for ref in references(orjson.loads(row.body).get("explanation")))
+                    after = row.seq
+                if len(rows) < VERIFY_BATCH:
+                    break
+            unreferenced = sorted(set(session.scalars(select(AuditBlobRow.sha256)).all()) - keep)
+            for start in range(0, len(unreferenced), VERIFY_BATCH):
+                batch = unreferenced[start : start + VERIFY_BATCH]
+                session.execute(delete(AuditBlobRow).where(AuditBlobRow.sha256.in_(batch)))
+        return len(unreferenced)
 
     def verify(self) -> dict[str, Any]:
         """Every blob referenced by a record exists, hashes to its sha256 and has the stated size; the

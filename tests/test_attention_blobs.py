@@ -11,6 +11,7 @@ blobs: checked against the model's own ``output_attentions``, on SQLite and Post
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator
@@ -309,3 +310,40 @@ def test_only_the_explanation_holds_references(text: Text) -> None:
     if response.status_code == 200:
         record_id = response.get_json()["id"]
         assert_problem(text.audit(f"/v1/explanations/{record_id}/blobs/{'0' * 64}"), 404)
+
+
+def _stored_blobs(text: Text) -> set[str]:
+    with text.app.extensions["candor"].store.engine.connect() as connection:
+        return {str(sha) for sha in connection.execute(sa.text("SELECT sha256 FROM audit_blobs")).scalars()}
+
+
+def test_purge_deletes_the_blobs_only_purged_records_referred_to(
+    text: Text, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Old records are purged by the CLI: their blobs go too, unless a record kept refers to the same
+    weights; what remains verifies, blobs included."""
+    body = {"encoding": "safetensors", "dtype": "float32"}
+    statuses = [text.attention({"instances": [{"text": t}], **body}).status_code for t in (SECOND, WHEEZING)]
+    assert statuses == [200, 200]
+    old = _stored_blobs(text)
+    assert len(old) == 2 * 2 * 2  # two notes, 2 layers x 2 heads each
+    # made old (a changed time would break the chain, but these records are the ones purged)
+    text.execute("UPDATE explanation_records SET recorded_at = :t", t=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    kept = text.attention({"instances": [{"text": WHEEZING}], "encoding": "base64"}).get_json()["id"]
+    kept_refs = {
+        entry["weights"]["blob_sha256"]
+        for entry in text.audit(f"/v1/explanations/{kept}").get_json()["explanation"]["results"][0][
+            "attention"
+        ]
+    }
+    assert kept_refs < old, "the same note's weights are the blobs already stored"
+
+    monkeypatch.setenv("CANDOR_DATA_DIR", str(text.app.extensions["candor"].settings.data_dir))
+    monkeypatch.setenv("CANDOR_DATABASE_URL", text.url)
+    capsys.readouterr()
+    assert cli_main(["audit", "purge", "--days", "30"]) == 0
+    assert "deleted 4 blobs no record refers to" in capsys.readouterr().out
+    assert _stored_blobs(text) == kept_refs
+    verdict = text.audit("/v1/audit/verify").get_json()
+    assert verdict["ok"] is True and verdict["checked"] == 2  # the kept record and the checkpoint
+    assert verdict["blobs"] == {"checked": 4, "distinct": 4, "first_break": None}
