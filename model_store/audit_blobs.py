@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.audit import AuditTrail
+from model_store.errors import Conflict, NotFound
 from model_store.tables import AuditBlobRow, RecordRow, utcnow
 
 REF_KEY = "blob_sha256"
@@ -128,6 +129,23 @@ def references(value: Any) -> Iterator[dict[str, Any]]:
 def array_of(ref: dict[str, Any], data: bytes) -> np.ndarray:
     """The array a reference names, from its blob's bytes."""
     return np.frombuffer(data, dtype=np.dtype(ref["dtype"]).newbyteorder("<")).reshape(ref["shape"])
+
+
+def with_arrays(value: Any, load: Callable[[str], bytes | None]) -> Any:
+    """``value`` (a recorded explanation) with every blob reference replaced by its array, read with
+    ``load``; ``NotFound`` when a blob is missing, ``Conflict`` when its bytes no longer match its sha256."""
+    if is_reference(value):
+        data = load(value[REF_KEY])
+        if data is None:
+            raise NotFound(f"The record's blob {value[REF_KEY]} is missing.")
+        if hashlib.sha256(data).hexdigest() != value[REF_KEY]:
+            raise Conflict(f"The record's blob {value[REF_KEY]} no longer matches its sha256.")
+        return array_of(value, data)
+    if isinstance(value, dict):
+        return {k: with_arrays(v, load) for k, v in value.items()}
+    if isinstance(value, list):
+        return [with_arrays(v, load) for v in value]
+    return value
 
 
 def _reference_problem(ref: dict[str, Any], stored: bytes | None, known: dict[str, int]) -> str | None:

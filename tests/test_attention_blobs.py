@@ -347,3 +347,19 @@ def test_purge_deletes_the_blobs_only_purged_records_referred_to(
     verdict = text.audit("/v1/audit/verify").get_json()
     assert verdict["ok"] is True and verdict["checked"] == 2  # the kept record and the checkpoint
     assert verdict["blobs"] == {"checked": 4, "distinct": 4, "first_break": None}
+
+
+def test_the_record_plot_draws_from_the_blobs(text: Text) -> None:
+    """A recorded attention map is drawn from its blobs; a missing blob is a 404, a changed one a 409."""
+    record_id = text.attention({"instances": [{"text": WHEEZING}], "encoding": "base64"}).get_json()["id"]
+    plot = f"/v1/explanations/{record_id}/plot?view=head&layer=1&head=0"
+    drawn = text.audit(plot)
+    assert drawn.status_code == 200 and drawn.mimetype == "image/svg+xml", drawn.data[:300]
+    record = text.audit(f"/v1/explanations/{record_id}").get_json()
+    sha = record["explanation"]["results"][0]["attention"][2]["weights"]["blob_sha256"]
+    data = bytearray(_blob_bytes(text, sha))
+    data[0] ^= 0x01
+    text.execute("UPDATE audit_blobs SET data = :d WHERE sha256 = :s", d=bytes(data), s=sha)
+    assert_problem(text.audit(plot), 409)
+    text.execute("DELETE FROM audit_blobs WHERE sha256 = :s", s=sha)
+    assert_problem(text.audit(plot), 404)

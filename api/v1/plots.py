@@ -21,6 +21,7 @@ from explainers.narratives import Names, effort_scales
 from explainers.plots import DPI, FORMATS, SIZES, record_picture, render
 from explainers.shap_backends import BACKGROUND_SEED
 from explainers.shap_tabular import ShapExplainer
+from model_store.audit_blobs import AuditBlobs, with_arrays
 from model_store.errors import InvalidInput
 from model_store.versions import VersionInfo
 
@@ -90,6 +91,9 @@ class RecordPlot(MethodView):
         (``view=head|layer_mean|layer_max|rollout``, ``layer``, ``head``); attributions -> the text with
         each word coloured by its attribution."""
         record = _visible_record(record_id)
+        if record.get("kind") == "attention":  # weights are kept as blobs: the picture needs the values
+            blobs = AuditBlobs(candor().store.sessions)
+            record["explanation"] = with_arrays(record.get("explanation"), blobs.load)
         picture, result = record_picture(record, query["instance"])
         data = _record_data(record, picture, result, query)
         return _image(render(picture, query["format"], data), query["format"])
