@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -58,11 +59,9 @@ def draft_for(
     options: dict[str, Any],
     key_id: str | None,
     source: dict[str, Any] | None = None,
-    envelope: dict[str, Any] | None = None,
 ) -> RecordDraft:
-    """The record of one explanation (its id is the envelope's id); ``envelope`` in place of the
-    explanation's own (see ``draft_and_blobs``)."""
-    envelope = envelope if envelope is not None else explanation.to_dict()
+    """The record of one explanation (its id is the envelope's id)."""
+    envelope = explanation.to_dict()
     params = envelope["method"]["params"]
     return RecordDraft(
         id=explanation.id,
@@ -95,20 +94,13 @@ def draft_for(
     )
 
 
-def draft_and_blobs(
-    method: str,
-    explanation: Explanation,
-    info: VersionInfo,
-    instances: list[Any],
-    options: dict[str, Any],
-    key_id: str | None,
-) -> tuple[RecordDraft, list[Blob]]:
-    """The record of one explanation with its arrays out of line: for the kinds of ``OUT_OF_LINE_KINDS``
-    every array of the envelope becomes a reference to a blob of its bytes (both to be stored in one
-    transaction); other kinds are recorded whole, as ``draft_for`` does."""
-    if method not in OUT_OF_LINE_KINDS:
-        return draft_for(method, explanation, info, instances, options, key_id), []
-    envelope = explanation.to_dict()
+def out_of_line(draft: RecordDraft) -> tuple[RecordDraft, list[Blob]]:
+    """``draft`` with its arrays out of line: for the kinds of ``OUT_OF_LINE_KINDS`` every array of the
+    explanation's results becomes a reference to a blob of its bytes (both to be stored in one
+    transaction); other kinds are recorded whole."""
+    if draft.kind not in OUT_OF_LINE_KINDS:
+        return draft, []
+    envelope = draft.content["explanation"]
     arrays: list[Any] = []
     refs: list[dict[str, Any]] = []
 
@@ -117,9 +109,9 @@ def draft_and_blobs(
         refs.append({})  # filled below, once every array is hashed
         return refs[-1]
 
-    envelope["results"] = arrays_replaced(envelope["results"], reference)
-    hashed = blobs_of(arrays, envelope["method"]["params"].get("encoding", "json"))
+    results = arrays_replaced(envelope["results"], reference)
+    hashed = blobs_of(arrays, draft.content["params"].get("encoding", "json"))
     for ref, (_, filled) in zip(refs, hashed, strict=True):
         ref.update(filled)
-    draft = draft_for(method, explanation, info, instances, options, key_id, envelope=envelope)
-    return draft, [blob for blob, _ in hashed]
+    content = {**draft.content, "explanation": {**envelope, "results": results}}
+    return dataclasses.replace(draft, content=content), [blob for blob, _ in hashed]

@@ -9,7 +9,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from api.metrics import EXPLANATION_SECONDS
-from api.recording import draft_and_blobs
+from api.recording import draft_for, out_of_line
 from api.replay import compare, replay_request
 from api.settings import Settings
 from explainers.envelope import Explanation
@@ -103,7 +103,7 @@ class ExplanationService:
         before returning it."""
         info, explanation = self.compute(method, name, version, instances, options)
         if record:
-            draft, blobs = draft_and_blobs(method, explanation, info, instances, options, key_id)
+            draft, blobs = out_of_line(draft_for(method, explanation, info, instances, options, key_id))
             with self.store.sessions.begin() as session:  # the record and its blobs commit together
                 if blobs:  # under the chain's lock, so no blob collection runs between the two
                     self.store.audit.lock(session)

@@ -131,16 +131,11 @@ def array_of(ref: dict[str, Any], data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(ref["dtype"]).newbyteorder("<")).reshape(ref["shape"])
 
 
-def with_arrays(value: Any, load: Callable[[str], bytes | None]) -> Any:
+def with_arrays(value: Any, load: Callable[[str], bytes]) -> Any:
     """``value`` (a recorded explanation) with every blob reference replaced by its array, read with
-    ``load``; ``NotFound`` when a blob is missing, ``Conflict`` when its bytes no longer match its sha256."""
+    ``load`` (e.g. ``AuditBlobs.checked``)."""
     if is_reference(value):
-        data = load(value[REF_KEY])
-        if data is None:
-            raise NotFound(f"The record's blob {value[REF_KEY]} is missing.")
-        if hashlib.sha256(data).hexdigest() != value[REF_KEY]:
-            raise Conflict(f"The record's blob {value[REF_KEY]} no longer matches its sha256.")
-        return array_of(value, data)
+        return array_of(value, load(value[REF_KEY]))
     if isinstance(value, dict):
         return {k: with_arrays(v, load) for k, v in value.items()}
     if isinstance(value, list):
@@ -194,25 +189,26 @@ class AuditBlobs:
             data = session.scalar(select(AuditBlobRow.data).where(AuditBlobRow.sha256 == sha256))
             return bytes(data) if data is not None else None
 
+    def checked(self, sha256: str) -> bytes:
+        """The blob's bytes; ``NotFound`` when it is missing, ``Conflict`` when they no longer hash to
+        ``sha256`` (bytes the chain contradicts are never served)."""
+        data = self.load(sha256)
+        if data is None:
+            raise NotFound(f"The blob '{sha256}' is missing: GET /v1/audit/verify reports the break.")
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise Conflict(f"The stored blob '{sha256}' does not match its sha256: see GET /v1/audit/verify.")
+        return data
+
     def collect(self, audit: AuditTrail) -> int:
         """Delete the blobs no record refers to any more (after a purge); how many. Runs under the chain's
         lock, which a request takes before writing its blobs, so no blob can gain a reference meanwhile."""
         with self.sessions.begin() as session:
             audit.lock(session)
             keep: set[str] = set()
-            after = 0
-            while True:
-                rows = session.execute(
-                    select(RecordRow.seq, RecordRow.body)
-                    .where(RecordRow.seq > after, RecordRow.body.contains(f'"{REF_KEY}"'))
-                    .order_by(RecordRow.seq)
-                    .limit(VERIFY_BATCH)
-                ).all()
-                for row in rows:
-                    keep.update(ref[REF_KEY] for ref in references(orjson.loads(row.body).get("explanation")))
-                    after = row.seq
-                if len(rows) < VERIFY_BATCH:
-                    break
+            for row, refs in _referring_records(session):
+                if refs is None:  # its references cannot be known: delete nothing
+                    raise ValueError(f"Record {row.seq}'s body is not JSON: see `candor audit verify`.")
+                keep.update(ref[REF_KEY] for ref in refs)
             unreferenced = sorted(set(session.scalars(select(AuditBlobRow.sha256)).all()) - keep)
             for start in range(0, len(unreferenced), VERIFY_BATCH):
                 batch = unreferenced[start : start + VERIFY_BATCH]
@@ -222,33 +218,46 @@ class AuditBlobs:
     def verify(self) -> dict[str, Any]:
         """Every blob referenced by a record exists, hashes to its sha256 and has the stated size; the
         first record (in chain order) whose reference fails is the break."""
-        checked, known, after = 0, dict[str, int](), 0
-        while True:
-            with self.sessions() as session:
-                rows = session.execute(
-                    select(RecordRow.seq, RecordRow.id, RecordRow.body)
-                    .where(RecordRow.seq > after, RecordRow.body.contains(f'"{REF_KEY}"'))
-                    .order_by(RecordRow.seq)
-                    .limit(VERIFY_BATCH)
-                ).all()
-                for row in rows:
-                    try:
-                        refs = list(references(orjson.loads(row.body).get("explanation")))
-                    except orjson.JSONDecodeError:
-                        continue  # the chain walk reports a body that is not JSON
-                    wanted = sorted({ref[REF_KEY] for ref in refs} - set(known))
-                    query = select(AuditBlobRow.sha256, AuditBlobRow.data)
-                    found = session.execute(query.where(AuditBlobRow.sha256.in_(wanted))).all()
-                    stored = {str(sha): bytes(data) for sha, data in found}
-                    for ref in refs:
-                        problem = _reference_problem(ref, stored.get(ref[REF_KEY]), known)
-                        if problem is not None:
-                            brk = {"seq": row.seq, "id": row.id, "reason": problem}
-                            return {"checked": checked, "distinct": len(known), "first_break": brk}
-                        checked += 1
-                    after = row.seq
-            if len(rows) < VERIFY_BATCH:
-                return {"checked": checked, "distinct": len(known), "first_break": None}
+        checked, known = 0, dict[str, int]()
+        with self.sessions() as session:
+            for row, refs in _referring_records(session):
+                if refs is None:
+                    continue  # the chain walk reports a body that is not JSON
+                wanted = sorted({ref[REF_KEY] for ref in refs} - set(known))
+                query = select(AuditBlobRow.sha256, AuditBlobRow.data)
+                found = session.execute(query.where(AuditBlobRow.sha256.in_(wanted))).all()
+                stored = {str(sha): bytes(data) for sha, data in found}
+                for ref in refs:
+                    problem = _reference_problem(ref, stored.get(ref[REF_KEY]), known)
+                    if problem is not None:
+                        brk = {"seq": row.seq, "id": row.id, "reason": problem}
+                        return {"checked": checked, "distinct": len(known), "first_break": brk}
+                    checked += 1
+        return {"checked": checked, "distinct": len(known), "first_break": None}
+
+
+def _referring_records(session: Session) -> Iterator[tuple[Any, list[dict[str, Any]] | None]]:
+    """Each record whose body mentions a blob reference, in chain order (read in batches), with its
+    explanation's references (None when its body is not JSON)."""
+    after = 0
+    while True:
+        rows = session.execute(
+            select(RecordRow.seq, RecordRow.id, RecordRow.body)
+            .where(RecordRow.seq > after, RecordRow.body.contains(f'"{REF_KEY}"'))
+            .order_by(RecordRow.seq)
+            .limit(VERIFY_BATCH)
+        ).all()
+        for row in rows:
+            try:
+                refs: list[dict[str, Any]] | None = list(
+                    references(orjson.loads(row.body).get("explanation"))
+                )
+            except orjson.JSONDecodeError:
+                refs = None
+            yield row, refs
+        if len(rows) < VERIFY_BATCH:
+            return
+        after = rows[-1].seq
 
 
 def verify_trail(audit: AuditTrail, sessions: sessionmaker[Session]) -> dict[str, Any]:

@@ -19,6 +19,20 @@ class TextInstancesSchema(InstancesSchema):
     truncate = TRUNCATE
 
 
+JSON_AND_BASE64 = (
+    "Default json: each weights array as nested JSON numbers (float32). base64: each "
+    'as {"dtype", "shape", "byte_order": "little", "data"}, data = base64 of the little-endian '
+    "bytes in C order (numpy.frombuffer(base64.b64decode(data), dtype).reshape(shape))."
+)
+SAFETENSORS = (
+    "safetensors: the answer is a safetensors file (application/octet-stream) whose tensors are the "
+    "weights arrays, each named by its place in the envelope (results.0.attention.5.weights), and "
+    'whose __metadata__["explanation"] is the envelope as JSON with each array replaced by its '
+    "tensor's name; safetensors.numpy.load(body) reads the arrays."
+)
+ENCODING_APPLIES = "Applies to per-head, aggregated and rollout weights; not with format bertviz (422)"
+
+
 class AttentionRequestSchema(InstancesSchema):
     layers = fields.List(
         fields.Integer(strict=True),
@@ -43,12 +57,7 @@ class AttentionRequestSchema(InstancesSchema):
     )
     encoding = fields.String(
         validate=validate.OneOf(["json", "base64"]),
-        metadata={
-            "description": "Default json: each weights array as nested JSON numbers (float32). base64: each "
-            'as {"dtype", "shape", "byte_order": "little", "data"}, data = base64 of the little-endian '
-            "bytes in C order (numpy.frombuffer(base64.b64decode(data), dtype).reshape(shape)). Applies to "
-            "per-head, aggregated and rollout weights; not with format bertviz (422)"
-        },
+        metadata={"description": f"{JSON_AND_BASE64} {ENCODING_APPLIES}"},
     )
     dtype = fields.String(
         validate=validate.OneOf(["float32", "float16"]),
@@ -66,16 +75,7 @@ class AttentionHttpRequestSchema(AttentionRequestSchema):
 
     encoding = fields.String(
         validate=validate.OneOf(["json", "base64", "safetensors"]),
-        metadata={
-            "description": "Default json: each weights array as nested JSON numbers (float32). base64: each "
-            'as {"dtype", "shape", "byte_order": "little", "data"}, data = base64 of the little-endian '
-            "bytes in C order (numpy.frombuffer(base64.b64decode(data), dtype).reshape(shape)). "
-            "safetensors: the answer is a safetensors file (application/octet-stream) whose tensors are the "
-            "weights arrays, each named by its place in the envelope (results.0.attention.5.weights), and "
-            'whose __metadata__["explanation"] is the envelope as JSON with each array replaced by its '
-            "tensor's name; safetensors.numpy.load(body) reads the arrays. Applies to per-head, aggregated "
-            "and rollout weights; not with format bertviz (422)"
-        },
+        metadata={"description": f"{JSON_AND_BASE64} {SAFETENSORS} {ENCODING_APPLIES}"},
     )
 
 

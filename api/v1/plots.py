@@ -91,9 +91,8 @@ class RecordPlot(MethodView):
         (``view=head|layer_mean|layer_max|rollout``, ``layer``, ``head``); attributions -> the text with
         each word coloured by its attribution."""
         record = _visible_record(record_id)
-        if record.get("kind") == "attention":  # weights are kept as blobs: the picture needs the values
-            blobs = AuditBlobs(candor().store.sessions)
-            record["explanation"] = with_arrays(record.get("explanation"), blobs.load)
+        blobs = AuditBlobs(candor().store.sessions)  # arrays kept as blobs: the picture needs their values
+        record["explanation"] = with_arrays(record.get("explanation"), blobs.checked)
         picture, result = record_picture(record, query["instance"])
         data = _record_data(record, picture, result, query)
         return _image(render(picture, query["format"], data), query["format"])
