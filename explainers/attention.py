@@ -26,7 +26,7 @@ import torch
 
 from explainers.base import Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
-from model_store.audit_blobs import EncodedArray, arrays_replaced
+from model_store.audit_blobs import EncodedArray, arrays_replaced, little_endian
 from model_store.errors import InvalidInput
 from model_store.versions import VersionInfo
 
@@ -93,7 +93,7 @@ class WeightsCodec:
         writes float32 arrays natively) and for safetensors (written by ``safetensors_body``)."""
         if self.encoding != "base64":
             return array
-        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        little = little_endian(array)
         return EncodedArray(
             little,
             dtype=self.dtype,
@@ -113,7 +113,7 @@ def safetensors_body(envelope: dict[str, Any], dumps: Callable[[Any], bytes]) ->
 
     def name(array: np.ndarray, path: str) -> str:
         nonlocal offset
-        little = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+        little = little_endian(array)
         data = little.data.cast("B")
         header[path] = {
             "dtype": SAFETENSORS_DTYPES[array.dtype.name],
