@@ -10,9 +10,10 @@ below it; it is out of distribution (``is_outlier``) when it is a score outlier 
 the range of the reference data (numbers outside its [min, max], categories it never holds). An isolation
 forest cannot tell how far beyond the reference's range a value lies, which is what the range check adds.
 
-Up to ``FAST_ROWS`` rows, scoring walks every tree at once with NumPy (``ForestScorer``: ~0.2 ms for one
-row, where scikit-learn's scorer costs ~15 ms), used only after it reproduced ``score_samples`` exactly on
-the fitted rows.
+Scoring (``ForestScorer``) walks every tree at once with NumPy up to ``WALK_ROWS`` rows (~0.2 ms for one
+row, where scikit-learn's scorer costs ~10 ms), and above that finds each tree's leaves with the tree's own
+``apply`` (~6 ms for 1,000 rows against scikit-learn's ~22 ms); either is used only after it reproduced
+``score_samples`` exactly on the fitted rows.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ RANDOM_STATE = 0
 N_ESTIMATORS = 100
 CONTAMINATION = 0.01
 FIT_ROWS = 4000
-FAST_ROWS = 256
-"""Up to this many rows NumPy's walk of every tree at once is faster; above it, scikit-learn's scorer."""
+WALK_ROWS = 32
+"""Up to this many rows NumPy's walk of every tree at once is faster; above it, each tree's ``apply``."""
 SCORE_MEANING = (
     "scikit-learn IsolationForest.score_samples: the opposite of the anomaly score of Liu et al. (2008), "
     "lower is more anomalous; a score below the threshold (the forest's offset_, the contamination "
@@ -70,6 +71,7 @@ class ForestScorer:
             threshold.append(np.where(leaf, np.inf, tree.threshold))
             depths = tree.compute_node_depths()
             contribution.append(depths + average_path_length(tree.n_node_samples) - 1.0)
+        self.trees = list(zip(trees, contribution, strict=True))
         self.roots = offsets
         self.left, self.right = np.concatenate(left), np.concatenate(right)
         self.feature, self.threshold = np.concatenate(feature), np.concatenate(threshold)
@@ -78,6 +80,11 @@ class ForestScorer:
         self.denominator = len(trees) * float(average_path_length(np.array([forest.max_samples_]))[0])
 
     def score_samples(self, encoded: np.ndarray) -> np.ndarray:
+        """Scores of ``encoded`` rows: the walk up to ``WALK_ROWS`` rows, the trees' ``apply`` above."""
+        return self.walked(encoded) if len(encoded) <= WALK_ROWS else self.applied(encoded)
+
+    def walked(self, encoded: np.ndarray) -> np.ndarray:
+        """Every tree walked at once, ``steps`` levels of NumPy indexing."""
         x = np.asarray(encoded, dtype=np.float32)  # trees compare float32 inputs, as scikit-learn does
         rows = np.arange(len(x))[:, None]
         node = np.broadcast_to(self.roots, (len(x), len(self.roots)))
@@ -88,8 +95,20 @@ class ForestScorer:
         depths = np.zeros(len(x))
         for column in per_tree.T:  # summed tree by tree, in scikit-learn's order: the same floats
             depths += column
+        return self._scores(depths)
+
+    def applied(self, encoded: np.ndarray) -> np.ndarray:
+        """Tree by tree: each tree's ``apply`` finds the rows' leaves (what scikit-learn's scorer does,
+        without its input checks and chunking)."""
+        x = np.ascontiguousarray(encoded, dtype=np.float32)
+        depths = np.zeros(len(x))
+        for tree, contribution in self.trees:
+            depths += contribution[tree.apply(x)]
+        return self._scores(depths)
+
+    def _scores(self, depths: np.ndarray) -> np.ndarray:
         if self.denominator == 0:
-            return -np.ones(len(x))
+            return -np.ones(len(depths))
         return -(2 ** (-(depths / self.denominator)))
 
 
@@ -109,7 +128,10 @@ class OodDetector:
         self.fit_rows = len(sample)
         self.model = model
         self.scorer: ForestScorer | None = ForestScorer(self.forest)
-        if not np.array_equal(self.scorer.score_samples(encoded), self.forest.score_samples(encoded)):
+        expected = self.forest.score_samples(encoded)
+        if not all(
+            np.array_equal(way(encoded), expected) for way in (self.scorer.walked, self.scorer.applied)
+        ):
             self.scorer = None  # not reproduced: scikit-learn's own scorer
         self.bounds: dict[str, tuple[float, float]] = {}
         self.categories: dict[str, set[Any]] = {}
@@ -121,29 +143,46 @@ class OodDetector:
                 self.categories[spec.name] = set(column.dropna().tolist())
 
     def scores(self, encoded: np.ndarray) -> np.ndarray:
-        if self.scorer is not None and len(encoded) <= FAST_ROWS:
+        if self.scorer is not None:
             return self.scorer.score_samples(encoded)
         return np.asarray(self.forest.score_samples(encoded), dtype=float)
 
     def outside_range(self, records: Sequence[dict[str, Any]]) -> list[list[str]]:
         """Per row, the features (in the model's order) whose value the reference data never holds."""
-        out: list[list[str]] = []
-        for record in records:
-            names = []
-            for name in self.model.feature_order:
-                value = record[name]
-                if name in self.bounds:
-                    low, high = self.bounds[name]
-                    if not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
-                        names.append(name)
-                elif name in self.categories and value not in self.categories[name]:
-                    names.append(name)
-            out.append(names)
+        names = self.model.feature_order
+        outside = np.zeros((len(records), len(names)), dtype=bool)
+        for column, name in enumerate(names):
+            values = [record[name] for record in records]
+            if name in self.bounds:
+                outside[:, column] = self._outside_bounds(values, *self.bounds[name])
+            elif name in self.categories:
+                known = self.categories[name]
+                outside[:, column] = [value not in known for value in values]
+        out: list[list[str]] = [[] for _ in records]
+        for row in np.flatnonzero(outside.any(axis=1)).tolist():
+            out[row] = [names[column] for column in np.flatnonzero(outside[row]).tolist()]
         return out
 
-    def flags(self, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``{score, score_outlier, is_outlier, features_outside_range}`` per row."""
-        scores = self.scores(self.model.encode(records)).tolist()
+    @staticmethod
+    def _outside_bounds(values: list[Any], low: float, high: float) -> np.ndarray:
+        """Whether each value is not a finite number within [low, high]."""
+        if all(type(value) in (int, float) for value in values):  # validated rows: one NumPy pass
+            numbers = np.array(values, dtype=float)
+            return ~(np.isfinite(numbers) & (numbers >= low) & (numbers <= high))
+        return np.array(
+            [
+                not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high)
+                for value in values
+            ],
+            dtype=bool,
+        )
+
+    def flags(
+        self, records: Sequence[dict[str, Any]], encoded: np.ndarray | None = None
+    ) -> list[dict[str, Any]]:
+        """``{score, score_outlier, is_outlier, features_outside_range}`` per validated row (``encoded``: the
+        rows' encoding, when the caller has it already)."""
+        scores = self.scores(self.model.encode(records) if encoded is None else encoded).tolist()
         return [
             {
                 "score": score,
@@ -184,6 +223,11 @@ def attach(model: TabularModel, explanation: Explanation, instances: list[Any]) 
     if len(explanation.results) != len(instances):
         return
     found = detector(model)
-    for result, flag in zip(explanation.results, found.flags(model.validate(instances)), strict=True):
+    inputs, explanation.inputs = explanation.inputs, None  # used once, not kept with the explanation
+    if inputs is not None and len(inputs.records) == len(instances):
+        flags = found.flags(inputs.records, inputs.encoded)
+    else:
+        flags = found.flags(model.validate(instances))
+    for result, flag in zip(explanation.results, flags, strict=True):
         result["ood"] = flag
     explanation.quality["ood"] = found.describe()

@@ -10,7 +10,7 @@ import numpy as np
 
 from explainers.attribution_results import Selected, columnar_results, record_results
 from explainers.base import Explainer
-from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
+from explainers.envelope import Explanation, MethodInfo, ModelRef, TabularInputs, library_versions
 from explainers.shap_backends import BACKENDS, Backend, Unsupported, check_algorithm, default_space
 from model_store.errors import ExplainerFailed, InvalidInput
 from model_store.tabular import TabularModel
@@ -88,6 +88,7 @@ class ShapExplainer(Explainer):
         else:
             results = record_results(model, records, selected, opts["top_k"])
         explanation = self._envelope(info, model, backend, opts, target_index, selected, results)
+        explanation.inputs = TabularInputs(records, encoded)
         explanation.timing_ms = {
             "prepare": _ms(prepared - started),
             "explain": _ms(computed - prepared),

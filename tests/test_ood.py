@@ -62,7 +62,7 @@ def test_reference_rows_are_mostly_in_distribution(client, auth):
     assert described["params"]["fit_rows"] == 1000
 
 
-@pytest.mark.parametrize("rows", [3, ood.FAST_ROWS + 44], ids=["numpy-walk", "sklearn-scorer"])
+@pytest.mark.parametrize("rows", [3, ood.WALK_ROWS + 44], ids=["numpy-walk", "tree-apply"])
 def test_scores_equal_isolation_forest_fitted_directly(client, auth, app, rows):
     instances = reference_rows(rows, start=100)
     instances[0] = absurd(instances[0])
@@ -137,4 +137,7 @@ def test_forest_scorer_reproduces_score_samples():
     forest = IsolationForest(n_estimators=50, random_state=3).fit(train)
     queries = np.vstack([rng.normal(size=(200, 7)), rng.normal(scale=50, size=(20, 7))])
     scorer = ood.ForestScorer(forest)
-    assert np.array_equal(scorer.score_samples(queries), forest.score_samples(queries))
+    expected = forest.score_samples(queries)
+    assert np.array_equal(scorer.walked(queries), expected)
+    assert np.array_equal(scorer.applied(queries), expected)
+    assert np.array_equal(scorer.score_samples(queries[:5]), expected[:5])
