@@ -65,7 +65,8 @@ def compare(
         if k not in VOLATILE
     }
     differences: list[str] = []
-    max_diff = _walk(left, right, "", differences)
+    not_recorded: list[str] = []
+    max_diff = _walk(left, right, "", differences, not_recorded)
     tolerance = TOLERANCE.get(kind, DEFAULT_TOLERANCE)
     return {
         "identical": not differences and max_diff == 0.0,
@@ -73,6 +74,7 @@ def compare(
         "tolerance": tolerance,
         "within_tolerance": not differences and max_diff <= tolerance,
         "differences": differences[:MAX_LISTED],
+        "not_recorded": not_recorded[:MAX_LISTED],
     }
 
 
@@ -136,8 +138,10 @@ def _arrays_diff(a: Any, b: Any, path: str, differences: list[str]) -> float:
     return float(np.max(np.abs(left.astype(np.float64) - right.astype(np.float64))))
 
 
-def _walk(a: Any, b: Any, path: str, differences: list[str]) -> float:
-    """The largest numeric difference of ``a`` and ``b``; non-numeric mismatches go to ``differences``."""
+def _walk(a: Any, b: Any, path: str, differences: list[str], not_recorded: list[str]) -> float:
+    """The largest numeric difference of recorded ``a`` and replayed ``b``; non-numeric mismatches go to
+    ``differences``. Keys only the replay has (fields a later service version adds, such as OOD flags on a
+    record made before them) go to ``not_recorded``: nothing recorded is contradicted by them."""
     if isinstance(a, Decoded) or isinstance(b, Decoded):
         return _arrays_diff(a, b, path, differences)
     if _is_number(a) and _is_number(b):
@@ -150,10 +154,12 @@ def _walk(a: Any, b: Any, path: str, differences: list[str]) -> float:
     if isinstance(a, dict) and isinstance(b, dict):
         worst = 0.0
         for key in sorted((set(a) | set(b)) - VOLATILE_ANYWHERE):
-            if key not in a or key not in b:
+            if key not in a:
+                not_recorded.append(f"{path}/{key}")
+            elif key not in b:
                 differences.append(f"{path}/{key}")
-                continue
-            worst = max(worst, _walk(a[key], b[key], f"{path}/{key}", differences))
+            else:
+                worst = max(worst, _walk(a[key], b[key], f"{path}/{key}", differences, not_recorded))
         return worst
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
@@ -161,7 +167,7 @@ def _walk(a: Any, b: Any, path: str, differences: list[str]) -> float:
             return 0.0
         worst = 0.0
         for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            worst = max(worst, _walk(x, y, f"{path}/{index}", differences))
+            worst = max(worst, _walk(x, y, f"{path}/{index}", differences, not_recorded))
         return worst
     if a != b:
         differences.append(path or "/")

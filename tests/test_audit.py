@@ -416,6 +416,7 @@ def test_replays_are_identical_and_record_nothing(
         outcome = response.get_json()
         assert outcome["identical"] is True, outcome
         assert outcome["max_abs_diff"] == 0.0 and outcome["within_tolerance"] is True
+        assert outcome["differences"] == [] and outcome["not_recorded"] == []
         assert outcome["model"]["sha256"] == envelope["model"]["sha256"]
     assert store.audit.head() == before
 
@@ -442,6 +443,49 @@ def test_a_replay_reports_a_difference(
     ).get_json()
     assert outcome["identical"] is False and outcome["within_tolerance"] is False
     assert outcome["max_abs_diff"] == pytest.approx(0.25)
+
+
+def _rewrite_explanation(app: Flask, record_id: str, change: Any) -> None:
+    """Rewrite a stored record's explanation in place with ``change(explanation)`` (the chain breaks)."""
+    store = app.extensions["candor"].store
+    record = store.audit.get(record_id)
+    change(record["explanation"])
+    body = {k: v for k, v in record.items() if k != "hash"}
+    _execute(
+        store,
+        "UPDATE explanation_records SET body = :b WHERE id = :i",
+        b=canonical_json(body).decode(),
+        i=record_id,
+    )
+
+
+def test_fields_added_since_a_record_was_made_are_listed_not_counted(
+    app: Flask, client: FlaskClient, keys: dict[str, str], recorded: list[dict[str, Any]]
+) -> None:
+    """A record made before the OOD flags existed (their fields taken out of a stored SHAP record) still
+    replays identical, and the replay names what it has that the record lacks; a recorded field the replay
+    does not produce is a difference."""
+
+    def before_ood(explanation: dict[str, Any]) -> None:
+        del explanation["quality"]["ood"]
+        del explanation["results"][0]["ood"]
+
+    _rewrite_explanation(app, recorded[0]["id"], before_ood)
+    outcome = client.post(
+        f"/v1/explanations/{recorded[0]['id']}/replay", headers=bearer(keys["audit:read"])
+    ).get_json()
+    assert outcome["identical"] is True and outcome["differences"] == [], outcome
+    assert outcome["not_recorded"] == ["/quality/ood", "/results/0/ood"]
+
+    def with_extra(explanation: dict[str, Any]) -> None:
+        explanation["results"][0]["recorded_only"] = 1
+
+    _rewrite_explanation(app, recorded[1]["id"], with_extra)
+    outcome = client.post(
+        f"/v1/explanations/{recorded[1]['id']}/replay", headers=bearer(keys["audit:read"])
+    ).get_json()
+    assert outcome["identical"] is False and outcome["differences"] == ["/results/0/recorded_only"]
+    assert outcome["not_recorded"] == []
 
 
 # -- retention -----------------------------------------------------------------------------------------------

@@ -149,3 +149,11 @@ class ReplaySchema(Schema):
     differences = fields.List(
         fields.String(), required=True, metadata={"description": "Paths whose structure or text differ."}
     )
+    not_recorded = fields.List(
+        fields.String(),
+        required=True,
+        metadata={
+            "description": "Paths only the replay has: fields added since the record was made (for example "
+            "OOD flags), left out of the comparison."
+        },
+    )
