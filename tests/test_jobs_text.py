@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from test_jobs import bearer, csv_bytes, job_records, problem, result_lines, run_jobs, submit_file
 
+from model_store import audit_blobs
+
 
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
@@ -62,4 +64,17 @@ def test_attention_job_on_a_text_model(make_app: Any, tmp_path: Path, dask_clien
         got = np.array(line["result"]["attention"][0]["weights"], dtype=float)
         want = np.array(alone["attention"][0]["weights"], dtype=float)
         assert np.abs(got - want).max() <= 1e-6
-    assert len(job_records(app, job["id"])) == 5
+    records = job_records(app, job["id"])
+    assert len(records) == 5
+    # the records keep the weights as blob references, as the explain endpoint's do; the blobs hold the
+    # very values of the result lines, and the trail (chain and blobs) verifies
+    blobs = audit_blobs.AuditBlobs(context.store.sessions)
+    by_row = {record["source"]["row"]: record for record in records}
+    for line in lines:
+        ref = by_row[line["row"]]["explanation"]["results"][0]["attention"][0]["weights"]
+        assert audit_blobs.is_reference(ref), ref
+        stored = audit_blobs.array_of(ref, blobs.checked(ref["blob_sha256"]))
+        sent = np.array(line["result"]["attention"][0]["weights"], dtype=np.float32)
+        assert stored.dtype == np.float32 and np.array_equal(stored, sent)
+    verdict = audit_blobs.verify_trail(context.store.audit, context.store.sessions)
+    assert verdict["ok"] is True and verdict["blobs"]["checked"] >= 5, verdict

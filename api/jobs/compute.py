@@ -13,8 +13,9 @@ process, so models load once per worker), reads its chunk from ``input.parquet``
   row gets an error line (``status: error`` and a problem object) and the others their results.
 
 The worker writes the chunk's result lines to a temporary file beside ``chunks/<n>.jsonl`` and returns the
-rows' audit record drafts, the summary accumulator and that file's name; the runner renames the file into
-place and commits the records and progress in one transaction.
+rows' audit record drafts (attention weights as blob references, as the explain endpoint records them, with
+the blobs' bytes beside), the summary accumulator and that file's name; the runner renames the file into
+place and commits the records, their blobs and the progress in one transaction.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from api.jobs import rows as row_lines
 from api.jobs.inputs import read_chunk
 from api.jobs.summaries import accumulate
 from api.jsonio import dumps_bytes
-from api.recording import draft_for
+from api.recording import draft_for, out_of_line
 from api.service import ExplanationService
 from api.settings import Settings
 from explainers.envelope import Explanation
@@ -66,6 +67,8 @@ class ChunkOutcome:
     staged: str
     """The file holding the chunk's result lines, to be renamed to ``chunks/<n>.jsonl`` at commit."""
     drafts: list[RecordDraft]
+    blobs: list[tuple[str, bytes]]
+    """(sha256, bytes) of the arrays the drafts hold as blob references (attention weights), each once."""
     summary: dict[str, Any]
     explanation: dict[str, Any] | None
     """kind, method and output of the chunk's explanation (the same for every row of the job)."""
@@ -113,23 +116,18 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
             drafts = row_lines.split_drafts(
                 task.kind, split, info, instances, task.options, task.key_id, task.job_id, task.first_row
             )
+    blobs: dict[str, bytes] = {}
     if explained is None:
         explained = [_alone(service, task, row) for row in instances]
-        drafts = [
-            _serialised(
-                draft_for(
-                    task.kind,
-                    outcome,
-                    info,
-                    [instance],
-                    task.options,
-                    task.key_id,
-                    row_lines.job_source(task.job_id, task.first_row + offset),
+        drafts = []
+        for offset, (instance, outcome) in enumerate(zip(instances, explained, strict=True)):
+            if isinstance(outcome, Explanation):
+                source = row_lines.job_source(task.job_id, task.first_row + offset)
+                draft, arrays = out_of_line(
+                    draft_for(task.kind, outcome, info, [instance], task.options, task.key_id, source)
                 )
-            )
-            for offset, (instance, outcome) in enumerate(zip(instances, explained, strict=True))
-            if isinstance(outcome, Explanation)
-        ]
+                blobs.update((blob.sha256, bytes(blob.data)) for blob in arrays)
+                drafts.append(_serialised(draft))
     lines = [
         row_lines.error_line(task.first_row + offset, outcome)
         if isinstance(outcome, BaseException)
@@ -147,6 +145,7 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
         errors=sum(1 for line in lines if line["status"] != "ok"),
         staged=str(staged),
         drafts=drafts,
+        blobs=sorted(blobs.items()),
         summary=accumulate(task.kind, lines, feature_order),
         explanation=meta,
         batch_next=batch_next,

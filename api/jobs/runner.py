@@ -25,6 +25,8 @@ from api.jobs.cluster import dask_client, worker_count
 from api.jobs.compute import ChunkOutcome, ChunkTask, compute_chunk, warm_up
 from api.jobs.summaries import merge
 from api.settings import Settings
+from model_store import audit_blobs
+from model_store.audit_blobs import Blob
 from model_store.errors import CandorError
 from model_store.jobs import (
     CANCELLED,
@@ -181,7 +183,7 @@ class Runner:
         )
 
     def _commit(self, job_id: str, outcome: ChunkOutcome, summary: dict[str, Any]) -> dict[str, Any]:
-        """Progress, audit records and the chunk file, all or nothing."""
+        """Progress, audit records with their blobs, and the chunk file, all or nothing."""
         staged = Path(outcome.staged)
         updated = {
             "acc": merge(summary.get("acc", {}), outcome.summary),
@@ -191,6 +193,9 @@ class Runner:
         try:
             with self.store.sessions.begin() as session:
                 self.jobs.advance(session, job_id, self.runner_id, progress, updated)
+                if outcome.blobs:  # under the chain's lock, as the explain endpoint writes them
+                    self.store.audit.lock(session)
+                    audit_blobs.write(session, [Blob(sha, memoryview(data)) for sha, data in outcome.blobs])
                 self.store.audit.append(outcome.drafts, session=session)
                 staged.replace(self.files.chunk_path(job_id, outcome.chunk))
         finally:
