@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import secrets
+import time
 import uuid
 from functools import cache
 from importlib import metadata
 from typing import Any
 
 SCHEMA_VERSION = "1.0"
+
+
+def new_explanation_id() -> str:
+    """A UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, the version and variant, 74 random bits.
+
+    Time-ordered ids keep the audit trail's unique index on record ids append-mostly: a job's 1,000-record
+    chunk lands on a few index pages instead of dirtying one random page per record (with random UUIDv4s
+    the chunk's commit rewrote most of the index, a cost that grew with the trail)."""
+    millis = time.time_ns() // 1_000_000
+    random = int.from_bytes(secrets.token_bytes(10), "big")  # 80 bits, 74 used
+    value = (
+        (millis & ((1 << 48) - 1)) << 80
+        | 0x7 << 76
+        | (random >> 62 & 0xFFF) << 64
+        | 0b10 << 62
+        | random & ((1 << 62) - 1)
+    )
+    return str(uuid.UUID(int=value))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +62,7 @@ class Explanation:
     results: list[dict[str, Any]]
     quality: dict[str, Any]
     timing_ms: dict[str, float]
-    id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
+    id: str = dataclasses.field(default_factory=new_explanation_id)
     created_at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC))
     schema_version: str = SCHEMA_VERSION
     inputs: TabularInputs | None = dataclasses.field(default=None, repr=False, compare=False)

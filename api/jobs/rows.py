@@ -4,13 +4,12 @@ result line each row gets in the job's output."""
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from typing import Any
 
 import orjson
 
 from api.recording import draft_for, recorded_request, request_sha256, warnings_of
-from explainers.envelope import Explanation
+from explainers.envelope import Explanation, new_explanation_id
 from explainers.shap_tabular import ADDITIVITY_TOLERANCE
 from model_store.audit import RecordDraft, canonical_json, serialised
 from model_store.errors import CandorError
@@ -38,7 +37,7 @@ def split(explanation: Explanation) -> list[Explanation]:
         rows.append(
             dataclasses.replace(
                 explanation,
-                id=str(uuid.uuid4()),
+                id=new_explanation_id(),
                 results=[result],
                 quality=_row_quality(explanation.quality, result),
             )

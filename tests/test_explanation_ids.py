@@ -1,0 +1,27 @@
+"""Explanation (and so audit record) ids are UUIDv7s: unique, time-ordered, carrying their creation time."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from explainers.envelope import new_explanation_id
+
+
+def test_ids_are_uuid7_with_their_creation_time_and_ordered() -> None:
+    before = time.time_ns() // 1_000_000
+    made = []
+    for _ in range(2000):
+        made.append(new_explanation_id())
+        if len(made) % 500 == 0:
+            time.sleep(0.002)  # a few different milliseconds
+    after = time.time_ns() // 1_000_000
+    assert len(set(made)) == len(made)
+    parsed = [uuid.UUID(text) for text in made]
+    assert all(str(u) == text for u, text in zip(parsed, made, strict=True))  # canonical, lower-case
+    assert {u.version for u in parsed} == {7} and {u.variant for u in parsed} == {uuid.RFC_4122}
+    stamps = [u.int >> 80 for u in parsed]
+    assert all(before <= s <= after for s in stamps)
+    assert stamps == sorted(stamps) and len(set(stamps)) >= 4
+    # as text too: an id made in a later millisecond sorts after every id of an earlier one
+    assert made[-1] > made[0] and sorted(made, key=lambda t: uuid.UUID(t).int >> 80) == made
