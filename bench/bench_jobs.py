@@ -33,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from api.app import create_app  # noqa: E402
 from api.demo import LOAN_TARGET, german_credit, install_demos  # noqa: E402
 from api.jobs.inputs import target_schema, write_input  # noqa: E402
+from explainers.envelope import new_explanation_id  # noqa: E402
 from model_store.jobs import JobFiles, JobStore  # noqa: E402
 from model_store.store import Store  # noqa: E402
 
@@ -279,7 +279,7 @@ def audit_append_floor(data_dir: Path, job_id: str, chunks: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp), f"sqlite:///{Path(tmp) / 'candor.db'}")
         batches = [
-            [dataclasses.replace(d, id=str(uuid.uuid4())) for d in outcome.drafts] for _ in range(chunks)
+            [dataclasses.replace(d, id=new_explanation_id()) for d in outcome.drafts] for _ in range(chunks)
         ]
         started = time.perf_counter()
         for batch in batches:
