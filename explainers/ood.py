@@ -12,8 +12,8 @@ forest cannot tell how far beyond the reference's range a value lies, which is w
 
 Scoring (``ForestScorer``) walks every tree at once with NumPy up to ``WALK_ROWS`` rows (~0.2 ms for one
 row, where scikit-learn's scorer costs ~10 ms), and above that finds each tree's leaves with the tree's own
-``apply`` (~6 ms for 1,000 rows against scikit-learn's ~22 ms); either is used only after it reproduced
-``score_samples`` exactly on the fitted rows.
+``apply`` (~6 ms for 1,000 rows against scikit-learn's ~22 ms); both are used only after each reproduced
+``score_samples`` exactly on the fitted rows (else scikit-learn's scorer is).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ RANDOM_STATE = 0
 N_ESTIMATORS = 100
 CONTAMINATION = 0.01
 FIT_ROWS = 4000
+EXACT_INT = 2**53
+"""Integers up to this magnitude convert to float exactly, so NumPy compares them as Python would."""
 WALK_ROWS = 32
 """Up to this many rows NumPy's walk of every tree at once is faster; above it, each tree's ``apply``."""
 SCORE_MEANING = (
@@ -166,7 +168,9 @@ class OodDetector:
     @staticmethod
     def _outside_bounds(values: list[Any], low: float, high: float) -> np.ndarray:
         """Whether each value is not a finite number within [low, high]."""
-        if all(type(value) in (int, float) for value in values):  # validated rows: one NumPy pass
+        if all(
+            type(v) is float or (type(v) is int and abs(v) <= EXACT_INT) for v in values
+        ):  # one NumPy pass
             numbers = np.array(values, dtype=float)
             return ~(np.isfinite(numbers) & (numbers >= low) & (numbers <= high))
         return np.array(
@@ -220,10 +224,10 @@ def detector(model: TabularModel) -> OodDetector:
 def attach(model: TabularModel, explanation: Explanation, instances: list[Any]) -> None:
     """Flag each explained instance: ``results[i]["ood"]`` for instance i, and ``quality["ood"]`` says
     how (results are one per instance for every tabular method)."""
+    inputs, explanation.inputs = explanation.inputs, None  # used once, not kept with the explanation
     if len(explanation.results) != len(instances):
         return
     found = detector(model)
-    inputs, explanation.inputs = explanation.inputs, None  # used once, not kept with the explanation
     if inputs is not None and len(inputs.records) == len(instances):
         flags = found.flags(inputs.records, inputs.encoded)
     else:

@@ -54,20 +54,11 @@ def test_attention_job_on_a_text_model(make_app: Any, tmp_path: Path, dask_clien
     assert job["summary"]["rows_ok"] == 5 and job["summary"]["truncated"] == 0
     lines = result_lines(client, token, job["id"])
     assert [line["row"] for line in lines] == list(range(5))
-    for line, text in zip(lines, texts["text"], strict=True):
-        alone = client.post(
-            "/v1/models/triage/versions/1/explain/attention",
-            json={"instances": [{"text": text}], **options},
-            headers=bearer(token),
-        ).get_json()["results"][0]
-        assert [t["token"] for t in line["result"]["tokens"]] == [t["token"] for t in alone["tokens"]]
-        got = np.array(line["result"]["attention"][0]["weights"], dtype=float)
-        want = np.array(alone["attention"][0]["weights"], dtype=float)
-        assert np.abs(got - want).max() <= 1e-6
     records = job_records(app, job["id"])
     assert len(records) == 5
     # the records keep the weights as blob references, as the explain endpoint's do; the blobs hold the
-    # very values of the result lines, and the trail (chain and blobs) verifies
+    # very values of the result lines, and the trail (chain and blobs) verifies. Checked before any explain
+    # request below could store the same blobs itself.
     blobs = audit_blobs.AuditBlobs(context.store.sessions)
     by_row = {record["source"]["row"]: record for record in records}
     for line in lines:
@@ -78,3 +69,13 @@ def test_attention_job_on_a_text_model(make_app: Any, tmp_path: Path, dask_clien
         assert stored.dtype == np.float32 and np.array_equal(stored, sent)
     verdict = audit_blobs.verify_trail(context.store.audit, context.store.sessions)
     assert verdict["ok"] is True and verdict["blobs"]["checked"] >= 5, verdict
+    for line, text in zip(lines, texts["text"], strict=True):
+        alone = client.post(
+            "/v1/models/triage/versions/1/explain/attention",
+            json={"instances": [{"text": text}], **options},
+            headers=bearer(token),
+        ).get_json()["results"][0]
+        assert [t["token"] for t in line["result"]["tokens"]] == [t["token"] for t in alone["tokens"]]
+        got = np.array(line["result"]["attention"][0]["weights"], dtype=float)
+        want = np.array(alone["attention"][0]["weights"], dtype=float)
+        assert np.abs(got - want).max() <= 1e-6

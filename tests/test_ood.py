@@ -105,6 +105,22 @@ def test_recourse_queries_carry_the_flags(client, auth):
         assert envelope["quality"]["ood"]["detector"] == "isolation_forest"
 
 
+def test_range_checks_compare_as_python_does(app, monkeypatch):
+    """The column-at-a-time range check keeps the row-by-row rule: not a finite number within the reference's
+    [min, max] is outside, whatever the value's type (bools are numbers; an int past 2**53 is compared
+    exactly, not as the float it would round to)."""
+    store = app.extensions["candor"].store
+    model = store.registry.load(store.registry.resolve("loan", "1"))
+    found = ood.detector(model)
+    monkeypatch.setitem(found.bounds, "credit_amount", (0.0, float(2**53)))
+    base = reference_rows(1)[0]
+    values = [2**53, 2**53 + 1, float("nan"), float("inf"), True, None, "12", 5_000]
+    rows = [{**base, "credit_amount": value} for value in values]
+    outside = [("credit_amount" in names) for names in found.outside_range(rows)]
+    assert outside == [False, True, True, True, False, True, True, False]
+    assert outside[:4] == [("credit_amount" in n) for n in found.outside_range(rows[:4])]  # all-number path
+
+
 def test_unknown_categories_count_as_outside_the_range(app):
     """Validation refuses categories outside the manifest; the detector still names one the reference
     data never holds (for callers that skip validation)."""

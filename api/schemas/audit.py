@@ -142,7 +142,10 @@ class ReplaySchema(Schema):
     kind = fields.String(required=True)
     model = fields.Dict(required=True)
     seed = fields.Integer(allow_none=True)
-    identical = fields.Boolean(required=True)
+    identical = fields.Boolean(
+        required=True,
+        metadata={"description": "Every recorded field reproduced exactly (paths in not_recorded aside)."},
+    )
     max_abs_diff = fields.Float(required=True)
     tolerance = fields.Float(required=True)
     within_tolerance = fields.Boolean(required=True)
