@@ -105,10 +105,7 @@ class ExplanationService:
         if record:
             draft, blobs = out_of_line(draft_for(method, explanation, info, instances, options, key_id))
             with self.store.sessions.begin() as session:  # the record and its blobs commit together
-                if blobs:  # under the chain's lock, so no blob collection runs between the two
-                    self.store.audit.lock(session)
-                audit_blobs.write(session, blobs)
-                self.store.audit.append([draft], session=session)
+                audit_blobs.append_with_blobs(self.store.audit, session, [draft], blobs)
         return explanation
 
     def compute(

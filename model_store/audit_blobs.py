@@ -24,7 +24,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from model_store.audit import AuditTrail
+from model_store.audit import AuditTrail, RecordDraft
 from model_store.errors import Conflict, NotFound
 from model_store.tables import AuditBlobRow, RecordRow, utcnow
 
@@ -178,6 +178,18 @@ def write(session: Session, blobs: Sequence[Blob]) -> None:
     dialect = session.get_bind().dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
     session.execute(module.insert(AuditBlobRow).on_conflict_do_nothing(index_elements=["sha256"]), rows)
+
+
+def append_with_blobs(
+    audit: AuditTrail, session: Session, drafts: Sequence[RecordDraft], blobs: Sequence[Blob]
+) -> None:
+    """Append ``drafts`` with the blobs their references name, in ``session``'s transaction:
+    the blobs are written under the chain's lock, so no collection of unreferenced blobs runs between the
+    two (``AuditBlobs.collect`` takes the same lock)."""
+    if blobs:
+        audit.lock(session)
+        write(session, blobs)
+    audit.append(drafts, session=session)
 
 
 class AuditBlobs:

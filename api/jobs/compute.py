@@ -145,7 +145,7 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
         errors=sum(1 for line in lines if line["status"] != "ok"),
         staged=str(staged),
         drafts=drafts,
-        blobs=sorted(blobs.items()),
+        blobs=list(blobs.items()),
         summary=accumulate(task.kind, lines, feature_order),
         explanation=meta,
         batch_next=batch_next,

@@ -193,10 +193,8 @@ class Runner:
         try:
             with self.store.sessions.begin() as session:
                 self.jobs.advance(session, job_id, self.runner_id, progress, updated)
-                if outcome.blobs:  # under the chain's lock, as the explain endpoint writes them
-                    self.store.audit.lock(session)
-                    audit_blobs.write(session, [Blob(sha, memoryview(data)) for sha, data in outcome.blobs])
-                self.store.audit.append(outcome.drafts, session=session)
+                blobs = [Blob(sha, memoryview(data)) for sha, data in outcome.blobs]
+                audit_blobs.append_with_blobs(self.store.audit, session, outcome.drafts, blobs)
                 staged.replace(self.files.chunk_path(job_id, outcome.chunk))
         finally:
             staged.unlink(missing_ok=True)
