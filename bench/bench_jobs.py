@@ -87,11 +87,14 @@ def make_rows(n: int) -> pd.DataFrame:
 
 
 class MemoryWatch:
-    """Peak RSS of a process and of each of its descendants, sampled in a thread."""
+    """Peak RSS and CPU seconds (user + system, from the watch's start) of a process and of each of its
+    descendants, sampled in a thread."""
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
         self.peaks: dict[int, float] = {}
+        self.cpu_start: dict[int, float] = {}
+        self.cpu_last: dict[int, float] = {}
         self.names: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -106,9 +109,12 @@ class MemoryWatch:
             for process in processes:
                 try:
                     rss = process.memory_info().rss / 2**20
+                    times = process.cpu_times()
                     self.names.setdefault(process.pid, " ".join(process.cmdline()[-2:]))
                 except psutil.NoSuchProcess:
                     continue
+                self.cpu_start.setdefault(process.pid, times.user + times.system)
+                self.cpu_last[process.pid] = times.user + times.system
                 self.peaks[process.pid] = max(self.peaks.get(process.pid, 0.0), rss)
 
     def stop(self) -> dict[str, Any]:
@@ -116,7 +122,15 @@ class MemoryWatch:
         self._thread.join()
         runner = self.peaks.get(self.root.pid, 0.0)
         others = sorted((v for pid, v in self.peaks.items() if pid != self.root.pid), reverse=True)
-        return {"runner_mb": runner, "workers_mb": others[:WORKERS], "other_processes_mb": others[WORKERS:]}
+        cpu = {pid: self.cpu_last[pid] - start for pid, start in self.cpu_start.items()}
+        busiest = sorted((v for pid, v in cpu.items() if pid != self.root.pid), reverse=True)
+        return {
+            "runner_mb": runner,
+            "workers_mb": others[:WORKERS],
+            "other_processes_mb": others[WORKERS:],
+            "runner_cpu_s": cpu.get(self.root.pid, 0.0),
+            "busiest_children_cpu_s": busiest[: WORKERS + 1],
+        }
 
 
 def feature_owner(pipeline: Any) -> tuple[list[str], np.ndarray]:
@@ -347,6 +361,7 @@ def markdown(r: dict[str, Any]) -> str:
     diag = job["diagnostics"]
     met = "met" if r["ratio"] >= GOAL_RATIO else "missed"
     workers = ", ".join(f"{mb:.0f}" for mb in job["memory"]["workers_mb"])
+    children_cpu = ", ".join(f"{s:.1f}" for s in job["memory"]["busiest_children_cpu_s"])
     return "\n".join(
         [
             f"Run {r['date']}, {r['machine']}; {r['rows']:,} rows, layout {r['layout']}, "
@@ -362,6 +377,9 @@ def markdown(r: dict[str, Any]) -> str:
             f"| Peak RSS | {local['peak_rss_mb']:.0f} MiB | runner {job['memory']['runner_mb']:.0f} MiB, "
             f"workers {workers} MiB |",
             "",
+            f"CPU seconds while the job ran (user + system): runner {job['memory']['runner_cpu_s']:.1f}, its "
+            f"busiest child processes {children_cpu} (the workers); in-process shap is one thread, its CPU "
+            "time about its wall time.",
             f"Runner warm-up (a first 4,000-row job: cluster, imports, model load): "
             f"{job['runner_warm_up_seconds']:.1f} s. Audit records written: {job['records']:,}; chain ok: "
             f"{job['chain_ok']} (verify {job['verify_seconds']:.1f} s). Result: "
