@@ -7,8 +7,6 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from model_store.wal_checkpoints import FALLBACK_PAGES
-
 
 def make_engine(url: str) -> Engine:
     """An engine with the settings each backend needs for several threads and processes."""
@@ -34,7 +32,6 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")  # a Store's WalCheckpointer does it sooner
     cursor.close()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 
 from sqlalchemy import text
@@ -13,7 +12,6 @@ from model_store.db import make_engine, make_session_factory
 from model_store.keys import KeyStore
 from model_store.migrate import upgrade_to_head
 from model_store.registry import ModelRegistry
-from model_store.wal_checkpoints import WalCheckpointer, sqlite_file
 
 
 class Store:
@@ -25,10 +23,6 @@ class Store:
         self.registry = ModelRegistry(self.sessions, ArtifactStore(data_dir), cache_size)
         self.keys = KeyStore(self.sessions)
         self.audit = AuditTrail(self.sessions)
-        database_file = sqlite_file(database_url)
-        self.checkpointer = WalCheckpointer(database_file) if database_file is not None else None
-        if self.checkpointer is not None:
-            weakref.finalize(self, self.checkpointer.stop)
 
     def ping(self) -> bool:
         """True when the database answers."""
@@ -40,6 +34,4 @@ class Store:
             return False
 
     def close(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.stop()
         self.engine.dispose()

@@ -111,6 +111,26 @@ def attributions(result: dict[str, Any]) -> dict[str, float]:
     return {a["feature"]: a["attribution"] for a in result["attributions"]}
 
 
+def _worker_gc_state() -> tuple[int, int]:
+    import gc
+
+    from api.jobs import compute
+
+    return compute._chunks_seen, gc.get_freeze_count()
+
+
+def test_workers_freeze_their_heap_from_their_second_chunk(make_app: Any, dask_client: Any) -> None:
+    """Like gunicorn workers at start, Dask workers move their loaded model out of the collector's sight."""
+    app = make_app(job_chunk_rows=5)
+    token = app.extensions["candor"].store.keys.create("jobs", ["explain"])[0]
+    assert submit_file(app.test_client(), token, csv_bytes(loan_rows(30))).status_code == 202
+    assert run_jobs(app, dask_client) == 1
+    states = dask_client.run(_worker_gc_state).values()
+    assert any(seen >= 2 for seen, _ in states)  # 6 chunks on 2 workers
+    assert all(frozen > 0 for seen, frozen in states if seen >= 2)
+    assert all(frozen == 0 for seen, frozen in states if seen < 2)
+
+
 # -- the main path ---------------------------------------------------------------------------------------
 def test_csv_shap_job_equals_the_explain_endpoint(make_app: Any, dask_client: Any) -> None:
     app = make_app(job_chunk_rows=7)

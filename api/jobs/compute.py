@@ -104,6 +104,7 @@ def service_for(settings: Settings) -> ExplanationService:
 
 def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
     """The Dask task: compute chunk ``task.chunk`` and stage its lines; never raises for a row's error."""
+    _freeze_after_first_chunk()
     service = service_for(settings)
     files = JobFiles(settings.data_dir)
     instances = read_chunk(files.input_path(task.job_id), task.chunk)
@@ -151,7 +152,6 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
         explanation=meta,
         batch_next=batch_next,
     )
-    _freeze_once()
     return result
 
 
@@ -201,17 +201,18 @@ def warm_up() -> bool:
     return True
 
 
-_frozen = threading.Event()
+_chunks_seen = 0
 
 
-def _freeze_once() -> None:
-    """After a Dask worker's first chunk (its model and explainer loaded), move what is alive out of the
-    collector's sight, as a gunicorn worker does at start: a chunk makes ~0.2M objects, so full collections
-    come often, and each would otherwise walk the whole heap again (~0.3 s in a Dask worker). Not in
-    other processes (a test calling ``compute_chunk``)."""
-    if _frozen.is_set():
+def _freeze_after_first_chunk() -> None:
+    """At the start of a Dask worker's second chunk (its model and explainer loaded by the first), move what
+    is alive out of the collector's sight, as a gunicorn worker does at start: a chunk makes ~0.2M objects,
+    so full collections come often, and each would otherwise walk the whole heap again (~0.3 s). Not in other
+    processes (a test calling ``compute_chunk``)."""
+    global _chunks_seen
+    _chunks_seen += 1
+    if _chunks_seen != 2:
         return
-    _frozen.set()
     from distributed import get_worker
 
     try:
