@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.errors import Conflict, NotFound
@@ -41,6 +42,10 @@ class LostJob(Exception):
     """The runner no longer holds the job: it was cancelled, or reclaimed by another runner."""
 
 
+class IdempotencyKeyTaken(Exception):
+    """Another job of the same key was created with this ``Idempotency-Key`` first."""
+
+
 @dataclasses.dataclass(frozen=True)
 class NewJob:
     model_name: str
@@ -51,6 +56,8 @@ class NewJob:
     key_id: str | None
     total_rows: int
     chunk_rows: int
+    idempotency_key: str | None = None
+    request_sha256: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +102,8 @@ def job_dict(row: JobRow) -> dict[str, Any]:
         "created_at": when(row.created_at),
         "started_at": when(row.started_at),
         "finished_at": when(row.finished_at),
+        "idempotency_key": row.idempotency_key,
+        "request_sha256": row.request_sha256,
     }
 
 
@@ -160,6 +169,23 @@ class JobStore:
 
     # -- submission and reading ---------------------------------------------------------------------------
     def create(self, job_id: str, new: NewJob) -> dict[str, Any]:
+        """Queue the job; ``IdempotencyKeyTaken`` when its key already named another job of the same key."""
+        try:
+            return self._insert(job_id, new)
+        except IntegrityError as exc:
+            if new.idempotency_key is not None and self.by_idempotency_key(new.key_id, new.idempotency_key):
+                raise IdempotencyKeyTaken(new.idempotency_key) from exc
+            raise
+
+    def by_idempotency_key(self, key_id: str | None, idempotency_key: str) -> dict[str, Any] | None:
+        """The job ``key_id`` submitted with ``idempotency_key``, if any."""
+        with self.sessions() as session:
+            row = session.scalars(
+                select(JobRow).where(JobRow.key_id == key_id, JobRow.idempotency_key == idempotency_key)
+            ).first()
+            return job_dict(row) if row is not None else None
+
+    def _insert(self, job_id: str, new: NewJob) -> dict[str, Any]:
         with self.sessions.begin() as session:
             row = JobRow(
                 id=job_id,

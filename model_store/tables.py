@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -134,6 +135,7 @@ class JobRow(Base):
     audit records are committed (always a prefix of the job)."""
 
     __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_key_idempotency", "key_id", "idempotency_key", unique=True),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -156,3 +158,6 @@ class JobRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """The submitting key's ``Idempotency-Key`` (unique per key) and the sha256 of its request."""
+    request_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -6,6 +6,8 @@ normalised into ``input.parquet`` before the job row is committed."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import logging
 import shutil
@@ -20,8 +22,9 @@ from api.schemas.text import AttentionRequestSchema, AttributionsRequestSchema
 from api.service import ExplanationService
 from explainers.registry import applies
 from model_store.artifacts import REFERENCE_FILE
+from model_store.audit import canonical_json, sha256_hex
 from model_store.errors import InvalidInput
-from model_store.jobs import JobStore, NewJob
+from model_store.jobs import IdempotencyKeyTaken, JobStore, NewJob
 from model_store.manifest import flatten_messages
 from model_store.versions import VersionInfo
 
@@ -44,6 +47,41 @@ PROBE_OPTIONS: dict[str, dict[str, Any]] = {
 """What makes the probe cheap: the fewest evaluations, steps or milliseconds (the caps are checked apart)."""
 PROBE_TEXT = "A short probe text."
 FIELD_OF_PROBE_ERROR = {"method": "kind", "model": "kind"}
+
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+HASH_BLOCK = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Keyed:
+    """A submission's ``Idempotency-Key`` and the sha256 of the request sent with it."""
+
+    key: str
+    request_sha256: str
+
+
+def request_fingerprint(
+    model: str, version: str, kind: str, options: Any, upload: IO[bytes] | None, dataset: str | None
+) -> str:
+    """The sha256 of a job request as sent: its fields (``options`` as parsed JSON, so key order and spacing
+    do not count) and the uploaded file's bytes. The upload is read once and rewound."""
+    file_hash = None
+    if upload is not None:
+        digest = hashlib.sha256()
+        while block := upload.read(HASH_BLOCK):
+            digest.update(block)
+        upload.seek(0)
+        file_hash = digest.hexdigest()
+    fields = {
+        "model": model,
+        "version": version,
+        "kind": kind,
+        "options": options,
+        "dataset": dataset,
+        "file_sha256": file_hash,
+    }
+    return sha256_hex(canonical_json(fields))
 
 
 def validate_options(kind: str, options: Any) -> dict[str, Any]:
@@ -74,8 +112,40 @@ class Submission:
         upload: IO[bytes] | None = None,
         filename: str | None = None,
         dataset: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Check the request, store the rows, queue the job: its description, and whether it is the job
+        queued earlier under the same ``idempotency_key`` (the same request sent again)."""
+        if idempotency_key is None:
+            return self._queue(model, version, kind, options, key_id, upload, filename, dataset, None), False
+        fingerprint = request_fingerprint(model, version, kind, options, upload, dataset)
+        earlier = self.jobs.by_idempotency_key(key_id, idempotency_key)
+        if earlier is None:
+            try:
+                keyed = Keyed(idempotency_key, fingerprint)
+                job = self._queue(model, version, kind, options, key_id, upload, filename, dataset, keyed)
+                return job, False
+            except IdempotencyKeyTaken:
+                earlier = self.jobs.by_idempotency_key(key_id, idempotency_key)
+        if earlier is None or earlier["request_sha256"] != fingerprint:
+            raise InvalidInput.field(
+                IDEMPOTENCY_HEADER,
+                "Already used by this key for a different request: use a new key for a new job.",
+            )
+        return earlier, True
+
+    def _queue(
+        self,
+        model: str,
+        version: str,
+        kind: str,
+        options: Any,
+        key_id: str | None,
+        upload: IO[bytes] | None,
+        filename: str | None,
+        dataset: str | None,
+        keyed: Keyed | None,
     ) -> dict[str, Any]:
-        """Check the request, store the rows, queue the job; its description."""
         info = self.service.store.registry.resolve(model, version)
         loaded = self.service.store.registry.load(info)
         if not applies(kind, loaded):
@@ -124,6 +194,8 @@ class Submission:
                     key_id=key_id,
                     total_rows=total,
                     chunk_rows=self.settings.job_chunk_rows,
+                    idempotency_key=keyed.key if keyed else None,
+                    request_sha256=keyed.request_sha256 if keyed else None,
                 ),
             )
         except BaseException:

@@ -15,7 +15,7 @@ from flask.views import MethodView
 from api.auth import caller_key_id, current_principal
 from api.context import candor
 from api.jobs.results import check_chunks, parquet_result
-from api.jobs.submit import Submission
+from api.jobs.submit import IDEMPOTENCY_HEADER, Submission
 from api.jobs.summaries import finalize
 from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
@@ -33,6 +33,8 @@ from model_store.jobs import FINISHED, SUCCEEDED, JobStore, chunk_count
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Batch explanation jobs")
 MULTIPART = "multipart/form-data"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_IDEMPOTENCY_KEY = 255
 
 
 def _jobs() -> JobStore:
@@ -95,9 +97,36 @@ class Jobs(MethodView):
                 MULTIPART: {"schema": JobMultipartSchema},
                 "application/json": {"schema": JobDatasetRequestSchema},
             },
-        }
+        },
+        parameters=[
+            {
+                "in": "header",
+                "name": IDEMPOTENCY_HEADER,
+                "required": False,
+                "description": "Makes a retry safe: the same key sent again with the same request (fields "
+                "and file bytes) answers with the job it queued first, instead of queueing another; with "
+                "a different request, 422. Remembered per API key for as long as the job exists.",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_IDEMPOTENCY_KEY,
+                    "pattern": "^[!-~]+$",
+                },
+            }
+        ],
     )
-    @blp.response(202, JobSchema, headers={"Location": {"schema": {"type": "string"}}})
+    @blp.response(
+        202,
+        JobSchema,
+        headers={
+            "Location": {"schema": {"type": "string"}},
+            REPLAYED_HEADER: {
+                "description": "`true` when the answer is the job queued earlier under the same "
+                "Idempotency-Key",
+                "schema": {"type": "string", "enum": ["true"]},
+            },
+        },
+    )
     @blp.alt_response(404, schema=ProblemSchema)
     @blp.alt_response(413, schema=ProblemSchema)
     @blp.alt_response(415, schema=ProblemSchema)
@@ -105,16 +134,18 @@ class Jobs(MethodView):
     def post(self):  # type: ignore[no-untyped-def]
         """Queue a job: every row of a CSV or Parquet file (multipart: model, version, kind, options as JSON
         text, file), or of a stored dataset (JSON: model, version, kind, options, dataset), explained as
-        ``POST .../explain/<kind>`` would explain it. Answers 202 with the job and its ``Location``."""
+        ``POST .../explain/<kind>`` would explain it. Answers 202 with the job and its ``Location``; with an
+        ``Idempotency-Key`` already used for the same request, the job queued then."""
         context = candor()
         submission = Submission(context.service, _jobs())
         parser = blp.ARGUMENTS_PARSER
+        idempotency_key = _idempotency_key()
         if request.mimetype == MULTIPART:
             form = parser.parse(JobFormSchema(), request, location="form")
             files = parser.parse(JobFilesSchema(), request, location="files")
             upload = files["file"]
             _check_model_visible(form["model"])
-            job = submission.submit(
+            job, replayed = submission.submit(
                 form["model"],
                 form["version"],
                 form["kind"],
@@ -122,20 +153,39 @@ class Jobs(MethodView):
                 caller_key_id(),
                 upload=upload.stream,
                 filename=upload.filename,
+                idempotency_key=idempotency_key,
             )
         else:
             body = parser.parse(JobDatasetRequestSchema(), request, location="json")
             _check_model_visible(body["model"])
-            job = submission.submit(
+            job, replayed = submission.submit(
                 body["model"],
                 body["version"],
                 body["kind"],
                 body["options"],
                 caller_key_id(),
                 dataset=body["dataset"],
+                idempotency_key=idempotency_key,
             )
-        location = url_for("jobs.Job", job_id=job["id"])
-        return json_response(describe(job), status=202, headers={"Location": location})
+        headers = {"Location": url_for("jobs.Job", job_id=job["id"])}
+        if replayed:
+            headers[REPLAYED_HEADER] = "true"
+        return json_response(describe(job), status=202, headers=headers)
+
+
+def _idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key``: 1-255 visible ASCII characters, bare or as a quoted string (the
+    IETF draft's structured-field form); None when absent."""
+    value = request.headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY or not all(" " < c <= "~" for c in value):
+        raise InvalidInput.field(
+            IDEMPOTENCY_HEADER, f"1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, e.g. a UUID."
+        )
+    return value
 
 
 def _check_model_visible(name: str) -> None:
