@@ -181,7 +181,9 @@ class JobStore:
         """The job ``key_id`` submitted with ``idempotency_key``, if any."""
         with self.sessions() as session:
             row = session.scalars(
-                select(JobRow).where(JobRow.key_id == key_id, JobRow.idempotency_key == idempotency_key)
+                select(JobRow)
+                .where(JobRow.key_id == key_id, JobRow.idempotency_key == idempotency_key)
+                .order_by(JobRow.created_at)  # the first (only a key-less caller can have two)
             ).first()
             return job_dict(row) if row is not None else None
 

@@ -5,6 +5,7 @@ a second job (whose rows would be explained and recorded twice); the same key wi
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import pytest
@@ -55,8 +56,6 @@ def test_a_retry_answers_with_the_first_job(app: Flask, keys: dict[str, str]) ->
     assert again.get_json()["id"] == first.get_json()["id"]
     assert again.headers["Location"] == first.headers["Location"]
     assert job_count(app) == 1
-    quoted = post_file(client, keys["explain"], csv_of(5), '"retry-1"')  # the draft's quoted form
-    assert quoted.status_code == 202 and quoted.get_json()["id"] == first.get_json()["id"]
     same_options = post_file(client, keys["explain"], csv_of(5), "retry-2", '{"layout": "records"}')
     reordered = post_file(client, keys["explain"], csv_of(5), "retry-2", '{ "layout" : "records" }')
     assert reordered.headers[REPLAYED] == "true"
@@ -64,7 +63,9 @@ def test_a_retry_answers_with_the_first_job(app: Flask, keys: dict[str, str]) ->
     assert job_count(app) == 2
     without = [post_file(client, keys["explain"], csv_of(5), None) for _ in range(2)]
     assert without[0].get_json()["id"] != without[1].get_json()["id"]  # no key: every post is a new job
-    assert job_count(app) == 4
+    quoted = post_file(client, keys["explain"], csv_of(5), '"retry-1"')  # compared as sent: another key
+    assert quoted.status_code == 202 and REPLAYED not in quoted.headers
+    assert job_count(app) == 5
 
 
 @pytest.mark.parametrize(
@@ -102,6 +103,43 @@ def test_a_refused_request_does_not_use_up_its_key(app: Flask, keys: dict[str, s
     assert good.status_code == 202 and REPLAYED not in good.headers
 
 
+def test_a_race_lost_after_the_lookup_answers_with_the_winner(
+    app: Flask, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two identical submissions both find no job under their key, both stage their rows: the database's
+    unique index lets the first in; the second removes its files and answers with the first's job."""
+    client = app.test_client()
+    first = post_file(client, keys["explain"], csv_of(5), "race-1")
+    lookups = []
+    real = JobStore.by_idempotency_key
+
+    def not_yet_committed(self: JobStore, key_id: str | None, key: str) -> dict[str, Any] | None:
+        lookups.append(key)
+        return None if len(lookups) == 1 else real(self, key_id, key)
+
+    monkeypatch.setattr(JobStore, "by_idempotency_key", not_yet_committed)
+    second = post_file(client, keys["explain"], csv_of(5), "race-1")
+    assert second.status_code == 202, second.data
+    assert second.headers[REPLAYED] == "true" and second.get_json()["id"] == first.get_json()["id"]
+    assert len(lookups) >= 2 and job_count(app) == 1
+    jobs_dir = app.extensions["candor"].settings.data_dir / "jobs"
+    assert sorted(p.name for p in jobs_dir.iterdir()) == [first.get_json()["id"]]  # nothing left behind
+    lost = post_file(client, keys["explain"], csv_of(5, start=1), "race-1")
+    assert lost.status_code == 422 and HEADER in lost.get_json()["errors"]
+
+
+def test_options_the_fingerprint_cannot_write_are_a_422(app: Flask, keys: dict[str, str]) -> None:
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    headers = {"Authorization": f"Bearer {keys['explain']}", HEADER: "deep-1"}
+    body = {"model": "loan", "version": "1", "kind": "shap", "dataset": "reference", "options": {"a": deep}}
+    data = json.dumps(body)  # the app's orjson cannot write it either: that is the point
+    refused = app.test_client().post("/v1/jobs", data=data, headers=headers, content_type="application/json")
+    assert refused.status_code == 422, refused.data
+    assert "options" in refused.get_json()["errors"]
+
+
 def test_dataset_jobs_are_idempotent_too(app: Flask, keys: dict[str, str]) -> None:
     client = app.test_client()
     headers = {"Authorization": f"Bearer {keys['explain']}", HEADER: "dataset-1"}
@@ -114,7 +152,7 @@ def test_dataset_jobs_are_idempotent_too(app: Flask, keys: dict[str, str]) -> No
     assert other.status_code == 422 and HEADER in other.get_json()["errors"]
 
 
-@pytest.mark.parametrize("key", ["", '""', "x" * 256, "has space", "tab\there"])
+@pytest.mark.parametrize("key", ["", "x" * 256, "has space", "tab\there", "caf\u00e9"])
 def test_malformed_keys_are_refused(app: Flask, keys: dict[str, str], key: str) -> None:
     refused = post_file(app.test_client(), keys["explain"], csv_of(5), key)
     assert refused.status_code == 422, refused.data

@@ -81,7 +81,10 @@ def request_fingerprint(
         "dataset": dataset,
         "file_sha256": file_hash,
     }
-    return sha256_hex(canonical_json(fields))
+    try:
+        return sha256_hex(canonical_json(fields))
+    except TypeError as exc:  # JSON the canonical form cannot write: too deep, or an integer past 64 bits
+        raise InvalidInput.field("options", "Nested too deeply, or a number out of range.") from exc
 
 
 def validate_options(kind: str, options: Any) -> dict[str, Any]:

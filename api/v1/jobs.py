@@ -174,18 +174,14 @@ class Jobs(MethodView):
 
 
 def _idempotency_key() -> str | None:
-    """The request's ``Idempotency-Key``: 1-255 visible ASCII characters, bare or as a quoted string (the
-    IETF draft's structured-field form); None when absent."""
+    """The request's ``Idempotency-Key``, 1-255 visible ASCII characters compared as sent (a quoted value,
+    the IETF draft's structured-field form, keeps its quotes); None when absent."""
     value = request.headers.get(IDEMPOTENCY_HEADER)
-    if value is None:
-        return None
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        value = value[1:-1]
-    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY or not all(" " < c <= "~" for c in value):
-        raise InvalidInput.field(
-            IDEMPOTENCY_HEADER, f"1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, e.g. a UUID."
-        )
-    return value
+    if value is None or (1 <= len(value) <= MAX_IDEMPOTENCY_KEY and all(" " < c <= "~" for c in value)):
+        return value
+    raise InvalidInput.field(
+        IDEMPOTENCY_HEADER, f"1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, e.g. a UUID."
+    )
 
 
 def _check_model_visible(name: str) -> None:

@@ -21,5 +21,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_jobs_key_idempotency", table_name="jobs")
-    op.drop_column("jobs", "request_sha256")
-    op.drop_column("jobs", "idempotency_key")
+    with op.batch_alter_table("jobs") as batch:  # SQLite before 3.35 cannot drop a column in place
+        batch.drop_column("request_sha256")
+        batch.drop_column("idempotency_key")
