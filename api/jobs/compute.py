@@ -141,7 +141,7 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
     first = next((e for e in explained if isinstance(e, Explanation)), None)
     meta = _meta(first)
     feature_order = (meta or {}).get("output", {}).get("feature_order")
-    result = ChunkOutcome(
+    return ChunkOutcome(
         chunk=task.chunk,
         rows=len(lines),
         errors=sum(1 for line in lines if line["status"] != "ok"),
@@ -152,7 +152,6 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
         explanation=meta,
         batch_next=batch_next,
     )
-    return result
 
 
 def _serialised(draft: RecordDraft) -> RecordDraft:

@@ -54,6 +54,20 @@ HASH_BLOCK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
+class JobRequest:
+    """What a submission asks for, as sent: the rows of ``upload`` (named ``filename``) or of a stored
+    ``dataset``, explained by ``kind`` with ``options`` on ``model`` ``version``."""
+
+    model: str
+    version: str
+    kind: str
+    options: Any
+    upload: IO[bytes] | None = None
+    filename: str | None = None
+    dataset: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Keyed:
     """A submission's ``Idempotency-Key`` and the sha256 of the request sent with it."""
 
@@ -61,24 +75,22 @@ class Keyed:
     request_sha256: str
 
 
-def request_fingerprint(
-    model: str, version: str, kind: str, options: Any, upload: IO[bytes] | None, dataset: str | None
-) -> str:
+def request_fingerprint(request: JobRequest) -> str:
     """The sha256 of a job request as sent: its fields (``options`` as parsed JSON, so key order and spacing
-    do not count) and the uploaded file's bytes. The upload is read once and rewound."""
+    do not count) and the uploaded file's bytes (not its name). The upload is read once and rewound."""
     file_hash = None
-    if upload is not None:
+    if request.upload is not None:
         digest = hashlib.sha256()
-        while block := upload.read(HASH_BLOCK):
+        while block := request.upload.read(HASH_BLOCK):
             digest.update(block)
-        upload.seek(0)
+        request.upload.seek(0)
         file_hash = digest.hexdigest()
     fields = {
-        "model": model,
-        "version": version,
-        "kind": kind,
-        "options": options,
-        "dataset": dataset,
+        "model": request.model,
+        "version": request.version,
+        "kind": request.kind,
+        "options": request.options,
+        "dataset": request.dataset,
         "file_sha256": file_hash,
     }
     try:
@@ -106,28 +118,17 @@ class Submission:
         self.jobs = jobs
 
     def submit(
-        self,
-        model: str,
-        version: str,
-        kind: str,
-        options: Any,
-        key_id: str | None,
-        upload: IO[bytes] | None = None,
-        filename: str | None = None,
-        dataset: str | None = None,
-        idempotency_key: str | None = None,
+        self, request: JobRequest, key_id: str | None, idempotency_key: str | None = None
     ) -> tuple[dict[str, Any], bool]:
         """Check the request, store the rows, queue the job: its description, and whether it is the job
         queued earlier under the same ``idempotency_key`` (the same request sent again)."""
         if idempotency_key is None:
-            return self._queue(model, version, kind, options, key_id, upload, filename, dataset, None), False
-        fingerprint = request_fingerprint(model, version, kind, options, upload, dataset)
+            return self._queue(request, key_id, None), False
+        fingerprint = request_fingerprint(request)
         earlier = self.jobs.by_idempotency_key(key_id, idempotency_key)
         if earlier is None:
             try:
-                keyed = Keyed(idempotency_key, fingerprint)
-                job = self._queue(model, version, kind, options, key_id, upload, filename, dataset, keyed)
-                return job, False
+                return self._queue(request, key_id, Keyed(idempotency_key, fingerprint)), False
             except IdempotencyKeyTaken:
                 earlier = self.jobs.by_idempotency_key(key_id, idempotency_key)
         if earlier is None or earlier["request_sha256"] != fingerprint:
@@ -137,23 +138,13 @@ class Submission:
             )
         return earlier, True
 
-    def _queue(
-        self,
-        model: str,
-        version: str,
-        kind: str,
-        options: Any,
-        key_id: str | None,
-        upload: IO[bytes] | None,
-        filename: str | None,
-        dataset: str | None,
-        keyed: Keyed | None,
-    ) -> dict[str, Any]:
-        info = self.service.store.registry.resolve(model, version)
+    def _queue(self, request: JobRequest, key_id: str | None, keyed: Keyed | None) -> dict[str, Any]:
+        kind, dataset, upload = request.kind, request.dataset, request.upload
+        info = self.service.store.registry.resolve(request.model, request.version)
         loaded = self.service.store.registry.load(info)
         if not applies(kind, loaded):
             raise InvalidInput.field("kind", f"{kind} does not apply to {info.flavour} models.")
-        checked = validate_options(kind, options)
+        checked = validate_options(kind, request.options)
         self._check_caps(kind, checked)
         self._probe(info, loaded, kind, checked)
         job_id, staging = self.jobs.files.new_staging_dir()
@@ -180,7 +171,7 @@ class Submission:
                     self.settings.job_chunk_rows,
                     self.settings.max_job_rows,
                 )
-                source = {"type": "upload", "filename": (filename or "")[:200]}
+                source = {"type": "upload", "filename": (request.filename or "")[:200]}
             self.jobs.files.publish(job_id, staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

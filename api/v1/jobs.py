@@ -15,7 +15,7 @@ from flask.views import MethodView
 from api.auth import caller_key_id, current_principal
 from api.context import candor
 from api.jobs.results import check_chunks, parquet_result
-from api.jobs.submit import IDEMPOTENCY_HEADER, Submission
+from api.jobs.submit import IDEMPOTENCY_HEADER, JobRequest, Submission
 from api.jobs.summaries import finalize
 from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
@@ -145,28 +145,21 @@ class Jobs(MethodView):
             files = parser.parse(JobFilesSchema(), request, location="files")
             upload = files["file"]
             _check_model_visible(form["model"])
-            job, replayed = submission.submit(
+            job_request = JobRequest(
                 form["model"],
                 form["version"],
                 form["kind"],
                 _options_text(form["options"]),
-                caller_key_id(),
                 upload=upload.stream,
                 filename=upload.filename,
-                idempotency_key=idempotency_key,
             )
         else:
             body = parser.parse(JobDatasetRequestSchema(), request, location="json")
             _check_model_visible(body["model"])
-            job, replayed = submission.submit(
-                body["model"],
-                body["version"],
-                body["kind"],
-                body["options"],
-                caller_key_id(),
-                dataset=body["dataset"],
-                idempotency_key=idempotency_key,
+            job_request = JobRequest(
+                body["model"], body["version"], body["kind"], body["options"], dataset=body["dataset"]
             )
+        job, replayed = submission.submit(job_request, caller_key_id(), idempotency_key)
         headers = {"Location": url_for("jobs.Job", job_id=job["id"])}
         if replayed:
             headers[REPLAYED_HEADER] = "true"
