@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -37,3 +38,26 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def has_wal_reset_bug(version: tuple[int, int, int]) -> bool:
+    """Whether a SQLite of ``version`` has the WAL-reset bug (https://www.sqlite.org/wal.html#walresetbug):
+    3.7.0 to 3.51.2, except the releases the fix was backported to (3.50.7 and later 3.50, 3.44.6 and later
+    3.44)."""
+    if not (3, 7, 0) <= version < (3, 51, 3):
+        return False
+    return not ((3, 50, 7) <= version < (3, 51, 0) or (3, 44, 6) <= version < (3, 45, 0))
+
+
+def sqlite_warning(url: str, version: tuple[int, int, int] = sqlite3.sqlite_version_info) -> str | None:
+    """What a process writing the audit trail should log at start when ``url`` is a SQLite database and the
+    linked SQLite has the WAL-reset bug: with several processes writing (gunicorn's workers, the job runner
+    and its Dask workers), checkpoints from different processes can race and corrupt the database."""
+    if not url.startswith("sqlite") or not has_wal_reset_bug(version):
+        return None
+    return (
+        f"SQLite {'.'.join(map(str, version))} has the WAL-reset bug "
+        "(https://www.sqlite.org/wal.html#walresetbug): when several processes write the audit trail "
+        "(gunicorn's workers, the job runner), use PostgreSQL (CANDOR_DATABASE_URL) or SQLite 3.51.3 "
+        "or later."
+    )

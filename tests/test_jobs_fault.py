@@ -1,6 +1,7 @@
 """A runner killed with SIGKILL in the middle of a job: the real ``candor jobs run`` process is killed after
 it committed some chunks and before the last, a second runner takes the job over once its heartbeat is
-stale, and the result holds every row exactly once, in order, with one chained audit record per row."""
+stale, and the result holds every row exactly once, in order, with one chained audit record per row. The
+runner warned at start when its database is a SQLite with the WAL-reset bug."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from flask import Flask
 from api.jobs.compute import warm_up
 from api.jobs.runner import Runner
 from model_store.audit import RecordFilter
+from model_store.db import has_wal_reset_bug
 from model_store.jobs import JobStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +93,9 @@ def test_a_killed_runner_loses_and_duplicates_nothing(
             time.sleep(0.01)
     finally:
         kill_tree(runner)
+    url = context.settings.resolved_database_url
+    warned = "WAL-reset bug" in (tmp_path / "runner.log").read_text()
+    assert warned == (url.startswith("sqlite") and has_wal_reset_bug(sqlite3.sqlite_version_info))
     killed_at = jobs.get(job_id)
     assert killed_at["status"] == "running"
     assert 3 <= killed_at["chunks_done"] < total_chunks, killed_at
