@@ -12,11 +12,11 @@ import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
-from sqlalchemy import Select, delete, func, insert, select, update
+from sqlalchemy import Select, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.errors import NotFound
@@ -26,6 +26,10 @@ GENESIS = "0" * 64
 CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 CHECKPOINT = "checkpoint"
 STREAM_BATCH = 500
+RECORDS = cast(Table, RecordRow.__table__)
+HEAD = cast(Table, AuditHeadRow.__table__)
+LOCK_HEAD = update(HEAD).where(HEAD.c.id == 1).values(seq=HEAD.c.seq).returning(HEAD.c.seq, HEAD.c.hash)
+"""A write to the head row (a row lock on PostgreSQL, the write lock on SQLite) returning the head."""
 
 
 def _default(value: Any) -> Any:
@@ -165,8 +169,9 @@ class AuditTrail:
                 }
             )
             prev = digest
-        session.execute(insert(RecordRow), rows)
-        session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=seq, hash=prev))
+        connection = session.connection()  # Core statements: the ORM's per-statement work was ~2 of ~3 ms
+        connection.execute(insert(RECORDS), rows)
+        connection.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=seq, hash=prev))
         return [row["hash"] for row in rows]
 
     def lock(self, session: Session) -> None:
@@ -177,9 +182,8 @@ class AuditTrail:
     @staticmethod
     def _lock_head(session: Session) -> tuple[int, str]:
         """Take the chain's lock (a write to the head row: a row lock on PostgreSQL, the write lock on SQLite)
-        and read the head as it is now."""
-        session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=AuditHeadRow.seq))
-        head = session.execute(select(AuditHeadRow.seq, AuditHeadRow.hash).where(AuditHeadRow.id == 1)).one()
+        and read the head as it is now, in one statement."""
+        head = session.connection().execute(LOCK_HEAD).one()
         return int(head.seq), str(head.hash)
 
     # -- reading ------------------------------------------------------------------------------------------
