@@ -182,8 +182,16 @@ class AuditTrail:
     @staticmethod
     def _lock_head(session: Session) -> tuple[int, str]:
         """Take the chain's lock (a write to the head row: a row lock on PostgreSQL, the write lock on SQLite)
-        and read the head as it is now, in one statement."""
-        head = session.connection().execute(LOCK_HEAD).one()
+        and read the head as it is now: in one statement where the database can return rows from an
+        UPDATE (PostgreSQL, SQLite 3.35 and later), else in two. Pending ORM changes are flushed first, so
+        their row locks come before the chain's, as they did when this ran through the ORM."""
+        session.flush()
+        connection = session.connection()
+        if connection.dialect.update_returning:
+            head = connection.execute(LOCK_HEAD).one()
+        else:
+            connection.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=HEAD.c.seq))
+            head = connection.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).one()
         return int(head.seq), str(head.hash)
 
     # -- reading ------------------------------------------------------------------------------------------

@@ -58,6 +58,6 @@ def sqlite_warning(url: str, version: tuple[int, int, int] = sqlite3.sqlite_vers
     return (
         f"SQLite {'.'.join(map(str, version))} has the WAL-reset bug "
         "(https://www.sqlite.org/wal.html#walresetbug): when several processes write the audit trail "
-        "(gunicorn's workers, the job runner), use PostgreSQL (CANDOR_DATABASE_URL) or SQLite 3.51.3 "
-        "or later."
+        "(gunicorn's workers, the job runner), use PostgreSQL (CANDOR_DATABASE_URL) or a SQLite with the "
+        "fix: 3.51.3 or later, 3.50.7 or a later 3.50, 3.44.6 or a later 3.44."
     )

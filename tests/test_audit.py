@@ -28,6 +28,7 @@ from model_store.manifest import parse_manifest
 from model_store.reference import to_parquet
 from model_store.safe_load import dump_skops
 from model_store.store import Store
+from model_store.tables import utcnow
 
 LOAN = "/v1/models/loan/versions/production"
 PROBLEM = "application/problem+json"
@@ -238,6 +239,40 @@ def test_concurrent_appenders_keep_one_unbroken_chain(store: Store) -> None:
     assert errors == []
     verdict = store.audit.verify()
     assert verdict["ok"] is True and verdict["checked"] == 120 and verdict["head"]["seq"] == 120
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["update-returning", "update-then-select"])
+def test_the_chain_lock_reads_the_head_with_or_without_update_returning(
+    store: Store, monkeypatch: pytest.MonkeyPatch, returning: bool
+) -> None:
+    """Where the database returns rows from an UPDATE (PostgreSQL, SQLite 3.35+) the lock and the head are
+    one statement, else an UPDATE then a SELECT (an older SQLite): appends, concurrent ones and a purge
+    keep one chain either way."""
+    monkeypatch.setattr(store.engine.dialect, "update_returning", returning)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "audit_head" in statement:
+            statements.append(statement)
+
+    def work(worker: int) -> None:
+        for i in range(10):
+            store.audit.append([draft(worker * 100 + i), draft(worker * 100 + 50 + i)])
+
+    sa.event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        store.audit.purge(utcnow() + dt.timedelta(seconds=1))
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", seen)
+    assert any("RETURNING" in s for s in statements) is returning
+    assert any(s.lstrip().upper().startswith("SELECT") for s in statements) is not returning
+    verdict = store.audit.verify()
+    assert verdict["ok"] is True and verdict["head"]["seq"] == 121  # 120 records and the checkpoint
 
 
 # -- reading through the API -----------------------------------------------------------------------------
