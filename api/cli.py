@@ -156,15 +156,13 @@ def cmd_jobs_run(args: argparse.Namespace, settings: Settings) -> int:
     import logging
 
     from api.jobs.runner import Runner
-    from model_store.db import sqlite_warning
+    from model_store.db import warn_of_sqlite
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines narrate every connection
-    warning = sqlite_warning(settings.resolved_database_url)
-    if warning:
-        logging.getLogger("candor.jobs").warning(warning)
+    warn_of_sqlite(settings.resolved_database_url, logging.getLogger("candor.jobs"))
     runner = Runner(settings)
     runner.install_signal_handlers()
     done = runner.run(once=args.once)

@@ -46,12 +46,10 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Migrate the database once, in the master, before any worker starts; warn of a SQLite that
     several processes cannot share safely."""
-    from model_store.db import make_engine, sqlite_warning
+    from model_store.db import make_engine, warn_of_sqlite
     from model_store.migrate import upgrade_to_head
 
-    warning = sqlite_warning(_settings.resolved_database_url)
-    if warning:
-        server.log.warning(warning)
+    warn_of_sqlite(_settings.resolved_database_url, server.log)
     engine = make_engine(_settings.resolved_database_url)
     upgrade_to_head(engine)
     engine.dispose()

@@ -28,8 +28,10 @@ CHECKPOINT = "checkpoint"
 STREAM_BATCH = 500
 RECORDS = cast(Table, RecordRow.__table__)
 HEAD = cast(Table, AuditHeadRow.__table__)
-LOCK_HEAD = update(HEAD).where(HEAD.c.id == 1).values(seq=HEAD.c.seq).returning(HEAD.c.seq, HEAD.c.hash)
-"""A write to the head row (a row lock on PostgreSQL, the write lock on SQLite) returning the head."""
+HEAD_ROW = HEAD.c.id == 1
+TOUCH_HEAD = update(HEAD).where(HEAD_ROW).values(seq=HEAD.c.seq)
+"""A write to the head row that changes nothing: a row lock on PostgreSQL, the write lock on SQLite."""
+LOCK_HEAD = TOUCH_HEAD.returning(HEAD.c.seq, HEAD.c.hash)
 
 
 def _default(value: Any) -> Any:
@@ -171,7 +173,7 @@ class AuditTrail:
             prev = digest
         connection = session.connection()  # Core statements: the ORM's per-statement work was ~2 of ~3 ms
         connection.execute(insert(RECORDS), rows)
-        connection.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=seq, hash=prev))
+        connection.execute(update(HEAD).where(HEAD_ROW).values(seq=seq, hash=prev))
         return [row["hash"] for row in rows]
 
     def lock(self, session: Session) -> None:
@@ -190,8 +192,8 @@ class AuditTrail:
         if connection.dialect.update_returning:
             head = connection.execute(LOCK_HEAD).one()
         else:
-            connection.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=HEAD.c.seq))
-            head = connection.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).one()
+            connection.execute(TOUCH_HEAD)
+            head = connection.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD_ROW)).one()
         return int(head.seq), str(head.hash)
 
     # -- reading ------------------------------------------------------------------------------------------

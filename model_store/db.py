@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -61,3 +62,10 @@ def sqlite_warning(url: str, version: tuple[int, int, int] = sqlite3.sqlite_vers
         "(gunicorn's workers, the job runner), use PostgreSQL (CANDOR_DATABASE_URL) or a SQLite with the "
         "fix: 3.51.3 or later, 3.50.7 or a later 3.50, 3.44.6 or a later 3.44."
     )
+
+
+def warn_of_sqlite(url: str, log: logging.Logger) -> None:
+    """Log ``sqlite_warning`` at start of a process that writes the audit trail, when there is one."""
+    warning = sqlite_warning(url)
+    if warning:
+        log.warning(warning)
