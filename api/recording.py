@@ -30,6 +30,22 @@ def request_sha256(instances: list[Any], options: dict[str, Any]) -> str:
     return sha256_hex(canonical_json({"instances": instances, "options": options}))
 
 
+def keyed_request_sha256(
+    method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
+) -> str:
+    """What an ``Idempotency-Key`` is bound to: the explanation method, the model and version as asked (a
+    retry of ``latest`` is the same request after a new version too) and the request's instances and
+    options as JSON values (key order and spacing do not count)."""
+    request = {
+        "method": method,
+        "model": name,
+        "version": version,
+        "instances": instances,
+        "options": options,
+    }
+    return sha256_hex(canonical_json(request))
+
+
 def recorded_request(info: VersionInfo, instances: list[Any], options: dict[str, Any]) -> dict[str, Any]:
     """The request as the manifest allows it to be kept: in full, or (``store_inputs: hash``) its options and
     the sha256 of its instances only."""

@@ -103,6 +103,14 @@ class WeightsCodec:
         )
 
 
+def as_sent(envelope: dict[str, Any]) -> dict[str, Any]:
+    """A recorded attention envelope whose weights were read back as arrays, with each array encoded as its
+    request asked (``encoding``, ``dtype``), so it is sent again as it was sent first."""
+    params = envelope["method"]["params"]
+    codec = WeightsCodec(params.get("encoding") or "json", params.get("dtype") or "float32")
+    return arrays_replaced(envelope, lambda array, _path: codec.encode(array))
+
+
 def safetensors_body(envelope: dict[str, Any], dumps: Callable[[Any], bytes]) -> bytes:
     """The envelope as one safetensors file: each weights array a tensor named by its place, the envelope
     (arrays replaced by those names, serialised with ``dumps``) in ``__metadata__["explanation"]``. Written

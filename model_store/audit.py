@@ -20,7 +20,7 @@ from sqlalchemy import Select, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.errors import NotFound
-from model_store.tables import AuditHeadRow, RecordRow, as_utc, utcnow
+from model_store.tables import AuditHeadRow, ExplainKeyRow, RecordRow, as_utc, utcnow
 
 GENESIS = "0" * 64
 CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
@@ -313,8 +313,8 @@ class AuditTrail:
     # -- retention ----------------------------------------------------------------------------------------
 
     def purge(self, before: dt.datetime, content: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Delete the records made before ``before`` (a prefix of the chain) and append a checkpoint that
-        names the last deleted record's hash, in one transaction."""
+        """Delete the records made before ``before`` (a prefix of the chain), and the idempotency keys that
+        named them, and append a checkpoint that names the last deleted record's hash, in one transaction."""
         with self.sessions.begin() as session:
             self._lock_head(session)
             last = session.execute(
@@ -326,6 +326,8 @@ class AuditTrail:
             if last is None:
                 return {"purged": 0, "checkpoint": None}
             count = session.scalar(select(func.count()).where(RecordRow.seq <= last.seq)) or 0
+            purged_ids = select(RecordRow.id).where(RecordRow.seq <= last.seq)
+            session.execute(delete(ExplainKeyRow).where(ExplainKeyRow.record_id.in_(purged_ids)))
             session.execute(delete(RecordRow).where(RecordRow.seq <= last.seq))
             checkpoint_id = f"checkpoint-{last.seq}"
             draft = RecordDraft(

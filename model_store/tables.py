@@ -129,6 +129,19 @@ class AuditBlobRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
 
 
+class ExplainKeyRow(Base):
+    """An ``Idempotency-Key`` an API key sent with an explanation request: the sha256 of that request and
+    the record its answer was recorded as (committed in the record's transaction, deleted with it)."""
+
+    __tablename__ = "explain_idempotency"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    record_id: Mapped[str] = mapped_column(String(36), nullable=False, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
 class JobRow(Base):
     """A batch explanation job: its request, where its rows stand, and which runner holds it. Inputs and
     chunk results live under ``<data_dir>/jobs/<id>/``; ``chunks_done`` counts the chunks whose results and

@@ -199,6 +199,36 @@ def test_records_keep_weights_as_blobs_that_hold_the_values_sent(text: Text, opt
     assert verdict["ok"] is True and verdict["blobs"] == {"checked": 5, "distinct": 5, "first_break": None}
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"encoding": "base64", "dtype": "float16"}, {"encoding": "safetensors"}, {"format": "bertviz"}],
+    ids=["json", "base64-float16", "safetensors", "bertviz"],
+)
+def test_a_retried_attention_request_is_answered_from_its_blobs(text: Text, options: dict[str, Any]) -> None:
+    """With an ``Idempotency-Key``, a retry's weights come from the record's blobs, encoded as asked."""
+    body = {"instances": [{"text": WHEEZING}], "rollout": options.get("format") != "bertviz", **options}
+    headers = {**bearer(text.tokens["explain"]), "Idempotency-Key": "note-1"}
+    first = text.client.post(ATTENTION, json=body, headers=headers)
+    again = text.client.post(ATTENTION, json=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert "Idempotent-Replayed" not in first.headers and again.headers["Idempotent-Replayed"] == "true"
+    assert again.mimetype == first.mimetype
+    if options.get("encoding") == "safetensors":
+        assert (
+            safetensors.numpy.load(again.get_data()).keys() == safetensors.numpy.load(first.get_data()).keys()
+        )
+        for name, values in safetensors.numpy.load(first.get_data()).items():
+            replayed = safetensors.numpy.load(again.get_data())[name]
+            assert replayed.dtype == values.dtype
+            np.testing.assert_array_equal(replayed, values)
+        first_meta, again_meta = metadata_of(first.get_data()), metadata_of(again.get_data())
+        assert json.loads(again_meta["explanation"]) == json.loads(first_meta["explanation"])
+    else:
+        assert again.get_json() == first.get_json()  # base64 text and JSON numbers alike
+    verdict = text.audit("/v1/audit/verify").get_json()
+    assert verdict["ok"] is True and verdict["checked"] == 1
+
+
 def test_blob_route_answers_only_for_blobs_the_record_refers_to(text: Text) -> None:
     first = text.attention({"instances": [{"text": WHEEZING}], "heads": [0]}).get_json()
     second = text.attention({"instances": [{"text": SECOND}], "heads": [0]}).get_json()

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from marshmallow import Schema, ValidationError
 
+from api.idempotency import IDEMPOTENCY_HEADER
 from api.jobs.inputs import target_schema, write_input
 from api.schemas.explain import ShapRequestSchema
 from api.schemas.recourse import CounterfactualRequestSchema, ReasonsRequestSchema
@@ -49,7 +50,6 @@ PROBE_TEXT = "A short probe text."
 FIELD_OF_PROBE_ERROR = {"method": "kind", "model": "kind"}
 
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 HASH_BLOCK = 1 << 20
 
 

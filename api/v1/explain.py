@@ -9,7 +9,9 @@ from flask.views import MethodView
 
 from api.auth import caller_key_id
 from api.context import candor
+from api.idempotency import REPLAYED_HEADER, header_parameter, idempotency_key, replayed_header
 from api.jsonio import dumps_bytes, json_response
+from api.keyed_explain import explain_keyed
 from api.schemas.common import ProblemSchema
 from api.schemas.explain import ExplanationSchema, ImportanceSchema, ShapRequestSchema
 from api.schemas.models import PredictResponseSchema
@@ -27,7 +29,6 @@ from api.schemas.text import (
     TextInstancesSchema,
 )
 from api.v1.blueprint import Blueprint
-from explainers.envelope import Explanation
 
 blp = Blueprint(
     "explain",
@@ -37,24 +38,47 @@ blp = Blueprint(
 )
 
 
-def _explanation(
+def _answer(
     method: str, body: dict[str, Any], query: dict[str, Any], name: str, version: str
-) -> Explanation:
-    """Run ``method`` on the request's instances with the rest of the body (and ``narrative``) as options."""
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Run ``method`` on the request's instances with the rest of the body (and ``narrative``) as options:
+    the envelope and the answer's headers (``Idempotent-Replayed`` when an ``Idempotency-Key`` sent again
+    with the same request is answered from its record)."""
     instances = body.pop("instances")
     if query["narrative"]:
         body["narrative"] = True  # recorded with the options, so a replay recomputes the summaries
-    return candor().service.explain(method, name, version, instances, body, key_id=caller_key_id())
+    return explain_answer(method, name, version, instances, body)
+
+
+def explain_answer(
+    method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """An explain route's envelope and headers, computed and recorded, or read back for a repeated key."""
+    service, key_id, key = candor().service, caller_key_id(), idempotency_key()
+    if key is None or key_id is None:
+        return service.explain(method, name, version, instances, options, key_id).to_dict(), {}
+    envelope, replayed = explain_keyed(service, method, name, version, instances, options, key_id, key)
+    return envelope, {REPLAYED_HEADER: "true"} if replayed else {}
 
 
 def _explained(method: str, body: dict[str, Any], query: dict[str, Any], name: str, version: str) -> Response:
-    return json_response(_explanation(method, body, query, name, version).to_dict())
+    envelope, headers = _answer(method, body, query, name, version)
+    return json_response(envelope, headers=headers)
+
+
+IDEMPOTENCY_PARAMETER = header_parameter(
+    "Makes a retry safe: the same key sent again with the same request answers with the explanation "
+    "recorded first (read back from its audit record, not computed again), so a retried request leaves one "
+    "record; with a different request, 422. Remembered per API key for as long as the record is kept."
+)
+EXPLAINED_HEADERS = replayed_header("the explanation recorded")
 
 
 SAFETENSORS_DOC = {
     "responses": {
         "200": {
             "description": "The explanation: JSON, or with encoding safetensors a safetensors file",
+            "headers": EXPLAINED_HEADERS,
             "content": {
                 "application/json": {"schema": TextExplanationSchema},
                 "application/octet-stream": {
@@ -81,13 +105,13 @@ class Predict(MethodView):
         return json_response(service.predict(name, version, body["instances"], bool(body.get("truncate"))))
 
 
-@blp.route("/explain/shap")
+@blp.route("/explain/shap", parameters=[IDEMPOTENCY_PARAMETER])
 class ExplainShap(MethodView):
     required_scope = "explain"
 
     @blp.arguments(ShapRequestSchema)
     @blp.arguments(NarrativeQuerySchema, location="query")
-    @blp.response(200, ExplanationSchema)
+    @blp.response(200, ExplanationSchema, headers=EXPLAINED_HEADERS)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
@@ -95,13 +119,13 @@ class ExplainShap(MethodView):
         return _explained("shap", body, query, name, version)
 
 
-@blp.route("/explain/counterfactuals")
+@blp.route("/explain/counterfactuals", parameters=[IDEMPOTENCY_PARAMETER])
 class ExplainCounterfactuals(MethodView):
     required_scope = "explain"
 
     @blp.arguments(CounterfactualRequestSchema)
     @blp.arguments(NarrativeQuerySchema, location="query")
-    @blp.response(200, CounterfactualExplanationSchema)
+    @blp.response(200, CounterfactualExplanationSchema, headers=EXPLAINED_HEADERS)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
@@ -110,13 +134,13 @@ class ExplainCounterfactuals(MethodView):
         return _explained("counterfactuals", body, query, name, version)
 
 
-@blp.route("/explain/reasons")
+@blp.route("/explain/reasons", parameters=[IDEMPOTENCY_PARAMETER])
 class ExplainReasons(MethodView):
     required_scope = "explain"
 
     @blp.arguments(ReasonsRequestSchema)
     @blp.arguments(NarrativeQuerySchema, location="query")
-    @blp.response(200, ReasonsExplanationSchema)
+    @blp.response(200, ReasonsExplanationSchema, headers=EXPLAINED_HEADERS)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
@@ -124,13 +148,13 @@ class ExplainReasons(MethodView):
         return _explained("reasons", body, query, name, version)
 
 
-@blp.route("/explain/attention")
+@blp.route("/explain/attention", parameters=[IDEMPOTENCY_PARAMETER])
 class ExplainAttention(MethodView):
     required_scope = "explain"
 
     @blp.arguments(AttentionHttpRequestSchema)
     @blp.arguments(NarrativeQuerySchema, location="query")
-    @blp.response(200, TextExplanationSchema)
+    @blp.response(200, TextExplanationSchema, headers=EXPLAINED_HEADERS)
     @blp.doc(**SAFETENSORS_DOC)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
@@ -140,25 +164,25 @@ class ExplainAttention(MethodView):
         With ``encoding: "safetensors"`` the answer is a safetensors file (application/octet-stream): the
         weights as its tensors, the envelope as JSON in its ``__metadata__["explanation"]``.
         """
-        explanation = _explanation("attention", body, query, name, version)
-        if explanation.method.params.get("encoding") != "safetensors":
-            return json_response(explanation.to_dict())
+        envelope, headers = _answer("attention", body, query, name, version)
+        if envelope["method"]["params"].get("encoding") != "safetensors":
+            return json_response(envelope, headers=headers)
         from explainers.attention import safetensors_body  # torch loads only for text models
 
         return Response(
-            safetensors_body(explanation.to_dict(), dumps_bytes),
+            safetensors_body(envelope, dumps_bytes),
             mimetype="application/octet-stream",
-            headers={"Content-Disposition": f'inline; filename="{explanation.id}.safetensors"'},
+            headers={**headers, "Content-Disposition": f'inline; filename="{envelope["id"]}.safetensors"'},
         )
 
 
-@blp.route("/explain/attributions")
+@blp.route("/explain/attributions", parameters=[IDEMPOTENCY_PARAMETER])
 class ExplainAttributions(MethodView):
     required_scope = "explain"
 
     @blp.arguments(AttributionsRequestSchema)
     @blp.arguments(NarrativeQuerySchema, location="query")
-    @blp.response(200, TextExplanationSchema)
+    @blp.response(200, TextExplanationSchema, headers=EXPLAINED_HEADERS)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]

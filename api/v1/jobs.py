@@ -14,8 +14,10 @@ from flask.views import MethodView
 
 from api.auth import caller_key_id, current_principal
 from api.context import candor
+from api.idempotency import REPLAYED_HEADER, header_parameter, replayed_header
+from api.idempotency import idempotency_key as idempotency_key_sent
 from api.jobs.results import check_chunks, parquet_result
-from api.jobs.submit import IDEMPOTENCY_HEADER, JobRequest, Submission
+from api.jobs.submit import JobRequest, Submission
 from api.jobs.summaries import finalize
 from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
@@ -33,8 +35,6 @@ from model_store.jobs import FINISHED, SUCCEEDED, JobStore, chunk_count
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Batch explanation jobs")
 MULTIPART = "multipart/form-data"
-REPLAYED_HEADER = "Idempotent-Replayed"
-MAX_IDEMPOTENCY_KEY = 255
 
 
 def _jobs() -> JobStore:
@@ -99,20 +99,11 @@ class Jobs(MethodView):
             },
         },
         parameters=[
-            {
-                "in": "header",
-                "name": IDEMPOTENCY_HEADER,
-                "required": False,
-                "description": "Makes a retry safe: the same key sent again with the same request (fields "
-                "and file bytes) answers with the job it queued first, instead of queueing another; with "
-                "a different request, 422. Remembered per API key for as long as the job exists.",
-                "schema": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_IDEMPOTENCY_KEY,
-                    "pattern": "^[!-~]+$",
-                },
-            }
+            header_parameter(
+                "Makes a retry safe: the same key sent again with the same request (fields and file bytes) "
+                "answers with the job it queued first, instead of queueing another; with a different "
+                "request, 422. Remembered per API key for as long as the job exists."
+            )
         ],
     )
     @blp.response(
@@ -120,11 +111,7 @@ class Jobs(MethodView):
         JobSchema,
         headers={
             "Location": {"schema": {"type": "string"}},
-            REPLAYED_HEADER: {
-                "description": "`true` when the answer is the job queued earlier under the same "
-                "Idempotency-Key",
-                "schema": {"type": "string", "enum": ["true"]},
-            },
+            **replayed_header("the job queued"),
         },
     )
     @blp.alt_response(404, schema=ProblemSchema)
@@ -139,7 +126,7 @@ class Jobs(MethodView):
         context = candor()
         submission = Submission(context.service, _jobs())
         parser = blp.ARGUMENTS_PARSER
-        idempotency_key = _idempotency_key()
+        idempotency_key = idempotency_key_sent()
         if request.mimetype == MULTIPART:
             form = parser.parse(JobFormSchema(), request, location="form")
             files = parser.parse(JobFilesSchema(), request, location="files")
@@ -164,17 +151,6 @@ class Jobs(MethodView):
         if replayed:
             headers[REPLAYED_HEADER] = "true"
         return json_response(describe(job), status=202, headers=headers)
-
-
-def _idempotency_key() -> str | None:
-    """The request's ``Idempotency-Key``, 1-255 visible ASCII characters compared as sent (a quoted value,
-    the IETF draft's structured-field form, keeps its quotes); None when absent."""
-    value = request.headers.get(IDEMPOTENCY_HEADER)
-    if value is None or (1 <= len(value) <= MAX_IDEMPOTENCY_KEY and all(" " < c <= "~" for c in value)):
-        return value
-    raise InvalidInput.field(
-        IDEMPOTENCY_HEADER, f"1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, e.g. a UUID."
-    )
 
 
 def _check_model_visible(name: str) -> None:

@@ -6,7 +6,6 @@ from typing import Any
 
 from flask.views import MethodView
 
-from api.auth import caller_key_id
 from api.context import candor
 from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
@@ -14,6 +13,7 @@ from api.schemas.explain import ExplanationSchema
 from api.schemas.models import KServePredictResponseSchema, KServeRequestSchema
 from api.schemas.plots import NarrativeQuerySchema
 from api.v1.blueprint import Blueprint
+from api.v1.explain import EXPLAINED_HEADERS, IDEMPOTENCY_PARAMETER, explain_answer
 from model_store.errors import VersionNotFound
 
 blp = Blueprint("kserve", __name__, url_prefix="/v1/models", description="KServe V1 compatibility")
@@ -48,20 +48,17 @@ class KServePredict(MethodView):
         return json_response(payload)
 
 
-@blp.route("/<name>:explain")
+@blp.route("/<name>:explain", parameters=[IDEMPOTENCY_PARAMETER])
 class KServeExplain(MethodView):
     required_scope = "explain"
 
     @blp.arguments(KServeRequestSchema)
     @blp.arguments(NarrativeQuerySchema, location="query")
-    @blp.response(200, ExplanationSchema)
+    @blp.response(200, ExplanationSchema, headers=EXPLAINED_HEADERS)
     @blp.alt_response(422, schema=ProblemSchema)
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], query: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
         """KServe V1 explain: SHAP attributions with the model's defaults, as an Explanation envelope."""
-        version = _default_version(name)
         options = {"narrative": True} if query["narrative"] else {}
-        explanation = candor().service.explain(
-            "shap", name, version, body["instances"], options, caller_key_id()
-        )
-        return json_response(explanation.to_dict())
+        envelope, headers = explain_answer("shap", name, _default_version(name), body["instances"], options)
+        return json_response(envelope, headers=headers)
