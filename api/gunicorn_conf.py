@@ -2,7 +2,8 @@
 
 Metrics: every worker writes its Prometheus samples under ``<data_dir>/metrics`` (prometheus-client's
 multiprocess mode, chosen by ``PROMETHEUS_MULTIPROC_DIR``, set here in the master before any worker imports
-prometheus_client); the master empties it at start-up, and a scrape aggregates every worker's files.
+prometheus_client); the master empties it at start-up and folds each dead worker's files into archive files
+(``api/metrics_fold.py``), and a scrape aggregates every file.
 Access lines come from the app (JSON, with the request id), so gunicorn's own access log is off.
 """
 
@@ -59,7 +60,11 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
-    """A dead worker's live gauges leave the aggregate; its counters and histograms stay counted."""
+    """A dead worker's live gauges leave the aggregate; its counters and histograms stay counted, folded
+    into the archive files so the directory does not grow with every worker ``max_requests`` replaces."""
     from prometheus_client import multiprocess
 
+    from api.metrics_fold import fold_dead_worker
+
     multiprocess.mark_process_dead(worker.pid)
+    fold_dead_worker(METRICS_DIR, worker.pid)

@@ -4,6 +4,7 @@ so a decision's explanation is recorded once however often its client retries.""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -12,56 +13,67 @@ from api.idempotency import IDEMPOTENCY_HEADER
 from api.recording import OUT_OF_LINE_KINDS, keyed_request_sha256
 from api.service import ExplanationService
 from model_store.audit_blobs import AuditBlobs, with_arrays
-from model_store.errors import InvalidInput
-from model_store.explain_keys import ExplainKeys, KeyedRecord
+from model_store.errors import Conflict, InvalidInput, NotFound
+from model_store.explain_keys import ExplainKeys, Idempotency
 from model_store.store import Store
 
 
+@dataclasses.dataclass(frozen=True)
+class ExplainRequest:
+    """One explain request: ``version`` is the one to compute on, ``asked`` the version as the client named
+    it (``production``, or KServe's ``default``), which is what a retry repeats."""
+
+    method: str
+    name: str
+    version: str
+    asked: str
+    instances: list[Any]
+    options: dict[str, Any]
+
+
 def explain_keyed(
-    service: ExplanationService,
-    method: str,
-    name: str,
-    version: str,
-    instances: list[Any],
-    options: dict[str, Any],
-    key_id: str,
-    idempotency_key: str,
+    service: ExplanationService, request: ExplainRequest, key_id: str, idempotency_key: str
 ) -> tuple[dict[str, Any], bool]:
-    """The envelope for this request, and whether it is the one recorded earlier under ``idempotency_key``
+    """The envelope for ``request``, and whether it is the one recorded earlier under ``idempotency_key``
     (then read back from its record, not computed again). The same key with another request is a 422 naming
     the header; a request that fails records nothing and leaves the key unused."""
-    keys = ExplainKeys(service.store.sessions)
-    earlier = keys.find(key_id, idempotency_key)
-    if earlier is None:
-        try:
-            explanation = service.explain(
-                method, name, version, instances, options, key_id, idempotency_key=idempotency_key
-            )
-            return explanation.to_dict(), False
-        except IntegrityError:  # a request with the same key committed first: answer as it did
-            earlier = keys.find(key_id, idempotency_key)
-            if earlier is None:
-                raise
-    if not _same_request(earlier, method, name, version, instances, options):
-        raise InvalidInput.field(
-            IDEMPOTENCY_HEADER,
-            "Already used by this key for a different request: use a new key for a new explanation.",
-        )
-    return recorded_envelope(service.store, earlier.record_id), True
-
-
-def _same_request(
-    earlier: KeyedRecord, method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
-) -> bool:
+    r = request
     try:
-        return earlier.request_sha256 == keyed_request_sha256(method, name, version, instances, options)
-    except TypeError:  # orjson's JSONEncodeError (too deep, an int past 64 bits): never what was recorded
-        return False
+        sha = keyed_request_sha256(r.method, r.name, r.asked, r.instances, r.options)
+    except (
+        TypeError
+    ):  # orjson's JSONEncodeError (too deep, an int past 64 bits): it cannot be recorded either
+        return service.explain(r.method, r.name, r.version, r.instances, r.options, key_id).to_dict(), False
+    keys = ExplainKeys(service.store.sessions)
+    for _ in range(2):  # twice: the record a key named may be purged (its key with it) between two steps
+        earlier = keys.find(key_id, idempotency_key)
+        if earlier is None:
+            try:
+                idempotency = Idempotency(idempotency_key, sha)
+                explanation = service.explain(
+                    r.method, r.name, r.version, r.instances, r.options, key_id, idempotency=idempotency
+                )
+                return explanation.to_dict(), False
+            except IntegrityError:  # a request with the same key committed first: answer as it did
+                earlier = keys.find(key_id, idempotency_key)
+                if earlier is None:
+                    continue
+        if earlier.request_sha256 != sha:
+            raise InvalidInput.field(
+                IDEMPOTENCY_HEADER,
+                "Already used by this key for a different request: use a new key for a new explanation.",
+            )
+        try:
+            return recorded_envelope(service.store, earlier.record_id), True
+        except NotFound:
+            continue
+    raise Conflict("The explanation this Idempotency-Key named was purged while it was read; send it again.")
 
 
 def recorded_envelope(store: Store, record_id: str) -> dict[str, Any]:
-    """The explanation a record holds, as its client received it: attention weights kept as blobs are read
-    back (checked against their sha256) and encoded as the request asked."""
+    """The explanation a record holds, as its client received it (the same JSON value; keys may come in
+    another order): attention weights kept as blobs are read back, checked against their sha256, and
+    encoded as the request asked."""
     record = store.audit.get(record_id)
     envelope: dict[str, Any] = record["explanation"]
     if record["kind"] not in OUT_OF_LINE_KINDS:

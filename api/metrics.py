@@ -32,12 +32,12 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import observability
+from api.metrics_fold import FoldAwareCollector
 from api.v1.blueprint import Blueprint
 from model_store.jobs import QUEUED
 from model_store.tables import JobRow
@@ -103,8 +103,8 @@ class _ProcessRegistry:
 def scrape_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
     """What a scrape serves: every worker's samples (multiprocess mode) or this process's, plus the queue."""
     registry = CollectorRegistry(auto_describe=False)
-    if os.environ.get(MULTIPROC_ENV):
-        MultiProcessCollector(registry)
+    if directory := os.environ.get(MULTIPROC_ENV):
+        FoldAwareCollector(registry, directory)
     else:
         registry.register(_ProcessRegistry())
     registry.register(JobQueueCollector(sessions))

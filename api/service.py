@@ -9,7 +9,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from api.metrics import EXPLANATION_SECONDS
-from api.recording import draft_for, keyed_request_sha256, out_of_line
+from api.recording import draft_for, out_of_line
 from api.replay import compare, replay_request
 from api.settings import Settings
 from explainers.envelope import Explanation
@@ -23,7 +23,7 @@ from explainers.segments import explanation_segments
 from model_store import audit_blobs
 from model_store.audit import CHECKPOINT
 from model_store.errors import InvalidInput
-from model_store.explain_keys import ExplainKeys, KeyedRecord
+from model_store.explain_keys import ExplainKeys, Idempotency, KeyedRecord
 from model_store.store import Store
 from model_store.tables import VersionCacheRow
 from model_store.versions import VersionInfo
@@ -99,19 +99,18 @@ class ExplanationService:
         options: dict[str, Any],
         key_id: str | None = None,
         record: bool = True,
-        idempotency_key: str | None = None,
+        idempotency: Idempotency | None = None,
     ) -> Explanation:
         """Compute an explanation and (unless ``record`` is false, as for a replay) commit its audit record
-        before returning it. With ``idempotency_key`` (``key_id``'s), the key is claimed for this request in
+        before returning it. With ``idempotency`` (``key_id``'s key), the key is claimed for this request in
         the record's transaction: an ``IntegrityError`` and nothing recorded when it was claimed before."""
         info, explanation = self.compute(method, name, version, instances, options)
         if record:
             draft, blobs = out_of_line(draft_for(method, explanation, info, instances, options, key_id))
             with self.store.sessions.begin() as session:  # the record, its blobs and its key commit together
-                if idempotency_key is not None and key_id is not None:
-                    fingerprint = keyed_request_sha256(method, name, version, instances, options)
-                    keyed = KeyedRecord(fingerprint, explanation.id)
-                    ExplainKeys.claim(session, key_id, idempotency_key, keyed)
+                if idempotency is not None and key_id is not None:
+                    keyed = KeyedRecord(idempotency.request_sha256, explanation.id)
+                    ExplainKeys.claim(session, key_id, idempotency.key, keyed)
                 audit_blobs.append_with_blobs(self.store.audit, session, [draft], blobs)
         return explanation
 

@@ -15,6 +15,14 @@ from model_store.tables import ExplainKeyRow, utcnow
 
 
 @dataclasses.dataclass(frozen=True)
+class Idempotency:
+    """A request's ``Idempotency-Key`` and the sha256 of the request it was sent with."""
+
+    key: str
+    request_sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
 class KeyedRecord:
     """What an ``Idempotency-Key`` names: the sha256 of the request it came with and that answer's record."""
 

@@ -120,6 +120,8 @@ def test_a_scrape_counts_the_requests_of_every_worker(server: Server) -> None:
     for _ in range(more):
         assert server.get("/v1/models", server.explain).status_code == 200
     assert server.requests_counted(LIST_ROUTE) == sent + more  # the dead worker's counts stay counted
+    metrics = server.data / "metrics"  # folded into the archive by the master: its own files are gone
+    assert not list(metrics.glob(f"*_{victim}.db")) and (metrics / "counter_archive.db").exists()
 
 
 def test_access_lines_in_the_server_log_are_json_with_request_ids(server: Server) -> None:

@@ -9,6 +9,7 @@ import datetime as dt
 import threading
 from typing import Any
 
+import orjson
 import pytest
 from conftest import bearer
 from flask import Flask
@@ -17,6 +18,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from test_audit import declined_row, loan_rows
 
+from api.demo import loan_model
+from api.jsonio import dumps_bytes
+from api.keyed_explain import ExplainRequest, explain_keyed, recorded_envelope
+from model_store.errors import NotFound
+from model_store.explain_keys import ExplainKeys, Idempotency
+from model_store.manifest import parse_manifest
+from model_store.reference import to_parquet
+from model_store.safe_load import dump_skops
 from model_store.tables import ExplainKeyRow, RecordRow
 
 HEADER = "Idempotency-Key"
@@ -89,6 +98,51 @@ def test_the_same_key_for_another_request_is_refused(
     assert count(app, RecordRow) == 1
 
 
+@pytest.mark.parametrize(
+    "route",
+    ["/v1/models/loan/versions/production/explain/shap", "/v1/models/loan:explain"],
+    ids=["named", "kserve"],
+)
+def test_a_retry_after_a_promotion_is_the_same_request(
+    app: Flask, client: FlaskClient, keys: dict[str, str], route: str
+) -> None:
+    """The version as asked is what a retry repeats: answered as it was first, on the version it had then."""
+    body = {"instances": loan_rows()}
+    first = post(client, keys["explain"], route, body, "before-promotion")
+    assert first.get_json()["model"]["version"] == 1
+    store = app.extensions["candor"].store
+    manifest, pipeline, reference = loan_model()
+    second = store.registry.register_tabular(
+        parse_manifest(manifest), dump_skops(pipeline), to_parquet(reference)
+    )
+    store.registry.promote("loan", second.version)
+    again = post(client, keys["explain"], route, body, "before-promotion")
+    assert again.status_code == 200 and again.headers[REPLAYED] == "true"
+    assert again.get_json() == first.get_json()
+    fresh = post(client, keys["explain"], route, body, "after-promotion")
+    assert fresh.get_json()["model"]["version"] == second.version
+
+
+def test_a_key_whose_record_was_purged_is_explained_anew(
+    app: Flask, client: FlaskClient, keys: dict[str, str]
+) -> None:
+    """A purge between a retry's lookup and its read leaves no key to answer with: the retry explains anew."""
+    context = app.extensions["candor"]
+    key_id = context.store.keys.authenticate(keys["explain"]).key_id
+    request = ExplainRequest("shap", "loan", "1", "1", loan_rows(), {})
+    first, replayed = explain_keyed(context.service, request, key_id, "purged")
+    assert not replayed
+    found = ExplainKeys(context.store.sessions).find(key_id, "purged")
+    assert found is not None and found.record_id == first["id"]
+    context.store.audit.purge(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+    with pytest.raises(NotFound):
+        recorded_envelope(context.store, found.record_id)
+    again, replayed = explain_keyed(context.service, request, key_id, "purged")
+    assert not replayed and again["id"] != first["id"]
+    replayed_envelope, replayed = explain_keyed(context.service, request, key_id, "purged")
+    assert replayed and replayed_envelope == orjson.loads(dumps_bytes(again))  # the JSON value sent
+
+
 def test_keys_belong_to_the_api_key_that_sent_them(
     app: Flask, client: FlaskClient, keys: dict[str, str]
 ) -> None:
@@ -150,9 +204,10 @@ def test_a_claimed_key_rolls_the_second_record_back(app: Flask, keys: dict[str, 
     context = app.extensions["candor"]
     key_id = context.store.keys.authenticate(keys["explain"]).key_id
     rows = loan_rows()
-    context.service.explain("shap", "loan", "1", rows, {}, key_id, idempotency_key="claimed")
+    claim = Idempotency("claimed", "0" * 64)
+    context.service.explain("shap", "loan", "1", rows, {}, key_id, idempotency=claim)
     with pytest.raises(IntegrityError):
-        context.service.explain("shap", "loan", "1", rows, {}, key_id, idempotency_key="claimed")
+        context.service.explain("shap", "loan", "1", rows, {}, key_id, idempotency=claim)
     assert count(app, RecordRow) == 1 and count(app, ExplainKeyRow) == 1
     assert context.store.audit.verify()["ok"]
 

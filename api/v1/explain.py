@@ -11,7 +11,7 @@ from api.auth import caller_key_id
 from api.context import candor
 from api.idempotency import REPLAYED_HEADER, header_parameter, idempotency_key, replayed_header
 from api.jsonio import dumps_bytes, json_response
-from api.keyed_explain import explain_keyed
+from api.keyed_explain import ExplainRequest, explain_keyed
 from api.schemas.common import ProblemSchema
 from api.schemas.explain import ExplanationSchema, ImportanceSchema, ShapRequestSchema
 from api.schemas.models import PredictResponseSchema
@@ -51,13 +51,20 @@ def _answer(
 
 
 def explain_answer(
-    method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
+    method: str,
+    name: str,
+    version: str,
+    instances: list[Any],
+    options: dict[str, Any],
+    asked: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """An explain route's envelope and headers, computed and recorded, or read back for a repeated key."""
+    """An explain route's envelope and headers, computed and recorded, or read back for a repeated key;
+    ``asked``: the version as the route names it, when ``version`` is resolved from it (KServe)."""
     service, key_id, key = candor().service, caller_key_id(), idempotency_key()
     if key is None or key_id is None:
         return service.explain(method, name, version, instances, options, key_id).to_dict(), {}
-    envelope, replayed = explain_keyed(service, method, name, version, instances, options, key_id, key)
+    request = ExplainRequest(method, name, version, asked or version, instances, options)
+    envelope, replayed = explain_keyed(service, request, key_id, key)
     return envelope, {REPLAYED_HEADER: "true"} if replayed else {}
 
 

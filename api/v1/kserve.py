@@ -60,5 +60,6 @@ class KServeExplain(MethodView):
     def post(self, body: dict[str, Any], query: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
         """KServe V1 explain: SHAP attributions with the model's defaults, as an Explanation envelope."""
         options = {"narrative": True} if query["narrative"] else {}
-        envelope, headers = explain_answer("shap", name, _default_version(name), body["instances"], options)
+        version, instances = _default_version(name), body["instances"]
+        envelope, headers = explain_answer("shap", name, version, instances, options, asked="default")
         return json_response(envelope, headers=headers)
