@@ -6,8 +6,10 @@ Run from the repository root: ``.venv/bin/python bench/bench_shap.py [--quick]``
   call ``pipeline[:-1].transform(rows_frame)`` and ``explainer.shap_values(X)``.
 - API: gunicorn with ``api/gunicorn_conf.py`` (1 worker, 1 thread) on a free loopback port, one keep-alive
   ``requests.Session``; each call encodes the body, posts it and decodes the answer with orjson.
-- (a) one raw row per call, N calls, rows cycled: p50/p95 latency of both; (b) 1,000 rows in one call,
-  R calls: throughput from the median time, for the default ``records`` and the compact ``columnar`` layout.
+- (a) one raw row per call, N calls, rows cycled: p50/p95 latency of both, and of the same row sent with a
+  new ``Idempotency-Key`` then again with it (the retry is answered from the record, checked); (b) 1,000
+  rows in one call, R calls: throughput from the median time, for the default ``records`` and the compact
+  ``columnar`` layout.
 The two sides alternate call by call; the benchmark process's own garbage collector is paused while a
 call is timed (as timeit does), so its collections land on neither side. The API's attributions are checked
 against the in-process values summed per raw feature (exit status 1 above 1e-6). Prints a markdown table;
@@ -74,6 +76,9 @@ class Server(BenchServer):
     def explain(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post(PATH, body)
 
+    def explain_keyed(self, body: dict[str, Any], key: str) -> dict[str, Any]:
+        return self.post(PATH, body, {"Idempotency-Key": key})
+
 
 def api_values(answer: dict[str, Any], features: list[str]) -> np.ndarray:
     """The API's attributions as (rows, raw features) in model order, from either layout."""
@@ -103,6 +108,7 @@ def run(n_single: int, n_bulk: int) -> dict[str, Any]:
                 worst = max(worst, float(np.abs(api_values(answer, local.features) - expected).max()))
             single_local: list[float] = []
             single_api: list[float] = []
+            keyed: dict[str, list[float]] = {"first": [], "retry": []}
             for i in range(n_single):
                 row = i % len(records)
                 pair = [
@@ -111,6 +117,15 @@ def run(n_single: int, n_bulk: int) -> dict[str, Any]:
                 ]
                 for sink, fn, arg in pair if i % 2 == 0 else reversed(pair):
                     sink.append(timed(fn, arg)[0])
+                body, key = {"instances": [records[row]]}, f"bench-{i}"  # a new key, then its retry
+                seconds, first = timed(server.explain_keyed, body, key)
+                keyed["first"].append(seconds)
+                seconds, again = timed(server.explain_keyed, body, key)
+                keyed["retry"].append(seconds)
+                if again["id"] != first["id"] or server.last_headers.get("Idempotent-Replayed") != "true":
+                    raise RuntimeError(
+                        "a retry with the same Idempotency-Key was not answered from its record"
+                    )
             bulk: dict[str, list[float]] = {"in_process": [], "records": [], "columnar": []}
             for i in range(n_bulk):
                 calls = [
@@ -127,6 +142,7 @@ def run(n_single: int, n_bulk: int) -> dict[str, Any]:
     p95 = {
         k: float(np.percentile(v, 95)) * 1000 for k, v in (("in_process", single_local), ("api", single_api))
     }
+    keyed_p50 = {k: statistics.median(v) * 1000 for k, v in keyed.items()}
     rows_per_s = {k: len(records) / statistics.median(v) for k, v in bulk.items()}
     best_rows_per_s = {k: len(records) / min(v) for k, v in bulk.items()}
     return {
@@ -138,6 +154,7 @@ def run(n_single: int, n_bulk: int) -> dict[str, Any]:
         },
         "calls": {"single_row": n_single, "bulk": n_bulk},
         "single_row_ms": {"p50": p50, "p95": p95, "ratio_p50": p50["api"] / p50["in_process"]},
+        "single_row_keyed_p50_ms": keyed_p50,
         "bulk_rows_per_s": rows_per_s,
         "bulk_ratio": {k: rows_per_s[k] / rows_per_s["in_process"] for k in ("records", "columnar")},
         "bulk_best_rows_per_s": best_rows_per_s,
@@ -151,6 +168,7 @@ def run(n_single: int, n_bulk: int) -> dict[str, Any]:
 
 def markdown(r: dict[str, Any]) -> str:
     s, b, ratio, best = r["single_row_ms"], r["bulk_rows_per_s"], r["bulk_ratio"], r["bulk_best_rows_per_s"]
+    k = r["single_row_keyed_p50_ms"]
     latency = "met" if s["ratio_p50"] <= GOAL_LATENCY_RATIO else "missed"
     met = {k: "met" if v >= GOAL_THROUGHPUT_RATIO else "missed" for k, v in ratio.items()}
     return "\n".join(
@@ -163,6 +181,9 @@ def markdown(r: dict[str, Any]) -> str:
             f"{s['ratio_p50']:.2f} | <= {GOAL_LATENCY_RATIO} ({latency}) |",
             f"| 1 row, p95 latency | {s['p95']['in_process']:.2f} ms | {s['p95']['api']:.2f} ms | "
             f"{s['p95']['api'] / s['p95']['in_process']:.2f} | |",
+            f"| 1 row with an Idempotency-Key, p50: first / retry | {s['p50']['in_process']:.2f} ms | "
+            f"{k['first']:.2f} / {k['retry']:.2f} ms | {k['first'] / s['p50']['in_process']:.2f} / "
+            f"{k['retry'] / s['p50']['in_process']:.2f} | |",
             *[
                 f"| 1,000 rows, {layout}, median | {b['in_process']:.0f} rows/s | {b[layout]:.0f} rows/s | "
                 f"{ratio[layout]:.2f} | >= {GOAL_THROUGHPUT_RATIO} ({met[layout]}) |"

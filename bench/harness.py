@@ -109,9 +109,10 @@ class BenchServer:
         self.stop()
         raise RuntimeError("gunicorn did not become healthy")
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
         """POST ``body`` as JSON and decode the answer (timed into ``last_decode_s``)."""
-        response = self.session.post(self.base + path, data=orjson.dumps(body))
+        response = self.session.post(self.base + path, data=orjson.dumps(body), headers=headers)
+        self.last_headers = response.headers
         if not response.ok:
             raise RuntimeError(f"{response.status_code} from the API: {response.text[:2000]}")
         started = time.perf_counter()
