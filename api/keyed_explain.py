@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from api.idempotency import IDEMPOTENCY_HEADER
 from api.recording import OUT_OF_LINE_KINDS, keyed_request_sha256
 from api.service import ExplanationService
-from model_store.audit_blobs import AuditBlobs, with_arrays
+from model_store.audit_blobs import AuditBlobs
 from model_store.errors import Conflict, InvalidInput, NotFound
 from model_store.explain_keys import ExplainKeys, Idempotency
 from model_store.store import Store
@@ -63,21 +63,24 @@ def explain_keyed(
                 IDEMPOTENCY_HEADER,
                 "Already used by this key for a different request: use a new key for a new explanation.",
             )
-        try:
-            return recorded_envelope(service.store, earlier.record_id), True
-        except NotFound:
-            continue
+        envelope = recorded_envelope(service.store, earlier.record_id)
+        if envelope is not None:
+            return envelope, True
     raise Conflict("The explanation this Idempotency-Key named was purged while it was read; send it again.")
 
 
-def recorded_envelope(store: Store, record_id: str) -> dict[str, Any]:
+def recorded_envelope(store: Store, record_id: str) -> dict[str, Any] | None:
     """The explanation a record holds, as its client received it (the same JSON value; keys may come in
-    another order): attention weights kept as blobs are read back, checked against their sha256, and
-    encoded as the request asked."""
-    record = store.audit.get(record_id)
+    another order), or None when the record is gone (purged). Attention weights kept as blobs are read back
+    together, checked against their sha256 (a missing blob is a 404, a changed one a 409, as the record's
+    plot answers), and encoded as the request asked."""
+    try:
+        record = store.audit.get(record_id)
+    except NotFound:
+        return None
     envelope: dict[str, Any] = record["explanation"]
     if record["kind"] not in OUT_OF_LINE_KINDS:
         return envelope
     from explainers.attention import as_sent  # torch loads only for text models
 
-    return as_sent(with_arrays(envelope, AuditBlobs(store.sessions).checked))
+    return as_sent(AuditBlobs(store.sessions).arrays_in(envelope))

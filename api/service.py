@@ -159,13 +159,14 @@ class ExplanationService:
         sent, options = replay_request(record, instances)
         model = record["model"]
         info, explanation = self.compute(record["kind"], model["name"], str(model["version"]), sent, options)
-        blobs = audit_blobs.AuditBlobs(self.store.sessions)
+        refs = audit_blobs.references(record["explanation"])
+        stored = audit_blobs.AuditBlobs(self.store.sessions).load(ref[audit_blobs.REF_KEY] for ref in refs)
         return {
             "id": record_id,
             "kind": record["kind"],
             "model": {"name": info.name, "version": info.version, "sha256": info.artifact_sha256},
             "seed": record.get("seed"),
-            **compare(record["explanation"], explanation.to_dict(), record["kind"], blobs.load),
+            **compare(record["explanation"], explanation.to_dict(), record["kind"], stored.get),
         }
 
     def _check_recourse_limits(self, instances: list[Any], options: dict[str, Any]) -> None:

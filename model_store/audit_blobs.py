@@ -14,7 +14,7 @@ import functools
 import hashlib
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -196,20 +196,40 @@ class AuditBlobs:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
-    def load(self, sha256: str) -> bytes | None:
+    def load(self, sha256s: Iterable[str]) -> dict[str, bytes]:
+        """The stored bytes of each of ``sha256s`` that exists, read in one session, a batch per query."""
+        wanted = sorted(set(sha256s))
+        found: dict[str, bytes] = {}
         with self.sessions() as session:
-            data = session.scalar(select(AuditBlobRow.data).where(AuditBlobRow.sha256 == sha256))
-            return bytes(data) if data is not None else None
+            for start in range(0, len(wanted), VERIFY_BATCH):
+                batch = wanted[start : start + VERIFY_BATCH]
+                query = select(AuditBlobRow.sha256, AuditBlobRow.data).where(AuditBlobRow.sha256.in_(batch))
+                rows = session.execute(query)
+                found.update((str(sha), bytes(data)) for sha, data in rows)
+        return found
 
     def checked(self, sha256: str) -> bytes:
         """The blob's bytes; ``NotFound`` when it is missing, ``Conflict`` when they no longer hash to
         ``sha256`` (bytes the chain contradicts are never served)."""
-        data = self.load(sha256)
-        if data is None:
-            raise NotFound(f"The blob '{sha256}' is missing: GET /v1/audit/verify reports the break.")
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise Conflict(f"The stored blob '{sha256}' does not match its sha256: see GET /v1/audit/verify.")
-        return data
+        return self.all_checked([sha256])[sha256]
+
+    def all_checked(self, sha256s: Iterable[str]) -> dict[str, bytes]:
+        """``checked`` for many blobs, read together."""
+        wanted = set(sha256s)
+        stored = self.load(wanted)
+        for sha in sorted(wanted):
+            if sha not in stored:
+                raise NotFound(f"The blob '{sha}' is missing: GET /v1/audit/verify reports the break.")
+            if hashlib.sha256(stored[sha]).hexdigest() != sha:
+                problem = f"The stored blob '{sha}' does not match its sha256"
+                raise Conflict(f"{problem}: see GET /v1/audit/verify.")
+        return stored
+
+    def arrays_in(self, value: Any) -> Any:
+        """``value`` (a recorded explanation) with its blob references replaced by their checked arrays,
+        every blob read in one session."""
+        stored = self.all_checked(ref[REF_KEY] for ref in references(value))
+        return with_arrays(value, stored.__getitem__)
 
     def collect(self, audit: AuditTrail) -> int:
         """Delete the blobs no record refers to any more (after a purge); how many. Runs under the chain's

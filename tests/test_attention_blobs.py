@@ -379,6 +379,29 @@ def test_purge_deletes_the_blobs_only_purged_records_referred_to(
     assert verdict["blobs"] == {"checked": 4, "distinct": 4, "first_break": None}
 
 
+@pytest.mark.parametrize("damage", ["one byte", "missing"])
+def test_a_retry_whose_blob_was_damaged_says_so(text: Text, damage: str) -> None:
+    """A keyed retry never serves weights the chain contradicts: a changed blob is a 409, a missing one a
+    404, each naming the blob (not taken for a purged record and explained anew)."""
+    headers = {**bearer(text.tokens["explain"]), "Idempotency-Key": f"damaged-{damage.replace(' ', '-')}"}
+    body = {"instances": [{"text": WHEEZING}], "encoding": "base64"}
+    first = text.client.post(ATTENTION, json=body, headers=headers)
+    assert first.status_code == 200
+    record = text.audit(f"/v1/explanations/{first.get_json()['id']}").get_json()
+    sha = record["explanation"]["results"][0]["attention"][2]["weights"]["blob_sha256"]
+    if damage == "one byte":
+        data = bytearray(_blob_bytes(text, sha))
+        data[0] ^= 0x01
+        text.execute("UPDATE audit_blobs SET data = :d WHERE sha256 = :s", d=bytes(data), s=sha)
+    else:
+        text.execute("DELETE FROM audit_blobs WHERE sha256 = :s", s=sha)
+    again = text.client.post(ATTENTION, json=body, headers=headers)
+    assert_problem(again, 409 if damage == "one byte" else 404)
+    assert sha in again.get_json()["detail"]
+    listed = text.audit("/v1/explanations?kind=attention").get_json()
+    assert [item["id"] for item in listed["items"]] == [first.get_json()["id"]]  # nothing recorded anew
+
+
 def test_the_record_plot_draws_from_the_blobs(text: Text) -> None:
     """A recorded attention map is drawn from its blobs; a missing blob is a 404, a changed one a 409."""
     record_id = text.attention({"instances": [{"text": WHEEZING}], "encoding": "base64"}).get_json()["id"]

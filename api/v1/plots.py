@@ -21,7 +21,7 @@ from explainers.narratives import Names, effort_scales
 from explainers.plots import DPI, FORMATS, SIZES, record_picture, render
 from explainers.shap_backends import BACKGROUND_SEED
 from explainers.shap_tabular import ShapExplainer
-from model_store.audit_blobs import AuditBlobs, with_arrays
+from model_store.audit_blobs import AuditBlobs
 from model_store.errors import InvalidInput
 from model_store.versions import VersionInfo
 
@@ -92,7 +92,7 @@ class RecordPlot(MethodView):
         each word coloured by its attribution."""
         record = _visible_record(record_id)
         blobs = AuditBlobs(candor().store.sessions)  # arrays kept as blobs: the picture needs their values
-        record["explanation"] = with_arrays(record.get("explanation"), blobs.checked)
+        record["explanation"] = blobs.arrays_in(record.get("explanation"))
         picture, result = record_picture(record, query["instance"])
         data = _record_data(record, picture, result, query)
         return _image(render(picture, query["format"], data), query["format"])
