@@ -192,21 +192,25 @@ def append_with_blobs(
     audit.append(drafts, session=session)
 
 
+def _stored(session: Session, sha256s: Iterable[str]) -> dict[str, bytes]:
+    """The stored bytes of each of ``sha256s`` that exists, a batch of them per query."""
+    wanted = sorted(set(sha256s))
+    found: dict[str, bytes] = {}
+    for start in range(0, len(wanted), VERIFY_BATCH):
+        query = select(AuditBlobRow.sha256, AuditBlobRow.data)
+        rows = session.execute(query.where(AuditBlobRow.sha256.in_(wanted[start : start + VERIFY_BATCH])))
+        found.update((str(sha), bytes(data)) for sha, data in rows)
+    return found
+
+
 class AuditBlobs:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
     def load(self, sha256s: Iterable[str]) -> dict[str, bytes]:
         """The stored bytes of each of ``sha256s`` that exists, read in one session, a batch per query."""
-        wanted = sorted(set(sha256s))
-        found: dict[str, bytes] = {}
         with self.sessions() as session:
-            for start in range(0, len(wanted), VERIFY_BATCH):
-                batch = wanted[start : start + VERIFY_BATCH]
-                query = select(AuditBlobRow.sha256, AuditBlobRow.data).where(AuditBlobRow.sha256.in_(batch))
-                rows = session.execute(query)
-                found.update((str(sha), bytes(data)) for sha, data in rows)
-        return found
+            return _stored(session, sha256s)
 
     def checked(self, sha256: str) -> bytes:
         """The blob's bytes; ``NotFound`` when it is missing, ``Conflict`` when they no longer hash to
@@ -255,10 +259,7 @@ class AuditBlobs:
             for row, refs in _referring_records(session):
                 if refs is None:
                     continue  # the chain walk reports a body that is not JSON
-                wanted = sorted({ref[REF_KEY] for ref in refs} - set(known))
-                query = select(AuditBlobRow.sha256, AuditBlobRow.data)
-                found = session.execute(query.where(AuditBlobRow.sha256.in_(wanted))).all()
-                stored = {str(sha): bytes(data) for sha, data in found}
+                stored = _stored(session, {ref[REF_KEY] for ref in refs} - set(known))
                 for ref in refs:
                     problem = _reference_problem(ref, stored.get(ref[REF_KEY]), known)
                     if problem is not None:
