@@ -8,6 +8,7 @@ or stack trace is ever put into these messages.
     ├── InvalidInput (422)
     │   ├── InvalidManifest (422)
     │   └── UnsafeArtifact (422)
+    ├── Forbidden (403: the key may not do this, e.g. grant more than it has)
     ├── NotFound (404)
     │   ├── ModelNotFound (404)
     │   └── VersionNotFound (404)
@@ -24,6 +25,7 @@ __all__ = [
     "CandorError",
     "Conflict",
     "ExplainerFailed",
+    "Forbidden",
     "IntegrityError",
     "InvalidInput",
     "InvalidManifest",
@@ -68,6 +70,12 @@ class InvalidManifest(InvalidInput):
 class UnsafeArtifact(InvalidInput):
     title = "Artifact refused"
     type_slug = "unsafe-artifact"
+
+
+class Forbidden(CandorError):
+    status = 403
+    title = "Forbidden"
+    type_slug = "forbidden"
 
 
 class NotFound(CandorError):

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -36,6 +37,13 @@ class Principal:
     def sees(self, model: str | None) -> bool:
         """Whether this key may see ``model`` (a key without an allowlist sees every model)."""
         return self.models is None or model in self.models
+
+    def reaches(self, scopes: Iterable[str], models: Iterable[str] | None) -> bool:
+        """Whether a key with ``scopes`` and ``models`` (None: every model) grants nothing this key lacks:
+        each scope is one this key has, and its models lie within this key's allowlist."""
+        if not all(self.has(scope) for scope in scopes):
+            return False
+        return self.models is None or (models is not None and set(models) <= self.models)
 
 
 def _principal(row: ApiKeyRow) -> Principal:
