@@ -204,20 +204,35 @@ class JobStore:
             session.flush()
             return job_dict(row)
 
-    def get(self, job_id: str, key_id: str | None = None, admin: bool = True) -> dict[str, Any]:
-        """The job, or ``NotFound`` when it does not exist or (unless ``admin``) belongs to another key."""
+    def get(
+        self,
+        job_id: str,
+        key_id: str | None = None,
+        admin: bool = True,
+        models: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
+        """The job, or ``NotFound`` when it does not exist, (unless ``admin``) belongs to another key, or
+        explains a model outside ``models`` (the caller's allowlist; None: every model)."""
         if not _is_uuid(job_id):
             raise NotFound(f"No job '{job_id}'.")
         with self.sessions() as session:
             row = session.get(JobRow, job_id)
             if row is None or (not admin and row.key_id != key_id):
                 raise NotFound(f"No job '{job_id}'.")
+            if models is not None and row.model_name not in models:
+                raise NotFound(f"No job '{job_id}'.")
             return job_dict(row)
 
-    def cancel(self, job_id: str, key_id: str | None = None, admin: bool = True) -> dict[str, Any]:
+    def cancel(
+        self,
+        job_id: str,
+        key_id: str | None = None,
+        admin: bool = True,
+        models: frozenset[str] | None = None,
+    ) -> dict[str, Any]:
         """Cancel a queued or running job (a running one stops at its next chunk); cancelling a cancelled
-        job is a no-op; a finished one is a ``Conflict``."""
-        self.get(job_id, key_id, admin)
+        job is a no-op; a finished one is a ``Conflict``. Who may see it: as for ``get``."""
+        self.get(job_id, key_id, admin, models)
         done = 0
         for status in (QUEUED, RUNNING):
             with self.sessions.begin() as session:

@@ -457,3 +457,26 @@ def test_jobs_are_private_to_their_key(app: Flask, keys: dict[str, str]) -> None
     problem(submit_file(client, limited, csv_bytes(loan_rows(2))), 404)
     dataset = {"model": "loan", "kind": "shap", "dataset": "reference"}
     problem(client.post("/v1/jobs", json=dataset, headers=bearer(limited)), 404)
+
+
+def test_a_model_limited_key_sees_no_job_of_another_model(app: Flask, keys: dict[str, str]) -> None:
+    """Even with ``admin``, a key limited to ``loan`` neither reads, fetches the results of nor cancels a
+    job of another model: a 404 as if it did not exist, and the job is left as it was."""
+    client = app.test_client()
+    limited = app.extensions["candor"].store.keys.create("loan-admin", ["admin"], ["loan"])[0]
+    queued = {}
+    for model in ("loan", "clinical"):
+        body = {"model": model, "kind": "shap", "dataset": "reference"}
+        response = client.post("/v1/jobs", json=body, headers=bearer(keys["explain"]))
+        assert response.status_code == 202, response.data
+        queued[model] = response.get_json()["id"]
+    hidden = queued["clinical"]
+    for method, path in (("GET", ""), ("GET", "/result"), ("GET", "/result?format=parquet"), ("DELETE", "")):
+        body = problem(client.open(f"/v1/jobs/{hidden}{path}", method=method, headers=bearer(limited)), 404)
+        assert body["detail"] == f"No job '{hidden}'."
+    assert client.get(f"/v1/jobs/{hidden}", headers=bearer(keys["admin"])).get_json()["status"] == "queued"
+    visible = queued["loan"]
+    assert client.get(f"/v1/jobs/{visible}", headers=bearer(limited)).status_code == 200
+    problem(client.get(f"/v1/jobs/{visible}/result", headers=bearer(limited)), 409)  # not done yet
+    cancelled = client.delete(f"/v1/jobs/{visible}", headers=bearer(limited))
+    assert cancelled.status_code == 202 and cancelled.get_json()["status"] == "cancelled"

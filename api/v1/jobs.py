@@ -1,7 +1,8 @@
 """Batch jobs over HTTP: submit (multipart file or a stored dataset), follow, fetch results, cancel.
 
 Every route needs ``explain``; a key sees only the jobs it submitted unless it has ``admin`` (another key's
-job is a 404, as if it did not exist)."""
+job is a 404, as if it did not exist), and only jobs of the models its allowlist names (the others are a
+404 too)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,13 @@ def _jobs() -> JobStore:
 
 
 def _visibility() -> dict[str, Any]:
+    """Which jobs the caller sees: its own (every key's with ``admin``), of the models it may see."""
     principal = current_principal()
-    return {"key_id": caller_key_id(), "admin": bool(principal and "admin" in principal.scopes)}
+    return {
+        "key_id": caller_key_id(),
+        "admin": bool(principal and "admin" in principal.scopes),
+        "models": principal.models if principal else None,
+    }
 
 
 def describe(job: dict[str, Any]) -> dict[str, Any]:
