@@ -26,6 +26,8 @@ KINDS = {
     "loan audit": (["audit:read"], ["loan"]),
     "loan admin": (["admin"], ["loan"]),
 }
+UNRESTRICTED_ONLY = {"/v1/audit/verify"}
+"""Routes about every model at once: a key limited to some models gets a 403."""
 
 
 @pytest.fixture
@@ -51,8 +53,9 @@ def routes(app: Flask, model: str) -> list[tuple[str, str, str]]:
 
 
 def test_every_route_by_every_kind_of_key(app: Flask, client: FlaskClient, kinds: dict[str, str]) -> None:
-    """The matrix: no scope -> 403; a model outside the key's allowlist -> 404 as if it did not exist;
-    otherwise the request reaches its view (neither 401/403 nor a 404 about the model's existence)."""
+    """The matrix: no scope (or a model allowlist on a route about every model) -> 403; a model outside the
+    key's allowlist -> 404 as if it did not exist; otherwise the request reaches its view (neither 401/403
+    nor a 404 about the model's existence)."""
     checked = 0
     for model in ("loan", "clinical"):
         for method, rule, url in routes(app, model):
@@ -62,7 +65,7 @@ def test_every_route_by_every_kind_of_key(app: Flask, client: FlaskClient, kinds
                 response = client.open(url, method=method, headers=bearer(token), json={})
                 has_scope = scope in scopes or "admin" in scopes
                 hidden = "<name>" in rule and allowed is not None and model not in allowed
-                if not has_scope:
+                if not has_scope or (rule in UNRESTRICTED_ONLY and allowed is not None):
                     assert_problem(response, 403)
                 elif hidden:
                     body = assert_problem(response, 404)
@@ -108,8 +111,26 @@ def test_a_model_limited_audit_key_sees_only_those_records(
     assert client.get(f"/v1/explanations/{loan}", headers=limited).status_code == 200
     assert_problem(client.get(f"/v1/explanations/{clinical}", headers=limited), 404)
     assert_problem(client.post(f"/v1/explanations/{clinical}/replay", headers=limited), 404)
+    assert_problem(client.get(f"/v1/explanations/{clinical}/plot", headers=limited), 404)
+    blob = assert_problem(client.get(f"/v1/explanations/{clinical}/blobs/{'0' * 64}", headers=limited), 404)
+    assert blob["detail"] == f"No explanation record '{clinical}'."
+    csv = client.get("/v1/explanations/export?format=csv", headers=limited).get_data(as_text=True)
+    assert [line.split(",")[1] for line in csv.splitlines()[1:]] == [loan]
     everything = client.get("/v1/explanations", headers=bearer(kinds["audit:read"])).get_json()["items"]
     assert [i["id"] for i in everything] == [loan, clinical]
+
+
+def test_verifying_the_chain_needs_a_key_without_a_model_allowlist(
+    client: FlaskClient, kinds: dict[str, str]
+) -> None:
+    """The chain is one for every model: its verdict (counts, head) would tell a limited key of the others."""
+    for kind in ("loan audit", "loan admin"):
+        body = assert_problem(client.get("/v1/audit/verify", headers=bearer(kinds[kind])), 403)
+        assert "without a model allowlist" in body["detail"]
+        assert "head" not in body and "checked" not in body
+    for kind in ("audit:read", "admin"):
+        verdict = client.get("/v1/audit/verify", headers=bearer(kinds[kind]))
+        assert verdict.status_code == 200 and verdict.get_json()["ok"] is True
 
 
 # -- key administration -----------------------------------------------------------------------------------

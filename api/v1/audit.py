@@ -29,7 +29,7 @@ from api.schemas.common import ProblemSchema
 from api.v1.blueprint import Blueprint
 from model_store.audit import RecordFilter
 from model_store.audit_blobs import REF_KEY, AuditBlobs, references, verify_trail
-from model_store.errors import InvalidInput, NotFound
+from model_store.errors import Forbidden, InvalidInput, NotFound
 
 blp = Blueprint("audit", __name__, url_prefix="/v1", description="The audit trail of explanations")
 
@@ -196,6 +196,15 @@ class Verify(AuditView):
     @blp.response(200, VerifySchema)
     def get(self):  # type: ignore[no-untyped-def]
         """Walk the hash chain and check every blob a record refers to (present, hashing to its sha256):
-        ``ok``, how many records and references were checked, the first break, and the head."""
+        ``ok``, how many records and references were checked, the first break, and the head.
+
+        The chain is one for every model, so the verdict speaks of every model's records: a key limited to
+        some models gets a 403."""
+        principal = current_principal()
+        if principal is not None and principal.models is not None:
+            raise Forbidden(
+                "The audit chain covers every model's records; verifying it needs a key without a model "
+                "allowlist."
+            )
         store = candor().store
         return json_response(verify_trail(store.audit, store.sessions))
