@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, request
 from flask_smorest import Api
 
-from api import auth, docs, explorer, metrics, observability, openapi_contract
+from api import auth, docs, explorer, metrics, observability, openapi_contract, routing
 from api.context import Candor
 from api.errors import problem, register_error_handlers
 from api.jsonio import OrjsonProvider
@@ -43,6 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     observability.init_app(app, settings.log_level)
     app.url_map.merge_slashes = False  # "a//b" is a 404 problem, not an HTML redirect to a rewritten path
+    routing.init_app(app)
     app.json = OrjsonProvider(app)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,

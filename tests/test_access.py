@@ -299,3 +299,20 @@ def test_nul_characters_are_refused_with_the_field_named(
     query = client.get("/v1/explanations?model=lo%00an", headers=bearer(kinds["admin"]))
     assert "model" in assert_problem(query, 422)["errors"]
     assert app.extensions["candor"].store.audit.head() == before
+
+
+@pytest.mark.parametrize("verb", ["predict", "explain"])
+def test_a_kserve_verb_is_not_taken_for_a_model_name(
+    client: FlaskClient, kinds: dict[str, str], verb: str
+) -> None:
+    """``/v1/models/<name>`` does not match ``loan:predict``: OPTIONS advertises the verb's POST only, and a
+    GET is a 405 problem, not the lookup of a model called ``loan:predict``."""
+    admin = bearer(kinds["admin"])
+    options = client.options(f"/v1/models/loan:{verb}", headers=admin)
+    assert options.status_code == 200
+    assert {m.strip() for m in options.headers["Allow"].split(",")} == {"POST", "OPTIONS"}
+    assert_problem(client.get(f"/v1/models/loan:{verb}", headers=admin), 405)
+    model = client.options("/v1/models/loan", headers=admin).headers["Allow"]
+    assert {m.strip() for m in model.split(",")} == {"GET", "HEAD", "OPTIONS"}
+    assert client.get("/v1/models/loan", headers=admin).status_code == 200
+    assert_problem(client.get("/v1/models/lo:an/versions/1", headers=admin), 404)
