@@ -15,6 +15,7 @@ from model_store.manifest import flatten_messages
 
 PROBLEM_TYPE_BASE = "https://candor.dev/problems/"
 PROBLEM_MIMETYPE = "application/problem+json"
+UNEXPECTED = "An unexpected error occurred; it has been logged."
 log = logging.getLogger("candor.errors")
 
 
@@ -26,6 +27,18 @@ def problem(
     type_slug: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
+    body = problem_document(status, title, detail, errors, type_slug)
+    return json_response(body, status=status, mimetype=PROBLEM_MIMETYPE, headers=headers)
+
+
+def problem_document(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    errors: dict[str, Any] | None = None,
+    type_slug: str | None = None,
+) -> dict[str, Any]:
+    """The RFC 9457 document (``problem`` sends it; a failed stream ends with it)."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + (type_slug or title.lower().replace(" ", "-")),
         "title": title,
@@ -37,7 +50,14 @@ def problem(
         body["detail"] = detail
     if errors:
         body["errors"] = errors
-    return json_response(body, status=status, mimetype=PROBLEM_MIMETYPE, headers=headers)
+    return body
+
+
+def problem_of(error: Exception) -> dict[str, Any]:
+    """The document an exception is answered with: a domain error's own, else a bare 500."""
+    if isinstance(error, CandorError):
+        return problem_document(error.status, error.title, error.detail, error.errors, error.type_slug)
+    return problem_document(500, "Internal Server Error", UNEXPECTED)
 
 
 def http_problem(error: HTTPException) -> Response:
@@ -75,4 +95,4 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("Unhandled error on %s %s", request.method, request.path)
-        return problem(500, "Internal Server Error", "An unexpected error occurred; it has been logged.")
+        return problem(500, "Internal Server Error", UNEXPECTED)

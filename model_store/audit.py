@@ -216,17 +216,18 @@ class AuditTrail:
         return items, (items[-1]["seq"] if len(rows) > limit else None)
 
     def stream(self, filters: RecordFilter) -> Iterator[dict[str, Any]]:
-        """Every matching record in chain order, read in batches (memory stays bounded)."""
+        """Every matching record in chain order, read in batches (memory stays bounded) and decoded one at a
+        time (a record that cannot be decoded fails where it stands, after the ones before it)."""
         after = 0
         while True:
             query = filters.apply(select(RecordRow)).where(RecordRow.seq > after)
             with self.sessions() as session:
                 rows = session.scalars(query.order_by(RecordRow.seq).limit(STREAM_BATCH)).all()
-                batch = [full_record(row) for row in rows]
-            yield from batch
-            if len(batch) < STREAM_BATCH:
+            for row in rows:
+                yield full_record(row)
+            if len(rows) < STREAM_BATCH:
                 return
-            after = batch[-1]["seq"]
+            after = rows[-1].seq
 
     def head(self) -> dict[str, Any]:
         with self.sessions() as session:

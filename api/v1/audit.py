@@ -26,6 +26,7 @@ from api.schemas.audit import (
     VerifySchema,
 )
 from api.schemas.common import ProblemSchema
+from api.streaming import csv_trailer, guarded, jsonl_trailer
 from api.v1.blueprint import Blueprint
 from model_store.audit import RecordFilter
 from model_store.audit_blobs import REF_KEY, AuditBlobs, references, verify_trail
@@ -111,7 +112,9 @@ class RecordsExport(AuditView):
     @blp.arguments(RecordExportQuerySchema, location="query")
     @blp.response(
         200,
-        description="Every matching record, streamed: JSON Lines (full records) or CSV (a row each).",
+        description="Every matching record, streamed: JSON Lines (full records) or CSV (a row each). A "
+        'failure once the stream has begun ends it with a last line: {"error": <problem document>} in JSON '
+        "Lines, a row #error,<problem document as JSON> in CSV.",
         content_type="application/x-ndjson",
     )
     @blp.alt_response(422, schema=ProblemSchema)
@@ -119,10 +122,11 @@ class RecordsExport(AuditView):
         """Export records without loading them all in memory (``format=jsonl|csv``)."""
         records = candor().store.audit.stream(_filters(query))
         if query["format"] == "csv":
-            body: Iterator[bytes] = (line.encode() for line in _csv_lines(records))
-            mimetype = "text/csv"
+            lines: Iterator[bytes] = (line.encode() for line in _csv_lines(records))
+            body, mimetype = guarded(lines, csv_trailer), "text/csv"
         else:
-            body, mimetype = (dumps_bytes(r) + b"\n" for r in records), "application/x-ndjson"
+            lines = (dumps_bytes(r) + b"\n" for r in records)
+            body, mimetype = guarded(lines, jsonl_trailer), "application/x-ndjson"
         filename = f"explanations.{query['format']}"
         return Response(
             stream_with_context(body),

@@ -30,6 +30,7 @@ from api.schemas.jobs import (
     JobResultQuerySchema,
     JobSchema,
 )
+from api.streaming import guarded, jsonl_trailer
 from api.v1.blueprint import Blueprint
 from model_store.errors import Conflict, InvalidInput, ModelNotFound
 from model_store.jobs import FINISHED, SUCCEEDED, JobStore, chunk_count
@@ -200,7 +201,8 @@ class JobResult(MethodView):
     @blp.response(
         200,
         description="One JSON line per input row, in input order: {row, status: ok, explanation_id, "
-        "result} or {row, status: error, error}; with format=parquet, a Parquet file with the "
+        "result} or {row, status: error, error} (a failure once the stream has begun ends it with a line "
+        '{"error": <problem document>}); with format=parquet, a Parquet file with the '
         "columns row, status, explanation_id, result (JSON text) and error (JSON text).",
         content_type="application/x-ndjson",
     )
@@ -221,7 +223,7 @@ class JobResult(MethodView):
             return send_file(path, mimetype="application/vnd.apache.parquet", download_name=f"{name}.parquet")
         check_chunks(jobs.files, job_id, chunks)
         return Response(
-            stream_with_context(jobs.files.read_chunks(job_id, chunks)),
+            stream_with_context(guarded(jobs.files.read_chunks(job_id, chunks), jsonl_trailer)),
             mimetype="application/x-ndjson",
             headers={"Content-Disposition": f'attachment; filename="{name}.jsonl"'},
         )
