@@ -14,6 +14,7 @@ from pathlib import Path
 METRICS_DIR = (Path(os.environ.get("CANDOR_DATA_DIR") or "./var") / "metrics").resolve()
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 
+from api.gunicorn_worker import request_line_limit  # noqa: E402
 from api.settings import Settings  # noqa: E402
 
 _settings = Settings.load()
@@ -23,7 +24,8 @@ if (_settings.data_dir / "metrics").resolve() != METRICS_DIR:
 bind = _settings.bind
 workers = _settings.workers
 threads = _settings.threads
-worker_class = "gthread"
+worker_class = "api.gunicorn_worker.ProblemWorker"  # gthread; refusals before the app as problem+json
+limit_request_line = request_line_limit(_settings.max_request_line)
 timeout = _settings.timeout
 graceful_timeout = 30
 keepalive = 5

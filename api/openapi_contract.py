@@ -13,8 +13,8 @@ HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 PROBLEM = "application/problem+json"
 PROBLEM_RESPONSE = {"$ref": "#/components/responses/Problem"}
 URI_TOO_LONG = {
-    "description": "Request line over 4094 bytes, refused by gunicorn before the app (an HTML page)",
-    "content": {"text/html": {"schema": {"type": "string"}}},
+    "description": "Request line over CANDOR_MAX_REQUEST_LINE bytes (8190 by default), refused by gunicorn",
+    "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
 }
 
 

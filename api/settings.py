@@ -79,6 +79,9 @@ class Settings:
     """Threads per gunicorn worker."""
     timeout: int = 60
     """gunicorn worker timeout in seconds; explanation budgets stay below it."""
+    max_request_line: int = 8190
+    """Longest HTTP request line (method, path with query, version) gunicorn accepts, 1-8190 bytes; a longer
+    one is a 414 problem document."""
     log_level: str = "info"
     """Log level of the service."""
 
