@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from flask import Flask
 from sqlalchemy import update
 
 from model_store.audit import RecordDraft
-from model_store.tables import RecordRow
+from model_store.jobs import SUCCEEDED, JobStore, NewJob
+from model_store.tables import JobRow, RecordRow
 
 PROBLEM = "application/problem+json"
 
@@ -95,3 +97,34 @@ def test_an_export_failing_before_its_first_byte_is_a_problem_document(
     check_problem(response.get_json(), "stream-3")
     [entry] = logged(capsys.readouterr().err, "candor.errors")
     assert "JSONDecodeError" in entry["exception"]
+
+
+def test_a_job_result_stream_failing_midway_ends_with_an_error_line(
+    app: Flask, keys: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A succeeded job of two chunks whose second chunk file disappears while the first is being sent."""
+    context = app.extensions["candor"]
+    jobs = JobStore(context.store.sessions, context.settings.data_dir)
+    job_id = str(uuid.uuid4())
+    jobs.create(job_id, NewJob("loan", 1, "shap", {}, {"type": "dataset"}, None, total_rows=4, chunk_rows=2))
+    with context.store.sessions.begin() as session:
+        session.execute(update(JobRow).where(JobRow.id == job_id).values(status=SUCCEEDED))
+    for chunk in (0, 1):
+        path = jobs.files.chunk_path(job_id, chunk)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = (json.dumps({"row": 2 * chunk + i, "status": "ok"}) for i in (0, 1))
+        path.write_text("".join(row + "\n" for row in rows))
+    capsys.readouterr()
+    headers = {**bearer(keys["admin"]), "X-Request-ID": "stream-4"}
+    response = app.test_client().get(f"/v1/jobs/{job_id}/result", headers=headers, buffered=False)
+    assert response.status_code == 200
+    body = iter(response.response)
+    sent = next(body)
+    jobs.files.chunk_path(job_id, 1).unlink()
+    sent += b"".join(body)
+    response.close()
+    lines = [json.loads(line) for line in sent.decode().splitlines()]
+    assert [line.get("row") for line in lines[:-1]] == [0, 1]
+    assert list(lines[-1]) == ["error"] and lines[-1]["error"]["status"] == 500
+    [entry] = logged(capsys.readouterr().err, "candor.stream")
+    assert entry["request_id"] == "stream-4" and "FileNotFoundError" in entry["exception"]
