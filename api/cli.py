@@ -253,10 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, settings))
     except CandorError as exc:
-        print(f"error: {exc.detail}", file=sys.stderr)
-        for field, messages in exc.errors.items():
-            print(f"  {field}: {'; '.join(map(str, messages))}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except (OSError, UnicodeDecodeError) as exc:  # an unreadable --manifest, --artifact or --reference
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: CandorError) -> str:
+    """The error's detail and the field messages it does not already say, on one line."""
+    fields = [f"{field}: {'; '.join(map(str, messages))}" for field, messages in exc.errors.items()]
+    return " ".join([exc.detail, *(f for f in fields if f not in exc.detail)]).replace("\n", " ")
 
 
 if __name__ == "__main__":
