@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from api.settings import Settings
+from model_store.archive_limits import ArchiveLimits
 from model_store.errors import CandorError, InvalidInput
 from model_store.keys import SCOPES
 from model_store.manifest import read_manifest_text
@@ -50,7 +51,10 @@ def cmd_models_register(args: argparse.Namespace, settings: Settings) -> int:
         if args.reference is None:
             raise InvalidInput.field("reference", "Tabular models need --reference.")
         info = registry.register_tabular(
-            manifest, Path(args.artifact).read_bytes(), Path(args.reference).read_bytes()
+            manifest,
+            Path(args.artifact).read_bytes(),
+            Path(args.reference).read_bytes(),
+            ArchiveLimits.from_settings(settings),
         )
     print(f"registered {info.name} version {info.version} sha256 {info.artifact_sha256}")
     return 0

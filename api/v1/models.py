@@ -70,7 +70,7 @@ class Versions(MethodView):
         manifest = read_manifest_text(form["manifest"], name)
         reference = files.get("reference")
         info = candor().service.register(
-            manifest, files["artifact"].read(), reference.read() if reference is not None else None
+            manifest, files["artifact"].stream, reference.read() if reference is not None else None
         )
         return candor().service.describe_version(info.name, str(info.version))
 
