@@ -224,6 +224,42 @@ def test_a_member_twice_is_refused(make_app: Any) -> None:
     refused(post(make_app(), twice.getvalue()), "appears twice")
 
 
+def tar_of(files: dict[str, bytes], compression: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=f"w:{compression}") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["zip", "", "gz", "bz2", "xz"])
+def test_every_format_streams_members_larger_than_a_chunk(make_app: Any, kind: str) -> None:
+    """5 MB of random weights pass through every supported format to the check after unpacking (auto_map)."""
+    config = json.dumps({"auto_map": {"AutoModel": "evil.Model"}}).encode()
+    files = {**MODEL, "config.json": config, "model.safetensors": os.urandom(5 * MB)}
+    app = make_app()
+    refused(post(app, zip_archive(files) if kind == "zip" else tar_of(files, kind)), "auto_map")
+    assert stored(app) == []
+
+
+@pytest.mark.parametrize("root", [".", "./"])
+def test_an_archive_of_dot_passes_the_name_checks(make_app: Any, root: str) -> None:
+    """``tar czf model.tgz -C dir .`` writes a ``.`` directory entry and ``./config.json``: not hostile (these
+    fake weights then fail to load, which is the next check)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo(root)
+        info.type = tarfile.DIRTYPE
+        archive.addfile(info)
+        for name, data in MODEL.items():
+            info = tarfile.TarInfo("./" + name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    refused(post(make_app(), buffer.getvalue()), "transformers cannot load it")
+
+
 # -- skops: schema.json ------------------------------------------------------------------------------------
 def skops_with_padded_schema(padding: int) -> tuple[bytes, bytes]:
     """A valid skops file of the tiny pipeline whose schema.json ends in ``padding`` spaces (still valid

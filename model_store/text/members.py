@@ -61,6 +61,8 @@ class MemberTable:
         self.entries += 1
         if self.entries > self.limits.max_members:
             raise _refuse(f"more than {self.limits.max_members} entries (files and directories)")
+        if directory and name.strip("/") in ("", "."):
+            return  # the archive's own root, as ``tar czf m.tgz -C dir .`` writes it
         path = member_path(name)
         if directory:
             self.directories.add(path)
