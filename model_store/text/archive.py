@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import lzma
+import stat
 import tarfile
 import zipfile
 import zlib
@@ -57,7 +58,7 @@ def _unpack_zip(source: BinaryIO, size: int, staging: Path, limits: ArchiveLimit
         table = MemberTable(limits, size)
         members = archive.infolist()
         for info in members:
-            if not info.is_dir() and (info.external_attr >> 16) & 0o170000 not in (0, 0o100000):
+            if not info.is_dir() and stat.S_IFMT(info.external_attr >> 16) not in (0, stat.S_IFREG):
                 raise UnsafeArtifact.field("artifact", f"member {info.filename[:60]!r} is not a plain file")
             table.admit(info.filename, info.file_size, directory=info.is_dir())
         paths = _checked_paths(table)
@@ -179,10 +180,21 @@ class _Budget:
 
 def _write(handle: IO[bytes], target: Path, budget: _Budget) -> str:
     digest = hashlib.sha256()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("xb") as out:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out = target.open("xb")
+    except OSError as exc:  # the server's disk, not the upload: never reported as an unreadable archive
+        raise StagingFailed(str(target.name)) from exc
+    with out:
         while chunk := handle.read(CHUNK):
             budget.spend(len(chunk))
             digest.update(chunk)
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise StagingFailed(str(target.name)) from exc
     return digest.hexdigest()
+
+
+class StagingFailed(RuntimeError):
+    """Writing a member to the staging directory failed (a full disk, say): a server fault, a 500."""
