@@ -68,8 +68,9 @@ def write_files(files: Files, staging: Path) -> Digests:
     """Write in-memory model files (a local directory read by ``read_directory``) under ``staging``."""
     check_listing(files)
     digests: Digests = {}
-    for path, data in files.items():
-        target = staging / member_path(path)
+    for name, data in files.items():
+        path = member_path(name)
+        target = staging / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         digests[path] = sha256_bytes(data)
