@@ -9,6 +9,8 @@ import gzip
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import tracemalloc
 import zipfile
@@ -141,6 +143,35 @@ def test_a_zip_bomb_is_refused_from_its_central_directory_without_expanding(make
     assert peak < 16 * MB, f"{peak / MB:.0f} MB traced for a {len(bomb) // 1024} kB upload"
     refused(response, "expands to more than 100 times its size")
     assert stored(app) == []
+
+
+RSS_PROBE = """
+import resource, sys
+sys.path.insert(0, "tests")
+import test_hostile_archives as t
+app = t.create_app({"data_dir": sys.argv[1], "database_url": "sqlite:///" + sys.argv[1] + "/c.db"})
+bomb = t.zip_archive(t.MODEL, {"zeros.safetensors": 300 * t.MB})
+t.post(app, b"not an archive")  # every code path of a refusal warmed up
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+response = t.post(app, bomb)
+growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(response.status_code, growth // 1024)
+"""
+
+
+def test_a_zip_bomb_leaves_the_peak_resident_size_where_it_was(tmp_path: Path) -> None:
+    """The same bomb in a fresh process, measured by the kernel (C allocations included): ru_maxrss."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    status, growth_mb = done.stdout.split()[-2:]
+    assert status == "422", done.stderr[-2000:]
+    assert int(growth_mb) < 32, f"peak resident size grew by {growth_mb} MB"
 
 
 def test_an_allowed_expansion_is_streamed_to_disk_not_held_in_memory(make_app: Any) -> None:
