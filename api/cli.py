@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from api.settings import Settings
+from model_store.archive_limits import ArchiveLimits
 from model_store.errors import CandorError, InvalidInput
 from model_store.keys import SCOPES
 from model_store.manifest import read_manifest_text
@@ -50,7 +51,10 @@ def cmd_models_register(args: argparse.Namespace, settings: Settings) -> int:
         if args.reference is None:
             raise InvalidInput.field("reference", "Tabular models need --reference.")
         info = registry.register_tabular(
-            manifest, Path(args.artifact).read_bytes(), Path(args.reference).read_bytes()
+            manifest,
+            Path(args.artifact).read_bytes(),
+            Path(args.reference).read_bytes(),
+            ArchiveLimits.from_settings(settings),
         )
     print(f"registered {info.name} version {info.version} sha256 {info.artifact_sha256}")
     return 0
@@ -253,10 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, settings))
     except CandorError as exc:
-        print(f"error: {exc.detail}", file=sys.stderr)
-        for field, messages in exc.errors.items():
-            print(f"  {field}: {'; '.join(map(str, messages))}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except (OSError, UnicodeDecodeError) as exc:  # an unreadable --manifest, --artifact or --reference
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: CandorError) -> str:
+    """The error's detail and the field messages it does not already say, on one line."""
+    fields = [f"{field}: {'; '.join(map(str, messages))}" for field, messages in exc.errors.items()]
+    return " ".join([exc.detail, *(f for f in fields if f not in exc.detail)]).replace("\n", " ")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
@@ -21,6 +21,7 @@ from explainers.profile import dataset_profile
 from explainers.registry import applies, get_explainer, methods_for
 from explainers.segments import explanation_segments
 from model_store import audit_blobs
+from model_store.archive_limits import ArchiveLimits
 from model_store.audit import CHECKPOINT
 from model_store.errors import InvalidInput
 from model_store.explain_keys import ExplainKeys, Idempotency, KeyedRecord
@@ -50,16 +51,19 @@ class ExplanationService:
                 "instances", f"At most {self.settings.max_instances} instances per request."
             )
 
-    def register(self, manifest: Any, artifact: bytes, reference: bytes | None) -> VersionInfo:
-        """Register a version: a text model from an archive of its directory, else a skops artifact."""
+    def register(self, manifest: Any, artifact: BinaryIO, reference: bytes | None) -> VersionInfo:
+        """Register a version: a text model from an archive of its directory (streamed to disk from the
+        seekable ``artifact``), else a skops artifact."""
+        limits = ArchiveLimits.from_settings(self.settings)
         if manifest.is_text:
-            from model_store.text.files import read_archive
+            from model_store.text.archive import unpack_archive
 
-            files = read_archive(artifact, self.settings.max_archive_members, self.settings.max_archive_bytes)
-            return self.store.registry.register_text(manifest, files)
+            return self.store.registry.register_text_from(
+                manifest, lambda staging: unpack_archive(artifact, staging, limits)
+            )
         if reference is None:
             raise InvalidInput.field("reference", "Tabular models need reference rows.")
-        return self.store.registry.register_tabular(manifest, artifact, reference)
+        return self.store.registry.register_tabular(manifest, artifact.read(), reference, limits)
 
     def describe_version(self, name: str, version: str) -> dict[str, Any]:
         info, model = self._loaded(name, version)

@@ -46,6 +46,11 @@ class Settings:
     """Most files in a text model upload."""
     max_archive_bytes: int = 2 * 1024 * 1024 * 1024
     """Largest uncompressed text model upload."""
+    max_archive_ratio: int = 100
+    """Most bytes an uploaded archive (a text model's zip or tar, a skops file) may expand to per byte
+    uploaded; checked on the declared sizes before anything is expanded, then on the bytes written."""
+    max_skops_schema_bytes: int = 16 * 1024 * 1024
+    """Largest ``schema.json`` a skops upload may declare (skops parses it whole before any check)."""
     max_text_instances: int = 32
     """Most texts one attention or attributions request may carry."""
     max_text_chars: int = 100_000

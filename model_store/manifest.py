@@ -11,10 +11,10 @@ import math
 from typing import Any, Literal
 
 import orjson
-import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from model_store.errors import InvalidManifest
+from model_store.manifest_text import load_manifest_data
 
 TASKS = ("binary_classification", "multiclass_classification", "regression", "text_classification")
 FEATURE_TYPES = ("numeric", "categorical", "boolean")
@@ -233,14 +233,16 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
     return Manifest(features=features, **loaded)
 
 
-def read_manifest_text(text: str) -> Manifest:
-    """Parse YAML or JSON manifest text (JSON is YAML)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidManifest.field("manifest", "not valid YAML or JSON") from exc
+def read_manifest_text(text: str, name: str | None = None) -> Manifest:
+    """Parse YAML or JSON manifest text (JSON is YAML); with ``name``, the manifest's name must be it (and
+    defaults to it)."""
+    data = load_manifest_data(text)
     if not isinstance(data, dict):
         raise InvalidManifest.field("manifest", "must be a mapping")
+    if name is not None:
+        data.setdefault("name", name)
+        if data["name"] != name:
+            raise InvalidManifest.field("manifest.name", "Must equal the model name in the URL.")
     return parse_manifest(data)
 
 

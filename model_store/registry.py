@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -12,6 +14,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from model_store.archive_limits import ArchiveLimits
 from model_store.artifacts import ARTIFACT_FILE, REFERENCE_FILE, ArtifactStore, sha256_bytes
 from model_store.cache import LoadedModelCache
 from model_store.errors import Conflict, IntegrityError, InvalidInput, ModelNotFound, VersionNotFound
@@ -24,6 +27,7 @@ from model_store.tabular.checks import complete_tabular_manifest
 from model_store.versions import VersionInfo
 
 ALIASES = ("latest", "production")
+DEFAULT_LIMITS = ArchiveLimits()
 _NAME = re.compile(NAME_PATTERN)
 _REGISTER_ATTEMPTS = 5
 LOAD_SECONDS = Histogram(
@@ -52,10 +56,12 @@ class ModelRegistry:
         )
 
     # -- registration -------------------------------------------------------------------------------------
-    def register_tabular(self, manifest: Manifest, artifact: bytes, reference: bytes) -> VersionInfo:
+    def register_tabular(
+        self, manifest: Manifest, artifact: bytes, reference: bytes, limits: ArchiveLimits = DEFAULT_LIMITS
+    ) -> VersionInfo:
         """Validate everything, write the files, then commit the version row; nothing is left on failure."""
         check_name(manifest.name)
-        estimator = load_skops(artifact)
+        estimator = load_skops(artifact, limits)
         frame = read_reference(reference)
         completed = complete_tabular_manifest(manifest, estimator, frame)
         reference_bytes = to_parquet(frame)
@@ -74,7 +80,14 @@ class ModelRegistry:
             raise
 
     def register_text(self, manifest: Manifest, files: dict[str, bytes]) -> VersionInfo:
-        """A Hugging Face classifier directory: checked, written, loaded once from disk, then recorded."""
+        """A Hugging Face classifier directory held in memory (a local directory, the demo)."""
+        from model_store.text.files import write_files
+
+        return self.register_text_from(manifest, lambda staging: write_files(files, staging))
+
+    def register_text_from(self, manifest: Manifest, fill: Callable[[Path], dict[str, str]]) -> VersionInfo:
+        """A Hugging Face classifier directory written by ``fill`` (returning each file's sha256) into a
+        staging directory: checked, moved into place, loaded once from disk, then recorded."""
         from model_store.text.files import LISTING, check_model_files, listing
 
         check_name(manifest.name)
@@ -82,13 +95,19 @@ class ModelRegistry:
             raise InvalidInput.field(
                 "manifest.task", "A model directory is registered as text_classification."
             )
-        check_model_files(files)
-        index = listing(files)
-        dir_id = self.artifacts.write({**files, LISTING: index})
+
+        def fill_checked(staging: Path) -> str:
+            digests = fill(staging)
+            check_model_files(staging)
+            index = listing(digests)
+            (staging / LISTING).write_bytes(index)
+            return sha256_bytes(index)
+
+        dir_id, index_sha = self.artifacts.stage(fill_checked)
         try:
             model = self._load_text(manifest, dir_id)  # refuses what transformers cannot load safely
             info = self._insert_version(
-                manifest.name, "text", manifest.to_dict(), dir_id, sha256_bytes(index), sha256_bytes(b"")
+                manifest.name, "text", manifest.to_dict(), dir_id, index_sha, sha256_bytes(b"")
             )
         except BaseException:
             self.artifacts.remove(dir_id)
@@ -202,7 +221,7 @@ class ModelRegistry:
         if present != set(index):
             raise IntegrityError("The stored model directory holds files that were not registered.")
         for path, digest in index.items():
-            self.artifacts.read_verified(info.artifact_dir, path, digest)
+            self.artifacts.verify(info.artifact_dir, path, digest)
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _model_row(self, session: Session, name: str) -> ModelRow:

@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Iterator
 from typing import Any
 
+from model_store.archive_limits import ArchiveLimits
 from model_store.errors import UnsafeArtifact
 
 
@@ -57,10 +58,13 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
 """Types beyond skops' own defaults that scikit-learn tree models need. Extend only by code review."""
 
 
-def load_skops(data: bytes) -> Any:
-    """Build the estimator in ``data`` or raise ``UnsafeArtifact`` naming the refused types."""
+def load_skops(data: bytes, limits: ArchiveLimits | None = None) -> Any:
+    """Build the estimator in ``data`` or raise ``UnsafeArtifact`` naming the refused types; with ``limits``
+    (an upload), the sizes the file declares are checked first."""
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise UnsafeArtifact.field("artifact", "not a skops file (pickle and joblib files are never loaded)")
+    if limits is not None:
+        check_declared_sizes(data, limits)
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # skops raises many kinds on a malformed archive
@@ -75,6 +79,21 @@ def load_skops(data: bytes) -> Any:
         return sio.loads(data, trusted=list(untrusted))
     except Exception as exc:
         raise UnsafeArtifact.field("artifact", "the skops file could not be loaded") from exc
+
+
+def check_declared_sizes(data: bytes, limits: ArchiveLimits) -> None:
+    """Refuse a skops file whose zip central directory declares a ``schema.json`` (which skops parses whole)
+    or members larger than ``limits`` allow, before skops reads any of them."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise UnsafeArtifact.field("artifact", "unreadable skops file") from exc
+    if any(m.filename == "schema.json" and m.file_size > limits.max_skops_schema_bytes for m in members):
+        raise UnsafeArtifact.field(
+            "artifact", f"its schema.json is larger than {limits.max_skops_schema_bytes} bytes"
+        )
+    limits.check_expanded(sum(m.file_size for m in members), len(data))
 
 
 def dump_skops(estimator: Any) -> bytes:

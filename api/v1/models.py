@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from flask.views import MethodView
 
 from api.auth import current_principal
@@ -18,12 +17,10 @@ from api.schemas.models import (
     VersionDetailSchema,
 )
 from api.v1.blueprint import Blueprint
-from model_store.errors import InvalidManifest
-from model_store.manifest import parse_manifest
+from model_store.manifest import read_manifest_text
 from model_store.registry import check_name
 
 blp = Blueprint("models", __name__, url_prefix="/v1/models", description="Registered models and versions")
-MAX_MANIFEST_CHARS = 1_000_000
 
 
 @blp.route("")
@@ -70,10 +67,10 @@ class Versions(MethodView):
     def post(self, form: dict[str, Any], files: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
         """Register a new version: manifest (JSON/YAML text), skops artifact and reference data."""
         check_name(name)
-        manifest = _manifest_for(name, form["manifest"])
+        manifest = read_manifest_text(form["manifest"], name)
         reference = files.get("reference")
         info = candor().service.register(
-            manifest, files["artifact"].read(), reference.read() if reference is not None else None
+            manifest, files["artifact"].stream, reference.read() if reference is not None else None
         )
         return candor().service.describe_version(info.name, str(info.version))
 
@@ -101,18 +98,3 @@ class Promote(MethodView):
         """Make this version the model's ``production`` stage."""
         info = candor().store.registry.promote(name, version)
         return candor().service.describe_version(info.name, str(info.version))
-
-
-def _manifest_for(name: str, text: str):  # type: ignore[no-untyped-def]
-    if len(text) > MAX_MANIFEST_CHARS:
-        raise InvalidManifest.field("manifest", "The manifest is too large.")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidManifest.field("manifest", "Not valid JSON or YAML.") from exc
-    if not isinstance(data, dict):
-        raise InvalidManifest.field("manifest", "The manifest must be a mapping.")
-    data.setdefault("name", name)
-    if data["name"] != name:
-        raise InvalidManifest.field("manifest.name", "Must equal the model name in the URL.")
-    return parse_manifest(data)
