@@ -51,10 +51,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         API_VERSION=API_VERSION,
         OPENAPI_VERSION="3.0.3",
         API_SPEC_OPTIONS={
-            "info": {
-                "description": "Model explanations you can check: SHAP attributions per raw feature, "
-                "predictions and global importance, as versioned JSON."
-            },
+            "info": {"description": docs.API_DESCRIPTION},
             "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
             "security": [{"bearerAuth": []}],
         },
@@ -75,7 +72,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     ):
         api.register_blueprint(blueprint)
     metrics.init_app(app, api, store.sessions)
-    openapi_contract.finish(api)
+    openapi_contract.finish(api, settings)
     docs.init_app(app, api)
     explorer.init_app(app)
     register_error_handlers(app)

@@ -1,5 +1,6 @@
 """Finishing touches on the generated OpenAPI document, so it states what the server really does: security
-per operation, errors as ``application/problem+json``, and form fields inside the multipart request body."""
+per operation, errors as `application/problem+json`, form fields inside the multipart request body, the
+patterns and lengths of path parameters, and the row caps of this server's settings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import copy
 from typing import Any
 
 from flask_smorest import Api
+
+from api.openapi_examples import add_request_examples, path_example
+from api.schemas.common import MODEL_NAME, VERSION_PATTERN
+from api.schemas.models import CAP_KEY
+from api.settings import Settings
 
 PUBLIC_PATHS = ("/v1/health", "/v1/ready")
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
@@ -22,6 +28,16 @@ MODEL_PATH = "/v1/models/{name}/versions/{version}"
 EXPLAIN_PATHS = [f"{MODEL_PATH}/explain/{kind}" for kind in ("shap", "counterfactuals", "reasons")]
 RECORD = "/v1/explanations/{record_id}"
 PATH_EXAMPLES = {"name": "loan", "version": "production"}
+UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "name": {"pattern": MODEL_NAME, "maxLength": 64},
+    "version": {"pattern": VERSION_PATTERN, "maxLength": 10},
+    "record_id": {"pattern": UUID, "maxLength": 36},
+    "job_id": {"pattern": UUID, "maxLength": 36},
+    "digest": {"pattern": "[0-9a-f]{64}", "maxLength": 64},
+    "key_id": {"pattern": "[0-9a-f]{1,32}", "maxLength": 32},
+}
+"""What each path parameter can be; the server answers 404 to anything else (no such resource)."""
 
 
 def _ref(path: str, method: str) -> str:
@@ -79,9 +95,10 @@ LINKS: dict[tuple[str, str, str], dict[str, Any]] = {
 """OpenAPI links, so clients (and stateful fuzzers) can chain register -> explain -> fetch the record."""
 
 
-def finish(api: Api) -> None:
+def finish(api: Api, settings: Settings) -> None:
     spec = api.spec
     assert spec is not None
+    _publish_caps(spec.components.schemas, settings)
     spec.components.response(
         "Problem",
         {
@@ -91,12 +108,12 @@ def finish(api: Api) -> None:
     )
     for path, operations in spec._paths.items():
         for parameter in operations.get("parameters", []):
-            if parameter.get("in") == "path" and parameter["name"] in PATH_EXAMPLES:
-                parameter["example"] = PATH_EXAMPLES[parameter["name"]]
+            _describe_path_parameter(path, parameter)
         for method, operation in operations.items():
             if method not in HTTP_METHODS:
                 continue  # path-level "parameters"
             _errors_as_problems(operation)
+            add_request_examples(path, operation)
             _form_fields_into_body(operation, spec.components.schemas)
             for (link_path, link_method, status), links in LINKS.items():
                 if (link_path, link_method) == (path, method):
@@ -139,3 +156,28 @@ def _form_fields_into_body(operation: dict[str, Any], components: dict[str, Any]
         }
         if parameter.get("required"):
             target.setdefault("required", []).append(parameter["name"])
+
+
+def _describe_path_parameter(path: str, parameter: dict[str, Any]) -> None:
+    if parameter.get("in") != "path" or parameter["name"] not in PATH_SCHEMAS:
+        return
+    rule = PATH_SCHEMAS[parameter["name"]]
+    parameter["schema"] = {
+        **parameter.get("schema", {"type": "string"}),
+        "minLength": 1,
+        "maxLength": rule["maxLength"],
+        "pattern": f"^(?:{rule['pattern']})$",
+    }
+    if parameter["name"] in PATH_EXAMPLES:
+        parameter["example"] = path_example(path, parameter["name"], PATH_EXAMPLES[parameter["name"]])
+
+
+def _publish_caps(schemas: dict[str, Any], settings: Settings) -> None:
+    """Lists of rows name the setting that caps them (``CAP_KEY``): publish its value as ``maxItems``."""
+    for schema in schemas.values():
+        if not isinstance(schema, dict):
+            continue
+        for prop in schema.get("properties", {}).values():
+            setting = prop.pop(CAP_KEY, None)
+            if setting is not None:
+                prop["maxItems"] = int(getattr(settings, setting))

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from marshmallow import Schema, fields, validate
 
-from api.schemas.common import StrictSchema
+from api.schemas.common import MAX_INT32, BoundedDateTime, StrictSchema, integer
+from api.schemas.models import capped_by
 
 RECORD_KINDS = ("shap", "counterfactuals", "reasons", "attention", "attributions", "checkpoint")
 
 
 class RecordQuerySchema(StrictSchema):
     model = fields.String(validate=validate.Length(min=1, max=64))
-    version = fields.Integer(strict=False, validate=validate.Range(min=1))
+    version = integer(1, MAX_INT32, strict=False)
     kind = fields.String(validate=validate.OneOf(RECORD_KINDS))
-    since = fields.AwareDateTime(default_timezone=dt.UTC, metadata={"description": "Recorded at or after."})
-    until = fields.AwareDateTime(default_timezone=dt.UTC, metadata={"description": "Recorded before."})
+    since = BoundedDateTime(metadata={"description": "Recorded at or after."})
+    until = BoundedDateTime(metadata={"description": "Recorded before."})
 
 
 class RecordPageQuerySchema(RecordQuerySchema):
@@ -132,8 +131,11 @@ class VerifySchema(Schema):
 class ReplayRequestSchema(StrictSchema):
     instances = fields.List(
         fields.Raw(),
-        validate=validate.Length(min=1),
-        metadata={"description": "Only for records that kept the inputs' sha256 only."},
+        **capped_by(
+            "max_instances",
+            validate=validate.Length(min=1),
+            metadata={"description": "Only for records that kept the inputs' sha256 only."},
+        ),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from api.schemas.common import ModelRefSchema, StrictSchema
+from api.schemas.common import MAX_LABEL, ModelRefSchema, StrictSchema, text
 from api.schemas.models import InstancesSchema, PredictionSchema
 from api.schemas.understanding import OodFlagSchema
 
@@ -21,7 +21,8 @@ class ShapOptionsSchema(StrictSchema):
         validate=validate.OneOf(["probability", "log_odds", "raw"]),
         metadata={"description": "Default: the model's margin for tree/linear, else probability"},
     )
-    target = fields.String(
+    target = text(
+        MAX_LABEL,
         allow_none=True,
         metadata={"description": "Class label; default favourable (binary) or predicted class"},
     )

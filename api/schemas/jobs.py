@@ -6,12 +6,24 @@ from flask_smorest.fields import Upload
 from marshmallow import Schema, fields, validate
 
 from api.jobs.submit import DATASETS, KINDS
-from api.schemas.common import StrictSchema
+from api.schemas.common import (
+    MAX_FORM_CHARS,
+    MAX_OPTIONS,
+    MODEL_NAME,
+    VERSION_PATTERN,
+    BoundedDict,
+    FullMatch,
+    StrictSchema,
+    text,
+)
 from model_store.jobs import STATUSES
 
-MODEL = fields.String(required=True, metadata={"description": "Model name"})
-VERSION = fields.String(
-    load_default="production", metadata={"description": "A number, latest or production (default)"}
+MODEL = text(64, required=True, validate=FullMatch(MODEL_NAME), metadata={"description": "Model name"})
+VERSION = text(
+    10,
+    validate=FullMatch(VERSION_PATTERN),
+    load_default="production",
+    metadata={"description": "A number, latest or production (default)"},
 )
 KIND = fields.String(
     required=True,
@@ -29,8 +41,8 @@ class JobFormSchema(StrictSchema):
     model = MODEL
     version = VERSION
     kind = KIND
-    options = fields.String(
-        load_default="{}", metadata={"description": OPTIONS_DESCRIPTION + ", as JSON text"}
+    options = text(
+        MAX_FORM_CHARS, load_default="{}", metadata={"description": OPTIONS_DESCRIPTION + ", as JSON text"}
     )
 
 
@@ -50,7 +62,7 @@ class JobDatasetRequestSchema(StrictSchema):
     model = MODEL
     version = VERSION
     kind = KIND
-    options = fields.Dict(load_default=dict, metadata={"description": OPTIONS_DESCRIPTION})
+    options = BoundedDict(MAX_OPTIONS, load_default=dict, metadata={"description": OPTIONS_DESCRIPTION})
     dataset = fields.String(
         required=True,
         validate=validate.OneOf(DATASETS),

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from api.schemas.common import StrictSchema
+from api.schemas.common import FullMatch, StrictSchema, UniqueList, text
 from model_store.keys import MODEL, NAME, SCOPES
+
+MAX_KEY_MODELS = 1000
 
 
 class KeyCreateSchema(StrictSchema):
-    name = fields.String(required=True, validate=validate.Regexp(NAME.pattern + "$"))
-    scopes = fields.List(
-        fields.String(validate=validate.OneOf(SCOPES)), required=True, validate=validate.Length(min=1)
+    name = text(64, required=True, validate=FullMatch(NAME.pattern))
+    scopes = UniqueList(
+        fields.String(validate=validate.OneOf(SCOPES)), len(SCOPES), min_items=1, required=True
     )
-    models = fields.List(
-        fields.String(validate=validate.Regexp(MODEL.pattern + "$")),
-        validate=validate.Length(min=1, max=1000),
+    models = UniqueList(
+        text(64, validate=FullMatch(MODEL.pattern)),
+        MAX_KEY_MODELS,
+        min_items=1,
         metadata={
             "description": "Only these models are visible to the key (others answer 404); omit for all."
         },

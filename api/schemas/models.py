@@ -7,7 +7,11 @@ from typing import Any
 from flask_smorest.fields import Upload
 from marshmallow import fields, validate
 
-from api.schemas.common import ModelRefSchema, StrictSchema
+from api.schemas.common import MAX_FEATURES, MAX_FORM_CHARS, BoundedDict, ModelRefSchema, StrictSchema, text
+
+CAP_KEY = "x-candor-max-items"
+"""Where a list of rows names the setting that caps it; the contract publishes the setting's value as
+``maxItems`` (``api.openapi_contract``) and the service refuses more rows with a 422 naming ``instances``."""
 
 
 class ModelSummarySchema(StrictSchema):
@@ -48,7 +52,9 @@ class VersionDetailSchema(StrictSchema):
 
 
 class RegisterFormSchema(StrictSchema):
-    manifest = fields.String(required=True, metadata={"description": "The manifest as JSON or YAML text"})
+    manifest = text(
+        MAX_FORM_CHARS, required=True, metadata={"description": "The manifest as JSON or YAML text"}
+    )
 
 
 class RegisterFilesSchema(StrictSchema):
@@ -64,14 +70,21 @@ class RegisterFilesSchema(StrictSchema):
     )
 
 
-class ObjectRows(fields.List):
-    """A list of JSON objects, checked in bulk; their contents are validated against the manifest later."""
+def capped_by(setting: str, **kwargs: Any) -> dict[str, Any]:
+    """``metadata`` of a list of rows capped by the setting ``setting`` (e.g. ``max_instances``)."""
+    metadata = kwargs.pop("metadata", {})
+    return {**kwargs, "metadata": {**metadata, CAP_KEY: setting}}
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(fields.Dict(), **kwargs)
+
+class ObjectRows(fields.List):
+    """A list of JSON objects of at most ``MAX_FEATURES`` keys each, checked in bulk; their contents are
+    validated against the manifest later, their count by the service (``cap``: the setting)."""
+
+    def __init__(self, cap: str = "max_instances", **kwargs: Any) -> None:
+        super().__init__(BoundedDict(MAX_FEATURES), **capped_by(cap, **kwargs))
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        if isinstance(value, list) and all(type(row) is dict for row in value):
+        if isinstance(value, list) and all(type(row) is dict and len(row) <= MAX_FEATURES for row in value):
             return value
         return super()._deserialize(value, attr, data, **kwargs)  # per-item messages
 
@@ -81,6 +94,24 @@ class InstancesSchema(StrictSchema):
         required=True,
         validate=validate.Length(min=1),
         metadata={"description": "Rows as {feature: value} objects"},
+    )
+
+
+class RecourseInstancesSchema(InstancesSchema):
+    instances = ObjectRows(
+        "max_cf_instances",
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"description": "Rows as {feature: value} objects"},
+    )
+
+
+class TextRowsSchema(InstancesSchema):
+    instances = ObjectRows(
+        "max_text_instances",
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"description": 'Texts as {"text": ...} objects'},
     )
 
 
@@ -100,9 +131,12 @@ class PredictResponseSchema(StrictSchema):
 class KServeRequestSchema(StrictSchema):
     instances = fields.List(
         fields.Raw(),
-        required=True,
-        validate=validate.Length(min=1),
-        metadata={"description": "Rows as objects or as arrays in the manifest's feature order"},
+        **capped_by(
+            "max_instances",
+            required=True,
+            validate=validate.Length(min=1),
+            metadata={"description": "Rows as objects or as arrays in the manifest's feature order"},
+        ),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from api.schemas.common import StrictSchema
+from api.schemas.common import MAX_INDEX, MAX_INT32, StrictSchema, integer
 
 FORMAT = fields.String(
     load_default="svg",
@@ -26,9 +26,10 @@ class NarrativeQuerySchema(StrictSchema):
 
 class RecordPlotQuerySchema(StrictSchema):
     format = FORMAT
-    instance = fields.Integer(
+    instance = integer(
+        0,
+        MAX_INT32,
         load_default=0,
-        validate=validate.Range(min=0),
         metadata={"description": "Which result of the record to draw (0-based)"},
     )
     view = fields.String(
@@ -38,12 +39,14 @@ class RecordPlotQuerySchema(StrictSchema):
             "rollout; default: the rollout if recorded, else the last layer's aggregate or head mean"
         },
     )
-    layer = fields.Integer(
-        validate=validate.Range(min=0),
+    layer = integer(
+        0,
+        MAX_INDEX,
         metadata={"description": "Attention: the layer (default: the last recorded one)"},
     )
-    head = fields.Integer(
-        validate=validate.Range(min=0),
+    head = integer(
+        0,
+        MAX_INDEX,
         metadata={"description": "Attention, view=head: the head (default: the first recorded one)"},
     )
 

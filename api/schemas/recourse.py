@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from api.schemas.common import ModelRefSchema, StrictSchema
+from api.schemas.common import (
+    MAX_CATEGORIES,
+    MAX_FEATURE_NAME,
+    MAX_FEATURES,
+    MAX_LABEL,
+    BoundedDict,
+    BoundedList,
+    JsonBoolean,
+    ModelRefSchema,
+    StrictSchema,
+    UniqueList,
+    text,
+)
 from api.schemas.explain import MethodSchema
-from api.schemas.models import InstancesSchema, PredictionSchema
+from api.schemas.models import PredictionSchema, RecourseInstancesSchema
 from api.schemas.understanding import OodFlagSchema
 
 BUDGET = validate.Range(min=10, max=600_000)
@@ -18,22 +30,25 @@ class CounterfactualOptionsSchema(StrictSchema):
     total_cfs = fields.Integer(
         strict=True, validate=validate.Range(min=1, max=20), metadata={"description": "Default 4"}
     )
-    desired_class = fields.String(
-        metadata={"description": "Class label to reach; default: the favourable class of a binary model"}
+    desired_class = text(
+        MAX_LABEL,
+        metadata={"description": "Class label to reach; default: the favourable class of a binary model"},
     )
     desired_range = fields.List(
         fields.Float(allow_nan=False),
         validate=validate.Length(equal=2),
         metadata={"description": "[low, high] the predicted value must reach (regression only)"},
     )
-    features_to_vary = fields.List(
-        fields.String(),
-        validate=validate.Length(min=1),
-        metadata={"description": "Default: every mutable, non-protected feature"},
+    features_to_vary = UniqueList(
+        text(MAX_FEATURE_NAME),
+        MAX_FEATURES,
+        min_items=1,
+        metadata={"description": "Default: every mutable, non-protected feature (each named once)"},
     )
-    permitted_range = fields.Dict(
-        keys=fields.String(),
-        values=fields.List(fields.Raw(), validate=validate.Length(min=1)),
+    permitted_range = BoundedDict(
+        MAX_FEATURES,
+        keys=text(MAX_FEATURE_NAME),
+        values=BoundedList(fields.Raw(), MAX_CATEGORIES, min_items=1),
         metadata={
             "description": "{feature: [min, max]} for numbers, {feature: [category, ...]} for categories"
         },
@@ -58,7 +73,7 @@ class CounterfactualOptionsSchema(StrictSchema):
     )
 
 
-class CounterfactualRequestSchema(InstancesSchema, CounterfactualOptionsSchema):
+class CounterfactualRequestSchema(RecourseInstancesSchema, CounterfactualOptionsSchema):
     pass
 
 
@@ -129,11 +144,11 @@ class CounterfactualExplanationSchema(StrictSchema):
     timing_ms = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
 
 
-class ReasonsRequestSchema(InstancesSchema):
+class ReasonsRequestSchema(RecourseInstancesSchema):
     max_reasons = fields.Integer(
         strict=True, validate=validate.Range(min=1, max=20), metadata={"description": "Default 4"}
     )
-    with_counterfactual = fields.Boolean(
+    with_counterfactual = JsonBoolean(
         metadata={"description": "Default false: also say which change would address each reason"}
     )
     seed = fields.Integer(strict=True, validate=validate.Range(min=0, max=2**32 - 1))

@@ -6,11 +6,20 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate
 
-from api.schemas.common import ModelRefSchema, StrictSchema
+from api.schemas.common import (
+    MAX_INDEX,
+    MAX_LABEL,
+    JsonBoolean,
+    ModelRefSchema,
+    StrictSchema,
+    UniqueList,
+    integer,
+    text,
+)
 from api.schemas.explain import MethodSchema
-from api.schemas.models import InstancesSchema
+from api.schemas.models import InstancesSchema, TextRowsSchema
 
-TRUNCATE = fields.Boolean(
+TRUNCATE = JsonBoolean(
     metadata={"description": "Default false: texts over the model's max_tokens are refused (422) unless true"}
 )
 
@@ -33,24 +42,24 @@ SAFETENSORS = (
 ENCODING_APPLIES = "Applies to per-head, aggregated and rollout weights; not with format bertviz (422)"
 
 
-class AttentionRequestSchema(InstancesSchema):
-    layers = fields.List(
-        fields.Integer(strict=True),
-        validate=validate.Length(min=1),
-        metadata={"description": "Default: all (0-based)"},
+class AttentionRequestSchema(TextRowsSchema):
+    layers = UniqueList(
+        integer(0, MAX_INDEX, strict=True),
+        MAX_INDEX + 1,
+        min_items=1,
+        metadata={"description": "Default: all (0-based, each named once)"},
     )
-    heads = fields.List(
-        fields.Integer(strict=True),
-        validate=validate.Length(min=1),
-        metadata={"description": "Default: all (0-based)"},
+    heads = UniqueList(
+        integer(0, MAX_INDEX, strict=True),
+        MAX_INDEX + 1,
+        min_items=1,
+        metadata={"description": "Default: all (0-based, each named once)"},
     )
     aggregate = fields.String(
         validate=validate.OneOf(["none", "mean", "max"]),
         metadata={"description": "Default none: one matrix per head; mean or max over the selected heads"},
     )
-    rollout = fields.Boolean(
-        metadata={"description": "Also return attention rollout over the selected layers"}
-    )
+    rollout = JsonBoolean(metadata={"description": "Also return attention rollout over the selected layers"})
     format = fields.String(
         validate=validate.OneOf(["candor", "bertviz"]),
         metadata={"description": "Default candor; bertviz returns the JSON bertviz's head view reads"},
@@ -90,12 +99,12 @@ class StepsField(fields.Field):
         return value
 
 
-class AttributionsRequestSchema(InstancesSchema):
+class AttributionsRequestSchema(TextRowsSchema):
     method = fields.String(
         validate=validate.OneOf(["integrated_gradients"]),
         metadata={"description": "Default integrated_gradients (Captum LayerIntegratedGradients)"},
     )
-    target = fields.String(metadata={"description": "Label to explain; default the predicted one"})
+    target = text(MAX_LABEL, metadata={"description": "Label to explain; default the predicted one"})
     n_steps = StepsField(
         metadata={"description": 'Default 50; "auto" doubles from 8 until the delta <= tolerance'}
     )
