@@ -84,9 +84,13 @@ def test_an_alias_of_a_valid_value_is_refused_too(app: Flask) -> None:
     assert_manifest_refused(register(app, text), "anchors and aliases")
 
 
-@pytest.mark.parametrize("depth", [21, 2_000, 100_000])
+@pytest.mark.parametrize("depth", [21, 2_000, 50_000])  # 50,000 pairs: past libyaml's own 1,000 levels
 def test_deeply_nested_manifests_are_a_422_naming_manifest(app: Flask, depth: int) -> None:
     assert_manifest_refused(register(app, nested(depth)), "nested deeper than 20")
+
+
+def test_a_manifest_past_the_form_field_cap_is_refused_before_parsing(app: Flask) -> None:
+    assert_manifest_refused(register(app, nested(100_000)), "Longer than maximum length")
 
 
 def test_block_style_nesting_is_bounded_too(app: Flask) -> None:
