@@ -39,6 +39,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     CANDOR_DATA_DIR=/data \
     CANDOR_BIND=0.0.0.0:8000
 
+# Fonts for pictures of feature names and texts in any script (explainers/plots/fonts.py): Noto Sans CJK
+# for Chinese, Japanese and Korean, Symbola for emoji and symbols (DejaVu Sans comes with matplotlib).
+# Debian's font packages are pinned by the base image's release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-noto-cjk fonts-symbola \
+ && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 candor \
  && useradd --system --no-log-init --uid 10001 --gid candor --create-home --home-dir /home/candor candor \
  && mkdir -p /data \
