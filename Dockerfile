@@ -23,12 +23,14 @@ RUN pip install --no-cache-dir pip==26.3 \
         --extra-index-url https://pypi.org/simple \
         torch==2.13.0
 
-# The project itself (not editable: the source tree stays in this stage).
+# The project itself (not editable: the source tree stays in this stage), then bertviz's files for its
+# attention views without its declared dependencies (see the Makefile).
 COPY pyproject.toml README.md ./
 COPY api ./api
 COPY explainers ./explainers
 COPY model_store ./model_store
-RUN pip install --no-cache-dir -c constraints.txt .
+RUN pip install --no-cache-dir -c constraints.txt . \
+ && pip install --no-cache-dir -c constraints.txt --no-deps bertviz==1.4.1
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime
@@ -38,6 +40,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     CANDOR_DATA_DIR=/data \
     CANDOR_BIND=0.0.0.0:8000
+
+# Fonts for pictures of feature names and texts in any script (explainers/plots/fonts.py): Noto Sans CJK
+# for Chinese, Japanese and Korean, Symbola for emoji and symbols (DejaVu Sans comes with matplotlib).
+# Debian's font packages are pinned by the base image's release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-noto-cjk fonts-symbola \
+ && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 candor \
  && useradd --system --no-log-init --uid 10001 --gid candor --create-home --home-dir /home/candor candor \

@@ -14,6 +14,9 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 # torch must be installed first and exactly pinned: a plain or ranged torch pulls the huge CUDA build.
 TORCH_VERSION := 2.13.0
+# bertviz's views (served by /v1/explanations/{id}/bertviz) need only its files: its declared dependencies pull an
+# ancient boto3 (every current botocore caps python-dateutil below the 4.x pandas brings) for its unused neuron view.
+BERTVIZ := bertviz==1.4.1
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 PYTEST_ARGS ?=
 
@@ -39,6 +42,7 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) install $(PIP_FLAGS) --upgrade pip
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt torch==$(TORCH_VERSION)
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt -e '.[dev]'
+	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-deps $(BERTVIZ)
 	touch $@
 
 # One job runner beside gunicorn; it is stopped (and gives its job back to the queue) when gunicorn stops.

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from explainers import bertviz_view
 from explainers.base import Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
 from model_store.audit_blobs import EncodedArray, arrays_replaced, little_endian
@@ -270,12 +271,7 @@ def _weights(result: dict[str, Any], weights: np.ndarray, tokens: list[str], sel
             combined = combined / combined.sum(axis=-1, keepdims=True)  # a max over heads is renormalised
         sent = codec.cast(combined)
     if sel.fmt == "bertviz":
-        result["bertviz"] = {
-            "attention": [{"name": None, "attn": sent, "left_text": tokens, "right_text": tokens}],
-            "default_filter": "0",
-            "include_layers": sel.layers,
-            "heads": sel.heads,
-        }
+        result["bertviz"] = bertviz_view.params(sent, tokens, sel.layers, sel.heads)
     elif sel.aggregate == "none":
         result["attention"] = [
             {"layer": layer, "head": head, "weights": codec.encode(sent[i, j])}

@@ -51,6 +51,19 @@ class RecordPlotQuerySchema(StrictSchema):
     )
 
 
+class BertvizQuerySchema(StrictSchema):
+    view = fields.String(
+        load_default="head",
+        validate=validate.OneOf(["head", "model"]),
+        metadata={"description": "bertviz's head view (one layer, its heads) or model view (all of them)"},
+    )
+    instance = fields.Integer(
+        load_default=0,
+        validate=validate.Range(min=0, max=1_000_000),
+        metadata={"description": "Which result of the record to show (0-based)"},
+    )
+
+
 class ImportancePlotQuerySchema(StrictSchema):
     format = FORMAT
     kind = fields.String(

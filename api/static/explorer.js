@@ -124,6 +124,7 @@ async function explainTabular() {
   const base = `/v1/models/${encodeURIComponent(version.name)}/versions/${version.version}`;
   $("results").hidden = false;
   for (const card of ["waterfall-card", "reasons-card", "counterfactuals-card", "words-card", "attention-card"]) $(card).hidden = true;
+  $("truncation").hidden = true;
   try {
     status("explaining...");
     const shap = await api("POST", `${base}/explain/shap?narrative=true`, { instances: [row] });
@@ -213,11 +214,13 @@ async function explainText() {
   const base = `/v1/models/${encodeURIComponent(version.name)}/versions/${version.version}`;
   $("results").hidden = false;
   for (const card of ["waterfall-card", "reasons-card", "counterfactuals-card"]) $(card).hidden = true;
+  $("truncation").hidden = true;
   try {
     status("explaining...");
     const attributions = await api("POST", `${base}/explain/attributions`, { instances: [{ text }], n_steps: 32, truncate: true });
     const result = attributions.results[0];
     showPrediction(result.prediction);
+    showTruncation(text, result);
     showWords(text, result, attributions.output);
     const attention = await api("POST", `${base}/explain/attention`, { instances: [{ text }], aggregate: "mean", truncate: true });
     drawAttention(attention.results[0]);
@@ -240,9 +243,36 @@ function showWords(text, result, output) {
     box.appendChild(element("span", { class: "word", style: `background:${colour}`, title: round(word.attribution, 4) }, text.slice(word.start, word.end)));
     cursor = word.end;
   }
-  if (cursor < text.length) box.appendChild(document.createTextNode(text.slice(cursor)));
+  const read = readUpTo(result);
+  if (cursor < read) box.appendChild(document.createTextNode(text.slice(cursor, read)));
+  if (read < text.length) {
+    const rest = text.slice(Math.max(cursor, read));
+    box.appendChild(element("span", { class: result.truncated ? "cut" : "", title: result.truncated ? "cut: not read by the model" : "" }, rest));
+  }
   $("words-target").textContent = (output && output.target) || result.prediction.label;
   $("words-card").hidden = false;
+}
+
+// The character offset where the model stopped reading: the end of the last non-special token.
+function readUpTo(result) {
+  if (!result.truncated) return Infinity;
+  const read = result.tokens.filter((t) => !t.special);
+  return read.length ? read[read.length - 1].end : 0;
+}
+
+// A text longer than the model's limit is cut by the API (truncate: true); the page says so, and how much.
+function showTruncation(text, result) {
+  const notice = $("truncation");
+  if (!result.truncated) {
+    notice.hidden = true;
+    notice.textContent = "";
+    return;
+  }
+  const explained = result.tokens.length;
+  const cutAt = readUpTo(result);
+  notice.textContent = `Text too long for this model: explained the first ${explained} of ${result.original_tokens} ` +
+    `tokens (up to character ${cutAt} of ${text.length}); the rest was cut and is shown struck through.`;
+  notice.hidden = false;
 }
 
 function drawAttention(result) {

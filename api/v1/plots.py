@@ -12,10 +12,16 @@ from flask.views import MethodView
 from api.context import candor
 from api.jsonio import dumps_bytes
 from api.schemas.common import ProblemSchema
-from api.schemas.plots import ImportancePlotQuerySchema, ProfilePlotQuerySchema, RecordPlotQuerySchema
+from api.schemas.plots import (
+    BertvizQuerySchema,
+    ImportancePlotQuerySchema,
+    ProfilePlotQuerySchema,
+    RecordPlotQuerySchema,
+)
 from api.service import ExplanationService
 from api.v1.audit import _visible_record
 from api.v1.blueprint import Blueprint
+from explainers import bertviz_view
 from explainers.importance import AGNOSTIC_ROWS
 from explainers.narratives import Names, effort_scales
 from explainers.plots import DPI, FORMATS, SIZES, record_picture, render
@@ -44,6 +50,16 @@ IMAGES = {
     }
 }
 """Both image types documented (flask-smorest's response decorator names one content type)."""
+
+
+BERTVIZ_PAGE = (
+    "text/html: bertviz's view with bertviz, d3 and jQuery inlined; it loads nothing (its "
+    "Content-Security-Policy allows its own scripts by hash and no connection)"
+)
+BERTVIZ_CSP = (
+    "default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+    "form-action 'none'"
+)
 
 
 def _image(data: bytes, fmt: str) -> Response:
@@ -96,6 +112,38 @@ class RecordPlot(MethodView):
         picture, result = record_picture(record, query["instance"])
         data = _record_data(record, picture, result, query)
         return _image(render(picture, query["format"], data), query["format"])
+
+
+@blp.route("/explanations/<record_id>/bertviz")
+class RecordBertviz(MethodView):
+    required_scope = "audit:read"
+
+    @blp.arguments(BertvizQuerySchema, location="query")
+    @blp.response(200, description=BERTVIZ_PAGE, content_type="text/html")
+    @blp.doc(responses={"200": {"description": BERTVIZ_PAGE, "content": {"text/html": BINARY}}})
+    @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    @blp.alt_response(503, schema=ProblemSchema)
+    def get(self, query: dict[str, Any], record_id: str):  # type: ignore[no-untyped-def]
+        """One result of a recorded attention explanation (``aggregate`` none, or ``format`` bertviz) in
+        bertviz's head or model view: one HTML page with its scripts inlined, which loads nothing."""
+        record = _visible_record(record_id)
+        if record["kind"] != "attention":
+            raise InvalidInput.field("record_id", f"A {record['kind']} record has no attention view.")
+        record["explanation"] = AuditBlobs(candor().store.sessions).arrays_in(record.get("explanation"))
+        envelope = record["explanation"]
+        results = envelope["results"]
+        if query["instance"] >= len(results):
+            raise InvalidInput.field(
+                "instance", f"The record holds {len(results)} result(s): 0 to {len(results) - 1}."
+            )
+        view_params = bertviz_view.from_result(results[query["instance"]], envelope["method"]["params"])
+        model = f"{record['model']['name']} v{record['model']['version']}"
+        title = f"{model}: bertviz {query['view']} view of record {record_id}"
+        text, sources = bertviz_view.page(view_params, query["view"], title)
+        response = Response(text, mimetype="text/html")
+        response.headers["Content-Security-Policy"] = BERTVIZ_CSP.format(scripts=" ".join(sources))
+        return response
 
 
 def _reference_shap(service: ExplanationService, info: VersionInfo) -> tuple[dict[str, Any], list[dict]]:

@@ -4,7 +4,7 @@ real text elements (``svg.fonttype: none``: labels stay searchable and selectabl
 Each kind of picture has one fixed size (``SIZES``, inches; PNG pixels = inches x ``DPI``, SVG points =
 inches x 72), whatever it shows: long texts, many tokens or many features are fitted (smaller fonts, thinned
 tick labels, the rest summed or cut with a note), never by growing the canvas. Fonts are DejaVu Sans (shipped
-with matplotlib), 10-13 pt.
+with matplotlib), then Noto Sans CJK and Symbola for other scripts and emoji (``fonts``), 10-13 pt.
 
 matplotlib is imported only when a picture is drawn (the drawing modules are imported lazily), and drawing
 is serialised by a lock: matplotlib's font cache and rcParams are process-wide.
@@ -78,16 +78,36 @@ def render(picture: str, fmt: str, data: dict[str, Any]) -> bytes:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        with matplotlib.rc_context(RC):  # type: ignore[arg-type]
+        from explainers.plots import fonts
+
+        with matplotlib.rc_context({**RC, "font.family": fonts.families()}):  # type: ignore[arg-type,dict-item]
             draw: Callable[..., None] = getattr(importlib.import_module(module_name), function)
             layout: Literal["constrained"] | None = None if picture in MANUAL_LAYOUT else "constrained"
             figure = Figure(figsize=SIZES[picture], dpi=DPI, layout=layout)
             FigureCanvasAgg(figure)  # text extents are measured with the Agg renderer
             draw(figure, **data)
+            _drawable_texts(figure, fonts.drawable)
             buffer = io.BytesIO()
             metadata = {"Date": None} if fmt == "svg" else {"Software": None}
             figure.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
     return buffer.getvalue()
+
+
+def _drawable_texts(figure: Any, drawable: Callable[[str], str]) -> None:
+    """Every text of the figure (titles, labels, tick labels, table cells) with the characters no font has
+    written as code points (``fonts.drawable``)."""
+    from matplotlib.text import Text
+
+    from explainers.plots.fonts import DrawableFormatter
+
+    for text in figure.findobj(Text):
+        value = text.get_text()
+        if value and drawable(value) != value:
+            text.set_text(drawable(value))
+    for ax in figure.axes:  # tick labels are made by the formatters when drawn
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(DrawableFormatter(axis.get_major_formatter()))
+            axis.set_minor_formatter(DrawableFormatter(axis.get_minor_formatter()))
 
 
 def record_picture(record: dict[str, Any], instance: int) -> tuple[str, dict[str, Any]]:
