@@ -67,6 +67,9 @@ class Settings:
     """Address of an external Dask scheduler for ``candor jobs run``; empty starts a LocalCluster."""
     dask_workers: int = 2
     """Worker processes (one thread each) of the runner's LocalCluster."""
+    dask_dashboard: str = ""
+    """``host:port`` where the runner's LocalCluster serves Dask's dashboard (e.g. ``127.0.0.1:8787``); empty:
+    no dashboard, and no HTTP server on the scheduler or its workers."""
     job_heartbeat_seconds: int = 5
     """How often a runner refreshes the heartbeat of the job it holds."""
     job_stale_seconds: int = 60
