@@ -27,8 +27,8 @@ worker_class = "gthread"
 timeout = _settings.timeout
 graceful_timeout = 30
 keepalive = 5
-max_requests = 2000
-max_requests_jitter = 200
+max_requests = _settings.max_requests
+max_requests_jitter = _settings.max_requests // 10
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level
@@ -36,12 +36,34 @@ wsgi_app = "api.wsgi:app"
 control_socket_disable = True  # no shared control socket in $HOME; manage with signals
 
 
+def _warming_marks(master_pid):  # type: ignore[no-untyped-def]
+    from api.worker_lifecycle import WarmingMarks
+
+    return WarmingMarks(master_pid, stale_seconds=_settings.timeout)
+
+
+def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    """In the new worker: marked as warming until ``post_worker_init`` has warmed it."""
+    _warming_marks(worker.ppid).mark(worker.pid)
+
+
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
-    """Move the app's ~0.5M start-up objects out of the collector's sight: full collections stay short."""
+    """Warm the worker before it accepts a connection (``api/worker_lifecycle.py``); then move the app's
+    ~0.5M start-up objects out of the collector's sight: full collections stay short."""
     import gc
 
+    from api.worker_lifecycle import warm_worker
+
+    warm_worker(worker, _warming_marks(worker.ppid), _settings.warm_models)
     gc.collect()
     gc.freeze()
+
+
+def pre_request(worker, req):  # type: ignore[no-untyped-def]
+    """``max_requests`` does not retire a worker while a sibling is still warming."""
+    from api.worker_lifecycle import hold_retirement
+
+    hold_retirement(worker, _warming_marks(worker.ppid))
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
@@ -57,6 +79,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
     for stale in METRICS_DIR.glob("*.db"):
         stale.unlink()  # samples of a previous run
+    _warming_marks(server.pid).reset()
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
@@ -68,3 +91,10 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
     multiprocess.mark_process_dead(worker.pid)
     fold_dead_worker(METRICS_DIR, worker.pid)
+    _warming_marks(server.pid).clear(worker.pid)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    import shutil
+
+    shutil.rmtree(_warming_marks(server.pid).directory, ignore_errors=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "CANDOR_"
-EMPTY_IS_A_VALUE = {"rate_limit"}
+EMPTY_IS_A_VALUE = {"rate_limit", "warm_models"}
 """Settings for which an empty variable means something (no rate limit) rather than "use the default"."""
 
 
@@ -82,6 +82,12 @@ class Settings:
     """Threads per gunicorn worker."""
     timeout: int = 60
     """gunicorn worker timeout in seconds; explanation budgets stay below it."""
+    max_requests: int = 2000
+    """Requests a gunicorn worker serves before it is replaced (plus up to 10% jitter; 0: never)."""
+    warm_models: str = "tabular"
+    """What a gunicorn worker loads and warms before it accepts requests: ``tabular`` (every tabular model's
+    production version, else its latest), ``all`` (text models too), model names separated by commas, or
+    empty / ``off`` (nothing: models load on their first request)."""
     log_level: str = "info"
     """Log level of the service."""
 

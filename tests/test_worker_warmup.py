@@ -1,0 +1,144 @@
+"""A gunicorn worker loads its models and builds their explainers before it accepts a request, at start and
+when it is replaced; a worker due for replacement keeps serving while a sibling is still warming."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import requests
+from gunicorn_process import Gunicorn, free_port, running_gunicorn, server_env
+from prometheus_client.parser import text_string_to_metric_families
+from tiny_models import tiny_frame, tiny_manifest, tiny_pipeline
+
+from api.settings import Settings
+from api.worker_lifecycle import HOLD_REQUESTS, WarmingMarks, hold_retirement
+from model_store.manifest import parse_manifest
+from model_store.reference import to_parquet
+from model_store.safe_load import dump_skops
+from model_store.store import Store
+
+pytestmark = pytest.mark.e2e
+ROW = {"size": 7.0, "colour": "red", "weight": 50.0}
+
+
+def _register(store: Store, name: str, seed: int) -> None:
+    frame = tiny_frame(seed=seed)
+    artifact = dump_skops(tiny_pipeline(frame, seed=seed))
+    store.registry.register_tabular(parse_manifest(tiny_manifest(name)), artifact, to_parquet(frame))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gunicorn, str]]:
+    """One worker over ``tiny`` (v1 in production, v2 latest) and ``other`` (v1, not promoted)."""
+    data = tmp_path_factory.mktemp("warmup").resolve()
+    store = Store(data, f"sqlite:///{data}/candor.db")
+    _register(store, "tiny", 0)
+    _register(store, "tiny", 1)
+    store.registry.promote("tiny", 1)
+    _register(store, "other", 2)
+    admin, _ = store.keys.create("warm-admin", ["admin"])
+    store.close()
+    env = server_env(data, free_port(), CANDOR_WORKERS="1", CANDOR_LOG_LEVEL="info")
+    with running_gunicorn(env, data / "gunicorn.log") as gunicorn:
+        yield gunicorn, admin
+
+
+def _metric(server: Gunicorn, token: str, name: str, **labels: str) -> float:
+    response = requests.get(
+        server.base + "/v1/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def _warm_lines(server: Gunicorn) -> dict[int, dict[str, Any]]:
+    lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
+    return {line["pid"]: line for line in lines if line.get("message") == "worker warmed"}
+
+
+def _worker(server: Gunicorn) -> int:
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def test_a_worker_has_its_models_loaded_before_its_first_request(served: tuple[Gunicorn, str]) -> None:
+    server, admin = served
+    pid = _worker(server)
+    assert _warm_lines(server)[pid]["warmed"] == ["other:1", "tiny:1"]  # production, else latest
+    assert _metric(server, admin, "candor_model_load_seconds_count", flavour="tabular") == 2
+    assert _metric(server, admin, "candor_warmed_versions_total", flavour="tabular") == 2
+    _first_request_finds_everything_built(server, admin)
+
+
+def test_a_replacement_worker_is_warm_before_its_first_request(served: tuple[Gunicorn, str]) -> None:
+    server, admin = served
+    old = _worker(server)
+    loads = _metric(server, admin, "candor_model_load_seconds_count", flavour="tabular")
+    os.kill(old, signal.SIGTERM)  # a graceful exit, as after max_requests: the master forks a replacement
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+        if children and int(children[0]) != old:
+            break
+        time.sleep(0.05)
+    new = _worker(server)
+    assert new != old
+    # the replacement accepts only once warmed: this scrape waits for it, then finds both versions loaded
+    assert _metric(server, admin, "candor_model_load_seconds_count", flavour="tabular") == loads + 2
+    assert _warm_lines(server)[new]["warmed"] == ["other:1", "tiny:1"]
+    _first_request_finds_everything_built(server, admin)
+
+
+def _first_request_finds_everything_built(server: Gunicorn, admin: str) -> None:
+    misses = _metric(server, admin, "candor_model_cache_total", result="miss")
+    headers = {"Authorization": f"Bearer {admin}"}
+    for path in ("predict", "explain/shap"):
+        url = f"{server.base}/v1/models/tiny/versions/production/{path}"
+        response = requests.post(url, json={"instances": [ROW]}, headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+    assert _metric(server, admin, "candor_model_cache_total", result="miss") == misses
+
+
+def test_a_worker_due_for_replacement_waits_for_a_warming_sibling(tmp_path: Path) -> None:
+    marks = WarmingMarks(master_pid=os.getpid(), stale_seconds=Settings().timeout)
+    marks.directory = tmp_path / "warming"
+    marks.reset()
+    worker = SimpleNamespace(pid=1, nr=9, max_requests=10)
+    hold_retirement(worker, marks)
+    assert worker.max_requests == 10, "no sibling warming: it retires as due"
+    marks.mark(os.getpid())  # a live sibling (this process) is warming
+    hold_retirement(worker, marks)
+    assert worker.max_requests == 10 + HOLD_REQUESTS
+    worker.nr = 5
+    hold_retirement(worker, marks)
+    assert worker.max_requests == 10 + HOLD_REQUESTS, "not due yet: unchanged"
+    marks.clear(os.getpid())
+    worker.nr = worker.max_requests - 1
+    hold_retirement(worker, marks)
+    assert worker.max_requests == worker.nr + 1, "the sibling is warm: it retires"
+
+
+def test_a_stale_or_dead_mark_does_not_hold_a_worker(tmp_path: Path) -> None:
+    marks = WarmingMarks(master_pid=os.getpid(), stale_seconds=60)
+    marks.directory = tmp_path / "warming"
+    marks.reset()
+    marks.mark(os.getpid())
+    old = time.time() - 120
+    os.utime(marks.directory / str(os.getpid()), (old, old))
+    assert not marks.others_warming(1)
+    marks.mark(2**22 + 12345)  # above the default pid_max: no such process
+    assert not marks.others_warming(1)
