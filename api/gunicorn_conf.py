@@ -36,15 +36,10 @@ wsgi_app = "api.wsgi:app"
 control_socket_disable = True  # no shared control socket in $HOME; manage with signals
 
 
-def _warming_marks(master_pid):  # type: ignore[no-untyped-def]
-    from api.worker_lifecycle import WarmingMarks
+def _serving_marks(master_pid):  # type: ignore[no-untyped-def]
+    from api.worker_lifecycle import ServingMarks
 
-    return WarmingMarks(master_pid, stale_seconds=_settings.timeout)
-
-
-def post_fork(server, worker):  # type: ignore[no-untyped-def]
-    """In the new worker: marked as warming until ``post_worker_init`` has warmed it."""
-    _warming_marks(worker.ppid).mark(worker.pid)
+    return ServingMarks(master_pid)
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
@@ -54,16 +49,16 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
 
     from api.worker_lifecycle import warm_worker
 
-    warm_worker(worker, _warming_marks(worker.ppid), _settings.warm_models)
+    warm_worker(worker, _serving_marks(worker.ppid), _settings.warm_models)
     gc.collect()
     gc.freeze()
 
 
 def pre_request(worker, req):  # type: ignore[no-untyped-def]
-    """``max_requests`` does not retire a worker while a sibling is still warming."""
+    """``max_requests`` retires a worker only while another one is warm and serving."""
     from api.worker_lifecycle import hold_retirement
 
-    hold_retirement(worker, _warming_marks(worker.ppid))
+    hold_retirement(worker, _serving_marks(worker.ppid))
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
@@ -79,7 +74,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
     for stale in METRICS_DIR.glob("*.db"):
         stale.unlink()  # samples of a previous run
-    _warming_marks(server.pid).reset()
+    _serving_marks(server.pid).reset()
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
@@ -91,10 +86,8 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
     multiprocess.mark_process_dead(worker.pid)
     fold_dead_worker(METRICS_DIR, worker.pid)
-    _warming_marks(server.pid).clear(worker.pid)
+    _serving_marks(server.pid).clear(worker.pid)
 
 
 def on_exit(server):  # type: ignore[no-untyped-def]
-    import shutil
-
-    shutil.rmtree(_warming_marks(server.pid).directory, ignore_errors=True)
+    _serving_marks(server.pid).remove()

@@ -3,10 +3,12 @@
 
 - A worker warms up (``api/warmup.py``) in ``post_worker_init``, after the app is loaded and before it accepts
   a connection: its first requests find the models loaded and the explainers built.
-- While it imports the app and warms, it is marked as *warming* (a file named by its pid in a directory
-  private to the master). A sibling that reaches ``max_requests`` meanwhile keeps serving (its limit moves on
-  by ``HOLD_REQUESTS`` at a time) until no sibling is warming, so ``max_requests`` never retires the last
-  worker that accepts connections. A mark older than the worker timeout, or of a dead worker, does not count.
+- A warmed worker marks itself *serving* (a file named by its pid, in a directory private to the master).
+  When ``max_requests`` is about to retire it, it takes its mark away and retires only if another live worker
+  is still marked serving; otherwise it marks itself again and serves ``HOLD_REQUESTS`` more before it looks
+  again. Two workers can therefore never retire together, and none retires while its replacement still
+  boots and warms: replacing a worker never leaves no worker accepting connections. A lone worker
+  (``workers = 1``) retires as due.
 """
 
 from __future__ import annotations
@@ -16,25 +18,28 @@ import logging
 import os
 import shutil
 import tempfile
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
 HOLD_REQUESTS = 25
-"""How many more requests a worker due for replacement serves before it looks again for warming siblings."""
+"""How many more requests a worker due for replacement serves before it looks again for a serving sibling."""
 log = logging.getLogger("candor.warmup")
+_deciding = threading.Lock()
 
 
-class WarmingMarks:
-    """One empty file per warming worker pid, in a directory named by the gunicorn master's pid."""
+class ServingMarks:
+    """One empty file per warmed, serving worker pid, in a directory named by the gunicorn master's pid."""
 
-    def __init__(self, master_pid: int, stale_seconds: float) -> None:
-        self.directory = Path(tempfile.gettempdir()) / f"candor-warming-{master_pid}"
-        self.stale_seconds = stale_seconds
+    def __init__(self, master_pid: int) -> None:
+        self.directory = Path(tempfile.gettempdir()) / f"candor-serving-{master_pid}"
 
     def reset(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def mark(self, pid: int) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -44,17 +49,12 @@ class WarmingMarks:
         with contextlib.suppress(FileNotFoundError):
             (self.directory / str(pid)).unlink()
 
-    def others_warming(self, pid: int) -> bool:
-        """Whether a live worker other than ``pid`` is marked, and not for longer than the timeout."""
-        now = time.time()
+    def others_serving(self, pid: int) -> bool:
+        """Whether a live worker other than ``pid`` is marked serving."""
         with contextlib.suppress(FileNotFoundError):
             for mark in self.directory.iterdir():
-                other = int(mark.name) if mark.name.isdigit() else None
-                if other is None or other == pid or not _alive(other):
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    if now - mark.stat().st_mtime <= self.stale_seconds:
-                        return True
+                if mark.name.isdigit() and int(mark.name) != pid and _alive(int(mark.name)):
+                    return True
         return False
 
 
@@ -68,8 +68,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def warm_worker(worker: Any, marks: WarmingMarks, choice: str) -> None:
-    """Warm the worker's app (``choice`` is ``CANDOR_WARM_MODELS``), log what was warmed, then unmark it."""
+def warm_worker(worker: Any, marks: ServingMarks, choice: str) -> None:
+    """Warm the worker's app (``choice`` is ``CANDOR_WARM_MODELS``), log what was warmed, mark it serving."""
     from api.warmup import warm
     from api.wsgi import app
 
@@ -77,11 +77,21 @@ def warm_worker(worker: Any, marks: WarmingMarks, choice: str) -> None:
         report = warm(app.extensions["candor"].service, choice, between=worker.notify)
         log.info("worker warmed", extra={"pid": os.getpid(), **report})
     finally:
-        marks.clear(os.getpid())
+        marks.mark(os.getpid())
 
 
-def hold_retirement(worker: Any, marks: WarmingMarks) -> None:
-    """Before a request: a worker whose next request would be its last under ``max_requests`` serves
-    ``HOLD_REQUESTS`` more while a sibling is still warming (gunicorn checks ``nr >= max_requests``)."""
-    if worker.nr + 1 >= worker.max_requests and marks.others_warming(worker.pid):
+def hold_retirement(worker: Any, marks: ServingMarks) -> None:
+    """Before a request: a worker whose next request would be its last under ``max_requests`` (gunicorn then
+    checks ``nr >= max_requests``) retires only if another worker is serving; else it serves
+    ``HOLD_REQUESTS`` more. Its own mark goes first, so of two workers deciding at once at most one
+    retires."""
+    if worker.nr + 1 < worker.max_requests or worker.cfg.workers <= 1:
+        return
+    with _deciding:
+        if worker.nr + 1 < worker.max_requests:
+            return  # another thread of this worker decided to hold meanwhile
+        marks.clear(worker.pid)
+        if marks.others_serving(worker.pid):
+            return  # retire: gunicorn stops accepting after this request
+        marks.mark(worker.pid)
         worker.max_requests = worker.nr + 1 + HOLD_REQUESTS

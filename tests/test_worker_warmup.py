@@ -1,5 +1,5 @@
 """A gunicorn worker loads its models and builds their explainers before it accepts a request, at start and
-when it is replaced; a worker due for replacement keeps serving while a sibling is still warming."""
+when it is replaced; a worker due for replacement retires only while another worker is warm and serving."""
 
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ from gunicorn_process import Gunicorn, free_port, running_gunicorn, server_env
 from prometheus_client.parser import text_string_to_metric_families
 from tiny_models import tiny_frame, tiny_manifest, tiny_pipeline
 
-from api.settings import Settings
-from api.worker_lifecycle import HOLD_REQUESTS, WarmingMarks, hold_retirement
+from api.worker_lifecycle import HOLD_REQUESTS, ServingMarks, hold_retirement
 from model_store.manifest import parse_manifest
 from model_store.reference import to_parquet
 from model_store.safe_load import dump_skops
@@ -113,32 +112,51 @@ def _first_request_finds_everything_built(server: Gunicorn, admin: str) -> None:
     assert _metric(server, admin, "candor_model_cache_total", result="miss") == misses
 
 
-def test_a_worker_due_for_replacement_waits_for_a_warming_sibling(tmp_path: Path) -> None:
-    marks = WarmingMarks(master_pid=os.getpid(), stale_seconds=Settings().timeout)
-    marks.directory = tmp_path / "warming"
+def _marks(tmp_path: Path) -> ServingMarks:
+    marks = ServingMarks(master_pid=os.getpid())
+    marks.directory = tmp_path / "serving"
     marks.reset()
-    worker = SimpleNamespace(pid=1, nr=9, max_requests=10)
+    return marks
+
+
+def _due(pid: int, workers: int = 2) -> Any:
+    """What hold_retirement reads of a gunicorn worker whose next request is its last under max_requests."""
+    return SimpleNamespace(pid=pid, nr=9, max_requests=10, cfg=SimpleNamespace(workers=workers))
+
+
+def test_a_worker_due_for_replacement_retires_only_while_a_sibling_serves(tmp_path: Path) -> None:
+    marks = _marks(tmp_path)
+    sibling = os.getpid()  # a live process stands for the sibling worker
+    worker = _due(pid=1)
+    marks.mark(worker.pid)
     hold_retirement(worker, marks)
-    assert worker.max_requests == 10, "no sibling warming: it retires as due"
-    marks.mark(os.getpid())  # a live sibling (this process) is warming
-    hold_retirement(worker, marks)
-    assert worker.max_requests == 10 + HOLD_REQUESTS
-    worker.nr = 5
+    assert worker.max_requests == 10 + HOLD_REQUESTS, "no sibling serving (still warming): it keeps serving"
+    assert (marks.directory / "1").exists(), "and stays marked serving"
+    worker.nr = 15
     hold_retirement(worker, marks)
     assert worker.max_requests == 10 + HOLD_REQUESTS, "not due yet: unchanged"
-    marks.clear(os.getpid())
+    marks.mark(sibling)  # the replacement is warm
     worker.nr = worker.max_requests - 1
     hold_retirement(worker, marks)
-    assert worker.max_requests == worker.nr + 1, "the sibling is warm: it retires"
+    assert worker.max_requests == worker.nr + 1, "a sibling serves: it retires as due"
+    assert not (marks.directory / "1").exists(), "no longer counted as serving"
 
 
-def test_a_stale_or_dead_mark_does_not_hold_a_worker(tmp_path: Path) -> None:
-    marks = WarmingMarks(master_pid=os.getpid(), stale_seconds=60)
-    marks.directory = tmp_path / "warming"
-    marks.reset()
-    marks.mark(os.getpid())
-    old = time.time() - 120
-    os.utime(marks.directory / str(os.getpid()), (old, old))
-    assert not marks.others_warming(1)
+def test_of_two_workers_due_together_one_retires(tmp_path: Path) -> None:
+    marks = _marks(tmp_path)
+    first, second = _due(pid=os.getpid()), _due(pid=os.getppid())  # two live pids
+    marks.mark(first.pid)
+    marks.mark(second.pid)
+    hold_retirement(first, marks)
+    hold_retirement(second, marks)
+    assert first.max_requests == 10, "the first retires"
+    assert second.max_requests == 10 + HOLD_REQUESTS, "the second holds until a replacement serves"
+
+
+def test_a_dead_workers_mark_does_not_count_and_a_lone_worker_retires(tmp_path: Path) -> None:
+    marks = _marks(tmp_path)
     marks.mark(2**22 + 12345)  # above the default pid_max: no such process
-    assert not marks.others_warming(1)
+    assert not marks.others_serving(1)
+    lone = _due(pid=1, workers=1)
+    hold_retirement(lone, marks)
+    assert lone.max_requests == 10
