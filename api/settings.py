@@ -52,9 +52,11 @@ class Settings:
     """Longest text (characters) any request may carry; refused before tokenising."""
     max_attention_values: int = 2_000_000
     """Most attention weights (layers x heads x tokens^2) one text may return."""
-    rate_limit: str = "1200/minute"
-    """Requests per API key (``limits`` notation, e.g. ``100/second``); empty or ``off``: no limit. Counted
-    per worker process with the default in-memory storage."""
+    rate_limit: str = "36000/minute"
+    """Requests per API key (``limits`` notation, e.g. ``100/second``), a moving window; empty or ``off``: no
+    limit. Counted per worker process with the in-memory storage (one worker may receive all of a frontend's
+    keep-alive connections, so size it for the key's whole rate), across workers and hosts with Redis. The
+    default, 600 a second, is twice what 4 busy clients reach on one 2-vCPU host (README, rate limits)."""
     rate_limit_storage: str = "memory://"
     """Where rate-limit counters live: memory://, or redis://host:6379 to share them across workers."""
     retention_days: int = 0
