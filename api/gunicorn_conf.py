@@ -42,6 +42,13 @@ def _serving_marks(master_pid):  # type: ignore[no-untyped-def]
     return ServingMarks(master_pid)
 
 
+def when_ready(server):  # type: ignore[no-untyped-def]
+    """Before the first fork: the modules every worker imports, imported once in the master."""
+    from api.worker_lifecycle import preload_modules
+
+    server.log.info("App modules imported in the master in %.1f s", preload_modules())
+
+
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
     """Warm the worker before it accepts a connection (``api/worker_lifecycle.py``); then move the app's
     ~0.5M start-up objects out of the collector's sight: full collections stay short."""

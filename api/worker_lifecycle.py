@@ -3,6 +3,9 @@
 
 - A worker warms up (``api/warmup.py``) in ``post_worker_init``, after the app is loaded and before it accepts
   a connection: its first requests find the models loaded and the explainers built.
+- The master imports the app's modules (``preload_modules``) before it forks any worker, so a worker, first or
+  replacement, starts with them imported (copy-on-write) and spends its boot on the models alone; it creates
+  the app itself (no database connection, thread or model crosses the fork).
 - A warmed worker marks itself *serving* (a file named by its pid, in a directory private to the master).
   When ``max_requests`` is about to retire it, it takes its mark away and retires only if another live worker
   is still marked serving; otherwise it marks itself again and serves ``HOLD_REQUESTS`` more before it looks
@@ -66,6 +69,28 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def preload_modules() -> float:
+    """Import the app and the tabular explainer adapters in the gunicorn master (half a worker's boot: shap,
+    numba, scikit-learn, pandas) and compile the TreeSHAP table loop; text adapters (torch) stay out.
+    Returns the seconds it took."""
+    import importlib
+    import time
+
+    from explainers.registry import ADAPTERS
+
+    started = time.perf_counter()
+    importlib.import_module("api.app")
+    for module in ("explainers.ood", "explainers.path_table", "explainers.narratives"):
+        importlib.import_module(module)
+    for target, flavour in ADAPTERS.values():
+        if flavour == "tabular":
+            importlib.import_module(target.partition(":")[0])
+    from explainers.path_table import compile_now
+
+    compile_now()  # TreeSHAP's compiled loop: ~1-2 s a worker would spend on its first tree model
+    return time.perf_counter() - started
 
 
 def warm_worker(worker: Any, marks: ServingMarks, choice: str) -> None:
