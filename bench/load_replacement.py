@@ -50,7 +50,7 @@ def _stats(load: Any, outcomes: list[Any], wall: float) -> dict[str, Any]:
 
 
 def run(load: Any, args: argparse.Namespace, run_index: int) -> list[dict[str, Any]]:
-    """One fresh server, warmed; then each endpoint for ``args.seconds`` at ``args.replace_clients``."""
+    """One fresh server, warmed; then each endpoint for ``replace_seconds`` at ``replace_clients``."""
     jitter = max(1, args.replace_max_requests // 10)
     env = {
         "CANDOR_WORKERS": str(args.workers),
@@ -64,7 +64,7 @@ def run(load: Any, args: argparse.Namespace, run_index: int) -> list[dict[str, A
             load.warm_up(server)
             for endpoint in ENDPOINTS:
                 outcomes, wall, replaced = load.run_phase(
-                    server, [endpoint], args.replace_clients, args.seconds
+                    server, [endpoint], args.replace_clients, args.replace_seconds
                 )
                 row = {"run": run_index, "endpoint": endpoint, "clients": args.replace_clients}
                 row.update(_stats(load, outcomes, wall), replaced=replaced)
@@ -93,5 +93,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replace-runs", type=int, default=1, help="fresh servers for that phase")
     parser.add_argument("--replace-clients", type=int, default=4)
     parser.add_argument(
-        "--replace-max-requests", type=int, default=500, help="gunicorn max_requests in that phase"
+        "--replace-max-requests", type=int, default=300, help="gunicorn max_requests in that phase"
     )
+    parser.add_argument("--replace-seconds", type=float, default=20.0, help="per endpoint in that phase")
