@@ -50,15 +50,11 @@ def when_ready(server):  # type: ignore[no-untyped-def]
 
 
 def post_worker_init(worker):  # type: ignore[no-untyped-def]
-    """Warm the worker before it accepts a connection (``api/worker_lifecycle.py``); then move the app's
-    ~0.5M start-up objects out of the collector's sight: full collections stay short."""
-    import gc
+    """Warm the worker before it accepts a connection, freeze the collector's view of its start-up objects,
+    then mark it serving (``api/worker_lifecycle.py``)."""
+    from api.worker_lifecycle import prepare_worker
 
-    from api.worker_lifecycle import warm_worker
-
-    warm_worker(worker, _serving_marks(worker.ppid), _settings.warm_models)
-    gc.collect()
-    gc.freeze()
+    prepare_worker(worker, _serving_marks(worker.ppid), _settings.warm_models)
 
 
 def pre_request(worker, req):  # type: ignore[no-untyped-def]

@@ -93,16 +93,20 @@ def preload_modules() -> float:
     return time.perf_counter() - started
 
 
-def warm_worker(worker: Any, marks: ServingMarks, choice: str) -> None:
-    """Warm the worker's app (``choice`` is ``CANDOR_WARM_MODELS``), log what was warmed, mark it serving."""
+def prepare_worker(worker: Any, marks: ServingMarks, choice: str) -> None:
+    """Warm the worker's app (``choice`` is ``CANDOR_WARM_MODELS``) and log what was warmed; move the ~0.5M
+    start-up objects out of the collector's sight (full collections stay short); then mark it serving. The
+    mark comes last: gunicorn's accept loop starts right after, and a sibling may retire once it is there."""
+    import gc
+
     from api.warmup import warm
     from api.wsgi import app
 
-    try:
-        report = warm(app.extensions["candor"].service, choice, between=worker.notify)
-        log.info("worker warmed", extra={"pid": os.getpid(), **report})
-    finally:
-        marks.mark(os.getpid())
+    report = warm(app.extensions["candor"].service, choice, between=worker.notify)
+    log.info("worker warmed", extra={"pid": os.getpid(), **report})
+    gc.collect()
+    gc.freeze()
+    marks.mark(os.getpid())
 
 
 def hold_retirement(worker: Any, marks: ServingMarks) -> None:
