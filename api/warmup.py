@@ -64,7 +64,12 @@ def warm(
     started = time.perf_counter()
     warmed: list[str] = []
     failed: list[str] = []
-    for info in warm_targets(service, choice):
+    try:
+        targets = warm_targets(service, choice)
+    except Exception:  # e.g. the database is down: the worker starts cold rather than not at all
+        log.exception("warm-up skipped: the models could not be listed")
+        targets = []
+    for info in targets:
         label = f"{info.name}:{info.version}"
         try:
             _warm_version(service, info)

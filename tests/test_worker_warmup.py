@@ -160,3 +160,26 @@ def test_a_dead_workers_mark_does_not_count_and_a_lone_worker_retires(tmp_path: 
     lone = _due(pid=1, workers=1)
     hold_retirement(lone, marks)
     assert lone.max_requests == 10
+
+
+def test_a_model_that_fails_to_warm_is_skipped_and_a_missing_database_warms_nothing(
+    tmp_path: Path,
+) -> None:
+    from api.app import create_app
+    from api.warmup import warm
+
+    store = Store(tmp_path, f"sqlite:///{tmp_path}/candor.db")
+    _register(store, "tiny", 0)
+    _register(store, "broken", 1)
+    broken = store.registry.resolve("broken", "latest")
+    store.close()
+    for stored in store.registry.artifacts.path(broken.artifact_dir).iterdir():
+        stored.write_bytes(b"changed on disk")  # its sha256 no longer matches: loading it is refused
+    app = create_app({"data_dir": tmp_path})
+    report = warm(app.extensions["candor"].service, "tabular")
+    assert (report["warmed"], report["failed"]) == (["tiny:1"], ["broken:1"])
+    app.extensions["candor"].store.close()
+    for path in tmp_path.glob("candor.db*"):
+        path.unlink()
+    (tmp_path / "candor.db").mkdir()  # the database is gone: listing the models fails
+    assert warm(app.extensions["candor"].service, "tabular")["warmed"] == []
