@@ -39,14 +39,20 @@ class ServingMarks:
 
     def reset(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.mark(None)
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def mark(self, pid: int) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (self.directory / str(pid)).touch()
+    def mark(self, pid: int | None) -> None:
+        """Mark ``pid`` serving (None: only create the directory). Where no file can be written (a read-only
+        temporary directory), workers are never marked: each then serves past ``max_requests``."""
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if pid is not None:
+                (self.directory / str(pid)).touch()
+        except OSError as error:
+            log.warning("cannot mark a worker serving: %s", error)
 
     def clear(self, pid: int) -> None:
         with contextlib.suppress(FileNotFoundError):
