@@ -20,12 +20,15 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 HOLD_REQUESTS = 25
+WARM_NICENESS = 10
 """How many more requests a worker due for replacement serves before it looks again for a serving sibling."""
 log = logging.getLogger("candor.warmup")
 _deciding = threading.Lock()
@@ -108,11 +111,32 @@ def prepare_worker(worker: Any, marks: ServingMarks, choice: str) -> None:
     from api.warmup import warm
     from api.wsgi import app
 
-    report = warm(app.extensions["candor"].service, choice, between=worker.notify)
+    report = _warm_in_the_background(lambda: warm(app.extensions["candor"].service, choice), worker.notify)
     log.info("worker warmed", extra={"pid": os.getpid(), **report})
     gc.collect()
     gc.freeze()
     marks.mark(os.getpid())
+
+
+def _warm_in_the_background(
+    work: Callable[[], dict[str, Any]], heartbeat: Callable[[], None]
+) -> dict[str, Any]:
+    """``work()`` in a thread of lower CPU priority (Linux: nice +``WARM_NICENESS`` for that thread only), so
+    that the worker serving alone meanwhile keeps its CPU; the calling thread beats gunicorn's heartbeat."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WARM_NICENESS)
+        result.update(work())
+
+    thread = threading.Thread(target=run, name="candor-warm-up")
+    thread.start()
+    while thread.is_alive():
+        thread.join(1.0)
+        heartbeat()
+    return result
 
 
 def hold_retirement(worker: Any, marks: ServingMarks) -> None:
