@@ -29,8 +29,8 @@ limit_request_line = request_line_limit(_settings.max_request_line)
 timeout = _settings.timeout
 graceful_timeout = 30
 keepalive = 5
-max_requests = 2000
-max_requests_jitter = 200
+max_requests = _settings.max_requests
+max_requests_jitter = _settings.max_requests // 10
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level
@@ -38,12 +38,32 @@ wsgi_app = "api.wsgi:app"
 control_socket_disable = True  # no shared control socket in $HOME; manage with signals
 
 
-def post_worker_init(worker):  # type: ignore[no-untyped-def]
-    """Move the app's ~0.5M start-up objects out of the collector's sight: full collections stay short."""
-    import gc
+def _serving_marks(master_pid):  # type: ignore[no-untyped-def]
+    from api.worker_lifecycle import ServingMarks
 
-    gc.collect()
-    gc.freeze()
+    return ServingMarks(master_pid)
+
+
+def when_ready(server):  # type: ignore[no-untyped-def]
+    """Before the first fork: the modules every worker imports, imported once in the master."""
+    from api.worker_lifecycle import preload_modules
+
+    server.log.info("App modules imported in the master in %.1f s", preload_modules())
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    """Warm the worker before it accepts a connection, freeze the collector's view of its start-up objects,
+    then mark it serving (``api/worker_lifecycle.py``)."""
+    from api.worker_lifecycle import prepare_worker
+
+    prepare_worker(worker, _serving_marks(worker.ppid), _settings.warm_models)
+
+
+def pre_request(worker, req):  # type: ignore[no-untyped-def]
+    """``max_requests`` retires a worker only while another one is warm and serving."""
+    from api.worker_lifecycle import hold_retirement
+
+    hold_retirement(worker, _serving_marks(worker.ppid))
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
@@ -59,6 +79,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
     for stale in METRICS_DIR.glob("*.db"):
         stale.unlink()  # samples of a previous run
+    _serving_marks(server.pid).reset()
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
@@ -70,3 +91,8 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 
     multiprocess.mark_process_dead(worker.pid)
     fold_dead_worker(METRICS_DIR, worker.pid)
+    _serving_marks(server.pid).clear(worker.pid)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    _serving_marks(server.pid).remove()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "CANDOR_"
-EMPTY_IS_A_VALUE = {"rate_limit"}
+EMPTY_IS_A_VALUE = {"rate_limit", "warm_models"}
 """Settings for which an empty variable means something (no rate limit) rather than "use the default"."""
 
 
@@ -57,9 +57,11 @@ class Settings:
     """Longest text (characters) any request may carry; refused before tokenising."""
     max_attention_values: int = 2_000_000
     """Most attention weights (layers x heads x tokens^2) one text may return."""
-    rate_limit: str = "1200/minute"
-    """Requests per API key (``limits`` notation, e.g. ``100/second``); empty or ``off``: no limit. Counted
-    per worker process with the default in-memory storage."""
+    rate_limit: str = "36000/minute"
+    """Requests per API key (``limits`` notation, e.g. ``100/second``), a moving window; empty or ``off``: no
+    limit. Counted per worker process with the in-memory storage (one worker may receive all of a frontend's
+    keep-alive connections, so size it for the key's whole rate), across workers and hosts with Redis. The
+    default, 600 a second, is twice what 4 busy clients reach on one 2-vCPU host (README, rate limits)."""
     rate_limit_storage: str = "memory://"
     """Where rate-limit counters live: memory://, or redis://host:6379 to share them across workers."""
     retention_days: int = 0
@@ -72,6 +74,9 @@ class Settings:
     """Address of an external Dask scheduler for ``candor jobs run``; empty starts a LocalCluster."""
     dask_workers: int = 2
     """Worker processes (one thread each) of the runner's LocalCluster."""
+    dask_dashboard: str = ""
+    """``host:port`` where the runner's LocalCluster serves Dask's dashboard (e.g. ``127.0.0.1:8787``); empty:
+    no dashboard, and no HTTP server on the scheduler or its workers."""
     job_heartbeat_seconds: int = 5
     """How often a runner refreshes the heartbeat of the job it holds."""
     job_stale_seconds: int = 60
@@ -87,6 +92,12 @@ class Settings:
     max_request_line: int = 8190
     """Longest HTTP request line (method, path with query, version) gunicorn accepts, 1-8190 bytes; a longer
     one is a 414 problem document."""
+    max_requests: int = 2000
+    """Requests a gunicorn worker serves before it is replaced (plus up to 10% jitter; 0: never)."""
+    warm_models: str = "tabular"
+    """What a gunicorn worker loads and warms before it accepts requests: ``tabular`` (every tabular model's
+    production version, else its latest), ``all`` (text models too), model names separated by commas, or
+    empty / ``off`` (nothing: models load on their first request)."""
     log_level: str = "info"
     """Log level of the service."""
 

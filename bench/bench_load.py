@@ -13,6 +13,8 @@ Run from the repository root: ``.venv/bin/python bench/bench_load.py [--quick] [
   of the master) gets SIGKILL every ``--kill-every`` seconds. A 200 explanation is acknowledged by its ``id``;
   each must then be in the audit trail (read from the database and by ``GET /v1/explanations/{id}``), the
   chain must verify and the master must have its worker count back: exit status 1 otherwise.
+- Worker replacement (issue 18, ``load_replacement``): 4 clients on predict and on one-row SHAP against a
+  fresh server whose workers ``max_requests`` replaces every few seconds; goal: max <= 300 ms, p99 <= 4x p50.
 Prints markdown tables; writes ``bench/results/load.json``.
 """
 
@@ -46,6 +48,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import load_replacement  # noqa: E402
 from harness import BenchServer  # noqa: E402
 
 from model_store.store import Store  # noqa: E402
@@ -273,6 +276,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fault-seconds", type=float, default=30.0)
     parser.add_argument("--kill-every", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
+    load_replacement.add_arguments(parser)
     args = parser.parse_args()
     if args.quick:
         args.concurrency, args.seconds, args.fault_seconds, args.kill_every = "1,4", 2.0, 8.0, 2.0
@@ -528,19 +532,35 @@ def print_tables(results: dict[str, Any]) -> None:
             print(lines[index])
 
 
+def replacement_phases(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The worker-replacement phase (``load_replacement``), ``--replace-runs`` times on fresh servers."""
+    print(
+        f"\n## worker replacement: {args.replace_clients} clients, max_requests {args.replace_max_requests}, "
+        "default rate limit",
+        flush=True,
+    )
+    this = sys.modules[__name__]
+    return [row for i in range(args.replace_runs) for row in load_replacement.run(this, args, i + 1)]
+
+
 def main() -> int:
     args = parse_args()
     results: dict[str, Any] = {"conditions": conditions(args), "runs": []}
     started = time.monotonic()
-    for backend in args.backends:
-        results["runs"].append(run_backend(backend, args))
+    if not args.replace_only:
+        for backend in args.backends:
+            results["runs"].append(run_backend(backend, args))
+    results["replacement"] = replacement_phases(args)
     results["conditions"]["loadavg_end"] = os.getloadavg()[0]
     results["conditions"]["total_seconds"] = round(time.monotonic() - started, 1)
-    print_tables(results)
+    if not args.replace_only:
+        print_tables(results)
+    load_replacement.print_table(results["replacement"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1, default=str))
     print(f"\nwrote {RESULTS.relative_to(ROOT)} ({results['conditions']['total_seconds']} s)")
-    return 0 if all(fault_ok(run["faults"], args.workers) for run in results["runs"]) else 1
+    faults_ok = all(fault_ok(run["faults"], args.workers) for run in results["runs"])
+    return 0 if faults_ok and all(row["goal_met"] for row in results["replacement"]) else 1
 
 
 if __name__ == "__main__":

@@ -126,7 +126,27 @@ def _accumulate_rows(
 
 
 _accumulate: Any = njit(nogil=True, cache=False)(_accumulate_rows)
-"""Compiled on first use (about a second, once per process)."""
+"""Compiled on first use (about a second, once per process), or by ``compile_now``."""
+
+
+def compile_now() -> None:
+    """Compile ``_accumulate`` for the argument types ``PathTable`` passes (no leaves, one row), e.g. in a
+    gunicorn master before it forks its workers, so that no worker compiles it again."""
+    ints, empty = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    _accumulate(
+        np.zeros((1, 1)),
+        ints,
+        empty,
+        np.zeros(0),
+        np.zeros(0, dtype=np.bool_),
+        empty,
+        empty,
+        empty,
+        empty,
+        empty,
+        np.zeros((0, 1)),
+        np.zeros((1, 1, 1)),
+    )
 
 
 def _unit_tables(leaves: list[_Leaf]) -> list[np.ndarray]:

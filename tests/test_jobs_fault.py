@@ -33,12 +33,13 @@ STALE_SECONDS = 3
 
 @pytest.fixture(scope="module")
 def dask_client() -> Any:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
+    from api.jobs.cluster import local_cluster
+    from api.settings import Settings
+
+    # the runner's own cluster: no dashboard, so no fight over port 8787 with another test run
+    with local_cluster(Settings.load({"dask_workers": 1}, environ={})) as cluster, Client(cluster) as client:
         client.run(warm_up)  # imports done before the clock of the test starts
         yield client
 
