@@ -15,6 +15,9 @@ from model_store.manifest import flatten_messages
 
 PROBLEM_TYPE_BASE = "https://candor.dev/problems/"
 PROBLEM_MIMETYPE = "application/problem+json"
+KSERVE_BLUEPRINTS = frozenset({"kserve"})
+"""Blueprints of the KServe V1 verbs; every path under ``/v2`` (Open Inference Protocol) counts too."""
+MAX_ERROR_FIELDS = 3
 log = logging.getLogger("candor.errors")
 
 
@@ -37,7 +40,34 @@ def problem(
         body["detail"] = detail
     if errors:
         body["errors"] = errors
-    return json_response(body, status=status, mimetype=PROBLEM_MIMETYPE, headers=headers)
+    mimetype = PROBLEM_MIMETYPE
+    if speaks_kserve():
+        body["error"] = error_message(detail or title, errors)
+        mimetype = PROBLEM_MIMETYPE if _asks_for_problem_json() else "application/json"
+    return json_response(body, status=status, mimetype=mimetype, headers=headers)
+
+
+def speaks_kserve() -> bool:
+    """KServe clients (V1 verbs, Open Inference Protocol V2) read the message from an ``error`` member of
+    an ``application/json`` body: their routes add it to the problem document."""
+    path = request.path
+    return request.blueprint in KSERVE_BLUEPRINTS or path == "/v2" or path.startswith("/v2/")
+
+
+def _asks_for_problem_json() -> bool:
+    return any(m == PROBLEM_MIMETYPE and q > 0 for m, q in request.accept_mimetypes)
+
+
+def error_message(text: str, errors: dict[str, Any] | None) -> str:
+    """One line for clients that show only ``error``: the detail, then the first fields' messages."""
+    if not errors:
+        return text
+    parts = []
+    for field, messages in list(errors.items())[:MAX_ERROR_FIELDS]:
+        message = messages[0] if isinstance(messages, list) and messages else messages
+        parts.append(f"{field}: {message}")
+    more = len(errors) - MAX_ERROR_FIELDS
+    return f"{text} {'; '.join(parts)}" + (f" (and {more} more)" if more > 0 else "")
 
 
 def http_problem(error: HTTPException) -> Response:
