@@ -15,8 +15,9 @@ from model_store.manifest import flatten_messages
 
 PROBLEM_TYPE_BASE = "https://candor.dev/problems/"
 PROBLEM_MIMETYPE = "application/problem+json"
-KSERVE_BLUEPRINTS = frozenset({"kserve"})
-"""Blueprints of the KServe V1 verbs; every path under ``/v2`` (Open Inference Protocol) counts too."""
+KSERVE_ENDPOINTS = frozenset({"kserve.KServePredict", "kserve.KServeExplain", "models.Model"})
+"""KServe V1's routes (``:predict``, ``:explain``, and ``GET /v1/models/{name}``, its model-ready call); every
+path under ``/v2`` (Open Inference Protocol) counts too."""
 MAX_ERROR_FIELDS = 3
 log = logging.getLogger("candor.errors")
 
@@ -51,7 +52,7 @@ def speaks_kserve() -> bool:
     """KServe clients (V1 verbs, Open Inference Protocol V2) read the message from an ``error`` member of
     an ``application/json`` body: their routes add it to the problem document."""
     path = request.path
-    return request.blueprint in KSERVE_BLUEPRINTS or path == "/v2" or path.startswith("/v2/")
+    return request.endpoint in KSERVE_ENDPOINTS or path == "/v2" or path.startswith("/v2/")
 
 
 def _asks_for_problem_json() -> bool:

@@ -77,7 +77,7 @@ def running_gunicorn(
 def _healthy(server: Gunicorn) -> bool:
     try:
         return requests.get(server.base + "/v1/health", timeout=2).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # a worker still booting on a busy machine
         return False
 
 
