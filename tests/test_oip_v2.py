@@ -226,3 +226,20 @@ def test_binary_tensor_bodies_are_refused(client: FlaskClient, auth: dict[str, s
         f"{LOAN}/infer", data=b"{}", headers={**auth, "Content-Type": "application/octet-stream"}
     )
     assert response.status_code == 415 and response.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    "operation", ["infer", "versions/{version}/infer", "explain", "versions/{version}/explain"]
+)
+def test_the_contract_examples_reach_the_model(
+    app: Flask, client: FlaskClient, auth: dict[str, str], operation: str
+) -> None:
+    """The OpenAPI examples are valid requests for the demo model, so fuzzers reach inference and SHAP."""
+    spec = client.get("/v1/openapi.json").get_json()
+    path = f"/v2/models/{{name}}/{operation}"
+    body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"]
+    url = path.replace("{name}", "loan").replace("{version}", "production")
+    response = client.post(url, json=body, headers=auth)
+    assert response.status_code == 200, response.get_json()
+    recorded = app.extensions["candor"].store.audit.head()["seq"]
+    assert recorded == (1 if operation.endswith("explain") else 0)

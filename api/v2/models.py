@@ -27,6 +27,7 @@ from api.v1.blueprint import Blueprint
 from api.v1.explain import EXPLAINED_HEADERS, IDEMPOTENCY_PARAMETER, explain_answer
 from api.v1.kserve import default_version
 from api.v1.system import readiness
+from api.v2.examples import LOAN_EXPLAIN_REQUEST, LOAN_REQUEST
 from api.v2.outputs import explanation_outputs, prediction_outputs, requested
 from api.v2.tensors import feature_datatype, tabular_instances, text_instances
 from model_store.errors import InvalidInput
@@ -178,7 +179,7 @@ class VersionReady(MethodView):
 class Infer(MethodView):
     required_scope = "explain"
 
-    @blp.arguments(InferRequestSchema)
+    @blp.arguments(InferRequestSchema, example=LOAN_REQUEST)
     @blp.response(200, InferResponseSchema)
     @blp.alt_response(**INVALID)
     @blp.alt_response(**NOT_FOUND)
@@ -193,7 +194,7 @@ class Infer(MethodView):
 class VersionInfer(MethodView):
     required_scope = "explain"
 
-    @blp.arguments(InferRequestSchema)
+    @blp.arguments(InferRequestSchema, example=LOAN_REQUEST)
     @blp.response(200, InferResponseSchema)
     @blp.alt_response(**INVALID)
     @blp.alt_response(**NOT_FOUND)
@@ -206,7 +207,7 @@ class VersionInfer(MethodView):
 class Explain(MethodView):
     required_scope = "explain"
 
-    @blp.arguments(InferRequestSchema)
+    @blp.arguments(InferRequestSchema, example=LOAN_EXPLAIN_REQUEST)
     @blp.response(200, InferResponseSchema, headers=EXPLAINED_HEADERS)
     @blp.alt_response(**INVALID)
     @blp.alt_response(**NOT_FOUND)
@@ -221,7 +222,7 @@ class Explain(MethodView):
 class VersionExplain(MethodView):
     required_scope = "explain"
 
-    @blp.arguments(InferRequestSchema)
+    @blp.arguments(InferRequestSchema, example=LOAN_EXPLAIN_REQUEST)
     @blp.response(200, InferResponseSchema, headers=EXPLAINED_HEADERS)
     @blp.alt_response(**INVALID)
     @blp.alt_response(**NOT_FOUND)
