@@ -68,7 +68,8 @@ def error_message(text: str, errors: dict[str, Any] | None) -> str:
         message = messages[0] if isinstance(messages, list) and messages else messages
         parts.append(f"{field}: {message}")
     more = len(errors) - MAX_ERROR_FIELDS
-    return f"{text} {'; '.join(parts)}" + (f" (and {more} more)" if more > 0 else "")
+    listed = "; ".join(part for part in parts if part not in text)  # a one-field detail names it already
+    return " ".join(filter(None, [text, listed])) + (f" (and {more} more)" if more > 0 else "")
 
 
 def http_problem(error: HTTPException) -> Response:

@@ -243,3 +243,22 @@ def test_the_contract_examples_reach_the_model(
     assert response.status_code == 200, response.get_json()
     recorded = app.extensions["candor"].store.audit.head()["seq"]
     assert recorded == (1 if operation.endswith("explain") else 0)
+
+
+def test_a_model_that_cannot_load_is_not_ready(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
+    store = app.extensions["candor"].store
+    info = store.registry.resolve("loan", "production")
+    artifact = next(p for p in store.registry.artifacts.path(info.artifact_dir).iterdir() if p.is_file())
+    artifact.write_bytes(b"tampered")
+    server = client.get("/v2/health/ready")
+    assert server.status_code == 503 and server.headers["Content-Type"] == "application/json"
+    assert "cannot be loaded" in server.get_json()["error"]
+    model = client.get(f"{LOAN}/ready", headers=auth)
+    assert model.status_code == 503 and "version 1 cannot be loaded" in model.get_json()["error"]
+    assert client.get("/v2/models/clinical/ready", headers=auth).status_code == 200
+
+
+def test_a_one_field_error_is_named_once(client: FlaskClient, auth: dict[str, str], app: Flask) -> None:
+    body = {"inputs": per_feature(app, loan_rows(1)), "outputs": [{"name": "shap"}]}
+    error = client.post(f"{LOAN}/infer", json=body, headers=auth).get_json()["error"]
+    assert error.count("outputs.0.name") == 1 and "Unknown output" in error
