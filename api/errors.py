@@ -15,9 +15,9 @@ from model_store.manifest import flatten_messages
 
 PROBLEM_TYPE_BASE = "https://candor.dev/problems/"
 PROBLEM_MIMETYPE = "application/problem+json"
-KSERVE_ENDPOINTS = frozenset({"kserve.KServePredict", "kserve.KServeExplain", "models.Model"})
-"""KServe V1's routes (``:predict``, ``:explain``, and ``GET /v1/models/{name}``, its model-ready call); every
-path under ``/v2`` (Open Inference Protocol) counts too."""
+KSERVE_ENDPOINTS = frozenset({"kserve.KServePredict", "kserve.KServeExplain"})
+"""KServe V1's verbs (``:predict``, ``:explain``); every path under ``/v2`` (Open Inference Protocol) counts
+too. ``GET /v1/models/{name}`` (also KServe V1's model-ready call) stays Candor's resource: problem+json."""
 MAX_ERROR_FIELDS = 3
 log = logging.getLogger("candor.errors")
 

@@ -126,7 +126,7 @@ def finish(api: Api) -> None:
 
 def _speaks_kserve(path: str) -> bool:
     """The paths whose errors carry ``error`` as application/json (api.errors.speaks_kserve)."""
-    return path.startswith("/v2") or path.endswith((":predict", ":explain")) or path == "/v1/models/{name}"
+    return path.startswith("/v2") or path.endswith((":predict", ":explain"))
 
 
 def _errors_as_oip_problems(operation: dict[str, Any]) -> None:

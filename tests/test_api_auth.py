@@ -97,7 +97,7 @@ def protected(app: Flask) -> list[tuple[str, str, str]]:
 def assert_problem(response, status: int) -> dict[str, Any]:
     assert response.status_code == status, (response.request.method, response.request.path, response.data)
     path = response.request.path
-    kserve = path.startswith("/v2") or path.endswith((":predict", ":explain")) or path == "/v1/models/loan"
+    kserve = path.startswith("/v2") or path.endswith((":predict", ":explain"))
     assert response.mimetype == ("application/json" if kserve else PROBLEM)  # what KServe clients read
     if response.request.method == "HEAD":
         assert response.data == b""

@@ -67,8 +67,7 @@ def upload(
 
 def assert_problem(response, status: int, field: str | None = None) -> dict[str, Any]:
     assert response.status_code == status, response.get_data(as_text=True)
-    kserve = response.request.path.count("/") == 3  # GET /v1/models/{name}: KServe V1's model-ready call
-    assert response.mimetype == ("application/json" if kserve else PROBLEM)
+    assert response.mimetype == PROBLEM
     body = response.get_json()
     assert {"type", "title", "status", "instance"} <= body.keys()
     assert body["status"] == status

@@ -92,7 +92,7 @@ def test_v1_errors_reach_the_sdk_with_their_message(report: dict[str, Any]) -> N
     error = report["v1"]["error"]
     assert error.startswith("Some instances do not match") and "instances.0.purpose" in error, error
     assert "422 UNPROCESSABLE" in error.upper()
-    assert "Model 'ghost' is not registered." in report["v1"]["unknown_model_error"]
+    assert "404 NOT FOUND" in report["v1"]["unknown_model_error"].upper()  # Candor's resource: problem+json
 
 
 def test_v2_probes(report: dict[str, Any]) -> None:

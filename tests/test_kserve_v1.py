@@ -59,12 +59,5 @@ def test_kserve_verb_error_content_type_is_negotiable(client: FlaskClient) -> No
 
 
 def test_other_routes_keep_plain_problem_documents(client: FlaskClient, auth: dict[str, str]) -> None:
-    response = client.get("/v1/models/ghost/versions/1", headers=auth)
+    response = client.get("/v1/models/ghost", headers=auth)  # Candor's model resource (also KServe's ready)
     assert response.mimetype == "application/problem+json" and "error" not in response.get_json()
-
-
-def test_model_resource_errors_carry_error_as_json(client: FlaskClient, auth: dict[str, str]) -> None:
-    """``GET /v1/models/{name}`` is KServe V1's model-ready call: the SDK shows ``error`` of a 404."""
-    response = client.get("/v1/models/ghost", headers=auth)
-    assert response.status_code == 404 and response.headers["Content-Type"] == "application/json"
-    assert response.get_json()["error"] == "Model 'ghost' is not registered."
