@@ -19,6 +19,8 @@ from api.schemas.common import ProblemSchema
 from api.service import ExplanationService
 from api.settings import Settings
 from api.v1 import audit, explain, jobs, keys, kserve, models, plots, system, understanding
+from api.v2 import models as oip_models
+from api.v2 import server as oip_server
 from model_store.store import Store
 
 API_VERSION = "1.0.0"
@@ -69,6 +71,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         jobs.blp,
         plots.blp,
         understanding.blp,
+        oip_server.blp,
+        oip_models.blp,
     ):
         api.register_blueprint(blueprint)
     metrics.init_app(app, api, store.sessions)

@@ -16,6 +16,10 @@ from model_store.manifest import flatten_messages
 PROBLEM_TYPE_BASE = "https://candor.dev/problems/"
 PROBLEM_MIMETYPE = "application/problem+json"
 UNEXPECTED = "An unexpected error occurred; it has been logged."
+KSERVE_ENDPOINTS = frozenset({"kserve.KServePredict", "kserve.KServeExplain"})
+"""KServe V1's verbs (``:predict``, ``:explain``); every path under ``/v2`` (Open Inference Protocol) counts
+too. ``GET /v1/models/{name}`` (also KServe V1's model-ready call) stays Candor's resource: problem+json."""
+MAX_ERROR_FIELDS = 3
 log = logging.getLogger("candor.errors")
 
 
@@ -28,7 +32,11 @@ def problem(
     headers: dict[str, str] | None = None,
 ) -> Response:
     body = problem_document(status, title, detail, errors, type_slug)
-    return json_response(body, status=status, mimetype=PROBLEM_MIMETYPE, headers=headers)
+    mimetype = PROBLEM_MIMETYPE
+    if speaks_kserve():
+        body["error"] = error_message(detail or title, errors)
+        mimetype = PROBLEM_MIMETYPE if _asks_for_problem_json() else "application/json"
+    return json_response(body, status=status, mimetype=mimetype, headers=headers)
 
 
 def problem_document(
@@ -58,6 +66,30 @@ def problem_of(error: Exception) -> dict[str, Any]:
     if isinstance(error, CandorError):
         return problem_document(error.status, error.title, error.detail, error.errors, error.type_slug)
     return problem_document(500, "Internal Server Error", UNEXPECTED)
+
+
+def speaks_kserve() -> bool:
+    """KServe clients (V1 verbs, Open Inference Protocol V2) read the message from an ``error`` member of
+    an ``application/json`` body: their routes add it to the problem document."""
+    path = request.path
+    return request.endpoint in KSERVE_ENDPOINTS or path == "/v2" or path.startswith("/v2/")
+
+
+def _asks_for_problem_json() -> bool:
+    return any(m == PROBLEM_MIMETYPE and q > 0 for m, q in request.accept_mimetypes)
+
+
+def error_message(text: str, errors: dict[str, Any] | None) -> str:
+    """One line for clients that show only ``error``: the detail, then the first fields' messages."""
+    if not errors:
+        return text
+    parts = []
+    for field, messages in list(errors.items())[:MAX_ERROR_FIELDS]:
+        message = messages[0] if isinstance(messages, list) and messages else messages
+        parts.append(f"{field}: {message}")
+    more = len(errors) - MAX_ERROR_FIELDS
+    listed = "; ".join(part for part in parts if part not in text)  # a one-field detail names it already
+    return " ".join(filter(None, [text, listed])) + (f" (and {more} more)" if more > 0 else "")
 
 
 def http_problem(error: HTTPException) -> Response:

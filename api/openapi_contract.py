@@ -14,10 +14,13 @@ from api.schemas.common import MODEL_NAME, VERSION_PATTERN
 from api.schemas.models import CAP_KEY
 from api.settings import Settings
 
-PUBLIC_PATHS = ("/v1/health", "/v1/ready")
+PUBLIC_PATHS = ("/v1/health", "/v1/ready", "/v2/health/live", "/v2/health/ready")
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 PROBLEM = "application/problem+json"
 PROBLEM_RESPONSE = {"$ref": "#/components/responses/Problem"}
+OIP_PROBLEM_RESPONSE = {"$ref": "#/components/responses/OipProblem"}
+OIP_PROBLEM_SCHEMA = {"schema": {"$ref": "#/components/schemas/OipProblem"}}
+OIP_PROBLEM_CONTENT = {"application/json": OIP_PROBLEM_SCHEMA, "application/problem+json": OIP_PROBLEM_SCHEMA}
 URI_TOO_LONG = {
     "description": "Request line over CANDOR_MAX_REQUEST_LINE bytes (8190 by default), refused by gunicorn",
     "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
@@ -106,6 +109,14 @@ def finish(api: Api, settings: Settings) -> None:
             "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         },
     )
+    spec.components.response(
+        "OipProblem",
+        {
+            "description": "An RFC 9457 problem document with the error member KServe clients read, "
+            "as application/json unless Accept names application/problem+json",
+            "content": OIP_PROBLEM_CONTENT,
+        },
+    )
     for path, operations in spec._paths.items():
         for parameter in operations.get("parameters", []):
             _describe_path_parameter(path, parameter)
@@ -124,6 +135,25 @@ def finish(api: Api, settings: Settings) -> None:
             for status in ("401", "403", "429"):
                 operation.setdefault("responses", {}).setdefault(status, PROBLEM_RESPONSE)
             operation["responses"].setdefault("414", URI_TOO_LONG)
+        if _speaks_kserve(path):
+            for method, operation in operations.items():
+                if method in HTTP_METHODS:
+                    _errors_as_oip_problems(operation)
+
+
+def _speaks_kserve(path: str) -> bool:
+    """The paths whose errors carry ``error`` as application/json (api.errors.speaks_kserve)."""
+    return path.startswith("/v2") or path.endswith((":predict", ":explain"))
+
+
+def _errors_as_oip_problems(operation: dict[str, Any]) -> None:
+    for status, response in operation.get("responses", {}).items():
+        if status == "414" or not (status[0] in "45" or status == "default"):
+            continue
+        if response == PROBLEM_RESPONSE:
+            operation["responses"][status] = OIP_PROBLEM_RESPONSE
+        elif isinstance(response, dict) and response.get("content"):
+            response["content"] = copy.deepcopy(OIP_PROBLEM_CONTENT)
 
 
 def _errors_as_problems(operation: dict[str, Any]) -> None:

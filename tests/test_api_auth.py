@@ -22,6 +22,8 @@ PUBLIC = {
     "/docs/assets/<path:filename>",
     "/",
     "/explorer/<name>",
+    "/v2/health/live",
+    "/v2/health/ready",
 }
 SCOPES = {
     ("GET", "/v1/models"): "explain",
@@ -59,6 +61,15 @@ SCOPES = {
     ("GET", "/v1/jobs/<job_id>"): "explain",
     ("DELETE", "/v1/jobs/<job_id>"): "explain",
     ("GET", "/v1/jobs/<job_id>/result"): "explain",
+    ("GET", "/v2"): "explain",
+    ("GET", "/v2/models/<name>"): "explain",
+    ("GET", "/v2/models/<name>/versions/<version>"): "explain",
+    ("GET", "/v2/models/<name>/ready"): "explain",
+    ("GET", "/v2/models/<name>/versions/<version>/ready"): "explain",
+    ("POST", "/v2/models/<name>/infer"): "explain",
+    ("POST", "/v2/models/<name>/versions/<version>/infer"): "explain",
+    ("POST", "/v2/models/<name>/explain"): "explain",
+    ("POST", "/v2/models/<name>/versions/<version>/explain"): "explain",
 }
 PATH_VALUES = {"name": "loan", "version": "1", "filename": "x"}
 
@@ -85,7 +96,9 @@ def protected(app: Flask) -> list[tuple[str, str, str]]:
 
 def assert_problem(response, status: int) -> dict[str, Any]:
     assert response.status_code == status, (response.request.method, response.request.path, response.data)
-    assert response.mimetype == PROBLEM
+    path = response.request.path
+    kserve = path.startswith("/v2") or path.endswith((":predict", ":explain"))
+    assert response.mimetype == ("application/json" if kserve else PROBLEM)  # what KServe clients read
     if response.request.method == "HEAD":
         assert response.data == b""
         return {}

@@ -34,6 +34,10 @@ class VersionSummarySchema(StrictSchema):
 
 class ModelDetailSchema(ModelSummarySchema):
     versions = fields.List(fields.Nested(VersionSummarySchema), required=True)
+    ready = fields.Boolean(
+        required=True,
+        metadata={"description": "The serving version (production, else latest) loads (KServe V1 readiness)"},
+    )
 
 
 class VersionDetailSchema(StrictSchema):

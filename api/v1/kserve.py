@@ -19,7 +19,8 @@ from model_store.errors import VersionNotFound
 blp = Blueprint("kserve", __name__, url_prefix="/v1/models", description="KServe V1 compatibility")
 
 
-def _default_version(name: str) -> str:
+def default_version(name: str) -> str:
+    """The version KServe routes without a version serve: production, else the latest."""
     try:
         return str(candor().store.registry.resolve(name, "production").version)
     except VersionNotFound:
@@ -36,7 +37,7 @@ class KServePredict(MethodView):
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
         """KServe V1 predict: ``{"instances": [...]}`` -> ``{"predictions": [...]}``."""
-        result = candor().service.predict(name, _default_version(name), body["instances"])
+        result = candor().service.predict(name, default_version(name), body["instances"])
         predictions = result["predictions"]
         payload: dict[str, Any] = {
             "predictions": [p.get("label", p.get("value")) for p in predictions],
@@ -60,6 +61,6 @@ class KServeExplain(MethodView):
     def post(self, body: dict[str, Any], query: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
         """KServe V1 explain: SHAP attributions with the model's defaults, as an Explanation envelope."""
         options = {"narrative": True} if query["narrative"] else {}
-        version, instances = _default_version(name), body["instances"]
+        version, instances = default_version(name), body["instances"]
         envelope, headers = explain_answer("shap", name, version, instances, options, asked="default")
         return json_response(envelope, headers=headers)

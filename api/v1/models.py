@@ -17,6 +17,7 @@ from api.schemas.models import (
     VersionDetailSchema,
 )
 from api.v1.blueprint import Blueprint
+from api.v1.system import readiness
 from model_store.manifest import read_manifest_text
 from model_store.registry import check_name
 
@@ -42,8 +43,10 @@ class Model(MethodView):
     @blp.response(200, ModelDetailSchema)
     @blp.alt_response(404, schema=ProblemSchema)
     def get(self, name: str):  # type: ignore[no-untyped-def]
-        """A model with its versions and stages."""
+        """A model with its versions and stages; ``ready``: its serving version (production, else latest)
+        loads in this server (what KServe clients read)."""
         model = candor().store.registry.get_model(name)
+        model["ready"] = readiness().serves(model)
         model["versions"] = [
             {
                 "version": v.version,

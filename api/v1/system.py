@@ -44,6 +44,15 @@ class ModelReadiness:
                 failing.append(summary["name"])
         return failing
 
+    def serves(self, summary: dict[str, Any]) -> bool:
+        """Whether a model (its ``list_models`` summary) has a serving version that loads."""
+        number = summary["production_version"] or summary["latest_version"]
+        return number is not None and self._loads(summary["name"], number)
+
+    def version_loads(self, name: str, number: int) -> bool:
+        """Whether that version of the model loads (a failure is logged and retried later)."""
+        return self._loads(name, number)
+
     def _loads(self, name: str, number: int) -> bool:
         info = self.registry.resolve(name, number)
         key = info.cache_key
@@ -66,7 +75,8 @@ class ModelReadiness:
         return True
 
 
-def _readiness() -> ModelReadiness:
+def readiness() -> ModelReadiness:
+    """This worker's model readiness (shared by /v1/ready, the model resources and /v2's ready routes)."""
     extensions = current_app.extensions
     if "candor.readiness" not in extensions:
         extensions.setdefault("candor.readiness", ModelReadiness(candor().store.registry))
@@ -97,14 +107,21 @@ class Ready(MethodView):
         """Readiness: the database answers and every registered model can be loaded.
 
         Each model's serving version (production, else latest) loads once per worker, then is remembered."""
-        if not candor().store.ping():
-            return problem(503, "Service Unavailable", "The database is unreachable.")
-        try:
-            failing = _readiness().unloadable()
-        except SQLAlchemyError:
-            log.warning("readiness: the database failed during the model check", exc_info=True)
-            return problem(503, "Service Unavailable", "The database is unreachable.")
-        if failing:
-            detail = f"{len(failing)} registered model(s) cannot be loaded; the server log names them."
-            return problem(503, "Service Unavailable", detail)
+        reason = not_ready()
+        if reason is not None:
+            return problem(503, "Service Unavailable", reason)
         return {"status": "ready", "database": "ok"}
+
+
+def not_ready() -> str | None:
+    """Why the server is not ready, or None: the database is unreachable or a model cannot be loaded."""
+    if not candor().store.ping():
+        return "The database is unreachable."
+    try:
+        failing = readiness().unloadable()
+    except SQLAlchemyError:
+        log.warning("readiness: the database failed during the model check", exc_info=True)
+        return "The database is unreachable."
+    if failing:
+        return f"{len(failing)} registered model(s) cannot be loaded; the server log names them."
+    return None
