@@ -16,9 +16,9 @@ from model_store.manifest import flatten_messages
 PROBLEM_TYPE_BASE = "https://candor.dev/problems/"
 PROBLEM_MIMETYPE = "application/problem+json"
 UNEXPECTED = "An unexpected error occurred; it has been logged."
-KSERVE_ENDPOINTS = frozenset({"kserve.KServePredict", "kserve.KServeExplain"})
-"""KServe V1's verbs (``:predict``, ``:explain``); every path under ``/v2`` (Open Inference Protocol) counts
-too. ``GET /v1/models/{name}`` (also KServe V1's model-ready call) stays Candor's resource: problem+json."""
+KSERVE_V1_VERBS = (":predict", ":explain")
+"""KServe V1's verbs under ``/v1/models/``; every path under ``/v2`` (Open Inference Protocol) counts too.
+``GET /v1/models/{name}`` (also KServe V1's model-ready call) stays Candor's resource: problem+json."""
 MAX_ERROR_FIELDS = 3
 log = logging.getLogger("candor.errors")
 
@@ -72,7 +72,8 @@ def speaks_kserve() -> bool:
     """KServe clients (V1 verbs, Open Inference Protocol V2) read the message from an ``error`` member of
     an ``application/json`` body: their routes add it to the problem document."""
     path = request.path
-    return request.endpoint in KSERVE_ENDPOINTS or path == "/v2" or path.startswith("/v2/")
+    verb = path.startswith("/v1/models/") and path.endswith(KSERVE_V1_VERBS)  # a 405 on a verb's path too
+    return verb or path == "/v2" or path.startswith("/v2/")
 
 
 def _asks_for_problem_json() -> bool:

@@ -50,6 +50,7 @@ SCOPES = {
     ("POST", "/v1/explanations/<record_id>/replay"): "audit:read",
     ("GET", "/v1/explanations/<record_id>/blobs/<digest>"): "audit:read",
     ("GET", "/v1/explanations/<record_id>/plot"): "audit:read",
+    ("GET", "/v1/explanations/<record_id>/bertviz"): "audit:read",
     ("GET", "/v1/audit/verify"): "audit:read",
     ("GET", "/v1/metrics"): "admin",
     ("GET", "/v1/keys"): "admin",
