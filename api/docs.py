@@ -47,6 +47,10 @@ segments its SHAP attributions form.
 - **audit**: the audit trail: list, export, fetch and replay explanation records, verify the hash chain.
 - **keys**: API key administration (scopes, model allowlists, rotation, revocation).
 - **kserve**: KServe V1 compatibility (`:predict`, `:explain`).
+- **oip_server**: KServe's Open Inference Protocol V2 server routes (`/v2`, `/v2/health/live`, \
+`/v2/health/ready`).
+- **oip_models**: Open Inference Protocol V2 per model: metadata, readiness, `infer` and a SHAP `explain` \
+extension, recorded like every explanation.
 - **system**: health and readiness probes.
 - **metrics**: Prometheus metrics (requests, latencies, explanation and model load times, the job queue).
 

@@ -127,7 +127,8 @@ def test_errors_are_documented_as_problems(client: FlaskClient) -> None:
             if code.startswith(("4", "5")) or code == "default":
                 text = yaml.safe_dump(response)
                 assert "Problem" in text, (method, path, code)
-                if path.startswith("/v2") or path.endswith((":predict", ":explain")):
+                kserve = path.startswith("/v2") or path.endswith((":predict", ":explain"))
+                if kserve and code != "414":  # a 414 is gunicorn's, before any route: a plain problem
                     assert "OipProblem" in text, (method, path, code)  # KServe clients read application/json
                     continue
                 assert "application/json" not in response.get("content", {}), (method, path, code)
