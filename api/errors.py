@@ -71,8 +71,12 @@ def problem_of(error: Exception) -> dict[str, Any]:
 def speaks_kserve() -> bool:
     """KServe clients (V1 verbs, Open Inference Protocol V2) read the message from an ``error`` member of
     an ``application/json`` body: their routes add it to the problem document."""
-    path = request.path
-    verb = path.startswith("/v1/models/") and path.endswith(KSERVE_V1_VERBS)  # a 405 on a verb's path too
+    return is_kserve_path(request.path)  # by path: a 405 on a verb's path too
+
+
+def is_kserve_path(path: str) -> bool:
+    """A KServe V1 verb's path or one under ``/v2`` (route templates as well as request paths)."""
+    verb = path.startswith("/v1/models/") and path.endswith(KSERVE_V1_VERBS)
     return verb or path == "/v2" or path.startswith("/v2/")
 
 

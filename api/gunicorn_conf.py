@@ -7,6 +7,7 @@ prometheus_client); the master empties it at start-up and folds each dead worker
 Access lines come from the app (JSON, with the request id), so gunicorn's own access log is off.
 """
 
+import functools
 import os
 from pathlib import Path
 
@@ -38,6 +39,7 @@ wsgi_app = "api.wsgi:app"
 control_socket_disable = True  # no shared control socket in $HOME; manage with signals
 
 
+@functools.cache
 def _serving_marks(master_pid):  # type: ignore[no-untyped-def]
     from api.worker_lifecycle import ServingMarks
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask_smorest import Api
 
+from api.errors import is_kserve_path
 from api.openapi_examples import add_request_examples, path_example
 from api.schemas.common import MODEL_NAME, VERSION_PATTERN
 from api.schemas.models import CAP_KEY
@@ -135,15 +136,10 @@ def finish(api: Api, settings: Settings) -> None:
             for status in ("401", "403", "429"):
                 operation.setdefault("responses", {}).setdefault(status, PROBLEM_RESPONSE)
             operation["responses"].setdefault("414", URI_TOO_LONG)
-        if _speaks_kserve(path):
+        if is_kserve_path(path):
             for method, operation in operations.items():
                 if method in HTTP_METHODS:
                     _errors_as_oip_problems(operation)
-
-
-def _speaks_kserve(path: str) -> bool:
-    """The paths whose errors carry ``error`` as application/json (api.errors.speaks_kserve)."""
-    return path.startswith("/v2") or path.endswith((":predict", ":explain"))
 
 
 def _errors_as_oip_problems(operation: dict[str, Any]) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from model_store.archive_limits import ArchiveLimits
+
 ENV_PREFIX = "CANDOR_"
 EMPTY_IS_A_VALUE = {"rate_limit", "warm_models"}
 """Settings for which an empty variable means something (no rate limit) rather than "use the default"."""
@@ -42,14 +44,14 @@ class Settings:
     """Upper bound on a counterfactual request's ``budget_ms`` (kept below the gunicorn timeout)."""
     torch_threads: int = 1
     """torch intra-op threads per worker process (text models)."""
-    max_archive_members: int = 200
+    max_archive_members: int = ArchiveLimits.max_members
     """Most files in a text model upload."""
-    max_archive_bytes: int = 2 * 1024 * 1024 * 1024
+    max_archive_bytes: int = ArchiveLimits.max_bytes
     """Largest uncompressed text model upload."""
-    max_archive_ratio: int = 100
+    max_archive_ratio: int = ArchiveLimits.max_ratio
     """Most bytes an uploaded archive (a text model's zip or tar, a skops file) may expand to per byte
     uploaded; checked on the declared sizes before anything is expanded, then on the bytes written."""
-    max_skops_schema_bytes: int = 16 * 1024 * 1024
+    max_skops_schema_bytes: int = ArchiveLimits.max_skops_schema_bytes
     """Largest ``schema.json`` a skops upload may declare (skops parses it whole before any check)."""
     max_text_instances: int = 32
     """Most texts one attention or attributions request may carry."""

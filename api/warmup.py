@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter
@@ -56,11 +55,8 @@ def warm_targets(service: ExplanationService, choice: str) -> list[VersionInfo]:
     return [t for t in targets if wanted != "tabular" or t.flavour == "tabular"]
 
 
-def warm(
-    service: ExplanationService, choice: str, between: Callable[[], None] = lambda: None
-) -> dict[str, Any]:
-    """Warm every target, calling ``between()`` after each (a gunicorn worker's heartbeat); returns what was
-    warmed (``name:version``), what failed, and the seconds taken."""
+def warm(service: ExplanationService, choice: str) -> dict[str, Any]:
+    """Warm every target; returns what was warmed (``name:version``), what failed, and the seconds taken."""
     started = time.perf_counter()
     warmed: list[str] = []
     failed: list[str] = []
@@ -77,8 +73,6 @@ def warm(
             log.exception("warm-up failed", extra={"model": label})
             failed.append(label)
             continue
-        finally:
-            between()
         WARMED.labels(info.flavour).inc()
         warmed.append(label)
     return {"warmed": warmed, "failed": failed, "seconds": round(time.perf_counter() - started, 3)}

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 HOLD_REQUESTS = 25
-WARM_NICENESS = 10
 """How many more requests a worker due for replacement serves before it looks again for a serving sibling."""
+WARM_NICENESS = 10
 log = logging.getLogger("candor.warmup")
 _deciding = threading.Lock()
 
@@ -41,7 +41,7 @@ class ServingMarks:
         self.directory = Path(tempfile.gettempdir()) / f"candor-serving-{master_pid}"
 
     def reset(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self.remove()
         self.mark(None)
 
     def remove(self) -> None:

@@ -28,7 +28,7 @@ HEAD = (
 )
 
 
-def _stats(load: Any, outcomes: list[Any], wall: float) -> dict[str, Any]:
+def _stats(outcomes: list[Any], wall: float) -> dict[str, Any]:
     """Latency of every answered request (errors included in max), errors by status or failure."""
     latencies = np.array([o.latency for o in outcomes if o.status is not None]) * 1000
     errors = [o for o in outcomes if o.status != 200]
@@ -67,7 +67,7 @@ def run(load: Any, args: argparse.Namespace, run_index: int) -> list[dict[str, A
                     server, [endpoint], args.replace_clients, args.replace_seconds
                 )
                 row = {"run": run_index, "endpoint": endpoint, "clients": args.replace_clients}
-                row.update(_stats(load, outcomes, wall), replaced=replaced)
+                row.update(_stats(outcomes, wall), replaced=replaced)
                 rows.append(row)
                 print(
                     f"  run {run_index} {endpoint:<8} {row['requests']:>6} req p50 {row['p50_ms']:.1f} "

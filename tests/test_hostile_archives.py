@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from test_hostile_uploads import assert_refused
 from test_store_safety import _PIPELINE, _REFERENCE, safe_manifest
 
 from api.app import create_app
 from model_store.safe_load import dump_skops
 
-PROBLEM = "application/problem+json"
 MANIFEST = json.dumps(
     {"name": "triage", "task": "text_classification", "classes": ["routine", "urgent"], "max_tokens": 64}
 )
@@ -62,10 +62,7 @@ def post(app: Flask, artifact: bytes, manifest: str = MANIFEST, **parts: Any) ->
 
 def refused(response: Any, words: str) -> None:
     """A 422 problem naming ``artifact`` whose message says ``words``."""
-    assert response.status_code == 422, response.get_data(as_text=True)[:500]
-    assert response.mimetype == PROBLEM
-    messages = response.get_json()["errors"]["artifact"]
-    assert any(words in m for m in messages), messages
+    assert_refused(response, "artifact", words)
 
 
 def stored(app: Flask) -> list[Path]:

@@ -55,11 +55,16 @@ def register(app: Flask, manifest: str) -> Any:
     )
 
 
-def assert_manifest_refused(response: Any, words: str) -> None:
+def assert_refused(response: Any, field: str, words: str) -> None:
+    """A 422 problem naming ``field`` whose message says ``words``."""
     assert response.status_code == 422, response.get_data(as_text=True)[:500]
     assert response.mimetype == PROBLEM
-    messages = response.get_json()["errors"]["manifest"]
+    messages = response.get_json()["errors"][field]
     assert any(words in m for m in messages), messages
+
+
+def assert_manifest_refused(response: Any, words: str) -> None:
+    assert_refused(response, "manifest", words)
 
 
 def test_billion_laughs_is_refused_before_anything_walks_it(app: Flask) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from model_store.manifest import NAME_PATTERN
+
 MAX_INT32 = 2**31 - 1
 """The largest value an INTEGER column holds (versions, positions)."""
 MAX_FEATURE_NAME = 128
@@ -30,8 +32,8 @@ MAX_DATETIME_CHARS = 64
 MAX_FORM_CHARS = 120_000
 """A multipart form field's text: Flask keeps at most 500,000 bytes of a form field in memory (413 past it);
 this many characters fit even at four UTF-8 bytes each, so an over-long field is a 422 naming it."""
-MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
-"""A model's name, as the registry takes it."""
+MODEL_NAME = NAME_PATTERN.removeprefix("^").removesuffix("$")
+"""A model's name, as the registry takes it (the manifest's pattern, unanchored)."""
 VERSION_PATTERN = r"latest|production|[0-9]{1,9}"
 """A version as a route names it (the registry takes at most nine digits)."""
 
@@ -58,10 +60,7 @@ class FullMatch(validate.Regexp):
 
 def text(max_length: int, *, min_length: int | None = None, **kwargs: Any) -> fields.String:
     """A string of at most ``max_length`` characters (other validators may be passed in ``validate``)."""
-    extra = kwargs.pop("validate", None)
-    validators = [validate.Length(min=min_length, max=max_length)]
-    if extra is not None:
-        validators += list(extra) if isinstance(extra, list | tuple) else [extra]
+    validators = [validate.Length(min=min_length, max=max_length), *_as_list(kwargs.pop("validate", None))]
     return fields.String(validate=validators, **kwargs)
 
 

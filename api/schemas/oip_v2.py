@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate
 
-from api.schemas.common import ProblemSchema, StrictSchema
+from api.schemas.common import BoundedList, ProblemSchema, StrictSchema
 
 DATATYPES = (
     "BOOL",
@@ -54,11 +54,8 @@ def _parameters(description: str) -> fields.Dict:
 
 
 def _shape(minimum: int) -> fields.List:
-    return fields.List(
-        fields.Integer(strict=True, validate=validate.Range(min=minimum, max=MAX_DIM)),
-        required=True,
-        validate=validate.Length(min=1, max=MAX_DIMS),
-    )
+    dimension = fields.Integer(strict=True, validate=validate.Range(min=minimum, max=MAX_DIM))
+    return BoundedList(dimension, MAX_DIMS, 1, required=True)
 
 
 class RequestInputSchema(StrictSchema):
@@ -66,10 +63,10 @@ class RequestInputSchema(StrictSchema):
     shape = _shape(0)
     datatype = fields.String(required=True, validate=validate.OneOf(DATATYPES))
     parameters = _parameters("Tensor parameters (read by no model here)")
-    data = fields.List(
+    data = BoundedList(
         fields.Raw(),
+        MAX_ELEMENTS,
         required=True,
-        validate=validate.Length(max=MAX_ELEMENTS),
         metadata={"description": "Elements in row-major order, flat or nested as the shape"},
     )
 
@@ -87,12 +84,11 @@ class InferRequestSchema(StrictSchema):
     parameters = _parameters(
         "explain: SHAP options algorithm, output, target, seed, max_evals, background_rows; infer: ignored"
     )
-    inputs = fields.List(
-        fields.Nested(RequestInputSchema), required=True, validate=validate.Length(min=1, max=MAX_TENSORS)
-    )
-    outputs = fields.List(
+    inputs = BoundedList(fields.Nested(RequestInputSchema), MAX_TENSORS, 1, required=True)
+    outputs = BoundedList(
         fields.Nested(RequestOutputSchema),
-        validate=validate.Length(min=1, max=16),
+        16,
+        1,
         metadata={"description": "The outputs to return (default: all)"},
     )
 

@@ -24,7 +24,7 @@ from api.v1.blueprint import Blueprint
 from explainers import bertviz_view
 from explainers.importance import AGNOSTIC_ROWS
 from explainers.narratives import Names, effort_scales
-from explainers.plots import DPI, FORMATS, SIZES, record_picture, render
+from explainers.plots import DPI, FORMATS, SIZES, record_picture, record_result, render
 from explainers.shap_backends import BACKGROUND_SEED
 from explainers.shap_tabular import ShapExplainer
 from model_store.audit_blobs import AuditBlobs
@@ -106,12 +106,16 @@ class RecordPlot(MethodView):
         features, least effort first; reasons -> ranked bars; attention -> token x token heatmap
         (``view=head|layer_mean|layer_max|rollout``, ``layer``, ``head``); attributions -> the text with
         each word coloured by its attribution."""
-        record = _visible_record(record_id)
-        blobs = AuditBlobs(candor().store.sessions)  # arrays kept as blobs: the picture needs their values
-        record["explanation"] = blobs.arrays_in(record.get("explanation"))
+        record = _with_arrays(_visible_record(record_id))
         picture, result = record_picture(record, query["instance"])
         data = _record_data(record, picture, result, query)
         return _image(render(picture, query["format"], data), query["format"])
+
+
+def _with_arrays(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with the arrays it keeps as blobs read back in (a picture needs their values)."""
+    record["explanation"] = AuditBlobs(candor().store.sessions).arrays_in(record.get("explanation"))
+    return record
 
 
 @blp.route("/explanations/<record_id>/bertviz")
@@ -130,14 +134,9 @@ class RecordBertviz(MethodView):
         record = _visible_record(record_id)
         if record["kind"] != "attention":
             raise InvalidInput.field("record_id", f"A {record['kind']} record has no attention view.")
-        record["explanation"] = AuditBlobs(candor().store.sessions).arrays_in(record.get("explanation"))
-        envelope = record["explanation"]
-        results = envelope["results"]
-        if query["instance"] >= len(results):
-            raise InvalidInput.field(
-                "instance", f"The record holds {len(results)} result(s): 0 to {len(results) - 1}."
-            )
-        view_params = bertviz_view.from_result(results[query["instance"]], envelope["method"]["params"])
+        record = _with_arrays(record)
+        result = record_result(record, query["instance"])
+        view_params = bertviz_view.from_result(result, record["explanation"]["method"]["params"])
         model = f"{record['model']['name']} v{record['model']['version']}"
         title = f"{model}: bertviz {query['view']} view of record {record_id}"
         text, sources = bertviz_view.page(view_params, query["view"], title)

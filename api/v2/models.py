@@ -25,12 +25,11 @@ from api.schemas.oip_v2 import (
 )
 from api.v1.blueprint import Blueprint
 from api.v1.explain import EXPLAINED_HEADERS, IDEMPOTENCY_PARAMETER, explain_answer
-from api.v1.kserve import default_version
 from api.v1.system import readiness
 from api.v2.examples import LOAN_EXPLAIN_REQUEST, LOAN_REQUEST
 from api.v2.outputs import explanation_outputs, prediction_outputs, requested
 from api.v2.tensors import feature_datatype, tabular_instances, text_instances
-from model_store.errors import InvalidInput
+from model_store.errors import InvalidInput, VersionNotFound
 from model_store.manifest import flatten_messages
 from model_store.versions import VersionInfo
 
@@ -42,7 +41,14 @@ SHAP_PARAMETERS = ("algorithm", "output", "target", "seed", "max_evals", "backgr
 
 
 def _resolve(name: str, version: str | None) -> VersionInfo:
-    return candor().store.registry.resolve(name, default_version(name) if version is None else version)
+    """The version asked for; without one, what KServe routes serve: production, else the latest."""
+    registry = candor().store.registry
+    if version is not None:
+        return registry.resolve(name, version)
+    try:
+        return registry.resolve(name, "production")
+    except VersionNotFound:
+        return registry.resolve(name, "latest")
 
 
 def _instances(info: VersionInfo, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -102,8 +102,9 @@ def _drawable_texts(figure: Any, drawable: Callable[[str], str]) -> None:
 
     for text in figure.findobj(Text):
         value = text.get_text()
-        if value and drawable(value) != value:
-            text.set_text(drawable(value))
+        shown = drawable(value) if value else value
+        if shown != value:
+            text.set_text(shown)
     for ax in figure.axes:  # tick labels are made by the formatters when drawn
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(DrawableFormatter(axis.get_major_formatter()))
@@ -115,9 +116,14 @@ def record_picture(record: dict[str, Any], instance: int) -> tuple[str, dict[str
     picture = RECORD_PICTURES.get(record["kind"])
     if picture is None:
         raise InvalidInput.field("record_id", f"A {record['kind']} record has no picture.")
+    return picture, record_result(record, instance)
+
+
+def record_result(record: dict[str, Any], instance: int) -> dict[str, Any]:
+    """Result ``instance`` of a stored record (422 naming ``instance`` past its last)."""
     results = record["explanation"]["results"]
     if instance >= len(results):
         raise InvalidInput.field(
             "instance", f"The record holds {len(results)} result(s): 0 to {len(results) - 1}."
         )
-    return picture, results[instance]
+    return results[instance]

@@ -99,10 +99,15 @@ def check_listing(paths: Iterable[str]) -> None:
 def check_model_files(directory: Path) -> dict[str, object]:
     """Refuse custom code in the configs of a written model directory; return the parsed ``config.json``."""
     config = _json(directory, "config.json")
-    for name in ("config.json", "tokenizer_config.json"):
-        if (directory / name).is_file() and "auto_map" in _json(directory, name):
-            raise UnsafeArtifact.field("artifact", f"{name} declares auto_map (custom code is never run)")
+    _refuse_auto_map("config.json", config)
+    if (directory / "tokenizer_config.json").is_file():
+        _refuse_auto_map("tokenizer_config.json", _json(directory, "tokenizer_config.json"))
     return config
+
+
+def _refuse_auto_map(name: str, parsed: dict[str, object]) -> None:
+    if "auto_map" in parsed:
+        raise UnsafeArtifact.field("artifact", f"{name} declares auto_map (custom code is never run)")
 
 
 def _json(directory: Path, name: str) -> dict[str, object]:

@@ -67,7 +67,7 @@ class MemberTable:
         if directory:
             self.directories.add(path)
             return
-        if name in self.files or path in self._paths:
+        if path in self._paths:  # the same name always gives the same path
             raise _refuse(f"member {path!r} appears twice")
         self.files[name] = path
         self._paths.add(path)
