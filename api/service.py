@@ -25,6 +25,7 @@ from model_store.archive_limits import ArchiveLimits
 from model_store.audit import CHECKPOINT
 from model_store.errors import InvalidInput
 from model_store.explain_keys import ExplainKeys, Idempotency, KeyedRecord
+from model_store.sqlite_turns import take_write_turn
 from model_store.store import Store
 from model_store.tables import VersionCacheRow
 from model_store.versions import VersionInfo
@@ -112,6 +113,7 @@ class ExplanationService:
         if record:
             draft, blobs = out_of_line(draft_for(method, explanation, info, instances, options, key_id))
             with self.store.sessions.begin() as session:  # the record, its blobs and its key commit together
+                take_write_turn(session)  # on SQLite, before the key's claim writes
                 if idempotency is not None and key_id is not None:
                     keyed = KeyedRecord(idempotency.request_sha256, explanation.id)
                     ExplainKeys.claim(session, key_id, idempotency.key, keyed)

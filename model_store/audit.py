@@ -20,6 +20,7 @@ from sqlalchemy import Select, Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.errors import NotFound
+from model_store.sqlite_turns import take_write_turn
 from model_store.tables import AuditHeadRow, ExplainKeyRow, RecordRow, as_utc, utcnow
 
 GENESIS = "0" * 64
@@ -186,7 +187,9 @@ class AuditTrail:
         """Take the chain's lock (a write to the head row: a row lock on PostgreSQL, the write lock on SQLite)
         and read the head as it is now: in one statement where the database can return rows from an
         UPDATE (PostgreSQL, SQLite 3.35 and later), else in two. Pending ORM changes are flushed first, so
-        their row locks come before the chain's, as they did when this ran through the ORM."""
+        their row locks come before the chain's, as they did when this ran through the ORM. On SQLite the
+        session first waits for its turn to write (model_store.sqlite_turns)."""
+        take_write_turn(session)
         session.flush()
         connection = session.connection()
         if connection.dialect.update_returning:

@@ -9,6 +9,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from model_store.sqlite_turns import end_turns_with_transactions
+
 
 def make_engine(url: str) -> Engine:
     """An engine with the settings each backend needs for several threads and processes."""
@@ -38,7 +40,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    end_turns_with_transactions(factory)
+    return factory
 
 
 def has_wal_reset_bug(version: tuple[int, int, int]) -> bool:

@@ -38,6 +38,7 @@ from model_store.jobs import (
     LostJob,
     chunk_count,
 )
+from model_store.sqlite_turns import take_write_turn
 from model_store.store import Store
 
 log = logging.getLogger("candor.jobs")
@@ -192,6 +193,7 @@ class Runner:
         progress = ChunkProgress(outcome.chunk, outcome.rows, outcome.errors)
         try:
             with self.store.sessions.begin() as session:
+                take_write_turn(session)  # on SQLite, before the progress update writes
                 self.jobs.advance(session, job_id, self.runner_id, progress, updated)
                 blobs = [Blob(sha, memoryview(data)) for sha, data in outcome.blobs]
                 audit_blobs.append_with_blobs(self.store.audit, session, outcome.drafts, blobs)
