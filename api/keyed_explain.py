@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from api.idempotency import IDEMPOTENCY_HEADER
-from api.recording import OUT_OF_LINE_KINDS, keyed_request_sha256
+from api.methods.registry import spec
+from api.recording import keyed_request_sha256
 from api.service import ExplanationService
 from model_store.audit_blobs import AuditBlobs
 from model_store.errors import Conflict, InvalidInput, NotFound
@@ -79,7 +80,7 @@ def recorded_envelope(store: Store, record_id: str) -> dict[str, Any] | None:
     except NotFound:
         return None
     envelope: dict[str, Any] = record["explanation"]
-    if record["kind"] not in OUT_OF_LINE_KINDS:
+    if not spec(record["kind"]).arrays_out_of_line:
         return envelope
     from explainers.attention import as_sent  # torch loads only for text models
 

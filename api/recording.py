@@ -7,14 +7,13 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
+from api.methods.registry import spec
 from explainers.envelope import Explanation
 from model_store.audit import RecordDraft, canonical_json, sha256_hex
 from model_store.audit_blobs import Blob, arrays_replaced, blobs_of
 from model_store.versions import VersionInfo
 
 RECORD_SCHEMA_VERSION = "1.0"
-OUT_OF_LINE_KINDS = ("attention",)
-"""Kinds whose arrays (weights) a record keeps as blob references (``model_store.audit_blobs``)."""
 
 
 @cache
@@ -111,10 +110,10 @@ def draft_for(
 
 
 def out_of_line(draft: RecordDraft) -> tuple[RecordDraft, list[Blob]]:
-    """``draft`` with its arrays out of line: for the kinds of ``OUT_OF_LINE_KINDS`` every array of the
-    explanation's results becomes a reference to a blob of its bytes (both to be stored in one
+    """``draft`` with its arrays out of line: for methods that keep them so (``arrays_out_of_line``) every
+    array of the explanation's results becomes a reference to a blob of its bytes (both to be stored in one
     transaction); other kinds are recorded whole."""
-    if draft.kind not in OUT_OF_LINE_KINDS:
+    if not spec(draft.kind).arrays_out_of_line:
         return draft, []
     envelope = draft.content["explanation"]
     arrays: list[Any] = []

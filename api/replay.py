@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 
 from api.jsonio import dumps_bytes
+from api.methods.registry import spec
 from model_store.audit import canonical_json, sha256_hex
 from model_store.audit_blobs import REF_KEY, array_of, arrays_replaced, is_reference
 from model_store.errors import InvalidInput, NotFound
@@ -20,9 +21,6 @@ VOLATILE = ("id", "created_at", "timing_ms")
 """Envelope fields that differ between two runs of the same explanation by design."""
 VOLATILE_ANYWHERE = frozenset({"elapsed_ms"})
 """Keys at any depth that are wall-clock measurements (e.g. a counterfactual search's elapsed time)."""
-TOLERANCE = {"attributions": 1e-5, "attention": 1e-6}
-"""Stated numeric tolerance per kind; every other kind is expected to replay to 1e-9 (seeded or exact)."""
-DEFAULT_TOLERANCE = 1e-9
 MAX_LISTED = 20
 TENSOR_KEYS = frozenset({"dtype", "shape", "byte_order", "data"})
 """The keys of a base64 weights object (``encoding: "base64"``)."""
@@ -67,7 +65,7 @@ def compare(
     differences: list[str] = []
     not_recorded: list[str] = []
     max_diff = _walk(left, right, "", differences, not_recorded)
-    tolerance = TOLERANCE.get(kind, DEFAULT_TOLERANCE)
+    tolerance = spec(kind).replay_tolerance  # stated per method: 1e-9 unless it says otherwise
     return {
         "identical": not differences and max_diff == 0.0,
         "max_abs_diff": max_diff,

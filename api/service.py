@@ -8,17 +8,18 @@ from typing import Any, BinaryIO
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
+from api.methods.narration import narrate
+from api.methods.registry import known, methods_for
+from api.methods.spec import MethodSpec
 from api.metrics import EXPLANATION_SECONDS
 from api.recording import draft_for, out_of_line
 from api.replay import compare, replay_request
 from api.settings import Settings
 from explainers.envelope import Explanation
 from explainers.importance import global_importance
-from explainers.narratives import narrate
 from explainers.ood import attach as attach_ood
 from explainers.ood import detector as ood_detector
 from explainers.profile import dataset_profile
-from explainers.registry import applies, get_explainer, methods_for
 from explainers.segments import explanation_segments
 from model_store import audit_blobs
 from model_store.archive_limits import ArchiveLimits
@@ -126,33 +127,24 @@ class ExplanationService:
         """The explanation alone, with the version it was computed on (nothing recorded). With the option
         ``narrative``, every result gets its plain-language ``summary`` (explainers.narratives) here, so a
         record holds exactly what the client got and a replay recomputes it."""
+        spec = known(method)
         rest = {k: v for k, v in options.items() if k != "narrative"}
-        info, explanation = self._explanation(method, name, version, instances, rest)
+        info, explanation = self._explanation(spec, name, version, instances, rest)
         if options.get("narrative"):
-            narrate(explanation, self.store.registry.load(info))
+            narrate(spec, explanation, self.store.registry.load(info))
         return info, explanation
 
     def _explanation(
-        self, method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
+        self, spec: MethodSpec, name: str, version: str, instances: list[Any], options: dict[str, Any]
     ) -> tuple[VersionInfo, Explanation]:
         """The explanation alone, with the version it was computed on (nothing recorded)."""
-        self._check_count(instances)  # every cap is checked before any model is loaded or run
-        if method == "shap":
-            self._check_shap_limits(options)
-        if method in ("counterfactuals", "reasons"):
-            self._check_recourse_limits(instances, options)
-        if method in ("attention", "attributions"):
-            self._check_text_limits(instances, options)
+        self._check_limits(spec, instances, options)  # every cap is checked before any model is loaded or run
         info, model = self._loaded(name, version)
-        if not applies(method, model):
-            raise InvalidInput.field("method", f"{method} does not apply to {info.flavour} models.")
-        explainer = get_explainer(method)
-        if method == "attention":
-            options = {**options, "max_values": self.settings.max_attention_values}
-        if method == "shap":
-            options = {**options, "max_work": self.settings.max_shap_work}
-        with EXPLANATION_SECONDS.labels(method).time():
-            explanation = explainer.explain(info, model, instances, options)
+        if not spec.applies(model):
+            raise InvalidInput.field("method", f"{spec.name} does not apply to {info.flavour} models.")
+        with EXPLANATION_SECONDS.labels(spec.name).time():
+            limited = {**options, **spec.limits(self.settings)}
+            explanation = spec.explainer().explain(info, model, instances, limited)
             if info.flavour == "tabular":
                 attach_ood(model, explanation, instances)  # results[i]["ood"], quality["ood"]
             return info, explanation
@@ -175,24 +167,17 @@ class ExplanationService:
             **compare(record["explanation"], explanation.to_dict(), record["kind"], stored.get),
         }
 
-    def _check_recourse_limits(self, instances: list[Any], options: dict[str, Any]) -> None:
-        if len(instances) > self.settings.max_cf_instances:
-            raise InvalidInput.field(
-                "instances", f"At most {self.settings.max_cf_instances} instances per request."
-            )
-        cap = self.settings.cf_budget_cap_ms
-        if (options.get("budget_ms") or 0) > cap:
-            raise InvalidInput.field("budget_ms", f"At most {cap} ms.")
-
-    def _check_text_limits(self, instances: list[Any], options: dict[str, Any]) -> None:
-        if len(instances) > self.settings.max_text_instances:
-            raise InvalidInput.field(
-                "instances", f"At most {self.settings.max_text_instances} texts per request."
-            )
-        cap = self.settings.cf_budget_cap_ms
-        if (options.get("budget_ms") or 0) > cap:
-            raise InvalidInput.field("budget_ms", f"At most {cap} ms.")
-        self._check_text_lengths(instances)
+    def _check_limits(self, spec: MethodSpec, instances: list[Any], options: dict[str, Any]) -> None:
+        """The request's size and the options the method's caps bound, each a 422 naming its field."""
+        self._check_count(instances)
+        most = spec.max_instances(self.settings)
+        if most is not None and len(instances) > most:
+            raise InvalidInput.field("instances", f"At most {most} instances per {spec.name} request.")
+        for option, cap in spec.caps(self.settings).items():
+            if (options.get(option) or 0) > cap:
+                raise InvalidInput.field(option, f"At most {cap}.")
+        if spec.flavour == "text":
+            self._check_text_lengths(instances)
 
     def _check_text_lengths(self, instances: list[Any]) -> None:
         """Refuse a text longer than the cap before it is tokenised."""
@@ -201,12 +186,6 @@ class ExplanationService:
             text = row.get("text") if isinstance(row, dict) else None
             if isinstance(text, str) and len(text) > cap:
                 raise InvalidInput.field(f"instances.{index}.text", f"At most {cap} characters.")
-
-    def _check_shap_limits(self, options: dict[str, Any]) -> None:
-        if (options.get("max_evals") or 0) > self.settings.max_shap_evals:
-            raise InvalidInput.field("max_evals", f"At most {self.settings.max_shap_evals}.")
-        if (options.get("background_rows") or 0) > self.settings.max_background_rows:
-            raise InvalidInput.field("background_rows", f"At most {self.settings.max_background_rows}.")
 
     def importance(self, name: str, version: str) -> dict[str, Any]:
         """Global importance, computed once per version and kept in the database for every worker."""

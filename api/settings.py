@@ -102,6 +102,15 @@ class Settings:
     empty / ``off`` (nothing: models load on their first request)."""
     log_level: str = "info"
     """Log level of the service."""
+    method_settings: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """The settings explanation methods declare themselves (``MethodSpec.settings``: name -> default), each
+    read from ``CANDOR_<NAME_UPPER>`` like the fields above; read them with ``method_setting``."""
+
+    def method_setting(self, name: str) -> int:
+        """A method's own setting (its spec's default, or the environment's, or ``create_app``'s)."""
+        if name in self.method_settings:
+            return self.method_settings[name]
+        return _method_defaults()[name]  # a Settings built directly, not by ``load``
 
     @property
     def cf_budget_cap_ms(self) -> int:
@@ -125,13 +134,28 @@ class Settings:
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is not None and (raw != "" or field.name in EMPTY_IS_A_VALUE):
                 values[field.name] = _coerce(field, raw)
+        declared = _method_defaults()
+        methods = {
+            name: int(environ.get(ENV_PREFIX + name.upper()) or default) for name, default in declared.items()
+        }
         for key, value in (overrides or {}).items():
-            if key not in {f.name for f in dataclasses.fields(cls)}:
+            if key in declared:
+                methods[key] = int(value)
+            elif key not in {f.name for f in dataclasses.fields(cls)}:
                 raise KeyError(f"unknown setting {key!r}")
-            values[key] = value
+            else:
+                values[key] = value
+        values.setdefault("method_settings", methods)
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"])
         return cls(**values)
+
+
+def _method_defaults() -> dict[str, int]:
+    """Every setting the registered methods declare, with its default."""
+    from api.methods.registry import specs
+
+    return {name: default for spec in specs() for name, default in spec.settings.items()}
 
 
 def _coerce(field: dataclasses.Field[Any], raw: str) -> Any:

@@ -20,9 +20,9 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from api.methods.registry import specs
 from api.service import ExplanationService
 from explainers.ood import attach as attach_ood
-from explainers.registry import get_explainer
 from model_store.errors import CandorError
 from model_store.versions import VersionInfo
 
@@ -30,7 +30,6 @@ log = logging.getLogger("candor.warmup")
 WARMED = Counter(
     "candor_warmed_versions_total", "Model versions a worker warmed before serving.", ["flavour"]
 )
-TABULAR_METHODS = ("shap", "counterfactuals")
 OFF = {"", "off", "none"}
 TEXT_PROBE = [{"text": "warm-up"}]
 
@@ -88,7 +87,8 @@ def _warm_version(service: ExplanationService, info: VersionInfo) -> None:
         return
     row = json.loads(model.reference.head(1).to_json(orient="records"))
     model.predictions(model.validate(row))
-    for method in TABULAR_METHODS:
-        options = {"max_work": service.settings.max_shap_work} if method == "shap" else {}
-        explanation = get_explainer(method).explain(info, model, row, options)
+    for spec in specs():
+        if not spec.applies(model):
+            continue
+        explanation = spec.explainer().explain(info, model, row, spec.limits(service.settings))
         attach_ood(model, explanation, row)

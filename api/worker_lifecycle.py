@@ -87,15 +87,15 @@ def preload_modules() -> float:
     import importlib
     import time
 
-    from explainers.registry import ADAPTERS
+    from api.methods.registry import specs
 
     started = time.perf_counter()
     importlib.import_module("api.app")
     for module in ("explainers.ood", "explainers.path_table", "explainers.narratives"):
         importlib.import_module(module)
-    for target, flavour in ADAPTERS.values():
-        if flavour == "tabular":
-            importlib.import_module(target.partition(":")[0])
+    for spec in specs():
+        if spec.flavour == "tabular":
+            importlib.import_module(spec.adapter.partition(":")[0])
     from explainers.path_table import compile_now
 
     compile_now()  # TreeSHAP's compiled loop: ~1-2 s a worker would spend on its first tree model

@@ -10,7 +10,8 @@ from model_store.versions import VersionInfo
 
 
 class Explainer(abc.ABC):
-    """Wraps one explanation library; which model flavour it explains is declared in ``registry.ADAPTERS``."""
+    """Wraps one explanation library; which method uses it, for which model flavour, is declared by the method
+    (``api.methods``)."""
 
     name: ClassVar[str]
     kind: ClassVar[str]

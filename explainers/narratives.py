@@ -1,5 +1,6 @@
 """Plain-language summaries of explanations: deterministic, template-based sentences built from the numbers of
-one envelope and the version's manifest (display names, units), one ``summary`` per result.
+one envelope and the version's manifest (display names, units), one ``summary`` per result. Each method's
+spec names its writer (``api.methods``; ``api.methods.narration`` puts the summaries in).
 
 Every number in a summary is a number of the same envelope, rounded by one rule per quantity (``DECIMALS``):
 probabilities, SHAP attributions, base and output values and efforts to 2 decimal places; token
@@ -21,7 +22,7 @@ the world; a counterfactual changes the answer of the model, not the outcome; at
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -46,34 +47,6 @@ EFFORT_RULE = (
     "deviations of the reference data (1 for a changed category or yes/no value), the effort of an option "
     "the sum over its changes."
 )
-
-
-# -- entry points --------------------------------------------------------------------------------------------
-def narrate(explanation: Any, model: Any) -> None:
-    """Put a ``summary`` into every result of ``explanation`` (in place, before it is recorded)."""
-    scales = effort_scales(model) if explanation.kind == "counterfactual" else None
-    texts = summaries(explanation.to_dict(), model.manifest, scales)
-    for result, text in zip(explanation.results, texts, strict=True):
-        result["summary"] = text
-
-
-def summaries(
-    envelope: dict[str, Any], manifest: Manifest, scales: dict[str, float] | None = None
-) -> list[str]:
-    """One summary per result of ``envelope`` (a pure function of the envelope, the manifest and, for
-    counterfactuals, the per-feature effort scales)."""
-    names = Names(manifest)
-    kind = envelope["kind"]
-    writers: dict[str, Callable[[dict[str, Any]], str]] = {
-        "attribution": lambda r: attribution_summary(r, envelope, names),
-        "counterfactual": lambda r: counterfactual_summary(r, envelope, names, scales or {}),
-        "reasons": lambda r: reasons_summary(r, envelope, names),
-        "token_attribution": lambda r: token_attribution_summary(r, envelope),
-        "attention": lambda r: attention_summary(r, envelope),
-    }
-    if kind not in writers:
-        raise InvalidInput.field("narrative", f"No narrative for {kind} explanations.")
-    return [writers[kind](result) for result in envelope["results"]]
 
 
 def effort_scales(model: Any) -> dict[str, float]:

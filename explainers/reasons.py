@@ -13,7 +13,7 @@ from typing import Any
 
 from explainers.base import Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef
-from explainers.registry import get_explainer
+from explainers.registry import COUNTERFACTUALS, SHAP, adapter
 from model_store.errors import InvalidInput
 from model_store.tabular import TabularModel
 from model_store.versions import VersionInfo
@@ -36,7 +36,7 @@ class ReasonsExplainer(Explainer):
             )
         max_reasons = int(options.get("max_reasons") or DEFAULT_MAX_REASONS)
         instances = model.validate(instances)
-        attributions = get_explainer("shap").explain(
+        attributions = adapter(SHAP).explain(
             info, model, instances, {"target": favourable, "layout": "columnar"}
         )
         declined = [r["prediction"]["label"] != favourable for r in attributions.results]
@@ -88,9 +88,7 @@ class ReasonsExplainer(Explainer):
         if not options.get("with_counterfactual") or not rows:
             return {}
         cf_options = {k: options[k] for k in ("seed", "budget_ms") if options.get(k) is not None}
-        found = get_explainer("counterfactuals").explain(
-            info, model, [instances[i] for i in rows], cf_options
-        )
+        found = adapter(COUNTERFACTUALS).explain(info, model, [instances[i] for i in rows], cf_options)
         return dict(zip(rows, found.results, strict=True))
 
 

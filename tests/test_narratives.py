@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 from text_oracles import tar_of_directory, text_app, tiny_bert_dir, tokens_for, upload
 
 from api.app import create_app
+from api.methods.narration import summaries
 from explainers.narratives import (
     ATTENTION_CAVEAT,
     ATTRIBUTION_CAVEAT,
@@ -27,7 +28,6 @@ from explainers.narratives import (
     EFFORT_RULE,
     counterfactual_effort,
     effort_scales,
-    summaries,
 )
 from model_store.manifest import parse_manifest
 

@@ -3,8 +3,9 @@
 A worker builds one Store and ExplanationService per data dir and database (cached for the life of the
 process, so models load once per worker), reads its chunk from ``input.parquet``, and computes it:
 
-- **in one call** when each row's result does not depend on the other rows (deterministic SHAP: tree or
-  linear). Batching is what makes a job fast; the chunk's explanation is split into per-row envelopes.
+- **in one call** when the method batches and each row's result does not depend on the other rows
+  (deterministic SHAP: tree or linear). Batching is what makes a job fast; the chunk's explanation is
+  split into per-row envelopes.
 - **row by row** otherwise (counterfactuals and reasons are seeded per row position and share one time
   budget per request; text models run one text at a time anyway; sampled SHAP draws depend on the row's
   position), so every row's result is what that row sent alone gets: what its audit record says, and what
@@ -33,6 +34,7 @@ from api.jobs import rows as row_lines
 from api.jobs.inputs import read_chunk
 from api.jobs.summaries import accumulate
 from api.jsonio import dumps_bytes
+from api.methods.registry import spec
 from api.recording import draft_for, out_of_line
 from api.service import ExplanationService
 from api.settings import Settings
@@ -43,8 +45,6 @@ from model_store.jobs import JobFiles
 from model_store.store import Store
 
 log = logging.getLogger("candor.jobs")
-BATCHED_KINDS = frozenset({"shap"})
-"""Kinds whose chunks are tried in one call (kept only when the result is row-independent)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +110,7 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
     instances = read_chunk(files.input_path(task.job_id), task.chunk)
     info = service.store.registry.resolve(task.model_name, task.model_version)
     explained: list[Explanation | BaseException] | None = None
-    batch_next = task.batched and task.kind in BATCHED_KINDS
+    batch_next = task.batched and spec(task.kind).batched
     if batch_next:
         split, batch_next = _in_one_call(service, task, instances)
         if split is not None:
@@ -169,9 +169,10 @@ def _in_one_call(
         )
     except CandorError:
         return None, True  # some row is bad: this chunk row by row, so only that row fails
-    if not row_lines.row_independent(explanation):
+    method = spec(task.kind)
+    if method.row_quality is None or not method.row_independent(explanation):
         return None, False
-    return row_lines.split(explanation), True
+    return row_lines.split(explanation, method.row_quality), True
 
 
 def _alone(

@@ -4,13 +4,13 @@ result line each row gets in the job's output."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from api.recording import draft_for, recorded_request, request_sha256, warnings_of
 from explainers.envelope import Explanation, new_explanation_id
-from explainers.shap_tabular import ADDITIVITY_TOLERANCE
 from model_store.audit import RecordDraft, canonical_json, serialised
 from model_store.errors import CandorError
 from model_store.versions import VersionInfo
@@ -22,44 +22,20 @@ INTERNAL_ERROR = {
 }
 
 
-def row_independent(explanation: Explanation) -> bool:
-    """Whether each row's result in a multi-row explanation is what that row alone would get: true for
-    deterministic SHAP (tree, linear: no ``max_evals``), false for seeded sampling, whose draws depend on
-    the row's position in the request."""
-    return explanation.method.name == "shap" and explanation.method.params.get("max_evals") is None
-
-
-def split(explanation: Explanation) -> list[Explanation]:
-    """Per-row envelopes of a row-independent SHAP explanation: each its own id, ``results=[results[i]]``
-    and the quality figures that row alone gets (the residual and tolerance are per row)."""
-    rows = []
-    for result in explanation.results:
-        rows.append(
-            dataclasses.replace(
-                explanation,
-                id=new_explanation_id(),
-                results=[result],
-                quality=_row_quality(explanation.quality, result),
-            )
+def split(
+    explanation: Explanation, row_quality: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+) -> list[Explanation]:
+    """Per-row envelopes of a row-independent explanation: each its own id, ``results=[results[i]]`` and the
+    quality figures that row alone gets (the method's ``row_quality``)."""
+    return [
+        dataclasses.replace(
+            explanation,
+            id=new_explanation_id(),
+            results=[result],
+            quality=row_quality(explanation.quality, result),
         )
-    return rows
-
-
-def _row_quality(quality: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    """``ShapExplainer``'s quality figures for one row: the tolerance scales with the largest output of the
-    row, which for binary and regression models is |output_value| (the other class is its mirror or
-    complement); multiclass margins keep the chunk's tolerance (an upper bound)."""
-    residual = abs(float(result["additivity_residual"]))
-    probabilities = (result.get("prediction") or {}).get("probabilities")
-    tolerance = quality["additivity_tolerance"]
-    if probabilities is None or len(probabilities) <= 2:
-        tolerance = ADDITIVITY_TOLERANCE * max(1.0, abs(float(result["output_value"])))
-    return {
-        **quality,
-        "max_additivity_residual": residual,
-        "additivity_tolerance": tolerance,
-        "additivity_ok": residual <= tolerance,
-    }
+        for result in explanation.results
+    ]
 
 
 def ok_line(row: int, explanation: Explanation) -> dict[str, Any]:

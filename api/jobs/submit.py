@@ -13,15 +13,13 @@ import logging
 import shutil
 from typing import IO, Any
 
-from marshmallow import Schema, ValidationError
+from marshmallow import ValidationError
 
 from api.idempotency import IDEMPOTENCY_HEADER
 from api.jobs.inputs import target_schema, write_input
-from api.schemas.explain import ShapRequestSchema
-from api.schemas.recourse import CounterfactualRequestSchema, ReasonsRequestSchema
-from api.schemas.text import AttentionRequestSchema, AttributionsRequestSchema
+from api.methods.registry import spec
+from api.schemas.jobs import DATASETS
 from api.service import ExplanationService
-from explainers.registry import applies
 from model_store.artifacts import REFERENCE_FILE
 from model_store.audit import canonical_json, sha256_hex
 from model_store.errors import InvalidInput
@@ -30,22 +28,6 @@ from model_store.manifest import flatten_messages
 from model_store.versions import VersionInfo
 
 log = logging.getLogger("candor.jobs")
-OPTION_SCHEMAS: dict[str, type[Schema]] = {
-    "shap": ShapRequestSchema,
-    "counterfactuals": CounterfactualRequestSchema,
-    "reasons": ReasonsRequestSchema,
-    "attention": AttentionRequestSchema,
-    "attributions": AttributionsRequestSchema,
-}
-KINDS = tuple(OPTION_SCHEMAS)
-DATASETS = ("reference",)
-PROBE_OPTIONS: dict[str, dict[str, Any]] = {
-    "shap": {"max_evals": 1},
-    "counterfactuals": {"budget_ms": 10},
-    "reasons": {"budget_ms": 10},
-    "attributions": {"n_steps": 1},
-}
-"""What makes the probe cheap: the fewest evaluations, steps or milliseconds (the caps are checked apart)."""
 PROBE_TEXT = "A short probe text."
 FIELD_OF_PROBE_ERROR = {"method": "kind", "model": "kind"}
 
@@ -104,7 +86,7 @@ def validate_options(kind: str, options: Any) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise InvalidInput.field("options", "Must be a JSON object.")
     try:
-        loaded: dict[str, Any] = OPTION_SCHEMAS[kind](exclude=("instances",)).load(options)
+        loaded: dict[str, Any] = spec(kind).options_schema(exclude=("instances",)).load(options)
     except ValidationError as exc:
         errors = flatten_messages(exc.messages, "options")
         raise InvalidInput("The options do not match the schema.", errors) from exc
@@ -142,7 +124,7 @@ class Submission:
         kind, dataset, upload = request.kind, request.dataset, request.upload
         info = self.service.store.registry.resolve(request.model, request.version)
         loaded = self.service.store.registry.load(info)
-        if not applies(kind, loaded):
+        if not spec(kind).applies(loaded):
             raise InvalidInput.field("kind", f"{kind} does not apply to {info.flavour} models.")
         checked = validate_options(kind, request.options)
         self._check_caps(kind, checked)
@@ -197,16 +179,8 @@ class Submission:
             raise
 
     def _check_caps(self, kind: str, options: dict[str, Any]) -> None:
-        """The service's per-request caps, named as job options."""
-        caps: dict[str, int] = {}
-        if kind == "shap":
-            caps = {
-                "max_evals": self.settings.max_shap_evals,
-                "background_rows": self.settings.max_background_rows,
-            }
-        elif kind in ("counterfactuals", "reasons"):
-            caps = {"budget_ms": self.settings.cf_budget_cap_ms}
-        for name, cap in caps.items():
+        """The method's per-request caps, named as job options."""
+        for name, cap in spec(kind).caps(self.settings).items():
             if (options.get(name) or 0) > cap:
                 raise InvalidInput.field(f"options.{name}", f"At most {cap}.")
 
@@ -217,7 +191,7 @@ class Submission:
             row: dict[str, Any] = {"text": PROBE_TEXT}
         else:
             row = model.reference.head(1).to_dict("records")[0]
-        cheap = {**options, **PROBE_OPTIONS.get(kind, {})}
+        cheap = {**options, **spec(kind).probe_options}
         try:
             self.service.compute(kind, info.name, str(info.version), [row], cheap)
         except InvalidInput as exc:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from api.methods.registry import NAMES
 from api.schemas.common import MAX_INT32, BoundedDateTime, StrictSchema, integer
 from api.schemas.models import capped_by
 
-RECORD_KINDS = ("shap", "counterfactuals", "reasons", "attention", "attributions", "checkpoint")
+RECORD_KINDS = (*NAMES, "checkpoint")
 
 
 class RecordQuerySchema(StrictSchema):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_smorest.fields import Upload
 from marshmallow import Schema, fields, validate
 
-from api.jobs.submit import DATASETS, KINDS
+from api.methods.registry import NAMES as KINDS
 from api.schemas.common import (
     MAX_FORM_CHARS,
     MAX_OPTIONS,
@@ -25,6 +25,8 @@ VERSION = text(
     load_default="production",
     metadata={"description": "A number, latest or production (default)"},
 )
+DATASETS = ("reference",)
+"""Stored datasets a job may name."""
 KIND = fields.String(
     required=True,
     validate=validate.OneOf(KINDS),

@@ -1,4 +1,5 @@
-"""Predictions, SHAP attributions and global importance for one model version."""
+"""Predictions, every explanation method's route (one per ``api.methods`` spec) and global importance for one
+model version."""
 
 from __future__ import annotations
 
@@ -12,22 +13,13 @@ from api.context import candor
 from api.idempotency import REPLAYED_HEADER, header_parameter, idempotency_key, replayed_header
 from api.jsonio import dumps_bytes, json_response
 from api.keyed_explain import ExplainRequest, explain_keyed
+from api.methods.registry import specs
+from api.methods.spec import MethodSpec
 from api.schemas.common import ProblemSchema
-from api.schemas.explain import ExplanationSchema, ImportanceSchema, ShapRequestSchema
+from api.schemas.explain import ImportanceSchema
 from api.schemas.models import PredictResponseSchema
 from api.schemas.plots import NarrativeQuerySchema
-from api.schemas.recourse import (
-    CounterfactualExplanationSchema,
-    CounterfactualRequestSchema,
-    ReasonsExplanationSchema,
-    ReasonsRequestSchema,
-)
-from api.schemas.text import (
-    AttentionHttpRequestSchema,
-    AttributionsRequestSchema,
-    TextExplanationSchema,
-    TextInstancesSchema,
-)
+from api.schemas.text import TextInstancesSchema
 from api.v1.blueprint import Blueprint
 
 blp = Blueprint(
@@ -81,23 +73,6 @@ IDEMPOTENCY_PARAMETER = header_parameter(
 EXPLAINED_HEADERS = replayed_header("the explanation recorded")
 
 
-SAFETENSORS_DOC = {
-    "responses": {
-        "200": {
-            "description": "The explanation: JSON, or with encoding safetensors a safetensors file",
-            "headers": EXPLAINED_HEADERS,
-            "content": {
-                "application/json": {"schema": TextExplanationSchema},
-                "application/octet-stream": {
-                    "schema": {"type": "string", "format": "binary"},
-                    "example": "(a safetensors file; see the request's encoding)",
-                },
-            },
-        }
-    }
-}
-
-
 @blp.route("/predict")
 class Predict(MethodView):
     required_scope = "explain"
@@ -112,89 +87,54 @@ class Predict(MethodView):
         return json_response(service.predict(name, version, body["instances"], bool(body.get("truncate"))))
 
 
-@blp.route("/explain/shap", parameters=[IDEMPOTENCY_PARAMETER])
-class ExplainShap(MethodView):
-    required_scope = "explain"
+def _explain_view(spec: MethodSpec) -> type[MethodView]:
+    """The explain route of ``spec``: its request schema in, its response schema out (and a file instead of
+    JSON when the method writes one for the request, as attention's ``encoding: "safetensors"``)."""
 
-    @blp.arguments(ShapRequestSchema)
-    @blp.arguments(NarrativeQuerySchema, location="query")
-    @blp.response(200, ExplanationSchema, headers=EXPLAINED_HEADERS)
-    @blp.alt_response(422, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
-    def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
-        """SHAP attributions per raw input feature, in a stated output space and target class."""
-        return _explained("shap", body, query, name, version)
-
-
-@blp.route("/explain/counterfactuals", parameters=[IDEMPOTENCY_PARAMETER])
-class ExplainCounterfactuals(MethodView):
-    required_scope = "explain"
-
-    @blp.arguments(CounterfactualRequestSchema)
-    @blp.arguments(NarrativeQuerySchema, location="query")
-    @blp.response(200, CounterfactualExplanationSchema, headers=EXPLAINED_HEADERS)
-    @blp.alt_response(422, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
-    def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
-        """Counterfactuals: the smallest realistic changes that reach the desired outcome, each re-scored by
-        the model and checked against every constraint of the manifest and the request."""
-        return _explained("counterfactuals", body, query, name, version)
-
-
-@blp.route("/explain/reasons", parameters=[IDEMPOTENCY_PARAMETER])
-class ExplainReasons(MethodView):
-    required_scope = "explain"
-
-    @blp.arguments(ReasonsRequestSchema)
-    @blp.arguments(NarrativeQuerySchema, location="query")
-    @blp.response(200, ReasonsExplanationSchema, headers=EXPLAINED_HEADERS)
-    @blp.alt_response(422, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
-    def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
-        """Adverse-action reasons for declined applications, ranked, from the manifest's reason catalogue."""
-        return _explained("reasons", body, query, name, version)
-
-
-@blp.route("/explain/attention", parameters=[IDEMPOTENCY_PARAMETER])
-class ExplainAttention(MethodView):
-    required_scope = "explain"
-
-    @blp.arguments(AttentionHttpRequestSchema)
-    @blp.arguments(NarrativeQuerySchema, location="query")
-    @blp.response(200, TextExplanationSchema, headers=EXPLAINED_HEADERS)
-    @blp.doc(**SAFETENSORS_DOC)
-    @blp.alt_response(422, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
-    def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
-        """Attention weights of a text classifier for selected layers and heads (rows sum to 1).
-
-        With ``encoding: "safetensors"`` the answer is a safetensors file (application/octet-stream): the
-        weights as its tensors, the envelope as JSON in its ``__metadata__["explanation"]``.
-        """
-        envelope, headers = _answer("attention", body, query, name, version)
-        if envelope["method"]["params"].get("encoding") != "safetensors":
+    def post(self: MethodView, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
+        envelope, headers = _answer(spec.name, body, query, name, version)
+        file = spec.file_answer(envelope, dumps_bytes) if spec.file_answer is not None else None
+        if file is None:
             return json_response(envelope, headers=headers)
-        from explainers.attention import safetensors_body  # torch loads only for text models
-
+        disposition = f'inline; filename="{envelope["id"]}.{spec.file_suffix}"'
         return Response(
-            safetensors_body(envelope, dumps_bytes),
-            mimetype="application/octet-stream",
-            headers={**headers, "Content-Disposition": f'inline; filename="{envelope["id"]}.safetensors"'},
+            file, mimetype="application/octet-stream", headers={**headers, "Content-Disposition": disposition}
         )
 
+    post.__doc__ = spec.summary
+    post = blp.alt_response(404, schema=ProblemSchema)(post)
+    post = blp.alt_response(422, schema=ProblemSchema)(post)
+    if spec.file_answer is not None:
+        post = blp.doc(**_file_doc(spec))(post)
+    post = blp.response(200, spec.response_schema, headers=EXPLAINED_HEADERS)(post)
+    post = blp.arguments(NarrativeQuerySchema, location="query")(post)
+    post = blp.arguments(spec.request_schema)(post)
+    view = type(
+        f"Explain{spec.name.capitalize()}", (MethodView,), {"required_scope": "explain", "post": post}
+    )
+    return blp.route(f"/explain/{spec.name}", parameters=[IDEMPOTENCY_PARAMETER])(view)
 
-@blp.route("/explain/attributions", parameters=[IDEMPOTENCY_PARAMETER])
-class ExplainAttributions(MethodView):
-    required_scope = "explain"
 
-    @blp.arguments(AttributionsRequestSchema)
-    @blp.arguments(NarrativeQuerySchema, location="query")
-    @blp.response(200, TextExplanationSchema, headers=EXPLAINED_HEADERS)
-    @blp.alt_response(422, schema=ProblemSchema)
-    @blp.alt_response(404, schema=ProblemSchema)
-    def post(self, body: dict[str, Any], query: dict[str, Any], name: str, version: str):  # type: ignore[no-untyped-def]
-        """Captum token attributions of a text classifier, also merged into words with character offsets."""
-        return _explained("attributions", body, query, name, version)
+def _file_doc(spec: MethodSpec) -> dict[str, Any]:
+    return {
+        "responses": {
+            "200": {
+                "description": f"The explanation: JSON, or {spec.file_description}",
+                "headers": EXPLAINED_HEADERS,
+                "content": {
+                    "application/json": {"schema": spec.response_schema},
+                    "application/octet-stream": {
+                        "schema": {"type": "string", "format": "binary"},
+                        "example": spec.file_example,
+                    },
+                },
+            }
+        }
+    }
+
+
+for _spec in specs():
+    _explain_view(_spec)
 
 
 @blp.route("/importance")

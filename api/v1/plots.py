@@ -11,6 +11,7 @@ from flask.views import MethodView
 
 from api.context import candor
 from api.jsonio import dumps_bytes
+from api.methods.pictures import record_picture, sizes
 from api.schemas.common import ProblemSchema
 from api.schemas.plots import (
     BertvizQuerySchema,
@@ -23,8 +24,8 @@ from api.v1.audit import _visible_record
 from api.v1.blueprint import Blueprint
 from explainers import bertviz_view
 from explainers.importance import AGNOSTIC_ROWS
-from explainers.narratives import Names, effort_scales
-from explainers.plots import DPI, FORMATS, SIZES, record_picture, record_result, render
+from explainers.narratives import Names
+from explainers.plots import DPI, FORMATS, record_result, render
 from explainers.shap_backends import BACKGROUND_SEED
 from explainers.shap_tabular import ShapExplainer
 from model_store.audit_blobs import AuditBlobs
@@ -36,7 +37,7 @@ blp = Blueprint("plots", __name__, url_prefix="/v1", description="Pictures of ex
 BEESWARM_ROWS = 200
 """Reference rows of a beeswarm (AGNOSTIC_ROWS when only a model-agnostic SHAP algorithm applies)."""
 BINARY = {"schema": {"type": "string", "format": "binary"}}
-SIZE_NOTE = ", ".join(f"{kind} {w:g} x {h:g} in" for kind, (w, h) in SIZES.items())
+SIZE_NOTE = ", ".join(f"{kind} {w:g} x {h:g} in" for kind, (w, h) in sizes().items())
 DESCRIPTION = (
     f"The picture: image/svg+xml (text kept as text) or image/png at {DPI} DPI. Sizes: {SIZE_NOTE} "
     f"(PNG pixels = inches x {DPI}, SVG points = inches x 72)."
@@ -66,31 +67,6 @@ def _image(data: bytes, fmt: str) -> Response:
     return Response(data, mimetype=FORMATS[fmt])
 
 
-def _record_data(record: dict[str, Any], picture: str, result: dict[str, Any], query: dict[str, Any]) -> dict:
-    """What the record's picture is drawn from: the result, its envelope and, for tabular models, the
-    manifest's display names and units (and the effort scales of counterfactuals)."""
-    envelope = record["explanation"]
-    if picture != "attention" and any(query.get(k) is not None for k in ("view", "layer", "head")):
-        raise InvalidInput.field("view", "view, layer and head apply to attention records only.")
-    if picture == "attention":
-        return {
-            "result": result,
-            "envelope": envelope,
-            **{k: query.get(k) for k in ("view", "layer", "head")},
-        }
-    if picture == "text":
-        return {"result": result, "envelope": envelope}
-    registry = candor().store.registry
-    info = registry.resolve(record["model"]["name"], record["model"]["version"])
-    data = {"result": result, "envelope": envelope, "names": Names(info.manifest)}
-    if picture == "counterfactual":
-        data["scales"] = effort_scales(registry.load(info))
-    if picture == "waterfall":
-        instances = record.get("request", {}).get("instances") or []
-        data["values"] = instances[query["instance"]] if query["instance"] < len(instances) else None
-    return data
-
-
 @blp.route("/explanations/<record_id>/plot")
 class RecordPlot(MethodView):
     required_scope = "audit:read"
@@ -107,8 +83,7 @@ class RecordPlot(MethodView):
         (``view=head|layer_mean|layer_max|rollout``, ``layer``, ``head``); attributions -> the text with
         each word coloured by its attribution."""
         record = _with_arrays(_visible_record(record_id))
-        picture, result = record_picture(record, query["instance"])
-        data = _record_data(record, picture, result, query)
+        picture, data = record_picture(record, query, candor().store.registry)
         return _image(render(picture, query["format"], data), query["format"])
 
 

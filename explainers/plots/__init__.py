@@ -1,7 +1,7 @@
 """Pictures of explanations, drawn on the server with matplotlib's Agg renderer (no pyplot state): SVG with
 real text elements (``svg.fonttype: none``: labels stay searchable and selectable) or PNG at ``DPI``.
 
-Each kind of picture has one fixed size (``SIZES``, inches; PNG pixels = inches x ``DPI``, SVG points =
+Each kind of picture has one fixed size (its ``Drawer``'s, inches; PNG pixels = inches x ``DPI``, SVG points =
 inches x 72), whatever it shows: long texts, many tokens or many features are fitted (smaller fonts, thinned
 tick labels, the rest summed or cut with a note), never by growing the canvas. Fonts are DejaVu Sans (shipped
 with matplotlib), then Noto Sans CJK and Symbola for other scripts and emoji (``fonts``), 10-13 pt.
@@ -12,6 +12,7 @@ is serialised by a lock: matplotlib's font cache and rcParams are process-wide.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
 import threading
@@ -22,36 +23,30 @@ from model_store.errors import InvalidInput
 
 DPI = 100
 FORMATS = {"svg": "image/svg+xml", "png": "image/png"}
-SIZES: dict[str, tuple[float, float]] = {
-    "waterfall": (9.0, 6.0),
-    "counterfactual": (9.0, 5.0),
-    "reasons": (9.0, 5.0),
-    "attention": (9.0, 8.0),
-    "text": (9.0, 5.0),
-    "importance": (9.0, 6.0),
-    "beeswarm": (9.0, 6.0),
-    "correlations": (9.0, 8.0),
+
+
+@dataclasses.dataclass(frozen=True)
+class Drawer:
+    """A drawing function (``module:function``, called with the figure and the picture's data) and the one
+    size of its pictures in inches."""
+
+    target: str
+    size: tuple[float, float]
+    manual_layout: bool = False
+    """Whether it places its own axes (else matplotlib's constrained layout does)."""
+
+
+DRAWERS: dict[str, Drawer] = {
+    "waterfall": Drawer("explainers.plots.tabular:waterfall", (9.0, 6.0)),
+    "counterfactual": Drawer("explainers.plots.tabular:counterfactual_table", (9.0, 5.0)),
+    "reasons": Drawer("explainers.plots.tabular:reasons_bars", (9.0, 5.0)),
+    "attention": Drawer("explainers.plots.text:heatmap", (9.0, 8.0)),
+    "text": Drawer("explainers.plots.text:highlighted_words", (9.0, 5.0), manual_layout=True),
+    "importance": Drawer("explainers.plots.tabular:importance_bars", (9.0, 6.0)),
+    "beeswarm": Drawer("explainers.plots.tabular:beeswarm", (9.0, 6.0)),
+    "correlations": Drawer("explainers.plots.tabular:correlation_heatmap", (9.0, 8.0)),
 }
-DRAWERS = {
-    "waterfall": "explainers.plots.tabular:waterfall",
-    "counterfactual": "explainers.plots.tabular:counterfactual_table",
-    "reasons": "explainers.plots.tabular:reasons_bars",
-    "importance": "explainers.plots.tabular:importance_bars",
-    "beeswarm": "explainers.plots.tabular:beeswarm",
-    "correlations": "explainers.plots.tabular:correlation_heatmap",
-    "attention": "explainers.plots.text:heatmap",
-    "text": "explainers.plots.text:highlighted_words",
-}
-RECORD_PICTURES = {
-    "shap": "waterfall",
-    "counterfactuals": "counterfactual",
-    "reasons": "reasons",
-    "attention": "attention",
-    "attributions": "text",
-}
-"""Record kind (the method's name) -> the picture drawn for it."""
-MANUAL_LAYOUT = {"text"}
-"""Pictures that place their own axes (the others use matplotlib's constrained layout)."""
+SIZES = {name: drawer.size for name, drawer in DRAWERS.items()}
 RC: dict[str, Any] = {
     "svg.fonttype": "none",  # text elements, not glyph paths
     "svg.hashsalt": "candor",  # the same SVG for the same record
@@ -62,17 +57,19 @@ RC: dict[str, Any] = {
 _LOCK = threading.Lock()
 
 
-def pixel_size(picture: str) -> tuple[int, int]:
+def pixel_size(picture: str | Drawer) -> tuple[int, int]:
     """(width, height) of a PNG of ``picture`` in pixels."""
-    width, height = SIZES[picture]
+    width, height = (DRAWERS[picture] if isinstance(picture, str) else picture).size
     return round(width * DPI), round(height * DPI)
 
 
-def render(picture: str, fmt: str, data: dict[str, Any]) -> bytes:
-    """Draw ``picture`` from ``data`` (what its drawing function takes) as ``fmt`` bytes."""
+def render(picture: str | Drawer, fmt: str, data: dict[str, Any]) -> bytes:
+    """Draw ``picture`` (a name of ``DRAWERS`` or a method's own ``Drawer``) from ``data`` (what its drawing
+    function takes) as ``fmt`` bytes."""
     if fmt not in FORMATS:
         raise InvalidInput.field("format", f"One of {', '.join(FORMATS)}.")
-    module_name, _, function = DRAWERS[picture].partition(":")
+    drawer = DRAWERS[picture] if isinstance(picture, str) else picture
+    module_name, _, function = drawer.target.partition(":")
     with _LOCK:
         import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -82,8 +79,8 @@ def render(picture: str, fmt: str, data: dict[str, Any]) -> bytes:
 
         with matplotlib.rc_context({**RC, "font.family": fonts.families()}):  # type: ignore[arg-type,dict-item]
             draw: Callable[..., None] = getattr(importlib.import_module(module_name), function)
-            layout: Literal["constrained"] | None = None if picture in MANUAL_LAYOUT else "constrained"
-            figure = Figure(figsize=SIZES[picture], dpi=DPI, layout=layout)
+            layout: Literal["constrained"] | None = None if drawer.manual_layout else "constrained"
+            figure = Figure(figsize=drawer.size, dpi=DPI, layout=layout)
             FigureCanvasAgg(figure)  # text extents are measured with the Agg renderer
             draw(figure, **data)
             _drawable_texts(figure, fonts.drawable)
@@ -109,14 +106,6 @@ def _drawable_texts(figure: Any, drawable: Callable[[str], str]) -> None:
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(DrawableFormatter(axis.get_major_formatter()))
             axis.set_minor_formatter(DrawableFormatter(axis.get_minor_formatter()))
-
-
-def record_picture(record: dict[str, Any], instance: int) -> tuple[str, dict[str, Any]]:
-    """The picture of one result of a stored record, and that result (422 naming the field otherwise)."""
-    picture = RECORD_PICTURES.get(record["kind"])
-    if picture is None:
-        raise InvalidInput.field("record_id", f"A {record['kind']} record has no picture.")
-    return picture, record_result(record, instance)
 
 
 def record_result(record: dict[str, Any], instance: int) -> dict[str, Any]:

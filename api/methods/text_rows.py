@@ -1,0 +1,27 @@
+"""What the two text methods share: their instance cap and their job summary (truncated texts, tokens)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.methods.spec import Acc
+
+
+def text_instances(settings: Any) -> int:
+    return int(settings.max_text_instances)
+
+
+def text_accumulate(acc: Acc, result: dict[str, Any], _feature_order: list[str] | None) -> None:
+    tokens = acc.setdefault("tokens", [0.0, 0.0])
+    tokens[0] += float(len(result.get("tokens", [])))
+    tokens[1] += 1.0
+    if result.get("truncated"):
+        acc["truncated"] = acc.get("truncated", 0) + 1
+
+
+def text_finalize(acc: Acc) -> dict[str, Any]:
+    tokens = acc.get("tokens")
+    return {
+        "truncated": int(acc.get("truncated", 0)),
+        "mean_tokens": tokens[0] / tokens[1] if tokens and tokens[1] else None,
+    }
