@@ -7,9 +7,9 @@ from typing import Any
 
 from flask import request
 
+from api.idempotent import IDEMPOTENCY_HEADER
 from model_store.errors import InvalidInput
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_IDEMPOTENCY_KEY = 255
 

@@ -10,7 +10,9 @@ from typing import Any
 from api.methods.registry import spec
 from explainers.envelope import Explanation
 from model_store.audit import RecordDraft, canonical_json, sha256_hex
-from model_store.audit_blobs import Blob, arrays_replaced, blobs_of
+from model_store.audit_blobs import AuditBlobs, Blob, arrays_replaced, blobs_of
+from model_store.errors import NotFound
+from model_store.store import Store
 from model_store.versions import VersionInfo
 
 RECORD_SCHEMA_VERSION = "1.0"
@@ -27,22 +29,6 @@ def service_version() -> str:
 def request_sha256(instances: list[Any], options: dict[str, Any]) -> str:
     """The hash of a request as recorded: canonical JSON of its instances and options."""
     return sha256_hex(canonical_json({"instances": instances, "options": options}))
-
-
-def keyed_request_sha256(
-    method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
-) -> str:
-    """What an ``Idempotency-Key`` is bound to: the explanation method, the model and version as asked (a
-    retry of ``latest`` is the same request after a new version too) and the request's instances and
-    options as JSON values (key order and spacing do not count)."""
-    request = {
-        "method": method,
-        "model": name,
-        "version": version,
-        "instances": instances,
-        "options": options,
-    }
-    return sha256_hex(canonical_json(request))
 
 
 def recorded_request(info: VersionInfo, instances: list[Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -130,3 +116,20 @@ def out_of_line(draft: RecordDraft) -> tuple[RecordDraft, list[Blob]]:
         ref.update(filled)
     content = {**draft.content, "explanation": {**envelope, "results": results}}
     return dataclasses.replace(draft, content=content), [blob for blob, _ in hashed]
+
+
+def recorded_envelope(store: Store, record_id: str) -> dict[str, Any] | None:
+    """The explanation a record holds, as its client received it (the same JSON value; keys may come in
+    another order), or None when the record is gone (purged). Arrays kept as blobs are read back together,
+    checked against their sha256 (a missing blob is a 404, a changed one a 409, as the record's plot
+    answers), and encoded as the request asked."""
+    try:
+        record = store.audit.get(record_id)
+    except NotFound:
+        return None
+    envelope: dict[str, Any] = record["explanation"]
+    if not spec(record["kind"]).arrays_out_of_line:
+        return envelope
+    from explainers.attention import as_sent  # torch loads only for text models
+
+    return as_sent(AuditBlobs(store.sessions).arrays_in(envelope))

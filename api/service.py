@@ -8,11 +8,13 @@ from typing import Any, BinaryIO
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
+from api.explain_request import ExplainRequest
+from api.idempotent import fingerprint, once
 from api.methods.narration import narrate
 from api.methods.registry import known, methods_for
 from api.methods.spec import MethodSpec
 from api.metrics import EXPLANATION_SECONDS
-from api.recording import draft_for, out_of_line
+from api.recording import draft_for, out_of_line, recorded_envelope
 from api.replay import compare, replay_request
 from api.settings import Settings
 from explainers.envelope import Explanation
@@ -20,11 +22,12 @@ from explainers.importance import global_importance
 from explainers.ood import attach as attach_ood
 from explainers.ood import detector as ood_detector
 from explainers.profile import dataset_profile
+from explainers.rows import TabularRows, rows_of
 from explainers.segments import explanation_segments
 from model_store import audit_blobs
 from model_store.archive_limits import ArchiveLimits
 from model_store.audit import CHECKPOINT
-from model_store.errors import InvalidInput
+from model_store.errors import IdempotencyKeyTaken, InvalidInput
 from model_store.explain_keys import ExplainKeys, Idempotency, KeyedRecord
 from model_store.sqlite_turns import take_write_turn
 from model_store.store import Store
@@ -96,58 +99,73 @@ class ExplanationService:
             "predictions": model.predictions(records),
         }
 
-    def explain(
-        self,
-        method: str,
-        name: str,
-        version: str,
-        instances: list[Any],
-        options: dict[str, Any],
-        key_id: str | None = None,
-        record: bool = True,
-        idempotency: Idempotency | None = None,
-    ) -> Explanation:
-        """Compute an explanation and (unless ``record`` is false, as for a replay) commit its audit record
-        before returning it. With ``idempotency`` (``key_id``'s key), the key is claimed for this request in
-        the record's transaction: an ``IntegrityError`` and nothing recorded when it was claimed before."""
-        info, explanation = self.compute(method, name, version, instances, options)
-        if record:
-            draft, blobs = out_of_line(draft_for(method, explanation, info, instances, options, key_id))
+    def answer(self, request: ExplainRequest) -> tuple[dict[str, Any], bool]:
+        """The envelope for ``request``, computed and recorded; and whether it was instead read back from the
+        record of the same request sent earlier with the same ``idempotency_key`` (``api.idempotent``)."""
+        if request.idempotency_key is None or request.key_id is None:
+            return self.explain(request).to_dict(), False
+        key_id, key = request.key_id, request.idempotency_key
+        sha = fingerprint(
+            {
+                "method": request.method,
+                "model": request.model,
+                "version": request.asked_version,  # a retry of ``latest`` is the same request after a new one
+                "instances": request.instances,
+                "options": request.recorded_options,
+            }
+        )
+        keys = ExplainKeys(self.store.sessions)
+        return once(
+            sha,
+            find=lambda: keys.find(key_id, key),
+            sha256_of=lambda earlier: earlier.request_sha256,
+            answer_of=lambda earlier: recorded_envelope(self.store, earlier.record_id),
+            run=lambda: self.explain(request, Idempotency(key, sha)).to_dict(),
+            what="explanation",
+        )
+
+    def explain(self, request: ExplainRequest, idempotency: Idempotency | None = None) -> Explanation:
+        """Compute an explanation and commit its audit record before returning it. With ``idempotency``, the
+        request's key is claimed in the record's transaction: ``IdempotencyKeyTaken`` and nothing recorded
+        when another request claimed it first."""
+        info, explanation = self.compute(request)
+        draft = draft_for(
+            request.method, explanation, info, request.instances, request.recorded_options, request.key_id
+        )
+        draft, blobs = out_of_line(draft)
+        try:
             with self.store.sessions.begin() as session:  # the record, its blobs and its key commit together
                 take_write_turn(session)  # on SQLite, before the key's claim writes
-                if idempotency is not None and key_id is not None:
+                if idempotency is not None and request.key_id is not None:
                     keyed = KeyedRecord(idempotency.request_sha256, explanation.id)
-                    ExplainKeys.claim(session, key_id, idempotency.key, keyed)
+                    ExplainKeys.claim(session, request.key_id, idempotency.key, keyed)
                 audit_blobs.append_with_blobs(self.store.audit, session, [draft], blobs)
+        except sa_exc.IntegrityError as exc:
+            if idempotency is None:
+                raise
+            raise IdempotencyKeyTaken(idempotency.key) from exc
         return explanation
 
-    def compute(
-        self, method: str, name: str, version: str, instances: list[Any], options: dict[str, Any]
-    ) -> tuple[VersionInfo, Explanation]:
-        """The explanation alone, with the version it was computed on (nothing recorded). With the option
-        ``narrative``, every result gets its plain-language ``summary`` (explainers.narratives) here, so a
-        record holds exactly what the client got and a replay recomputes it."""
-        spec = known(method)
-        rest = {k: v for k, v in options.items() if k != "narrative"}
-        info, explanation = self._explanation(spec, name, version, instances, rest)
-        if options.get("narrative"):
-            narrate(spec, explanation, self.store.registry.load(info))
-        return info, explanation
-
-    def _explanation(
-        self, spec: MethodSpec, name: str, version: str, instances: list[Any], options: dict[str, Any]
-    ) -> tuple[VersionInfo, Explanation]:
-        """The explanation alone, with the version it was computed on (nothing recorded)."""
-        self._check_limits(spec, instances, options)  # every cap is checked before any model is loaded or run
-        info, model = self._loaded(name, version)
+    def compute(self, request: ExplainRequest) -> tuple[VersionInfo, Explanation]:
+        """The explanation alone, with the version it was computed on (nothing recorded). The rows are
+        validated once, for the adapter and the OOD flags; the method's server limits go to the adapter
+        apart from the client's options. With ``narrative``, every result gets its plain-language
+        ``summary`` here, so a record holds exactly what the client got and a replay recomputes it."""
+        spec = known(request.method)
+        self._check_limits(spec, request.instances, request.options)  # before any model is loaded or run
+        info, model = self._loaded(request.model, request.version)
         if not spec.applies(model):
             raise InvalidInput.field("method", f"{spec.name} does not apply to {info.flavour} models.")
         with EXPLANATION_SECONDS.labels(spec.name).time():
-            limited = {**options, **spec.limits(self.settings)}
-            explanation = spec.explainer().explain(info, model, instances, limited)
-            if info.flavour == "tabular":
-                attach_ood(model, explanation, instances)  # results[i]["ood"], quality["ood"]
-            return info, explanation
+            rows = rows_of(model, request.instances, request.options)
+            explanation = spec.explainer().explain(
+                info, model, rows, request.options, spec.limits(self.settings)
+            )
+            if isinstance(rows, TabularRows):
+                attach_ood(model, explanation, rows)  # results[i]["ood"], quality["ood"]
+        if request.narrative:
+            narrate(spec, explanation, model)
+        return info, explanation
 
     def replay(self, record_id: str, instances: list[Any] | None = None) -> dict[str, Any]:
         """Recompute a recorded explanation with its recorded version, options and seed, and compare."""
@@ -156,7 +174,10 @@ class ExplanationService:
             raise InvalidInput.field("id", "A checkpoint record has no explanation to replay.")
         sent, options = replay_request(record, instances)
         model = record["model"]
-        info, explanation = self.compute(record["kind"], model["name"], str(model["version"]), sent, options)
+        recorded = ExplainRequest.recorded(
+            record["kind"], model["name"], str(model["version"]), sent, options
+        )
+        info, explanation = self.compute(recorded)
         refs = audit_blobs.references(record["explanation"])
         stored = audit_blobs.AuditBlobs(self.store.sessions).load(ref[audit_blobs.REF_KEY] for ref in refs)
         return {

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from api.methods.registry import specs
 from api.service import ExplanationService
 from explainers.ood import attach as attach_ood
+from explainers.rows import tabular_rows
 from model_store.errors import CandorError
 from model_store.versions import VersionInfo
 
@@ -87,8 +88,9 @@ def _warm_version(service: ExplanationService, info: VersionInfo) -> None:
         return
     row = json.loads(model.reference.head(1).to_json(orient="records"))
     model.predictions(model.validate(row))
+    rows = tabular_rows(model, row)
     for spec in specs():
         if not spec.applies(model):
             continue
-        explanation = spec.explainer().explain(info, model, row, spec.limits(service.settings))
-        attach_ood(model, explanation, row)
+        explanation = spec.explainer().explain(info, model, rows, {}, spec.limits(service.settings))
+        attach_ood(model, explanation, rows)

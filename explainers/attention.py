@@ -18,15 +18,16 @@ import binascii
 import dataclasses
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
 from explainers import bertviz_view
-from explainers.base import Explainer
+from explainers.base import NO_LIMITS, Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
+from explainers.rows import Rows, TextRows
 from model_store.audit_blobs import EncodedArray, arrays_replaced, little_endian
 from model_store.errors import InvalidInput
 from model_store.versions import VersionInfo
@@ -179,12 +180,18 @@ class AttentionExplainer(Explainer):
         self.max_values = max_values
 
     def explain(
-        self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
+        self,
+        info: VersionInfo,
+        model: Any,
+        rows: Rows,
+        options: dict[str, Any],
+        limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
+        assert isinstance(rows, TextRows)
         started = time.perf_counter()
         sel = self._parse(model, options)
-        items = model.validate(instances, truncate=bool(options.get("truncate")))
-        self._check_size(items, sel, int(options.get("max_values") or self.max_values))
+        items = rows.items
+        self._check_size(items, sel, int(limits.get("max_values") or self.max_values))
         timing = {"forward": 0.0, "weights": 0.0}
         results = [self._one(model, item, sel, timing) for item in items]
         params = {

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from explainers.envelope import Explanation
+from explainers.rows import Rows
 from model_store.versions import VersionInfo
+
+NO_LIMITS: Mapping[str, Any] = MappingProxyType({})
 
 
 class Explainer(abc.ABC):
@@ -18,6 +23,12 @@ class Explainer(abc.ABC):
 
     @abc.abstractmethod
     def explain(
-        self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
+        self,
+        info: VersionInfo,
+        model: Any,
+        rows: Rows,
+        options: dict[str, Any],
+        limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
-        """Explain validated ``instances`` of ``model`` with request ``options``."""
+        """Explain validated ``rows`` of ``model`` with the client's ``options``, within the server's
+        ``limits`` (the method's ``MethodSpec.limits``; never recorded as options)."""

@@ -9,13 +9,15 @@ delta is under the tolerance, the step cap or the time budget is reached, and sa
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from captum.attr import LayerIntegratedGradients
 
-from explainers.base import Explainer
+from explainers.base import NO_LIMITS, Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
+from explainers.rows import Rows, TextRows
 from model_store.errors import InvalidInput
 from model_store.versions import VersionInfo
 
@@ -101,8 +103,14 @@ class CaptumExplainer(Explainer):
     kind = "token_attribution"
 
     def explain(
-        self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
+        self,
+        info: VersionInfo,
+        model: Any,
+        rows: Rows,
+        options: dict[str, Any],
+        limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
+        assert isinstance(rows, TextRows)
         started = time.perf_counter()
         method = options.get("method") or "integrated_gradients"
         baseline = options.get("baseline") or "pad"
@@ -112,7 +120,7 @@ class CaptumExplainer(Explainer):
         if target_label is not None and target_label not in model.classes:
             raise InvalidInput.field("target", f"Unknown label; labels are {', '.join(model.classes)}.")
         deadline = time.monotonic() + int(options.get("budget_ms") or DEFAULT_BUDGET_MS) / 1000
-        items = model.validate(instances, truncate=bool(options.get("truncate")))
+        items = rows.items
         engine = model.derived.get_or_load("captum", lambda: TokenAttributions(model))
         results, qualities = [], []
         for item in items:

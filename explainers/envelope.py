@@ -47,12 +47,6 @@ class MethodInfo:
     library_versions: dict[str, str]
 
 
-@dataclasses.dataclass(frozen=True)
-class TabularInputs:
-    records: list[dict[str, Any]]
-    encoded: Any  # numpy.ndarray, one row per record
-
-
 @dataclasses.dataclass
 class Explanation:
     kind: str
@@ -65,9 +59,6 @@ class Explanation:
     id: str = dataclasses.field(default_factory=new_explanation_id)
     created_at: dt.datetime = dataclasses.field(default_factory=lambda: dt.datetime.now(dt.UTC))
     schema_version: str = SCHEMA_VERSION
-    inputs: TabularInputs | None = dataclasses.field(default=None, repr=False, compare=False)
-    """The validated rows and their encoding the explanation was computed on, for what runs after it in the
-    same process (the OOD flags); never serialised."""
 
     def to_dict(self) -> dict[str, Any]:
         return {

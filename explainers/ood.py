@@ -26,6 +26,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from explainers.envelope import Explanation, library_versions
+from explainers.rows import TabularRows
 from model_store.tabular import TabularModel
 
 RANDOM_STATE = 0
@@ -221,17 +222,13 @@ def detector(model: TabularModel) -> OodDetector:
     return model.derived.get_or_load(("ood", N_ESTIMATORS, CONTAMINATION), lambda: OodDetector(model))
 
 
-def attach(model: TabularModel, explanation: Explanation, instances: list[Any]) -> None:
-    """Flag each explained instance: ``results[i]["ood"]`` for instance i, and ``quality["ood"]`` says
-    how (results are one per instance for every tabular method)."""
-    inputs, explanation.inputs = explanation.inputs, None  # used once, not kept with the explanation
-    if len(explanation.results) != len(instances):
+def attach(model: TabularModel, explanation: Explanation, rows: TabularRows) -> None:
+    """Flag each explained row: ``results[i]["ood"]`` for row i, and ``quality["ood"]`` says how (results
+    are one per row for every tabular method)."""
+    if len(explanation.results) != len(rows):
         return
     found = detector(model)
-    if inputs is not None and len(inputs.records) == len(instances):
-        flags = found.flags(inputs.records, inputs.encoded)
-    else:
-        flags = found.flags(model.validate(instances))
+    flags = found.flags(rows.records, rows.encoded)
     for result, flag in zip(explanation.results, flags, strict=True):
         result["ood"] = flag
     explanation.quality["ood"] = found.describe()

@@ -9,11 +9,13 @@ the counterfactual (from Candor's guaranteed search) that changes that feature w
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from explainers.base import Explainer
+from explainers.base import NO_LIMITS, Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef
 from explainers.registry import COUNTERFACTUALS, SHAP, adapter
+from explainers.rows import Rows, TabularRows
 from model_store.errors import InvalidInput
 from model_store.tabular import TabularModel
 from model_store.versions import VersionInfo
@@ -26,8 +28,14 @@ class ReasonsExplainer(Explainer):
     kind = "reasons"
 
     def explain(
-        self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
+        self,
+        info: VersionInfo,
+        model: Any,
+        rows: Rows,
+        options: dict[str, Any],
+        limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
+        assert isinstance(rows, TabularRows)
         started = time.perf_counter()
         favourable = model.manifest.favourable_class
         if not model.is_classifier or len(model.classes) != 2 or favourable is None:
@@ -35,12 +43,9 @@ class ReasonsExplainer(Explainer):
                 "model", "Reasons apply to binary classification models with a favourable class."
             )
         max_reasons = int(options.get("max_reasons") or DEFAULT_MAX_REASONS)
-        instances = model.validate(instances)
-        attributions = adapter(SHAP).explain(
-            info, model, instances, {"target": favourable, "layout": "columnar"}
-        )
+        attributions = adapter(SHAP).explain(info, model, rows, {"target": favourable, "layout": "columnar"})
         declined = [r["prediction"]["label"] != favourable for r in attributions.results]
-        counterfactuals = self._counterfactuals(info, model, instances, declined, options)
+        counterfactuals = self._counterfactuals(info, model, rows, declined, options)
         results = []
         for index, (row, is_declined) in enumerate(zip(attributions.results, declined, strict=True)):
             cf_result = counterfactuals.get(index)
@@ -53,7 +58,7 @@ class ReasonsExplainer(Explainer):
             }
             if is_declined:
                 result.update(
-                    _ranked(model, instances[index], row["attribution_values"], max_reasons, cf_result)
+                    _ranked(model, rows.records[index], row["attribution_values"], max_reasons, cf_result)
                 )
             results.append(result)
         shap_method = attributions.method
@@ -81,15 +86,15 @@ class ReasonsExplainer(Explainer):
 
     @staticmethod
     def _counterfactuals(
-        info: VersionInfo, model: Any, instances: list[Any], declined: list[bool], options: dict[str, Any]
+        info: VersionInfo, model: Any, rows: TabularRows, declined: list[bool], options: dict[str, Any]
     ) -> dict[int, dict[str, Any]]:
         """Counterfactual results of the declined rows, by row index (only with ``with_counterfactual``)."""
-        rows = [i for i, d in enumerate(declined) if d]
-        if not options.get("with_counterfactual") or not rows:
+        indices = [i for i, d in enumerate(declined) if d]
+        if not options.get("with_counterfactual") or not indices:
             return {}
         cf_options = {k: options[k] for k in ("seed", "budget_ms") if options.get(k) is not None}
-        found = adapter(COUNTERFACTUALS).explain(info, model, [instances[i] for i in rows], cf_options)
-        return dict(zip(rows, found.results, strict=True))
+        found = adapter(COUNTERFACTUALS).explain(info, model, rows.subset(indices), cf_options)
+        return dict(zip(indices, found.results, strict=True))
 
 
 def _ranked(

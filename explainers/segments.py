@@ -20,6 +20,7 @@ from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 
 from explainers.envelope import library_versions
+from explainers.rows import tabular_rows
 from explainers.shap_backends import BACKGROUND_SEED
 from explainers.shap_tabular import DEFAULTS, ShapExplainer
 from model_store.errors import InvalidInput
@@ -39,7 +40,7 @@ def explanation_segments(info: VersionInfo, model: TabularModel, k_max: int) -> 
     started = time.perf_counter()
     rows = _rows(model)
     records = model.reference.iloc[rows].to_dict("records")
-    explanation = ShapExplainer().explain(info, model, records, {"layout": "columnar"})
+    explanation = ShapExplainer().explain(info, model, tabular_rows(model, records), {"layout": "columnar"})
     values = np.array([r["attribution_values"] for r in explanation.results], dtype=float)
     silhouettes, chosen, labels = cluster(values, k_max)
     predictions = [r["prediction"] for r in explanation.results]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import numpy as np
 
 from explainers.attribution_results import Selected, columnar_results, record_results
-from explainers.base import Explainer
-from explainers.envelope import Explanation, MethodInfo, ModelRef, TabularInputs, library_versions
+from explainers.base import NO_LIMITS, Explainer
+from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
+from explainers.rows import Rows, TabularRows
 from explainers.shap_backends import BACKENDS, Backend, Unsupported, check_algorithm, default_space
 from model_store.errors import ExplainerFailed, InvalidInput
 from model_store.tabular import TabularModel
@@ -63,16 +65,22 @@ class ShapExplainer(Explainer):
         return backend
 
     def explain(
-        self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
+        self,
+        info: VersionInfo,
+        model: Any,
+        rows: Rows,
+        options: dict[str, Any],
+        limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
+        assert isinstance(rows, TabularRows)
         opts = _options(model, options)
         started = time.perf_counter()
         backend = self.backend(model, opts["algorithm"], opts["output"], int(opts["background_rows"]))
         if backend.stochastic:
-            _check_work(opts, len(instances), options.get("max_work"))
-        records = model.validate(instances)
+            _check_work(opts, len(rows), limits.get("max_work"))
+        records = rows.records
         target_index = model.class_index(opts["target"]) if opts["target"] is not None else None
-        encoded = model.encode(records)
+        encoded = rows.encoded
         prepared = time.perf_counter()
         try:
             values, base = backend.run(records, encoded, int(opts["seed"]), int(opts["max_evals"]))
@@ -88,7 +96,6 @@ class ShapExplainer(Explainer):
         else:
             results = record_results(model, records, selected, opts["top_k"])
         explanation = self._envelope(info, model, backend, opts, target_index, selected, results)
-        explanation.inputs = TabularInputs(records, encoded)
         explanation.timing_ms = {
             "prepare": _ms(prepared - started),
             "explain": _ms(computed - prepared),

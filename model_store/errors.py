@@ -100,6 +100,15 @@ class Conflict(CandorError):
     type_slug = "conflict"
 
 
+class IdempotencyKeyTaken(Conflict):
+    """Another request of the same API key claimed this ``Idempotency-Key`` first (an explanation's record or
+    a job); the idempotency flow answers as that request did."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__("Another request with this Idempotency-Key was answered first; send it again.")
+        self.key = key
+
+
 class IntegrityError(CandorError):
     status = 500
     title = "Stored artifact failed its integrity check"

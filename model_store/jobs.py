@@ -28,7 +28,7 @@ from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from model_store.errors import Conflict, NotFound
+from model_store.errors import Conflict, IdempotencyKeyTaken, NotFound
 from model_store.tables import JobRow, as_utc, utcnow
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -40,10 +40,6 @@ MAX_ATTEMPTS = 5
 
 class LostJob(Exception):
     """The runner no longer holds the job: it was cancelled, or reclaimed by another runner."""
-
-
-class IdempotencyKeyTaken(Exception):
-    """Another job of the same key was created with this ``Idempotency-Key`` first."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,12 +15,13 @@ from conftest import bearer
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from test_audit import declined_row, loan_rows
 
 from api.demo import loan_model
+from api.explain_request import ExplainRequest
 from api.jsonio import dumps_bytes
-from api.keyed_explain import ExplainRequest, explain_keyed, recorded_envelope
+from api.recording import recorded_envelope
+from model_store.errors import IdempotencyKeyTaken
 from model_store.explain_keys import ExplainKeys, Idempotency
 from model_store.manifest import parse_manifest
 from model_store.reference import to_parquet
@@ -129,16 +130,16 @@ def test_a_key_whose_record_was_purged_is_explained_anew(
     """A purge between a retry's lookup and its read leaves no key to answer with: the retry explains anew."""
     context = app.extensions["candor"]
     key_id = context.store.keys.authenticate(keys["explain"]).key_id
-    request = ExplainRequest("shap", "loan", "1", "1", loan_rows(), {})
-    first, replayed = explain_keyed(context.service, request, key_id, "purged")
+    request = ExplainRequest("shap", "loan", "1", loan_rows(), {}, key_id=key_id, idempotency_key="purged")
+    first, replayed = context.service.answer(request)
     assert not replayed
     found = ExplainKeys(context.store.sessions).find(key_id, "purged")
     assert found is not None and found.record_id == first["id"]
     context.store.audit.purge(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
     assert recorded_envelope(context.store, found.record_id) is None
-    again, replayed = explain_keyed(context.service, request, key_id, "purged")
+    again, replayed = context.service.answer(request)
     assert not replayed and again["id"] != first["id"]
-    replayed_envelope, replayed = explain_keyed(context.service, request, key_id, "purged")
+    replayed_envelope, replayed = context.service.answer(request)
     assert replayed and replayed_envelope == orjson.loads(dumps_bytes(again))  # the JSON value sent
 
 
@@ -204,9 +205,10 @@ def test_a_claimed_key_rolls_the_second_record_back(app: Flask, keys: dict[str, 
     key_id = context.store.keys.authenticate(keys["explain"]).key_id
     rows = loan_rows()
     claim = Idempotency("claimed", "0" * 64)
-    context.service.explain("shap", "loan", "1", rows, {}, key_id, idempotency=claim)
-    with pytest.raises(IntegrityError):
-        context.service.explain("shap", "loan", "1", rows, {}, key_id, idempotency=claim)
+    request = ExplainRequest("shap", "loan", "1", rows, {}, key_id=key_id)
+    context.service.explain(request, idempotency=claim)
+    with pytest.raises(IdempotencyKeyTaken):
+        context.service.explain(request, idempotency=claim)
     assert count(app, RecordRow) == 1 and count(app, ExplainKeyRow) == 1
     assert context.store.audit.verify()["ok"]
 

@@ -211,12 +211,13 @@ def test_csv_shap_job_equals_the_explain_endpoint(make_app: Any, dask_client: An
 def test_split_records_equal_draft_for(app: Flask) -> None:
     """The fast per-row drafts of a split chunk are exactly what ``draft_for`` records for each row, already
     serialised; a record appended from either has the same body."""
+    from api.explain_request import ExplainRequest
     from api.jobs.rows import job_source, split, split_drafts
     from api.methods.registry import spec
 
     service = app.extensions["candor"].service
     instances = json.loads(loan_rows(5).to_json(orient="records"))
-    info, explanation = service.compute("shap", "loan", "1", instances, {"top_k": 3})
+    info, explanation = service.compute(ExplainRequest("shap", "loan", "1", instances, {"top_k": 3}))
     rows = split(explanation, spec("shap").row_quality)
     fast = split_drafts("shap", rows, info, instances, {"top_k": 3}, "k1", "job", 10)
     for offset, (row, draft) in enumerate(zip(rows, fast, strict=True)):

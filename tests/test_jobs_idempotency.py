@@ -14,7 +14,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from api.demo import LOAN_TARGET, german_credit
-from model_store.jobs import IdempotencyKeyTaken, JobStore, NewJob
+from model_store.errors import IdempotencyKeyTaken
+from model_store.jobs import JobStore, NewJob
 from model_store.tables import JobRow
 
 HEADER = "Idempotency-Key"

@@ -15,6 +15,7 @@ SCRIPT = textwrap.dedent(
     from api.app import create_app
     from api import demo
     from api.context import candor
+    from api.explain_request import ExplainRequest
 
     app = create_app({"data_dir": tempfile.mkdtemp()})
     with app.app_context():
@@ -23,7 +24,7 @@ SCRIPT = textwrap.dedent(
         rows = json.load(open("tests/data/loan_declined.json"))["instances"]
         service.predict("loan", "latest", rows)
         for method in ("shap", "counterfactuals", "reasons"):
-            service.explain(method, "loan", "latest", rows, {})
+            service.explain(ExplainRequest(method, "loan", "latest", rows, {}))
     print("torch" in sys.modules)
     """
 )

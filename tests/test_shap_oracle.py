@@ -34,6 +34,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
 from explainers.registry import SHAP, adapter
+from explainers.rows import tabular_rows
 from model_store.errors import InvalidInput
 from model_store.manifest import parse_manifest
 from model_store.reference import to_parquet
@@ -188,7 +189,7 @@ def register(store: Any, name: str) -> tuple[Any, Any]:
 
 def explain(store: Any, name: str, rows: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
     info, model = register(store, name)
-    return adapter(SHAP).explain(info, model, rows, options).to_dict()
+    return adapter(SHAP).explain(info, model, tabular_rows(model, rows), options).to_dict()
 
 
 # -- the oracle ------------------------------------------------------------------------------------------
@@ -352,7 +353,9 @@ def test_explicit_target_selects_that_class_column(store, name):
     oracle = default_oracle(pipeline, features, reference, pd.DataFrame.from_records(rows))
     info, model = register(store, name)
     for k, label in enumerate(pipeline.classes_):
-        envelope = adapter(SHAP).explain(info, model, rows, {"target": str(label)}).to_dict()
+        envelope = (
+            adapter(SHAP).explain(info, model, tabular_rows(model, rows), {"target": str(label)}).to_dict()
+        )
         assert envelope["output"] == {"space": case.space, "target": str(label), "target_rule": "requested"}
         check_results(envelope, pipeline, features, rows, oracle, case.space, [k] * len(rows))
 
@@ -361,7 +364,9 @@ def test_binary_target_flips_every_sign_in_log_odds(store):
     rows = explained_rows("lr_binary")
     info, model = register(store, "lr_binary")
     by_label = {
-        label: adapter(SHAP).explain(info, model, rows, {"target": label}).to_dict()["results"]
+        label: adapter(SHAP)
+        .explain(info, model, tabular_rows(model, rows), {"target": label})
+        .to_dict()["results"]
         for label in ("no", "yes")
     }
     for no, yes in zip(by_label["no"], by_label["yes"], strict=True):
@@ -376,7 +381,9 @@ def test_regression_refuses_a_target(store):
     """A target class on a regressor is refused, and the message says why (not 'Unknown class')."""
     info, model = register(store, "gbr_regression")
     with pytest.raises(InvalidInput) as caught:
-        adapter(SHAP).explain(info, model, explained_rows("gbr_regression")[:1], {"target": "yes"})
+        adapter(SHAP).explain(
+            info, model, tabular_rows(model, explained_rows("gbr_regression")[:1]), {"target": "yes"}
+        )
     assert caught.value.errors == {"target": ["Regression models have no target class."]}
 
 
@@ -384,8 +391,8 @@ def test_groups_and_top_k_on_a_registered_model(store):
     manifest, _, _ = fitted("gbc_binary")
     rows = explained_rows("gbc_binary")
     info, model = register(store, "gbc_binary")
-    full = adapter(SHAP).explain(info, model, rows, {}).to_dict()["results"]
-    top = adapter(SHAP).explain(info, model, rows, {"top_k": 2}).to_dict()["results"]
+    full = adapter(SHAP).explain(info, model, tabular_rows(model, rows), {}).to_dict()["results"]
+    top = adapter(SHAP).explain(info, model, tabular_rows(model, rows), {"top_k": 2}).to_dict()["results"]
     for whole, short in zip(full, top, strict=True):
         attributions = {a["feature"]: a["attribution"] for a in whole["attributions"]}
         for group in whole["groups"]:
@@ -413,7 +420,7 @@ def test_probability_output_equals_interventional_tree_shap(store):
     assert oracle.values.shape[2] == 1  # shap gives the positive class only
     for label, k in (("yes", 1), ("no", 0)):
         options = {"output": "probability", "target": label}
-        envelope = adapter(SHAP).explain(info, model, rows, options).to_dict()
+        envelope = adapter(SHAP).explain(info, model, tabular_rows(model, rows), options).to_dict()
         assert envelope["method"]["algorithm"] == "tree"
         params = envelope["method"]["params"]
         assert params["feature_perturbation"] == "interventional"
@@ -442,9 +449,9 @@ def test_permutation_adds_up_exactly_and_is_seeded(store):
     rows = explained_rows("gbc_binary")[:2]
     info, model = register(store, "gbc_binary")
     options = {"algorithm": "permutation", "seed": 7, "max_evals": 64, "background_rows": 40}
-    first = adapter(SHAP).explain(info, model, rows, options).to_dict()
-    again = adapter(SHAP).explain(info, model, rows, options).to_dict()
-    other = adapter(SHAP).explain(info, model, rows, {**options, "seed": 8}).to_dict()
+    first = adapter(SHAP).explain(info, model, tabular_rows(model, rows), options).to_dict()
+    again = adapter(SHAP).explain(info, model, tabular_rows(model, rows), options).to_dict()
+    other = adapter(SHAP).explain(info, model, tabular_rows(model, rows), {**options, "seed": 8}).to_dict()
 
     assert first["method"]["algorithm"] == "permutation"
     assert first["output"]["space"] == "probability"

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from api.explain_request import ExplainRequest
 from api.jobs import rows as row_lines
 from api.jobs.inputs import read_chunk
 from api.jobs.summaries import accumulate
@@ -164,9 +165,7 @@ def _in_one_call(
     """The chunk's per-row envelopes from one call (None when its rows must be computed alone), and
     whether later chunks are worth trying in one call."""
     try:
-        _, explanation = service.compute(
-            task.kind, task.model_name, str(task.model_version), instances, task.options
-        )
+        _, explanation = service.compute(_request(task, instances))
     except CandorError:
         return None, True  # some row is bad: this chunk row by row, so only that row fails
     method = spec(task.kind)
@@ -175,13 +174,17 @@ def _in_one_call(
     return row_lines.split(explanation, method.row_quality), True
 
 
+def _request(task: ChunkTask, instances: list[dict[str, Any]]) -> ExplainRequest:
+    return ExplainRequest.recorded(
+        task.kind, task.model_name, str(task.model_version), instances, task.options
+    )
+
+
 def _alone(
     service: ExplanationService, task: ChunkTask, instance: dict[str, Any]
 ) -> Explanation | BaseException:
     try:
-        return service.compute(task.kind, task.model_name, str(task.model_version), [instance], task.options)[
-            1
-        ]
+        return service.compute(_request(task, [instance]))[1]
     except CandorError as exc:
         return exc
     except Exception as exc:  # a library failure on one row must not fail the job

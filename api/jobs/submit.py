@@ -15,15 +15,16 @@ from typing import IO, Any
 
 from marshmallow import ValidationError
 
-from api.idempotency import IDEMPOTENCY_HEADER
+from api.explain_request import ExplainRequest
+from api.idempotent import fingerprint, once
 from api.jobs.inputs import target_schema, write_input
 from api.methods.registry import spec
 from api.schemas.jobs import DATASETS
 from api.service import ExplanationService
 from model_store.artifacts import REFERENCE_FILE
-from model_store.audit import canonical_json, sha256_hex
 from model_store.errors import InvalidInput
-from model_store.jobs import IdempotencyKeyTaken, JobStore, NewJob
+from model_store.explain_keys import Idempotency
+from model_store.jobs import JobStore, NewJob
 from model_store.manifest import flatten_messages
 from model_store.versions import VersionInfo
 
@@ -49,14 +50,6 @@ class JobRequest:
     dataset: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Keyed:
-    """A submission's ``Idempotency-Key`` and the sha256 of the request sent with it."""
-
-    key: str
-    request_sha256: str
-
-
 def request_fingerprint(request: JobRequest) -> str:
     """The sha256 of a job request as sent: its fields (``options`` as parsed JSON, so key order and spacing
     do not count) and the uploaded file's bytes (not its name). The upload is read once and rewound."""
@@ -67,18 +60,16 @@ def request_fingerprint(request: JobRequest) -> str:
             digest.update(block)
         request.upload.seek(0)
         file_hash = digest.hexdigest()
-    fields = {
-        "model": request.model,
-        "version": request.version,
-        "kind": request.kind,
-        "options": request.options,
-        "dataset": request.dataset,
-        "file_sha256": file_hash,
-    }
-    try:
-        return sha256_hex(canonical_json(fields))
-    except TypeError as exc:  # JSON the canonical form cannot write: too deep, or an integer past 64 bits
-        raise InvalidInput.field("options", "Nested too deeply, or a number out of range.") from exc
+    return fingerprint(
+        {
+            "model": request.model,
+            "version": request.version,
+            "kind": request.kind,
+            "options": request.options,
+            "dataset": request.dataset,
+            "file_sha256": file_hash,
+        }
+    )
 
 
 def validate_options(kind: str, options: Any) -> dict[str, Any]:
@@ -106,21 +97,17 @@ class Submission:
         queued earlier under the same ``idempotency_key`` (the same request sent again)."""
         if idempotency_key is None:
             return self._queue(request, key_id, None), False
-        fingerprint = request_fingerprint(request)
-        earlier = self.jobs.by_idempotency_key(key_id, idempotency_key)
-        if earlier is None:
-            try:
-                return self._queue(request, key_id, Keyed(idempotency_key, fingerprint)), False
-            except IdempotencyKeyTaken:
-                earlier = self.jobs.by_idempotency_key(key_id, idempotency_key)
-        if earlier is None or earlier["request_sha256"] != fingerprint:
-            raise InvalidInput.field(
-                IDEMPOTENCY_HEADER,
-                "Already used by this key for a different request: use a new key for a new job.",
-            )
-        return earlier, True
+        keyed = Idempotency(idempotency_key, request_fingerprint(request))
+        return once(
+            keyed.request_sha256,
+            find=lambda: self.jobs.by_idempotency_key(key_id, idempotency_key),
+            sha256_of=lambda earlier: str(earlier["request_sha256"]),
+            answer_of=lambda earlier: earlier,
+            run=lambda: self._queue(request, key_id, keyed),
+            what="job",
+        )
 
-    def _queue(self, request: JobRequest, key_id: str | None, keyed: Keyed | None) -> dict[str, Any]:
+    def _queue(self, request: JobRequest, key_id: str | None, keyed: Idempotency | None) -> dict[str, Any]:
         kind, dataset, upload = request.kind, request.dataset, request.upload
         info = self.service.store.registry.resolve(request.model, request.version)
         loaded = self.service.store.registry.load(info)
@@ -193,7 +180,7 @@ class Submission:
             row = model.reference.head(1).to_dict("records")[0]
         cheap = {**options, **spec(kind).probe_options}
         try:
-            self.service.compute(kind, info.name, str(info.version), [row], cheap)
+            self.service.compute(ExplainRequest.recorded(kind, info.name, str(info.version), [row], cheap))
         except InvalidInput as exc:
             errors = {
                 _option_field(name): messages

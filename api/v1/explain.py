@@ -10,9 +10,9 @@ from flask.views import MethodView
 
 from api.auth import caller_key_id
 from api.context import candor
+from api.explain_request import ExplainRequest
 from api.idempotency import REPLAYED_HEADER, header_parameter, idempotency_key, replayed_header
 from api.jsonio import dumps_bytes, json_response
-from api.keyed_explain import ExplainRequest, explain_keyed
 from api.methods.registry import specs
 from api.methods.spec import MethodSpec
 from api.schemas.common import ProblemSchema
@@ -33,13 +33,11 @@ blp = Blueprint(
 def _answer(
     method: str, body: dict[str, Any], query: dict[str, Any], name: str, version: str
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Run ``method`` on the request's instances with the rest of the body (and ``narrative``) as options:
-    the envelope and the answer's headers (``Idempotent-Replayed`` when an ``Idempotency-Key`` sent again
-    with the same request is answered from its record)."""
+    """Run ``method`` on the request's instances with the rest of the body as options (and the narrative
+    when the query asks for it): the envelope and the answer's headers (``Idempotent-Replayed`` when an
+    ``Idempotency-Key`` sent again with the same request is answered from its record)."""
     instances = body.pop("instances")
-    if query["narrative"]:
-        body["narrative"] = True  # recorded with the options, so a replay recomputes the summaries
-    return explain_answer(method, name, version, instances, body)
+    return explain_answer(method, name, version, instances, body, narrative=bool(query["narrative"]))
 
 
 def explain_answer(
@@ -49,20 +47,23 @@ def explain_answer(
     instances: list[Any],
     options: dict[str, Any],
     asked: str | None = None,
+    narrative: bool = False,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """An explain route's envelope and headers, computed and recorded, or read back for a repeated key;
     ``asked``: the version as the route names it, when ``version`` is resolved from it (KServe)."""
-    service, key_id, key = candor().service, caller_key_id(), idempotency_key()
-    if key is None or key_id is None:
-        return service.explain(method, name, version, instances, options, key_id).to_dict(), {}
-    request = ExplainRequest(method, name, version, asked or version, instances, options)
-    envelope, replayed = explain_keyed(service, request, key_id, key)
+    request = ExplainRequest(
+        method,
+        name,
+        version,
+        instances,
+        options,
+        narrative=narrative,
+        asked=asked,
+        key_id=caller_key_id(),
+        idempotency_key=idempotency_key(),
+    )
+    envelope, replayed = candor().service.answer(request)
     return envelope, {REPLAYED_HEADER: "true"} if replayed else {}
-
-
-def _explained(method: str, body: dict[str, Any], query: dict[str, Any], name: str, version: str) -> Response:
-    envelope, headers = _answer(method, body, query, name, version)
-    return json_response(envelope, headers=headers)
 
 
 IDEMPOTENCY_PARAMETER = header_parameter(

@@ -10,6 +10,7 @@ from flask import Response
 from flask.views import MethodView
 
 from api.context import candor
+from api.explain_request import ExplainRequest
 from api.jsonio import dumps_bytes
 from api.methods.pictures import record_picture, sizes
 from api.schemas.common import ProblemSchema
@@ -133,7 +134,8 @@ def _reference_shap(service: ExplanationService, info: VersionInfo) -> tuple[dic
             reference if len(reference) <= limit else reference.sample(n=limit, random_state=BACKGROUND_SEED)
         )
         rows = orjson.loads(dumps_bytes(sample.to_dict("records")))
-        _, explanation = service.compute("shap", info.name, str(info.version), rows, {"layout": "columnar"})
+        request = ExplainRequest("shap", info.name, str(info.version), rows, {"layout": "columnar"})
+        _, explanation = service.compute(request)
         return orjson.loads(dumps_bytes(explanation.to_dict())), rows
 
     return model.derived.get_or_load(("plots", "beeswarm"), compute)  # type: ignore[no-any-return]

@@ -9,18 +9,20 @@ constraint or misses the desired outcome is dropped, never returned.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import numpy as np
 
-from explainers.base import Explainer
+from explainers.base import NO_LIMITS, Explainer
 from explainers.counterfactuals.checks import repair, satisfied
 from explainers.counterfactuals.dice_search import GENETIC_MAX_ITERATIONS, DiceSearch
 from explainers.counterfactuals.random_search import BATCH, random_search, select, take_back
 from explainers.counterfactuals.rows import Desired, Distance, RowCodec, Scorer
 from explainers.counterfactuals.space import SearchSpace
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
+from explainers.rows import Rows, TabularRows
 from model_store.errors import InvalidInput
 from model_store.tabular import TabularModel
 from model_store.versions import VersionInfo
@@ -219,8 +221,14 @@ class CounterfactualExplainer(Explainer):
     kind = "counterfactual"
 
     def explain(
-        self, info: VersionInfo, model: Any, instances: list[Any], options: dict[str, Any]
+        self,
+        info: VersionInfo,
+        model: Any,
+        rows: Rows,
+        options: dict[str, Any],
+        limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
+        assert isinstance(rows, TabularRows)
         started = time.perf_counter()
         opts = {
             **DEFAULTS,
@@ -230,7 +238,7 @@ class CounterfactualExplainer(Explainer):
         if opts["method"] not in METHODS:
             raise InvalidInput.field("method", f"One of {', '.join(METHODS)}.")
         deadline = time.monotonic() + int(opts["budget_ms"]) / 1000
-        records = model.validate(instances)
+        records = rows.records
         search = _Search(model, opts, deadline)
         matrix = search.codec.to_matrix(records)
         outputs = search.scorer.outputs(matrix)
