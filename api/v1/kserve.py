@@ -60,7 +60,7 @@ class KServeExplain(MethodView):
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, body: dict[str, Any], query: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
         """KServe V1 explain: SHAP attributions with the model's defaults, as an Explanation envelope."""
-        options = {"narrative": True} if query["narrative"] else {}
         version, instances = default_version(name), body["instances"]
-        envelope, headers = explain_answer("shap", name, version, instances, options, asked="default")
+        narrative = bool(query["narrative"])
+        envelope, headers = explain_answer("shap", name, version, instances, {}, "default", narrative)
         return json_response(envelope, headers=headers)
