@@ -10,6 +10,7 @@ from typing import Any
 from flask_smorest import Api
 
 from api.errors import is_kserve_path
+from api.methods.registry import specs
 from api.openapi_examples import add_request_examples, path_example
 from api.schemas.common import MODEL_NAME, VERSION_PATTERN
 from api.schemas.models import CAP_KEY
@@ -29,7 +30,9 @@ URI_TOO_LONG = {
 
 
 MODEL_PATH = "/v1/models/{name}/versions/{version}"
-EXPLAIN_PATHS = [f"{MODEL_PATH}/explain/{kind}" for kind in ("shap", "counterfactuals", "reasons")]
+TABULAR_METHODS = [spec.name for spec in specs() if spec.flavour == "tabular"]
+"""The methods a registered tabular version links to (and whose answers link to their record)."""
+EXPLAIN_PATHS = [f"{MODEL_PATH}/explain/{kind}" for kind in TABULAR_METHODS]
 RECORD = "/v1/explanations/{record_id}"
 PATH_EXAMPLES = {"name": "loan", "version": "production"}
 UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -54,7 +57,7 @@ LINKS: dict[tuple[str, str, str], dict[str, Any]] = {
             "operationRef": _ref(f"{MODEL_PATH}/explain/{kind}", "post"),
             "parameters": {"name": "$response.body#/name", "version": "$response.body#/version"},
         }
-        for kind in ("shap", "counterfactuals", "reasons")
+        for kind in TABULAR_METHODS
     }
     | {
         "GetVersion": {
