@@ -30,4 +30,5 @@ SPEC = MethodSpec(
     replay_tolerance=1e-5,
     narrative=narrative,
     picture=Picture("text"),
+    example={"n_steps": 8},
 )

@@ -65,4 +65,5 @@ SPEC = MethodSpec(
     narrative=narrative,
     needs_effort_scales=True,
     picture=Picture("counterfactual", names=True, scales=True),
+    example={"total_cfs": 2, "seed": 7},
 )

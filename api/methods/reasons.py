@@ -63,4 +63,5 @@ SPEC = MethodSpec(
     finalize=finalize,
     narrative=narrative,
     picture=Picture("reasons", names=True),
+    example={"max_reasons": 3},
 )

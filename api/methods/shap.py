@@ -89,4 +89,5 @@ SPEC = MethodSpec(
     finalize=finalize,
     narrative=narrative,
     picture=Picture("waterfall", names=True, values=True),
+    example={"top_k": 5},
 )

@@ -125,6 +125,11 @@ class MethodSpec:
     file_suffix: str = ""
     file_description: str = ""
     file_example: str = ""
+    example: Mapping[str, Any] = dataclasses.field(default_factory=lambda: EMPTY)
+    """Options that make a small, valid request on a model it supports (``instances`` excluded)."""
+    lacks: frozenset[str] = frozenset()
+    """Parts it has none of on purpose (``narrative``, ``picture``, ``summary``: job summary figures); the
+    rule test (``tests/test_method_rules.py``) fails for any other part left out."""
 
     @property
     def options_schema(self) -> type[Schema]:
