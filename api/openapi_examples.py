@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.methods.registry import specs
+
 LOAN_ROW: dict[str, Any] = {
     "status_of_existing_checking_account": "0 <= ... < 200 DM",
     "duration_in_month": 48,
@@ -31,22 +33,19 @@ LOAN_ROW: dict[str, Any] = {
 NOTE = {"text": "Patient reports chest pain and shortness of breath since this morning."}
 TEXT_MODEL = "notes"
 """The demo text model: the example of ``{name}`` on the text-only routes."""
-TEXT_ROUTES = ("/explain/attention", "/explain/attributions")
 
 VERSION_PATH = "/v1/models/{name}/versions/{version}"
 JSON = "application/json"
+TEXT_ROUTES = tuple(f"/explain/{spec.name}" for spec in specs() if spec.flavour == "text")
 REQUEST_EXAMPLES: dict[tuple[str, str], Any] = {
     (f"{VERSION_PATH}/predict", JSON): {"instances": [LOAN_ROW]},
-    (f"{VERSION_PATH}/explain/shap", JSON): {"instances": [LOAN_ROW], "top_k": 5},
-    (f"{VERSION_PATH}/explain/counterfactuals", JSON): {
-        "instances": [LOAN_ROW],
-        "total_cfs": 2,
-        "features_to_vary": ["duration_in_month", "credit_amount"],
-        "budget_ms": 500,
+    **{
+        (f"{VERSION_PATH}/explain/{spec.name}", JSON): {
+            "instances": [NOTE if spec.flavour == "text" else LOAN_ROW],
+            **spec.example,
+        }
+        for spec in specs()
     },
-    (f"{VERSION_PATH}/explain/reasons", JSON): {"instances": [LOAN_ROW], "max_reasons": 3},
-    (f"{VERSION_PATH}/explain/attention", JSON): {"instances": [NOTE], "aggregate": "mean", "rollout": True},
-    (f"{VERSION_PATH}/explain/attributions", JSON): {"instances": [NOTE], "n_steps": 8},
     ("/v1/models/{name}:predict", JSON): {"instances": [LOAN_ROW]},
     ("/v1/models/{name}:explain", JSON): {"instances": [LOAN_ROW]},
     ("/v1/jobs", JSON): {

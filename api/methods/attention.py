@@ -50,5 +50,5 @@ SPEC = MethodSpec(
     file_suffix="safetensors",
     file_description="with encoding safetensors a safetensors file",
     file_example="(a safetensors file; see the request's encoding)",
-    example={"layers": [0], "aggregate": "mean"},
+    example={"aggregate": "mean", "rollout": True},
 )

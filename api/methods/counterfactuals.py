@@ -65,5 +65,5 @@ SPEC = MethodSpec(
     narrative=narrative,
     needs_effort_scales=True,
     picture=Picture("counterfactual", names=True, scales=True),
-    example={"total_cfs": 2, "seed": 7},
+    example={"total_cfs": 2, "features_to_vary": ["duration_in_month", "credit_amount"], "budget_ms": 500},
 )

@@ -126,7 +126,8 @@ class MethodSpec:
     file_description: str = ""
     file_example: str = ""
     example: Mapping[str, Any] = dataclasses.field(default_factory=lambda: EMPTY)
-    """Options that make a small, valid request on a model it supports (``instances`` excluded)."""
+    """Options that make a small, valid request on a demo model it supports (``instances`` excluded): the
+    OpenAPI document's request example, and what the rule test sends."""
     lacks: frozenset[str] = frozenset()
     """Parts it has none of on purpose (``narrative``, ``picture``, ``summary``: job summary figures); the
     rule test (``tests/test_method_rules.py``) fails for any other part left out."""
