@@ -20,18 +20,6 @@ from api.methods.registry import spec
 from api.methods.spec import Acc
 
 
-def _add(acc: Acc, path: tuple[str, ...], amount: float | list[float]) -> None:
-    node = acc
-    for key in path[:-1]:
-        node = node.setdefault(key, {})
-    last = path[-1]
-    if isinstance(amount, list):
-        current = node.setdefault(last, [0.0] * len(amount))
-        node[last] = [a + b for a, b in zip(current, amount, strict=True)]
-    else:
-        node[last] = node.get(last, 0) + amount
-
-
 def merge(left: Acc, right: Acc) -> Acc:
     """The sum of two accumulators (dicts of dicts of numbers or equal-length number lists)."""
     out = dict(left)
@@ -53,13 +41,13 @@ def accumulate(kind: str, lines: Iterable[dict[str, Any]], feature_order: list[s
     add = spec(kind).accumulate
     for line in lines:
         if line["status"] != "ok":
-            _add(acc, ("rows", "error"), 1)
+            add(acc, ("rows", "error"), 1)
             continue
-        _add(acc, ("rows", "ok"), 1)
+        add(acc, ("rows", "ok"), 1)
         result = line["result"]
         label = (result.get("prediction") or {}).get("label")
         if label is not None:
-            _add(acc, ("labels", str(label)), 1)
+            add(acc, ("labels", str(label)), 1)
         add(acc, result, feature_order)
     return acc
 

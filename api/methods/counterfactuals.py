@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.methods.spec import Acc, MethodSpec, Narrative, Picture
+from api.methods.spec import Acc, MethodSpec, Narrative, Picture, add
 from api.schemas.recourse import CounterfactualExplanationSchema, CounterfactualRequestSchema
 from explainers.narratives import counterfactual_summary
 
@@ -23,12 +23,9 @@ def status_counts(acc: Acc) -> dict[str, int]:
 
 
 def accumulate(acc: Acc, result: dict[str, Any], _feature_order: list[str] | None) -> None:
-    status = acc.setdefault("status", {})
-    status[result["status"]] = status.get(result["status"], 0) + 1
+    add(acc, ("status", result["status"]), 1)
     for counterfactual in result.get("counterfactuals", []):
-        changed = acc.setdefault("changed", [0.0, 0.0])
-        changed[0] += float(len(counterfactual["changes"]))
-        changed[1] += 1.0
+        add(acc, ("changed",), [float(len(counterfactual["changes"])), 1.0])
 
 
 def finalize(acc: Acc) -> dict[str, Any]:

@@ -5,22 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from api.methods.counterfactuals import recourse_caps, recourse_instances, status_counts
-from api.methods.spec import Acc, MethodSpec, Narrative, Picture
+from api.methods.spec import Acc, MethodSpec, Narrative, Picture, add
 from api.schemas.recourse import ReasonsExplanationSchema, ReasonsRequestSchema
 from explainers.narratives import reasons_summary
 
 
 def accumulate(acc: Acc, result: dict[str, Any], _feature_order: list[str] | None) -> None:
-    status = acc.setdefault("status", {})
-    status[result["status"]] = status.get(result["status"], 0) + 1
-    reasons = acc.setdefault("reasons", {})
+    add(acc, ("status", result["status"]), 1)
     for reason in result.get("reasons", []):
-        pair = reasons.setdefault(reason["feature"], [0.0, 0.0])
-        pair[0] += 1.0
-        pair[1] += 1.0 if reason["rank"] == 1 else 0.0
+        add(acc, ("reasons", reason["feature"]), [1.0, 1.0 if reason["rank"] == 1 else 0.0])
     if result.get("counterfactual_status") is not None:
-        counts = acc.setdefault("counterfactual_status", {})
-        counts[result["counterfactual_status"]] = counts.get(result["counterfactual_status"], 0) + 1
+        add(acc, ("counterfactual_status", result["counterfactual_status"]), 1)
 
 
 def finalize(acc: Acc) -> dict[str, Any]:

@@ -24,6 +24,21 @@ if TYPE_CHECKING:
 Acc = dict[str, Any]
 """A job summary accumulator: dicts of numbers or equal-length number lists (``api.jobs.summaries.merge``)."""
 DEFAULT_REPLAY_TOLERANCE = 1e-9
+
+
+def add(acc: Acc, path: tuple[str, ...], amount: float | list[float]) -> None:
+    """Add ``amount`` (a number, or a list added element-wise) at ``path`` of a summary accumulator."""
+    node = acc
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    last = path[-1]
+    if isinstance(amount, list):
+        current = node.setdefault(last, [0.0] * len(amount))
+        node[last] = [a + b for a, b in zip(current, amount, strict=True)]
+    else:
+        node[last] = node.get(last, 0) + amount
+
+
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 

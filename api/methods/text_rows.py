@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.methods.spec import Acc
+from api.methods.spec import Acc, add
 
 
 def text_instances(settings: Any) -> int:
@@ -12,11 +12,9 @@ def text_instances(settings: Any) -> int:
 
 
 def text_accumulate(acc: Acc, result: dict[str, Any], _feature_order: list[str] | None) -> None:
-    tokens = acc.setdefault("tokens", [0.0, 0.0])
-    tokens[0] += float(len(result.get("tokens", [])))
-    tokens[1] += 1.0
+    add(acc, ("tokens",), [float(len(result.get("tokens", []))), 1.0])
     if result.get("truncated"):
-        acc["truncated"] = acc.get("truncated", 0) + 1
+        add(acc, ("truncated",), 1)
 
 
 def text_finalize(acc: Acc) -> dict[str, Any]:
