@@ -3,9 +3,7 @@ records (``POST /v1/jobs``, the explain routes), and the ``Idempotent-Replayed``
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import request
+from typing import Any, Protocol
 
 from model_store.errors import InvalidInput
 
@@ -14,10 +12,16 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def idempotency_key() -> str | None:
-    """The request's ``Idempotency-Key``, 1-255 visible ASCII characters compared as sent (a quoted value,
-    the IETF draft's structured-field form, keeps its quotes); None when absent."""
-    value = request.headers.get(IDEMPOTENCY_HEADER)
+class Headers(Protocol):
+    """A request's headers (werkzeug's, in a view)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def idempotency_key(headers: Headers) -> str | None:
+    """The ``Idempotency-Key`` of a request's ``headers``, 1-255 visible ASCII characters compared as sent (a
+    quoted value, the IETF draft's structured-field form, keeps its quotes); None when absent."""
+    value = headers.get(IDEMPOTENCY_HEADER)
     if value is None or (1 <= len(value) <= MAX_IDEMPOTENCY_KEY and all(" " < c <= "~" for c in value)):
         return value
     raise InvalidInput.field(

@@ -16,8 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("flask", "flask_smorest", "werkzeug")
-WORKER_MODULES = ("api.service", "api.jobs.compute", "api.jobs.runner")
-"""What the job runner and a Dask worker load (the task is ``api.jobs.compute``)."""
+WORKER_MODULES = ("api.service", "api.jobs.compute", "api.jobs.runner", "api.jobs.submit")
+"""What the job runner and a Dask worker load (the task is ``api.jobs.compute``), and job submission."""
 
 PROBE = """
 import importlib, json, sys

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import flask
 from flask import Response
 from flask.views import MethodView
 
@@ -52,7 +53,7 @@ def explain_answer(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """An explain route's envelope and headers, computed and recorded, or read back for a repeated key;
     ``asked``: the version as the route names it, when ``version`` is resolved from it (KServe)."""
-    service, key_id, key = candor().service, caller_key_id(), idempotency_key()
+    service, key_id, key = candor().service, caller_key_id(), idempotency_key(flask.request.headers)
     if key is None or key_id is None:
         return service.explain(method, name, version, instances, options, key_id).to_dict(), {}
     request = ExplainRequest(method, name, version, asked or version, instances, options)

@@ -127,7 +127,7 @@ class Jobs(MethodView):
         context = candor()
         submission = Submission(context.service, _jobs())
         parser = blp.ARGUMENTS_PARSER
-        idempotency_key = idempotency_key_sent()
+        idempotency_key = idempotency_key_sent(request.headers)
         if request.mimetype == MULTIPART:
             form = parser.parse(JobFormSchema(), request, location="form")
             files = parser.parse(JobFilesSchema(), request, location="files")
