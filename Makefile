@@ -25,7 +25,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run        install, build the demo models, ensure a demo key, serve on 127.0.0.1:8000"
 	@echo "make test       lint (below) then pytest; extra pytest args: PYTEST_ARGS=..."
-	@echo "make lint       ruff check, ruff format --check, mypy, hadolint"
+	@echo "make lint       ruff check, ruff format --check, mypy, import contracts (lint-imports), hadolint"
 	@echo "make fmt        ruff format + ruff check --fix"
 	@echo "make bench      run the benchmarks in bench/ (SHAP, counterfactuals, text, batch jobs)"
 	@echo "make openapi    write openapi.yaml"
@@ -58,6 +58,7 @@ define LINT_RECIPE
 $(VENV)/bin/ruff check .
 $(VENV)/bin/ruff format --check .
 $(VENV)/bin/mypy
+$(VENV)/bin/lint-imports --no-cache --no-logo
 $(VENV)/bin/hadolint Dockerfile
 endef
 
@@ -98,7 +99,8 @@ openapi: $(STAMP)
 	mv openapi.yaml.tmp openapi.yaml
 
 clean:
-	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts bench/results openapi.yaml.tmp
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts bench/results openapi.yaml.tmp \
+		.import_linter_cache .grimp_cache
 	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0r rm -rf
 
 distclean: clean

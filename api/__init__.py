@@ -1,5 +1,3 @@
-"""Candor's HTTP layer: the app factory, settings, auth, errors, schemas, versioned blueprints and the CLI."""
-
-from api.app import create_app
-
-__all__ = ["create_app"]
+"""Candor's API package: the app factory (``api.app.create_app``), settings, auth, errors, schemas, versioned
+blueprints, the explanation service, jobs and the CLI. Importing the package loads none of them (a Dask worker
+that imports ``api.jobs.compute`` must not import Flask)."""

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, request
 from flask_smorest import Api
 
-from api import auth, docs, explorer, metrics, observability, openapi_contract, routing
+from api import auth, docs, explorer, observability, openapi_contract, routing
 from api.context import Candor
 from api.errors import problem, register_error_handlers
 from api.jsonio import OrjsonProvider
@@ -18,7 +18,7 @@ from api.rate_limit import KeyRateLimiter
 from api.schemas.common import ProblemSchema
 from api.service import ExplanationService
 from api.settings import Settings
-from api.v1 import audit, explain, jobs, keys, kserve, models, plots, system, understanding
+from api.v1 import audit, explain, jobs, keys, kserve, metrics, models, plots, system, understanding
 from api.v2 import models as oip_models
 from api.v2 import server as oip_server
 from model_store.store import Store

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from api.jsonio import dumps_bytes
+from api.jsonbytes import dumps_bytes
 from api.methods.registry import spec
 from model_store.audit import canonical_json, sha256_hex
 from model_store.audit_blobs import REF_KEY, array_of, arrays_replaced, is_reference

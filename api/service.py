@@ -9,7 +9,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from api.explain_request import ExplainRequest
-from api.idempotent import fingerprint, once
+from api.idempotency import fingerprint, once
 from api.methods.narration import narrate
 from api.methods.registry import known, methods_for
 from api.methods.spec import MethodSpec
@@ -101,7 +101,7 @@ class ExplanationService:
 
     def answer(self, request: ExplainRequest) -> tuple[dict[str, Any], bool]:
         """The envelope for ``request``, computed and recorded; and whether it was instead read back from the
-        record of the same request sent earlier with the same ``idempotency_key`` (``api.idempotent``)."""
+        record of the same request sent earlier with the same ``idempotency_key`` (``api.idempotency``)."""
         if request.idempotency_key is None or request.key_id is None:
             return self.explain(request).to_dict(), False
         key_id, key = request.key_id, request.idempotency_key

@@ -34,7 +34,7 @@ from api.explain_request import ExplainRequest
 from api.jobs import rows as row_lines
 from api.jobs.inputs import read_chunk
 from api.jobs.summaries import accumulate
-from api.jsonio import dumps_bytes
+from api.jsonbytes import dumps_bytes
 from api.methods.registry import spec
 from api.recording import draft_for, out_of_line
 from api.service import ExplanationService

@@ -16,7 +16,7 @@ from typing import IO, Any
 from marshmallow import ValidationError
 
 from api.explain_request import ExplainRequest
-from api.idempotent import fingerprint, once
+from api.idempotency import fingerprint, once
 from api.jobs.inputs import target_schema, write_input
 from api.methods.registry import spec
 from api.schemas.jobs import DATASETS

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from api.methods.registry import spec
-from api.methods.spec import Acc
+from api.methods.spec import Acc, add
 
 
 def merge(left: Acc, right: Acc) -> Acc:
@@ -38,7 +38,7 @@ def merge(left: Acc, right: Acc) -> Acc:
 def accumulate(kind: str, lines: Iterable[dict[str, Any]], feature_order: list[str] | None = None) -> Acc:
     """The accumulator of one chunk's result lines."""
     acc: Acc = {}
-    add = spec(kind).accumulate
+    add_result = spec(kind).accumulate
     for line in lines:
         if line["status"] != "ok":
             add(acc, ("rows", "error"), 1)
@@ -48,7 +48,7 @@ def accumulate(kind: str, lines: Iterable[dict[str, Any]], feature_order: list[s
         label = (result.get("prediction") or {}).get("label")
         if label is not None:
             add(acc, ("labels", str(label)), 1)
-        add(acc, result, feature_order)
+        add_result(acc, result, feature_order)
     return acc
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from flask_smorest.fields import Upload
 from marshmallow import Schema, fields, validate
 
 from api.methods.registry import NAMES as KINDS
@@ -48,16 +47,6 @@ class JobFormSchema(StrictSchema):
     )
 
 
-class JobFilesSchema(StrictSchema):
-    file = Upload(
-        required=True,
-        metadata={
-            "description": "The rows: CSV with a header, or Parquet; one column per model feature "
-            "(text models: one column `text`)"
-        },
-    )
-
-
 class JobDatasetRequestSchema(StrictSchema):
     """application/json: explain a dataset the service stores."""
 
@@ -70,12 +59,6 @@ class JobDatasetRequestSchema(StrictSchema):
         validate=validate.OneOf(DATASETS),
         metadata={"description": "reference: the version's reference (background) rows"},
     )
-
-
-class JobMultipartSchema(JobFormSchema):
-    """The multipart body as documented (form fields and the file)."""
-
-    file = Upload(required=True, metadata={"description": "CSV with a header, or Parquet"})
 
 
 class JobResultQuerySchema(StrictSchema):

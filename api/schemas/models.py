@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest.fields import Upload
 from marshmallow import fields, validate
 
 from api.schemas.common import MAX_FEATURES, MAX_FORM_CHARS, BoundedDict, ModelRefSchema, StrictSchema, text
@@ -58,19 +57,6 @@ class VersionDetailSchema(StrictSchema):
 class RegisterFormSchema(StrictSchema):
     manifest = text(
         MAX_FORM_CHARS, required=True, metadata={"description": "The manifest as JSON or YAML text"}
-    )
-
-
-class RegisterFilesSchema(StrictSchema):
-    artifact = Upload(
-        required=True,
-        metadata={
-            "description": "Tabular: the estimator or Pipeline saved with skops. Text: a zip or tar(.gz) "
-            "of the model directory (config.json, safetensors weights, tokenizer files)"
-        },
-    )
-    reference = Upload(
-        metadata={"description": "Reference (background) rows, Parquet or CSV (tabular models)"}
     )
 
 

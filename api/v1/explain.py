@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import flask
 from flask import Response
 from flask.views import MethodView
 
@@ -60,7 +61,7 @@ def explain_answer(
         narrative=narrative,
         asked=asked,
         key_id=caller_key_id(),
-        idempotency_key=idempotency_key(),
+        idempotency_key=idempotency_key(flask.request.headers),
     )
     envelope, replayed = candor().service.answer(request)
     return envelope, {REPLAYED_HEADER: "true"} if replayed else {}

@@ -22,14 +22,8 @@ from api.jobs.submit import JobRequest, Submission
 from api.jobs.summaries import finalize
 from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
-from api.schemas.jobs import (
-    JobDatasetRequestSchema,
-    JobFilesSchema,
-    JobFormSchema,
-    JobMultipartSchema,
-    JobResultQuerySchema,
-    JobSchema,
-)
+from api.schemas.jobs import JobDatasetRequestSchema, JobFormSchema, JobResultQuerySchema, JobSchema
+from api.schemas.uploads import JobFilesSchema, JobMultipartSchema
 from api.streaming import guarded, jsonl_trailer
 from api.v1.blueprint import Blueprint
 from model_store.errors import Conflict, InvalidInput, ModelNotFound
@@ -133,7 +127,7 @@ class Jobs(MethodView):
         context = candor()
         submission = Submission(context.service, _jobs())
         parser = blp.ARGUMENTS_PARSER
-        idempotency_key = idempotency_key_sent()
+        idempotency_key = idempotency_key_sent(request.headers)
         if request.mimetype == MULTIPART:
             form = parser.parse(JobFormSchema(), request, location="form")
             files = parser.parse(JobFilesSchema(), request, location="files")

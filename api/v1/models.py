@@ -9,13 +9,8 @@ from flask.views import MethodView
 from api.auth import current_principal
 from api.context import candor
 from api.schemas.common import ProblemSchema
-from api.schemas.models import (
-    ModelDetailSchema,
-    ModelListSchema,
-    RegisterFilesSchema,
-    RegisterFormSchema,
-    VersionDetailSchema,
-)
+from api.schemas.models import ModelDetailSchema, ModelListSchema, RegisterFormSchema, VersionDetailSchema
+from api.schemas.uploads import RegisterFilesSchema
 from api.v1.blueprint import Blueprint
 from api.v1.system import readiness
 from model_store.manifest import read_manifest_text
