@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 NARRATIVE = "narrative"
-"""Recorded with the options (as before this type existed), so a replay recomputes the summaries."""
+"""A record keeps the narrative flag among the options, so a replay recomputes the summaries."""
 
 
 @dataclasses.dataclass(frozen=True)
