@@ -36,7 +36,7 @@ def _answer(
     """Run ``method`` on the request's instances with the rest of the body (and ``narrative``) as options:
     the envelope and the answer's headers (``Idempotent-Replayed`` when an ``Idempotency-Key`` sent again
     with the same request is answered from its record)."""
-    instances = body.pop("instances")
+    instances = body.pop("instances", [])  # none sent: a method with instances_optional draws its own
     if query["narrative"]:
         body["narrative"] = True  # recorded with the options, so a replay recomputes the summaries
     return explain_answer(method, name, version, instances, body)
