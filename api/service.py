@@ -190,7 +190,8 @@ class ExplanationService:
 
     def _check_limits(self, spec: MethodSpec, instances: list[Any], options: dict[str, Any]) -> None:
         """The request's size and the options the method's caps bound, each a 422 naming its field."""
-        self._check_count(instances)
+        if instances or not spec.instances_optional:
+            self._check_count(instances)
         most = spec.max_instances(self.settings)
         if most is not None and len(instances) > most:
             raise InvalidInput.field("instances", f"At most {most} instances per {spec.name} request.")

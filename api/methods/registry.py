@@ -15,6 +15,7 @@ MODULES: dict[str, str] = {
     "reasons": "api.methods.reasons",
     "attention": "api.methods.attention",
     "attributions": "api.methods.attributions",
+    "effects": "api.methods.effects",
 }
 NAMES = tuple(MODULES)
 

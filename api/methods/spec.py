@@ -108,6 +108,9 @@ class MethodSpec:
     settings: Mapping[str, int] = dataclasses.field(default_factory=lambda: EMPTY)
     """Settings of its own (``name: default``), read from ``CANDOR_<NAME_UPPER>``
     (``Settings.method_setting``): a new method's caps need no edit of ``api.settings``."""
+    instances_optional: bool = False
+    """Whether a request may send no instances (the method then takes its rows from the version's reference
+    data, as its options say); rows that are sent are counted as for every method."""
     max_instances: Callable[[Settings], int | None] = _unbounded
     """Instances per request, below the service-wide ``max_instances``."""
     caps: Callable[[Settings], dict[str, int]] = _no_settings

@@ -37,7 +37,7 @@ def _answer(
     """Run ``method`` on the request's instances with the rest of the body as options (and the narrative
     when the query asks for it): the envelope and the answer's headers (``Idempotent-Replayed`` when an
     ``Idempotency-Key`` sent again with the same request is answered from its record)."""
-    instances = body.pop("instances")
+    instances = body.pop("instances", [])  # none sent: a method with instances_optional draws its own
     return explain_answer(method, name, version, instances, body, narrative=bool(query["narrative"]))
 
 
