@@ -349,12 +349,14 @@ def test_one_row_gets_its_ood_flags(client: FlaskClient, auth: dict[str, str]) -
 def test_a_call_without_options_explains_the_first_feature(app: Flask) -> None:
     """What a worker's warm-up sends (a reference row and the server limits, no options) is answered."""
     from api.methods.registry import spec
+    from explainers.rows import tabular_rows
 
     context = app.extensions["candor"]
     info = context.store.registry.resolve("loan", "1")
     model = context.store.registry.load(info)
     method = spec("effects")
-    explanation = method.explainer().explain(info, model, ROW, method.limits(context.settings))
+    rows = tabular_rows(model, ROW)
+    explanation = method.explainer().explain(info, model, rows, {}, method.limits(context.settings))
     assert [e["feature"] for e in explanation.results[0]["features"]] == model.feature_order[:1]
 
 
