@@ -7,10 +7,14 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from api.methods.registry import spec
 from explainers.envelope import Explanation
+from model_store import array_codec
+from model_store.array_codec import Blob
 from model_store.audit import RecordDraft, canonical_json, sha256_hex
-from model_store.audit_blobs import AuditBlobs, Blob, arrays_replaced, blobs_of
+from model_store.audit_blobs import AuditBlobs
 from model_store.errors import NotFound
 from model_store.store import Store
 from model_store.versions import VersionInfo
@@ -102,20 +106,10 @@ def out_of_line(draft: RecordDraft) -> tuple[RecordDraft, list[Blob]]:
     if not spec(draft.kind).arrays_out_of_line:
         return draft, []
     envelope = draft.content["explanation"]
-    arrays: list[Any] = []
-    refs: list[dict[str, Any]] = []
-
-    def reference(array: Any, _path: str) -> dict[str, Any]:
-        arrays.append(array)
-        refs.append({})  # filled below, once every array is hashed
-        return refs[-1]
-
-    results = arrays_replaced(envelope["results"], reference)
-    hashed = blobs_of(arrays, draft.content["params"].get("encoding", "json"))
-    for ref, (_, filled) in zip(refs, hashed, strict=True):
-        ref.update(filled)
+    encoding = draft.content["params"].get("encoding", "json")
+    results, blobs = array_codec.referenced(envelope["results"], encoding)
     content = {**draft.content, "explanation": {**envelope, "results": results}}
-    return dataclasses.replace(draft, content=content), [blob for blob, _ in hashed]
+    return dataclasses.replace(draft, content=content), blobs
 
 
 def recorded_envelope(store: Store, record_id: str) -> dict[str, Any] | None:
@@ -130,6 +124,12 @@ def recorded_envelope(store: Store, record_id: str) -> dict[str, Any] | None:
     envelope: dict[str, Any] = record["explanation"]
     if not spec(record["kind"]).arrays_out_of_line:
         return envelope
-    from explainers.attention import as_sent  # torch loads only for text models
+    return array_codec.as_sent(with_recorded_arrays(store.sessions, envelope))
 
-    return as_sent(AuditBlobs(store.sessions).arrays_in(envelope))
+
+def with_recorded_arrays(sessions: sessionmaker[Session], explanation: Any) -> Any:
+    """``explanation`` (as recorded) with its blob references replaced by their arrays, every blob read in
+    one session and checked against its sha256 (``NotFound`` when missing, ``Conflict`` when changed)."""
+    wanted = (ref[array_codec.REF_KEY] for ref in array_codec.references(explanation))
+    stored = AuditBlobs(sessions).all_checked(wanted)
+    return array_codec.with_arrays(explanation, stored.__getitem__)

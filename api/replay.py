@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 from collections.abc import Callable
 from typing import Any
@@ -13,8 +11,8 @@ import orjson
 
 from api.jsonbytes import dumps_bytes
 from api.methods.registry import spec
+from model_store import array_codec
 from model_store.audit import canonical_json, sha256_hex
-from model_store.audit_blobs import REF_KEY, array_of, arrays_replaced, is_reference
 from model_store.errors import InvalidInput, NotFound
 
 VOLATILE = ("id", "created_at", "timing_ms")
@@ -22,8 +20,6 @@ VOLATILE = ("id", "created_at", "timing_ms")
 VOLATILE_ANYWHERE = frozenset({"elapsed_ms"})
 """Keys at any depth that are wall-clock measurements (e.g. a counterfactual search's elapsed time)."""
 MAX_LISTED = 20
-TENSOR_KEYS = frozenset({"dtype", "shape", "byte_order", "data"})
-"""The keys of a base64 weights object (``encoding: "base64"``)."""
 BlobLoader = Callable[[str], bytes | None]
 
 
@@ -59,7 +55,7 @@ def compare(
     left = {k: v for k, v in _decoded(recorded, blobs).items() if k not in VOLATILE}
     right = {
         k: _decoded(v, None, arrays)
-        for k, v in orjson.loads(dumps_bytes(arrays_replaced(replayed, keep))).items()
+        for k, v in orjson.loads(dumps_bytes(array_codec.arrays_replaced(replayed, keep))).items()
         if k not in VOLATILE
     }
     differences: list[str] = []
@@ -92,28 +88,21 @@ def _decoded(value: Any, blobs: BlobLoader | None, arrays: list[np.ndarray] | No
     if isinstance(value, dict):
         if arrays is not None and set(value) == {ARRAY_MARK}:
             return Decoded(arrays[value[ARRAY_MARK]])
-        if is_reference(value):
-            data = blobs(value[REF_KEY]) if blobs is not None else None
+        if array_codec.is_reference(value):
+            sha = value[array_codec.REF_KEY]
+            data = blobs(sha) if blobs is not None else None
             if data is None:
-                raise NotFound(f"The record's blob {value[REF_KEY]} is missing.")
-            return Decoded(array_of(value, data))
-        if set(value) == TENSOR_KEYS and isinstance(value["data"], str):
-            return _from_base64(value)
+                raise NotFound(f"The record's blob {sha} is missing.")
+            return Decoded(array_codec.array_of(value, data))
+        if array_codec.is_base64_object(value):
+            try:
+                return Decoded(array_codec.from_base64(value))
+            except ValueError:
+                return value  # not a weights object after all: compared as it is
         return {k: _decoded(v, blobs, arrays) for k, v in value.items()}
     if isinstance(value, list):
         return [_decoded(v, blobs, arrays) for v in value]
     return value
-
-
-def _from_base64(value: dict[str, Any]) -> Any:
-    try:
-        order = "<" if value["byte_order"] == "little" else ">"
-        data = base64.b64decode(value["data"], validate=True)
-        return Decoded(
-            np.frombuffer(data, dtype=np.dtype(value["dtype"]).newbyteorder(order)).reshape(value["shape"])
-        )
-    except (binascii.Error, TypeError, ValueError):
-        return value  # not a weights object after all: compared as it is
 
 
 def _arrays_diff(a: Any, b: Any, path: str, differences: list[str]) -> float:
@@ -123,8 +112,8 @@ def _arrays_diff(a: Any, b: Any, path: str, differences: list[str]) -> float:
     # to the very float32
     dtype = (a if isinstance(a, Decoded) else b).array.dtype
     try:
-        left = a.array if isinstance(a, Decoded) else np.asarray(a, dtype=dtype)
-        right = b.array if isinstance(b, Decoded) else np.asarray(b, dtype=dtype)
+        left = a.array if isinstance(a, Decoded) else array_codec.decode(a, dtype)
+        right = b.array if isinstance(b, Decoded) else array_codec.decode(b, dtype)
     except (TypeError, ValueError):
         differences.append(path or "/")
         return 0.0

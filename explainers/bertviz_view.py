@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from model_store import array_codec
 from model_store.errors import CandorError, InvalidInput
 
 VIEWS = ("head", "model")
@@ -65,7 +66,7 @@ def from_result(result: dict[str, Any], method_params: dict[str, Any]) -> dict[s
     tokens = [token["token"] for token in result["tokens"]]
     layers, heads = method_params["layers"], method_params["heads"]
     if "bertviz" in result:
-        attn = np.ascontiguousarray(result["bertviz"]["attention"][0]["attn"], dtype=np.float32)
+        attn = np.ascontiguousarray(array_codec.decode(result["bertviz"]["attention"][0]["attn"], np.float32))
         return params(attn, tokens, layers, heads)
     maps = {(entry["layer"], entry["head"]): entry["weights"] for entry in result.get("attention", [])}
     if not maps or not all(isinstance(head, int) for _, head in maps):
@@ -73,7 +74,7 @@ def from_result(result: dict[str, Any], method_params: dict[str, Any]) -> dict[s
             "record_id",
             "bertviz shows individual heads: record the attention with aggregate none (or format bertviz).",
         )
-    attn = np.stack([np.stack([np.asarray(maps[layer, head]) for head in heads]) for layer in layers])
+    attn = np.stack([np.stack([array_codec.decode(maps[layer, head]) for head in heads]) for layer in layers])
     return params(attn.astype(np.float32), tokens, layers, heads)
 
 

@@ -21,12 +21,12 @@ the world; a counterfactual changes the answer of the model, not the outcome; at
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from model_store import array_codec
 from model_store.errors import InvalidInput
 from model_store.manifest import FeatureSpec, Manifest
 
@@ -306,12 +306,8 @@ def token_attribution_summary(result: dict[str, Any], envelope: dict[str, Any]) 
 
 
 def decode_weights(value: Any) -> np.ndarray:
-    """A weights array as held in an envelope: numbers (nested lists or an array) or base64 bytes."""
-    if isinstance(value, dict):
-        raw = base64.b64decode(value["data"])
-        dtype = np.dtype(value["dtype"]).newbyteorder("<")
-        return np.frombuffer(raw, dtype).reshape(value["shape"]).astype(np.float64)
-    return np.asarray(value, dtype=np.float64)
+    """A weights array as held in an envelope (numbers, an array or a base64 object), in float64."""
+    return array_codec.decode(value, np.float64)
 
 
 def _head_matrices(result: dict[str, Any], params: dict[str, Any], layer: int) -> dict[int, np.ndarray]:

@@ -1,146 +1,30 @@
-"""Content-addressed blobs of explanation records: big arrays (attention weights) kept out of a record's body.
+"""Content-addressed blobs of explanation records: the bytes of big arrays (attention weights) kept out of a
+record's body, stored once under their sha256 in ``audit_blobs`` in the transaction that appends the record.
 
-A record's explanation holds, in place of each such array, a reference ``{"blob_sha256", "dtype", "shape",
-"byte_order": "little", "bytes", "encoding"}``; the blob is the array's little-endian bytes in C order, stored
-once under its sha256 in ``audit_blobs`` in the transaction that appends the record. The record's hash covers
-the reference, so the chain binds every blob; ``verify`` checks that each referenced blob exists and still
-hashes to its key (the chain walk itself is ``AuditTrail.verify``).
+This module stores, reads (checked against the sha256) and collects bytes only. What a record's reference
+to a blob means (its dtype, shape and size, and how an array becomes one) is ``model_store.array_codec``'s.
+The record's hash covers the reference, so the chain binds every blob; ``verify`` checks that each
+referenced blob exists, still hashes to its key and has the size its reference states (the chain walk
+itself is ``AuditTrail.verify``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import hashlib
-import math
-import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from model_store.array_codec import REF_KEY, Blob, reference_problem, references
 from model_store.audit import AuditTrail, RecordDraft
 from model_store.errors import Conflict, NotFound
 from model_store.tables import AuditBlobRow, RecordRow, utcnow
 
-REF_KEY = "blob_sha256"
-BIG_ENDIAN = sys.byteorder == "big"
-PARALLEL_BYTES = 1 << 20
-WITHOUT_ARRAYS = frozenset({"tokens", "words", "prediction", "params", "library_versions"})
-"""Envelope keys whose values never hold arrays: ``arrays_replaced`` keeps them as they are (a note's 128
-token objects would otherwise be walked and copied twice per answer)."""
 VERIFY_BATCH = 200
-
-
-@dataclasses.dataclass(frozen=True)
-class Blob:
-    sha256: str
-    data: memoryview
-    """The array's bytes, without a copy (the array stays alive as long as the blob)."""
-
-
-class EncodedArray(dict[str, Any]):
-    """An array's JSON form as sent (e.g. its base64 object; a plain JSON object to orjson) that still holds
-    the array, so a record stores the array's bytes without decoding what was sent."""
-
-    def __init__(self, array: np.ndarray, **fields: Any) -> None:
-        super().__init__(**fields)
-        self.array = array
-
-
-def arrays_replaced(value: Any, replace: Callable[[np.ndarray, str], Any], path: str = "") -> Any:
-    """``value`` (an envelope or a part of it) with every numpy array and ``EncodedArray`` replaced by
-    ``replace(array, path)``; ``path`` names its place (``results.0.attention.5.weights``). The containers
-    on the way are copied; ``value`` is left as it is."""
-    if isinstance(value, EncodedArray):
-        return replace(value.array, path)
-    if isinstance(value, np.ndarray):
-        return replace(value, path)
-    if isinstance(value, dict):
-        return {
-            k: v if k in WITHOUT_ARRAYS else arrays_replaced(v, replace, f"{path}.{k}" if path else str(k))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [arrays_replaced(v, replace, f"{path}.{i}") for i, v in enumerate(value)]
-    return value
-
-
-def little_endian(array: np.ndarray) -> np.ndarray:
-    """``array`` C-contiguous in little-endian byte order (no copy when it already is, as on x86 and ARM)."""
-    if not array.flags.c_contiguous:
-        array = np.ascontiguousarray(array)
-    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and BIG_ENDIAN):
-        array = array.astype(array.dtype.newbyteorder("<"))
-    return array
-
-
-def blob_of(array: np.ndarray, encoding: str) -> tuple[Blob, dict[str, Any]]:
-    """The blob of ``array`` and the reference a record keeps in its place (``encoding``: how the client
-    received the values: json numbers, base64 or safetensors, all of these very bytes)."""
-    little = little_endian(array)
-    data = little.data.cast("B")
-    sha = hashlib.sha256(data).hexdigest()
-    ref: dict[str, Any] = {REF_KEY: sha, "dtype": little.dtype.name, "shape": list(little.shape)}
-    ref.update(byte_order="little", bytes=data.nbytes, encoding=encoding)
-    return Blob(sha, data), ref
-
-
-def blobs_of(arrays: Sequence[np.ndarray], encoding: str) -> list[tuple[Blob, dict[str, Any]]]:
-    """``blob_of`` each array; past ``PARALLEL_BYTES`` in total, half of them on a second thread (sha256
-    releases the GIL, so a full attention map hashes in about half the time when a core is free)."""
-    if sum(a.nbytes for a in arrays) < PARALLEL_BYTES or len(arrays) < 2:
-        return [blob_of(a, encoding) for a in arrays]
-    half = len(arrays) // 2
-    second = _hasher().submit(lambda: [blob_of(a, encoding) for a in arrays[half:]])
-    first = [blob_of(a, encoding) for a in arrays[:half]]
-    return first + second.result()
-
-
-@functools.cache
-def _hasher() -> ThreadPoolExecutor:
-    """One helper thread per process, made on first use (after a server's fork, never at import)."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="candor-blob-hash")
-
-
-def is_reference(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get(REF_KEY), str)
-
-
-def references(value: Any) -> Iterator[dict[str, Any]]:
-    """Every blob reference inside ``value`` (a recorded explanation), depth first. Only the explanation
-    holds references: a request's instances and options are the client's JSON and are never read as one."""
-    if isinstance(value, dict):
-        if is_reference(value):
-            yield value
-            return
-        for item in value.values():
-            yield from references(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from references(item)
-
-
-def array_of(ref: dict[str, Any], data: bytes) -> np.ndarray:
-    """The array a reference names, from its blob's bytes."""
-    return np.frombuffer(data, dtype=np.dtype(ref["dtype"]).newbyteorder("<")).reshape(ref["shape"])
-
-
-def with_arrays(value: Any, load: Callable[[str], bytes]) -> Any:
-    """``value`` (a recorded explanation) with every blob reference replaced by its array, read with
-    ``load`` (e.g. ``AuditBlobs.checked``)."""
-    if is_reference(value):
-        return array_of(value, load(value[REF_KEY]))
-    if isinstance(value, dict):
-        return {k: with_arrays(v, load) for k, v in value.items()}
-    if isinstance(value, list):
-        return [with_arrays(v, load) for v in value]
-    return value
 
 
 def _reference_problem(ref: dict[str, Any], stored: bytes | None, known: dict[str, int]) -> str | None:
@@ -155,13 +39,7 @@ def _reference_problem(ref: dict[str, Any], stored: bytes | None, known: dict[st
         return f"the blob {sha} does not match its sha256"
     else:
         size = known[sha] = len(stored)
-    try:
-        expected = math.prod(ref["shape"]) * np.dtype(ref["dtype"]).itemsize
-    except (KeyError, TypeError, ValueError):
-        return f"the reference to blob {sha} names no valid dtype and shape"
-    if not size == ref.get("bytes") == expected:
-        return f"the blob {sha} does not have the size its reference states"
-    return None
+    return reference_problem(ref, size)
 
 
 def write(session: Session, blobs: Sequence[Blob]) -> None:
@@ -228,12 +106,6 @@ class AuditBlobs:
                 problem = f"The stored blob '{sha}' does not match its sha256"
                 raise Conflict(f"{problem}: see GET /v1/audit/verify.")
         return stored
-
-    def arrays_in(self, value: Any) -> Any:
-        """``value`` (a recorded explanation) with its blob references replaced by their checked arrays,
-        every blob read in one session."""
-        stored = self.all_checked(ref[REF_KEY] for ref in references(value))
-        return with_arrays(value, stored.__getitem__)
 
     def collect(self, audit: AuditTrail) -> int:
         """Delete the blobs no record refers to any more (after a purge); how many. Runs under the chain's

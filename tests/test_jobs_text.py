@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_jobs import bearer, csv_bytes, job_records, problem, result_lines, run_jobs, submit_file
 
-from model_store import audit_blobs
+from model_store import array_codec, audit_blobs
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,8 @@ def test_attention_job_on_a_text_model(make_app: Any, tmp_path: Path, dask_clien
     by_row = {record["source"]["row"]: record for record in records}
     for line in lines:
         ref = by_row[line["row"]]["explanation"]["results"][0]["attention"][0]["weights"]
-        assert audit_blobs.is_reference(ref), ref
-        stored = audit_blobs.array_of(ref, blobs.checked(ref["blob_sha256"]))
+        assert array_codec.is_reference(ref), ref
+        stored = array_codec.array_of(ref, blobs.checked(ref["blob_sha256"]))
         sent = np.array(line["result"]["attention"][0]["weights"], dtype=np.float32)
         assert stored.dtype == np.float32 and np.array_equal(stored, sent)
     verdict = audit_blobs.verify_trail(context.store.audit, context.store.sessions)

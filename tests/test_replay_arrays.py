@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from api.replay import compare
-from model_store.audit_blobs import EncodedArray, blob_of
+from model_store.array_codec import EncodedArray, blob_of
 from model_store.errors import NotFound
 
 RNG = np.random.default_rng(7)

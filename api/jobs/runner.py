@@ -26,7 +26,7 @@ from api.jobs.compute import ChunkOutcome, ChunkTask, compute_chunk, warm_up
 from api.jobs.summaries import merge
 from api.settings import Settings
 from model_store import audit_blobs
-from model_store.audit_blobs import Blob
+from model_store.array_codec import Blob
 from model_store.errors import CandorError
 from model_store.jobs import (
     CANCELLED,

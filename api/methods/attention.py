@@ -16,7 +16,7 @@ def safetensors_answer(envelope: dict[str, Any], dumps: Callable[[Any], bytes]) 
     ``__metadata__["explanation"]``."""
     if envelope["method"]["params"].get("encoding") != "safetensors":
         return None
-    from explainers.attention import safetensors_body  # torch loads only for text models
+    from model_store.array_codec import safetensors_body
 
     return safetensors_body(envelope, dumps)
 

@@ -18,6 +18,7 @@ from api.schemas.common import (
 )
 from api.schemas.explain import MethodSchema
 from api.schemas.models import InstancesSchema, TextRowsSchema
+from model_store.array_codec import DTYPES, ENCODINGS, JSON_ENCODINGS
 
 TRUNCATE = JsonBoolean(
     metadata={"description": "Default false: texts over the model's max_tokens are refused (422) unless true"}
@@ -65,11 +66,11 @@ class AttentionRequestSchema(TextRowsSchema):
         metadata={"description": "Default candor; bertviz returns the JSON bertviz's head view reads"},
     )
     encoding = fields.String(
-        validate=validate.OneOf(["json", "base64"]),
+        validate=validate.OneOf(JSON_ENCODINGS),
         metadata={"description": f"{JSON_AND_BASE64} {ENCODING_APPLIES}"},
     )
     dtype = fields.String(
-        validate=validate.OneOf(["float32", "float16"]),
+        validate=validate.OneOf(DTYPES),
         metadata={
             "description": "Default float32. float16 (encoding base64 or safetensors only, else 422): half "
             "the bytes, values rounded to nearest (absolute error <= 2^-12 for weights <= 1)"
@@ -83,7 +84,7 @@ class AttentionHttpRequestSchema(AttentionRequestSchema):
     answer, which only an HTTP response can carry."""
 
     encoding = fields.String(
-        validate=validate.OneOf(["json", "base64", "safetensors"]),
+        validate=validate.OneOf(ENCODINGS),
         metadata={"description": f"{JSON_AND_BASE64} {SAFETENSORS} {ENCODING_APPLIES}"},
     )
 

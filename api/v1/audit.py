@@ -28,8 +28,9 @@ from api.schemas.audit import (
 from api.schemas.common import ProblemSchema
 from api.streaming import csv_trailer, guarded, jsonl_trailer
 from api.v1.blueprint import Blueprint
+from model_store.array_codec import REF_KEY, references
 from model_store.audit import RecordFilter
-from model_store.audit_blobs import REF_KEY, AuditBlobs, references, verify_trail
+from model_store.audit_blobs import AuditBlobs, verify_trail
 from model_store.errors import Forbidden, InvalidInput, NotFound
 
 blp = Blueprint("audit", __name__, url_prefix="/v1", description="The audit trail of explanations")

@@ -13,6 +13,7 @@ from api.context import candor
 from api.explain_request import ExplainRequest
 from api.jsonio import dumps_bytes
 from api.methods.pictures import record_picture, sizes
+from api.recording import with_recorded_arrays
 from api.schemas.common import ProblemSchema
 from api.schemas.plots import (
     BertvizQuerySchema,
@@ -29,7 +30,6 @@ from explainers.narratives import Names
 from explainers.plots import DPI, FORMATS, record_result, render
 from explainers.shap_backends import BACKGROUND_SEED
 from explainers.shap_tabular import ShapExplainer
-from model_store.audit_blobs import AuditBlobs
 from model_store.errors import InvalidInput
 from model_store.versions import VersionInfo
 
@@ -90,7 +90,7 @@ class RecordPlot(MethodView):
 
 def _with_arrays(record: dict[str, Any]) -> dict[str, Any]:
     """The record with the arrays it keeps as blobs read back in (a picture needs their values)."""
-    record["explanation"] = AuditBlobs(candor().store.sessions).arrays_in(record.get("explanation"))
+    record["explanation"] = with_recorded_arrays(candor().store.sessions, record.get("explanation"))
     return record
 
 
