@@ -130,6 +130,5 @@ def recorded_envelope(store: Store, record_id: str) -> dict[str, Any] | None:
 def with_recorded_arrays(sessions: sessionmaker[Session], explanation: Any) -> Any:
     """``explanation`` (as recorded) with its blob references replaced by their arrays, every blob read in
     one session and checked against its sha256 (``NotFound`` when missing, ``Conflict`` when changed)."""
-    wanted = (ref[array_codec.REF_KEY] for ref in array_codec.references(explanation))
-    stored = AuditBlobs(sessions).all_checked(wanted)
+    stored = AuditBlobs(sessions).all_checked(array_codec.digests(explanation))
     return array_codec.with_arrays(explanation, stored.__getitem__)

@@ -286,6 +286,11 @@ def references(value: Any) -> Iterator[dict[str, Any]]:
             yield from references(item)
 
 
+def digests(value: Any) -> set[str]:
+    """The sha256 of every blob ``value`` (a recorded explanation) refers to."""
+    return {ref[REF_KEY] for ref in references(value)}
+
+
 def array_of(ref: dict[str, Any], data: bytes) -> np.ndarray:
     """The array a reference names, from its blob's bytes."""
     return np.frombuffer(data, dtype=np.dtype(ref["dtype"]).newbyteorder("<")).reshape(ref["shape"])

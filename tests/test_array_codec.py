@@ -300,7 +300,9 @@ def test_a_reference_that_does_not_fit_its_blob_says_why(
 
 def test_only_reference_objects_are_references() -> None:
     assert not codec.is_reference({"blob_sha256": 3}) and not codec.is_reference(["blob_sha256"])
-    assert list(codec.references({"a": [{"b": {"blob_sha256": "x"}}], "c": 1})) == [{"blob_sha256": "x"}]
+    value = {"a": [{"b": {"blob_sha256": "x"}}, {"blob_sha256": "x"}], "c": {"blob_sha256": "y", "d": 1}}
+    assert list(codec.references(value)) == [{"blob_sha256": "x"}] * 2 + [value["c"]]
+    assert codec.digests(value) == {"x", "y"}
 
 
 # -- a recorded answer sent again ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from api.schemas.audit import (
 from api.schemas.common import ProblemSchema
 from api.streaming import csv_trailer, guarded, jsonl_trailer
 from api.v1.blueprint import Blueprint
-from model_store.array_codec import REF_KEY, references
+from model_store.array_codec import digests
 from model_store.audit import RecordFilter
 from model_store.audit_blobs import AuditBlobs, verify_trail
 from model_store.errors import Forbidden, InvalidInput, NotFound
@@ -177,7 +177,7 @@ class RecordBlob(AuditView):
         reference ``{"blob_sha256", "dtype", "shape", ...}`` its hash covers). 404 unless the record refers
         to this blob (``digest``: its sha256); 409 if the stored bytes no longer hash to it."""
         record = _visible_record(record_id)
-        if not any(ref[REF_KEY] == digest for ref in references(record.get("explanation"))):
+        if digest not in digests(record.get("explanation")):
             raise NotFound(f"The record '{record_id}' refers to no blob '{digest}'.")
         data = AuditBlobs(candor().store.sessions).checked(digest)
         return Response(data, mimetype="application/octet-stream", headers={"ETag": f'"{digest}"'})
