@@ -18,7 +18,7 @@ import pytest
 import safetensors.numpy
 import torch
 
-from api.jsonio import dumps_bytes
+from api.jsonbytes import dumps_bytes
 from api.replay import compare
 from explainers.attention import torch_half
 from model_store import array_codec as codec
