@@ -26,6 +26,7 @@ from explainers.rows import TabularRows, rows_of
 from explainers.segments import explanation_segments
 from model_store import audit_blobs
 from model_store.archive_limits import ArchiveLimits
+from model_store.array_codec import digests
 from model_store.audit import CHECKPOINT
 from model_store.errors import IdempotencyKeyTaken, InvalidInput
 from model_store.explain_keys import ExplainKeys, Idempotency, KeyedRecord
@@ -178,8 +179,7 @@ class ExplanationService:
             record["kind"], model["name"], str(model["version"]), sent, options
         )
         info, explanation = self.compute(recorded)
-        refs = audit_blobs.references(record["explanation"])
-        stored = audit_blobs.AuditBlobs(self.store.sessions).load(ref[audit_blobs.REF_KEY] for ref in refs)
+        stored = audit_blobs.AuditBlobs(self.store.sessions).load(digests(record["explanation"]))
         return {
             "id": record_id,
             "kind": record["kind"],

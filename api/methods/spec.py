@@ -136,7 +136,8 @@ class MethodSpec:
     picture: Picture | None = None
     """The picture drawn for one result of a record."""
     arrays_out_of_line: bool = False
-    """Whether a record keeps the results' arrays as blob references (``model_store.audit_blobs``)."""
+    """Whether a record keeps the results' arrays as blob references (``model_store.array_codec``), their
+    bytes stored once by sha256."""
     file_answer: Callable[[dict[str, Any], Callable[[Any], bytes]], bytes | None] | None = None
     """The answer as a file instead of JSON when the request asked for one (the envelope and the JSON
     serialiser in, the file's bytes or None out)."""
