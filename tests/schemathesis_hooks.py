@@ -1,7 +1,7 @@
 """schemathesis hooks (``SCHEMATHESIS_HOOKS=schemathesis_hooks``) that make most positive cases of the compute
 routes real requests: the demo model's name in the path and rows drawn from its reference data (written by
-``test_schemathesis.py`` to ``$CANDOR_FUZZ_ROWS``), so fuzzing reaches SHAP, counterfactuals, reasons,
-attention, attributions and jobs instead of stopping at 404 (no such model) or 422 (no such feature).
+``test_schemathesis.py`` to ``$CANDOR_FUZZ_ROWS``), so fuzzing reaches every explanation method (the
+registry's) and jobs instead of stopping at 404 (no such model) or 422 (no such feature).
 
 Negative cases are left alone (the server must still refuse them), and one positive case in four too
 (random values must still be answered within the contract). The choice is a function of the case, so a seed
@@ -19,13 +19,13 @@ from typing import Any
 import schemathesis
 from schemathesis import GenerationMode
 
+from api.methods.registry import specs
+
 VERSION = "/v1/models/{name}/versions/{version}"
-TEXT_ROUTES = (f"{VERSION}/explain/attention", f"{VERSION}/explain/attributions")
+TEXT_ROUTES = tuple(f"{VERSION}/explain/{spec.name}" for spec in specs() if spec.flavour == "text")
 TABULAR_ROUTES = (
     f"{VERSION}/predict",
-    f"{VERSION}/explain/shap",
-    f"{VERSION}/explain/counterfactuals",
-    f"{VERSION}/explain/reasons",
+    *(f"{VERSION}/explain/{spec.name}" for spec in specs() if spec.flavour == "tabular"),
     "/v1/models/{name}:predict",
     "/v1/models/{name}:explain",
 )
@@ -68,6 +68,9 @@ def _make_real(case: Any, path: str, rng: random.Random) -> None:
     else:
         model = pool["tabular"][name]
         case.body["instances"] = [rng.choice(model["rows"]) for _ in range(count)]
+        if "features" in case.body:  # feature effects: features of the model
+            names = sorted(model["rows"][0])
+            case.body["features"] = rng.sample(names, rng.randint(1, min(3, len(names))))
         if "features_to_vary" in case.body and not model["mutable"]:
             del case.body["features_to_vary"]
         elif "features_to_vary" in case.body:

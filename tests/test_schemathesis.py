@@ -26,6 +26,7 @@ from gunicorn_process import free_port, running_gunicorn, server_env
 from text_oracles import tiny_bert_dir
 from tiny_text import tiny_manifest
 
+from api.methods.registry import NAMES
 from model_store.manifest import parse_manifest
 from model_store.store import Store
 from model_store.tables import JobRow, RecordRow
@@ -45,11 +46,14 @@ CAPS = {
     "CANDOR_MAX_CF_BUDGET_MS": "500",
     "CANDOR_MAX_SHAP_EVALS": "128",
     "CANDOR_MAX_BACKGROUND_ROWS": "20",
+    "CANDOR_MAX_EFFECTS_GRID": "10",
+    "CANDOR_MAX_EFFECTS_SAMPLE": "20",
+    "CANDOR_MAX_EFFECTS_EVALUATIONS": "2000",
 }
 """Caps that keep every request the fuzzer can make cheap (the contract publishes them as maxItems)."""
-OPTION_CAPS = {"budget_ms": 500, "max_evals": 128, "background_rows": 20}
+OPTION_CAPS = {"budget_ms": 500, "max_evals": 128, "background_rows": 20, "grid_resolution": 10, "sample": 20}
 """The same caps as options: the hooks keep most real requests within them."""
-METHODS = ("shap", "counterfactuals", "reasons", "attention", "attributions")
+METHODS = NAMES
 TEXTS = ["Chest pain since this morning.", "Routine follow-up, no complaints.", "Fever and cough for 3 days."]
 
 
