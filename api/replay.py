@@ -25,10 +25,13 @@ BlobLoader = Callable[[str], bytes | None]
 
 def replay_request(record: dict[str, Any], instances: list[Any] | None) -> tuple[list[Any], dict[str, Any]]:
     """The recorded request's instances and options. A record that kept only the instances' hash needs them
-    sent again, and they must hash to what was recorded."""
+    sent again, and they must hash to what was recorded (a request that sent none, drawing its rows from the
+    reference data, replays with none)."""
     request = record["request"]
     if "instances" in request:
         return request["instances"], request["options"]
+    if request.get("instance_count") == 0:
+        return [], request["options"]
     if instances is None:
         raise InvalidInput.field(
             "instances", "This record kept only the inputs' sha256 (store_inputs: hash); send the instances."

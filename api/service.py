@@ -194,10 +194,10 @@ class ExplanationService:
             self._check_count(instances)
         most = spec.max_instances(self.settings)
         if most is not None and len(instances) > most:
-            raise InvalidInput.field("instances", f"At most {most} instances per {spec.name} request.")
+            raise InvalidInput.field("instances", f"At most {most} {spec.instances_noun} per request.")
         for option, cap in spec.caps(self.settings).items():
             if (options.get(option) or 0) > cap:
-                raise InvalidInput.field(option, f"At most {cap}.")
+                raise InvalidInput.field(option, f"At most {cap}{spec.cap_units.get(option, '')}.")
         if spec.flavour == "text":
             self._check_text_lengths(instances)
 

@@ -6,8 +6,9 @@ search, the fast encoder, for text models the tokenizer and weights).
 What is warmed is ``CANDOR_WARM_MODELS``: ``tabular`` (the default) warms every tabular model at its
 production version (its latest where none is promoted); ``all`` adds text models (hundreds of MB and seconds
 of torch each); a comma-separated list names the models; empty or ``off`` warms nothing. Each model is one
-predict and one explanation per warmed method on its first reference row, through the explainers themselves
-(so no explanation is recorded or counted as served); a model that fails to warm is logged and skipped.
+predict and one explanation per method its spec marks ``warm`` (SHAP, counterfactuals) on its first reference
+row, through the explainers themselves (so no explanation is recorded or counted as served); a model that
+fails to warm is logged and skipped.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def _warm_version(service: ExplanationService, info: VersionInfo) -> None:
     model.predictions(model.validate(row))
     rows = tabular_rows(model, row)
     for spec in specs():
-        if not spec.applies(model):
+        if not (spec.warm and spec.applies(model)):
             continue
         explanation = spec.explainer().explain(info, model, rows, {}, spec.limits(service.settings))
         attach_ood(model, explanation, rows)

@@ -1,1 +1,3 @@
-"""Explainer adapters: one module per method, a lazy registry and the shared Explanation envelope."""
+"""Explainer adapters (the libraries wrapped: shap, dice-ml, captum, transformers), validated rows, adapter
+instances by target, the shared Explanation envelope, narratives and pictures. Which method uses which adapter
+is declared by the methods (``api.methods``)."""

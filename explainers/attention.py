@@ -22,7 +22,7 @@ import torch
 from explainers import bertviz_view
 from explainers.base import NO_LIMITS, Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
-from explainers.rows import Rows, TextRows
+from explainers.rows import Rows, texts
 from model_store.array_codec import WeightsCodec
 from model_store.errors import InvalidInput
 from model_store.versions import VersionInfo
@@ -103,7 +103,7 @@ class AttentionExplainer(Explainer):
         options: dict[str, Any],
         limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
-        assert isinstance(rows, TextRows)
+        rows = texts(rows)
         started = time.perf_counter()
         sel = self._parse(model, options)
         items = rows.items

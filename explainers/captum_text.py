@@ -17,7 +17,7 @@ from captum.attr import LayerIntegratedGradients
 
 from explainers.base import NO_LIMITS, Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
-from explainers.rows import Rows, TextRows
+from explainers.rows import Rows, texts
 from model_store.errors import InvalidInput
 from model_store.versions import VersionInfo
 
@@ -110,7 +110,7 @@ class CaptumExplainer(Explainer):
         options: dict[str, Any],
         limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
-        assert isinstance(rows, TextRows)
+        rows = texts(rows)
         started = time.perf_counter()
         method = options.get("method") or "integrated_gradients"
         baseline = options.get("baseline") or "pad"

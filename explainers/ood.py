@@ -223,8 +223,9 @@ def detector(model: TabularModel) -> OodDetector:
 
 
 def attach(model: TabularModel, explanation: Explanation, rows: TabularRows) -> None:
-    """Flag each explained row: ``results[i]["ood"]`` for row i, and ``quality["ood"]`` says how (results
-    are one per row for every tabular method)."""
+    """Flag each explained row: ``results[i]["ood"]`` for row i, and ``quality["ood"]`` says how. Only when
+    there is one result per row (feature effects answer one result for all its rows: flagged when one row
+    was sent)."""
     if len(explanation.results) != len(rows):
         return
     found = detector(model)

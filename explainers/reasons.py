@@ -15,7 +15,7 @@ from typing import Any
 from explainers.base import NO_LIMITS, Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef
 from explainers.registry import COUNTERFACTUALS, SHAP, adapter
-from explainers.rows import Rows, TabularRows
+from explainers.rows import Rows, TabularRows, tabular
 from model_store.errors import InvalidInput
 from model_store.tabular import TabularModel
 from model_store.versions import VersionInfo
@@ -35,7 +35,7 @@ class ReasonsExplainer(Explainer):
         options: dict[str, Any],
         limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
-        assert isinstance(rows, TabularRows)
+        rows = tabular(rows)
         started = time.perf_counter()
         favourable = model.manifest.favourable_class
         if not model.is_classifier or len(model.classes) != 2 or favourable is None:

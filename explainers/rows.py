@@ -47,6 +47,20 @@ class TextRows:
 Rows = TabularRows | TextRows
 
 
+def tabular(rows: Rows) -> TabularRows:
+    """``rows`` of a tabular model (an adapter of tabular models given texts is a programming error)."""
+    if not isinstance(rows, TabularRows):
+        raise TypeError(f"Tabular rows expected, got {type(rows).__name__}.")
+    return rows
+
+
+def texts(rows: Rows) -> TextRows:
+    """``rows`` of a text model."""
+    if not isinstance(rows, TextRows):
+        raise TypeError(f"Texts expected, got {type(rows).__name__}.")
+    return rows
+
+
 def tabular_rows(model: Any, instances: Sequence[Any]) -> TabularRows:
     """``instances`` validated by a tabular model (a 422 naming ``instances.<i>.<feature>`` otherwise)."""
     return TabularRows(model, model.validate(instances))

@@ -12,7 +12,7 @@ import numpy as np
 from explainers.attribution_results import Selected, columnar_results, record_results
 from explainers.base import NO_LIMITS, Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
-from explainers.rows import Rows, TabularRows
+from explainers.rows import Rows, tabular
 from explainers.shap_backends import BACKENDS, Backend, Unsupported, check_algorithm, default_space
 from model_store.errors import ExplainerFailed, InvalidInput
 from model_store.tabular import TabularModel
@@ -72,7 +72,7 @@ class ShapExplainer(Explainer):
         options: dict[str, Any],
         limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
-        assert isinstance(rows, TabularRows)
+        rows = tabular(rows)
         opts = _options(model, options)
         started = time.perf_counter()
         backend = self.backend(model, opts["algorithm"], opts["output"], int(opts["background_rows"]))

@@ -109,6 +109,8 @@ class Submission:
 
     def _queue(self, request: JobRequest, key_id: str | None, keyed: Idempotency | None) -> dict[str, Any]:
         kind, dataset, upload = request.kind, request.dataset, request.upload
+        if upload is not None:
+            upload.seek(0)  # from its start, though a lost race for its key read it before
         info = self.service.store.registry.resolve(request.model, request.version)
         loaded = self.service.store.registry.load(info)
         if not spec(kind).applies(loaded):

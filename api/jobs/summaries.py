@@ -5,10 +5,7 @@ labels, never by rows); the runner merges it into the job row in the chunk's own
 job neither loses nor double-counts a chunk. ``finalize`` turns the sums into the figures a reader wants:
 
 - every kind: rows ok / with errors, predicted label counts;
-- then the method's own figures (its spec's ``accumulate`` and ``finalize``): for shap the mean
-  |attribution| per raw feature, for counterfactuals the counts per status and the share of rows needing
-  recourse that got some, for reasons the declined share and how often each feature is a reason, for the
-  text methods the truncated texts and the mean number of tokens.
+- then the method's own figures, from its spec's ``accumulate`` and ``finalize`` (``api.methods``).
 """
 
 from __future__ import annotations

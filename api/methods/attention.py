@@ -39,6 +39,7 @@ SPEC = MethodSpec(
         'weights as its tensors, the envelope as JSON in its ``__metadata__["explanation"]``.'
     ),
     max_instances=text_instances,
+    instances_noun="texts",
     limits=lambda s: {"max_values": s.max_attention_values},
     accumulate=text_accumulate,
     finalize=text_finalize,

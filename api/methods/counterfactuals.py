@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from api.methods.spec import Acc, MethodSpec, Narrative, Picture, add
 from api.schemas.recourse import CounterfactualExplanationSchema, CounterfactualRequestSchema
 from explainers.narratives import counterfactual_summary
+from explainers.registry import COUNTERFACTUALS
+
+if TYPE_CHECKING:
+    from api.settings import Settings
 
 
-def recourse_caps(settings: Any) -> dict[str, int]:
+def recourse_caps(settings: Settings) -> dict[str, int]:
     return {"budget_ms": settings.cf_budget_cap_ms}
 
 
-def recourse_instances(settings: Any) -> int:
+def recourse_instances(settings: Settings) -> int:
     return int(settings.max_cf_instances)
 
 
@@ -47,7 +51,7 @@ SPEC = MethodSpec(
     name="counterfactuals",
     envelope_kind="counterfactual",
     flavour="tabular",
-    adapter="explainers.counterfactuals.explainer:CounterfactualExplainer",
+    adapter=COUNTERFACTUALS,
     request_schema=CounterfactualRequestSchema,
     response_schema=CounterfactualExplanationSchema,
     summary=(
@@ -56,7 +60,9 @@ SPEC = MethodSpec(
     ),
     max_instances=recourse_instances,
     caps=recourse_caps,
+    cap_units={"budget_ms": " ms"},
     probe_options={"budget_ms": 10},
+    warm=True,
     accumulate=accumulate,
     finalize=finalize,
     narrative=narrative,

@@ -36,7 +36,7 @@ from explainers.base import NO_LIMITS, Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
 from explainers.narratives import Names, fixed, listing, space_phrase
 from explainers.plots import Drawer
-from explainers.rows import Rows, TabularRows
+from explainers.rows import Rows, TabularRows, tabular
 from model_store.errors import InvalidInput
 from model_store.versions import VersionInfo
 
@@ -306,7 +306,7 @@ class EffectsExplainer(Explainer):
         options: dict[str, Any],
         limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
-        assert isinstance(rows, TabularRows)
+        rows = tabular(rows)
         started = time.perf_counter()
         opts = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}, **limits}
         opts["features"] = opts.get("features") or model.feature_order[:1]  # a warm-up's call sends none

@@ -15,7 +15,7 @@ from model_store.manifest import Manifest
 def narrate(spec: MethodSpec, explanation: Any, model: Any) -> None:
     """Put a ``summary`` into every result of ``explanation`` (in place, before it is recorded)."""
     scales = effort_scales(model) if spec.needs_effort_scales else None
-    texts = summaries(explanation.to_dict(), model.manifest, scales)
+    texts = written(spec, explanation.to_dict(), model.manifest, scales)
     for result, text in zip(explanation.results, texts, strict=True):
         result["summary"] = text
 
@@ -26,7 +26,16 @@ def summaries(
     """One summary per result of ``envelope`` (a pure function of the envelope, the manifest and, for
     counterfactuals, the per-feature effort scales)."""
     spec = by_envelope_kind(envelope["kind"])
-    if spec is None or spec.narrative is None:
+    if spec is None:
+        raise InvalidInput.field("narrative", f"No narrative for {envelope['kind']} explanations.")
+    return written(spec, envelope, manifest, scales)
+
+
+def written(
+    spec: MethodSpec, envelope: dict[str, Any], manifest: Manifest, scales: dict[str, float] | None
+) -> list[str]:
+    """``spec``'s narrative of every result of ``envelope`` (a 422 naming ``narrative`` when it has none)."""
+    if spec.narrative is None:
         raise InvalidInput.field("narrative", f"No narrative for {envelope['kind']} explanations.")
     context = Narrative(Names(manifest), scales or {})
     return [spec.narrative(result, envelope, context) for result in envelope["results"]]

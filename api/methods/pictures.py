@@ -17,9 +17,7 @@ QUERY = ("view", "layer", "head")
 def sizes() -> dict[str, tuple[float, float]]:
     """The size of every picture in inches: the service's own and those methods draw themselves."""
     own = {
-        f"{s.name}": s.picture.drawer.size
-        for s in specs()
-        if s.picture and isinstance(s.picture.drawer, Drawer)
+        s.name: s.picture.drawer.size for s in specs() if s.picture and isinstance(s.picture.drawer, Drawer)
     }
     return {**SIZES, **own}
 
@@ -34,10 +32,10 @@ def record_picture(
     picture = spec(kind).picture if kind in MODULES else None
     if picture is None:
         raise InvalidInput.field("record_id", f"A {kind} record has no picture.")
-    for name in QUERY:
-        if query.get(name) is not None and name not in picture.query:
-            raise InvalidInput.field(name, f"{name} does not apply to {kind} records.")
     result = record_result(record, query["instance"])
+    if any(query.get(name) is not None for name in QUERY if name not in picture.query):
+        takers = " and ".join(s.name for s in specs() if s.picture is not None and s.picture.query)
+        raise InvalidInput.field("view", f"view, layer and head apply to {takers} records only.")
     data: dict[str, Any] = {
         "result": result,
         "envelope": record["explanation"],

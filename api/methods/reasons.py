@@ -53,6 +53,7 @@ SPEC = MethodSpec(
     summary="Adverse-action reasons for declined applications, ranked, from the manifest's reason catalogue.",
     max_instances=recourse_instances,
     caps=recourse_caps,
+    cap_units={"budget_ms": " ms"},
     probe_options={"budget_ms": 10},
     accumulate=accumulate,
     finalize=finalize,

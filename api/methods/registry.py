@@ -24,7 +24,8 @@ NAMES = tuple(MODULES)
 def spec(name: str) -> MethodSpec:
     """The spec of method ``name`` (KeyError for an unknown name: callers validate names first)."""
     declared: MethodSpec = importlib.import_module(MODULES[name]).SPEC
-    assert declared.name == name, f"{MODULES[name]} declares {declared.name}"
+    if declared.name != name:
+        raise ValueError(f"{MODULES[name]} declares the method {declared.name!r}, listed as {name!r}.")
     return declared
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from api.methods.spec import Acc, MethodSpec, Narrative, Picture
 from api.schemas.explain import ExplanationSchema, ShapRequestSchema
 from explainers.narratives import attribution_summary
+from explainers.registry import SHAP
 from explainers.shap_tabular import ADDITIVITY_TOLERANCE
 
 
@@ -75,13 +76,14 @@ SPEC = MethodSpec(
     name="shap",
     envelope_kind="attribution",
     flavour="tabular",
-    adapter="explainers.shap_tabular:ShapExplainer",
+    adapter=SHAP,
     request_schema=ShapRequestSchema,
     response_schema=ExplanationSchema,
     summary="SHAP attributions per raw input feature, in a stated output space and target class.",
     caps=lambda s: {"max_evals": s.max_shap_evals, "background_rows": s.max_background_rows},
     limits=lambda s: {"max_work": s.max_shap_work},
     probe_options={"max_evals": 1},
+    warm=True,
     batched=True,
     row_independent=row_independent,
     row_quality=row_quality,

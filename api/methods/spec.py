@@ -113,12 +113,18 @@ class MethodSpec:
     data, as its options say); rows that are sent are counted as for every method."""
     max_instances: Callable[[Settings], int | None] = _unbounded
     """Instances per request, below the service-wide ``max_instances``."""
+    instances_noun: str = "instances"
+    """What its instances are called in the 422 of ``max_instances`` ("texts")."""
     caps: Callable[[Settings], dict[str, int]] = _no_settings
     """Client options bounded by settings (``option: most``), checked on explain and job submission."""
+    cap_units: Mapping[str, str] = dataclasses.field(default_factory=lambda: EMPTY)
+    """The unit a cap's 422 names after its number (``{"budget_ms": " ms"}``)."""
     limits: Callable[[Settings], dict[str, Any]] = _no_settings
     """Server limits the adapter gets beside the client's options (never recorded as options)."""
     probe_options: Mapping[str, Any] = dataclasses.field(default_factory=lambda: EMPTY)
     """What makes a job's probe on one reference row cheap (the caps are checked apart)."""
+    warm: bool = False
+    """Whether a worker's warm-up runs it on a reference row (builds it once before the first request)."""
     batched: bool = False
     """Whether a job tries a chunk's rows in one call (kept when ``row_independent`` says so)."""
     row_independent: Callable[[Explanation], bool] = _never

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from api.methods.spec import Acc, add
 
+if TYPE_CHECKING:
+    from api.settings import Settings
 
-def text_instances(settings: Any) -> int:
+
+def text_instances(settings: Settings) -> int:
     return int(settings.max_text_instances)
 
 

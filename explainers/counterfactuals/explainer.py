@@ -22,7 +22,7 @@ from explainers.counterfactuals.random_search import BATCH, random_search, selec
 from explainers.counterfactuals.rows import Desired, Distance, RowCodec, Scorer
 from explainers.counterfactuals.space import SearchSpace
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
-from explainers.rows import Rows, TabularRows
+from explainers.rows import Rows, tabular
 from model_store.errors import InvalidInput
 from model_store.tabular import TabularModel
 from model_store.versions import VersionInfo
@@ -228,7 +228,7 @@ class CounterfactualExplainer(Explainer):
         options: dict[str, Any],
         limits: Mapping[str, Any] = NO_LIMITS,
     ) -> Explanation:
-        assert isinstance(rows, TabularRows)
+        rows = tabular(rows)
         started = time.perf_counter()
         opts = {
             **DEFAULTS,
