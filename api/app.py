@@ -13,10 +13,10 @@ from api import auth, docs, explorer, observability, openapi_contract, routing
 from api.context import Candor
 from api.errors import problem, register_error_handlers
 from api.jsonio import OrjsonProvider
+from api.metrics import scrape_registry
 from api.parser import NUL_MESSAGE
 from api.rate_limit import KeyRateLimiter
 from api.schemas.common import ProblemSchema
-from api.service import ExplanationService
 from api.settings import Settings
 from api.v1 import audit, explain, jobs, keys, kserve, metrics, models, plots, system, understanding
 from api.v2 import models as oip_models
@@ -59,7 +59,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         },
     )
     store = Store(settings.data_dir, settings.resolved_database_url, settings.model_cache_size)
-    app.extensions["candor"] = Candor(settings, store, ExplanationService(store, settings))
+    app.extensions["candor"] = Candor.build(settings, store)
     api = CandorApi(app)
     for blueprint in (
         system.blp,
@@ -75,7 +75,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         oip_models.blp,
     ):
         api.register_blueprint(blueprint)
-    metrics.init_app(app, api, store.sessions)
+    metrics.init_app(app, api, scrape_registry(store.sessions))
     openapi_contract.finish(api, settings)
     docs.init_app(app, api)
     explorer.init_app(app)

@@ -1,4 +1,5 @@
-"""Access to the per-app objects (settings, store, service) from views."""
+"""Access to the per-app objects from views: the settings and the service layer's facades (views call these,
+never the store)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import dataclasses
 
 from flask import current_app
 
+from api.jobs.service import Jobs
+from api.key_admin import KeyAdmin
+from api.model_admin import Models
+from api.plotting import Plots
+from api.readiness import ModelReadiness
+from api.records import Records
 from api.service import ExplanationService
 from api.settings import Settings
 from model_store.store import Store
@@ -15,7 +22,31 @@ from model_store.store import Store
 class Candor:
     settings: Settings
     store: Store
+    """For the app's wiring (authentication, metrics); views use the facades below."""
     service: ExplanationService
+    readiness: ModelReadiness
+    models: Models
+    records: Records
+    key_admin: KeyAdmin
+    jobs: Jobs
+    plots: Plots
+
+    @classmethod
+    def build(cls, settings: Settings, store: Store) -> Candor:
+        service = ExplanationService(store, settings)
+        readiness = ModelReadiness(store)
+        records = Records(service)
+        return cls(
+            settings=settings,
+            store=store,
+            service=service,
+            readiness=readiness,
+            models=Models(service, readiness),
+            records=records,
+            key_admin=KeyAdmin(store.keys),
+            jobs=Jobs(service),
+            plots=Plots(service, records),
+        )
 
 
 def candor() -> Candor:

@@ -13,7 +13,20 @@ Series (labels are bounded: ``route`` is the URL rule template or ``unmatched``,
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import logging
+import os
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.metrics_fold import FoldAwareCollector
+from model_store.jobs import queued_count
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+log = logging.getLogger("candor.metrics")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -32,3 +45,40 @@ EXPLANATION_SECONDS = Histogram(
     ["method"],
     buckets=LATENCY_BUCKETS,
 )
+
+
+class JobQueueCollector:
+    """``candor_job_queue_depth``, read from the database when scraped (the same answer from every worker);
+    left out of the scrape when the database does not answer."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily("candor_job_queue_depth", "Jobs queued, waiting for a runner.")]
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            depth = queued_count(self.sessions)
+        except SQLAlchemyError:
+            log.warning("job queue depth unavailable: the database did not answer", exc_info=True)
+            return
+        yield GaugeMetricFamily("candor_job_queue_depth", "Jobs queued, waiting for a runner.", value=depth)
+
+
+class _ProcessRegistry:
+    """The process's default registry, as one collector of a scrape registry."""
+
+    def collect(self) -> Iterable[Metric]:
+        return REGISTRY.collect()
+
+
+def scrape_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
+    """What a scrape serves: every worker's samples (multiprocess mode) or this process's, plus the queue."""
+    registry = CollectorRegistry(auto_describe=False)
+    if directory := os.environ.get(MULTIPROC_ENV):
+        FoldAwareCollector(registry, directory)
+    else:
+        registry.register(_ProcessRegistry())
+    registry.register(JobQueueCollector(sessions))
+    return registry

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -352,3 +352,11 @@ def _is_uuid(value: str) -> bool:
         return str(uuid.UUID(value)) == value
     except ValueError:
         return False
+
+
+def queued_count(sessions: sessionmaker[Session]) -> int:
+    """Jobs waiting for a runner."""
+    with sessions() as session:
+        return int(
+            session.scalar(select(func.count()).select_from(JobRow).where(JobRow.status == QUEUED)) or 0
+        )

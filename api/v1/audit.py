@@ -28,10 +28,7 @@ from api.schemas.audit import (
 from api.schemas.common import ProblemSchema
 from api.streaming import csv_trailer, guarded, jsonl_trailer
 from api.v1.blueprint import Blueprint
-from model_store.array_codec import digests
-from model_store.audit import RecordFilter
-from model_store.audit_blobs import AuditBlobs, verify_trail
-from model_store.errors import Forbidden, InvalidInput, NotFound
+from model_store.errors import InvalidInput
 
 blp = Blueprint("audit", __name__, url_prefix="/v1", description="The audit trail of explanations")
 
@@ -54,25 +51,9 @@ CSV_COLUMNS = (
 )
 
 
-def _filters(query: dict[str, Any]) -> RecordFilter:
+def _allowlist() -> frozenset[str] | None:
     principal = current_principal()
-    return RecordFilter(
-        model=query.get("model"),
-        version=query.get("version"),
-        kind=query.get("kind"),
-        since=query.get("since"),
-        until=query.get("until"),
-        models=principal.models if principal else None,
-    )
-
-
-def _visible_record(record_id: str) -> dict[str, Any]:
-    """The record, or 404 when it does not exist or explains a model the caller's key may not see."""
-    record = candor().store.audit.get(record_id)
-    principal = current_principal()
-    if principal is not None and not principal.sees(record.get("model_name")):
-        raise NotFound(f"No explanation record '{record_id}'.")
-    return record
+    return principal.models if principal is not None else None
 
 
 def encode_cursor(seq: int) -> str:
@@ -102,7 +83,7 @@ class Records(AuditView):
     def get(self, query: dict[str, Any]):  # type: ignore[no-untyped-def]
         """Record summaries in chain order, filtered, one page at a time (follow ``next_cursor``)."""
         after = decode_cursor(query["cursor"]) if query.get("cursor") else 0
-        items, next_seq = candor().store.audit.page(_filters(query), after, query["limit"])
+        items, next_seq = candor().records.page(query, _allowlist(), after, query["limit"])
         return json_response(
             {"items": items, "next_cursor": encode_cursor(next_seq) if next_seq is not None else None}
         )
@@ -121,7 +102,7 @@ class RecordsExport(AuditView):
     @blp.alt_response(422, schema=ProblemSchema)
     def get(self, query: dict[str, Any]):  # type: ignore[no-untyped-def]
         """Export records without loading them all in memory (``format=jsonl|csv``)."""
-        records = candor().store.audit.stream(_filters(query))
+        records = candor().records.stream(query, _allowlist())
         if query["format"] == "csv":
             lines: Iterator[bytes] = (line.encode() for line in _csv_lines(records))
             body, mimetype = guarded(lines, csv_trailer), "text/csv"
@@ -159,7 +140,7 @@ class Record(AuditView):
     def get(self, record_id: str):  # type: ignore[no-untyped-def]
         """One record as stored (the canonical body its hash covers) with its hash. Records cannot be changed
         or deleted: PUT, PATCH and DELETE answer 405."""
-        return json_response(_visible_record(record_id))
+        return json_response(candor().records.get(record_id, _allowlist()))
 
 
 @blp.route("/explanations/<record_id>/blobs/<digest>")
@@ -176,10 +157,7 @@ class RecordBlob(AuditView):
         """A blob the record refers to (big attention weights are kept out of the record's body, each as a
         reference ``{"blob_sha256", "dtype", "shape", ...}`` its hash covers). 404 unless the record refers
         to this blob (``digest``: its sha256); 409 if the stored bytes no longer hash to it."""
-        record = _visible_record(record_id)
-        if digest not in digests(record.get("explanation")):
-            raise NotFound(f"The record '{record_id}' refers to no blob '{digest}'.")
-        data = AuditBlobs(candor().store.sessions).checked(digest)
+        data = candor().records.blob(record_id, digest, _allowlist())
         return Response(data, mimetype="application/octet-stream", headers={"ETag": f'"{digest}"'})
 
 
@@ -192,8 +170,8 @@ class Replay(AuditView):
     def post(self, body: dict[str, Any], record_id: str):  # type: ignore[no-untyped-def]
         """Recompute a recorded explanation with the recorded model version, options and seed, and compare
         it with the record (nothing new is recorded)."""
-        _visible_record(record_id)
-        return json_response(candor().service.replay(record_id, (body or {}).get("instances")))
+        instances = (body or {}).get("instances")
+        return json_response(candor().records.replay(record_id, instances, _allowlist()))
 
 
 @blp.route("/audit/verify")
@@ -205,11 +183,4 @@ class Verify(AuditView):
 
         The chain is one for every model, so the verdict speaks of every model's records: a key limited to
         some models gets a 403."""
-        principal = current_principal()
-        if principal is not None and principal.models is not None:
-            raise Forbidden(
-                "The audit chain covers every model's records; verifying it needs a key without a model "
-                "allowlist."
-            )
-        store = candor().store
-        return json_response(verify_trail(store.audit, store.sessions))
+        return json_response(candor().records.verify(_allowlist()))

@@ -17,35 +17,28 @@ from api.auth import caller_key_id, current_principal
 from api.context import candor
 from api.idempotency import REPLAYED_HEADER, header_parameter, replayed_header
 from api.idempotency import idempotency_key as idempotency_key_sent
-from api.jobs.results import check_chunks, parquet_result
-from api.jobs.submit import JobRequest, Submission
-from api.jobs.summaries import finalize
+from api.jobs.service import Caller, progress, summary_of
+from api.jobs.submit import JobRequest
 from api.jsonio import json_response
 from api.schemas.common import ProblemSchema
 from api.schemas.jobs import JobDatasetRequestSchema, JobFormSchema, JobResultQuerySchema, JobSchema
 from api.schemas.uploads import JobFilesSchema, JobMultipartSchema
 from api.streaming import guarded, jsonl_trailer
 from api.v1.blueprint import Blueprint
-from model_store.errors import Conflict, InvalidInput, ModelNotFound
-from model_store.jobs import FINISHED, SUCCEEDED, JobStore, chunk_count
+from model_store.errors import InvalidInput, ModelNotFound
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Batch explanation jobs")
 MULTIPART = "multipart/form-data"
 
 
-def _jobs() -> JobStore:
-    context = candor()
-    return JobStore(context.store.sessions, context.settings.data_dir)
-
-
-def _visibility() -> dict[str, Any]:
+def _caller() -> Caller:
     """Which jobs the caller sees: its own (every key's with ``admin``), of the models it may see."""
     principal = current_principal()
-    return {
-        "key_id": caller_key_id(),
-        "admin": bool(principal and "admin" in principal.scopes),
-        "models": principal.models if principal else None,
-    }
+    return Caller(
+        key_id=caller_key_id(),
+        admin=bool(principal and "admin" in principal.scopes),
+        models=principal.models if principal else None,
+    )
 
 
 def describe(job: dict[str, Any]) -> dict[str, Any]:
@@ -62,14 +55,7 @@ def describe(job: dict[str, Any]) -> dict[str, Any]:
         "model": {"name": job["model_name"], "version": job["model_version"]},
         "options": job["options"],
         "source": job["source"],
-        "progress": {
-            "rows_done": job["rows_done"],
-            "rows_total": job["total_rows"],
-            "chunks_done": job["chunks_done"],
-            "chunks_total": chunk_count(job["total_rows"], job["chunk_rows"]),
-            "chunk_rows": job["chunk_rows"],
-            "errors": job["errors"],
-        },
+        "progress": progress(job),
         "timing": {
             "created_at": job["created_at"],
             "started_at": started,
@@ -79,7 +65,7 @@ def describe(job: dict[str, Any]) -> dict[str, Any]:
         "attempts": job["attempts"],
         "error": job["error"],
         "explanation": summary.get("explanation"),
-        "summary": finalize(job["kind"], summary.get("acc", {})),
+        "summary": summary_of(job),
         "links": {
             "self": url_for("jobs.Job", job_id=job["id"]),
             "result": url_for("jobs.JobResult", job_id=job["id"]),
@@ -124,8 +110,6 @@ class Jobs(MethodView):
         text, file), or of a stored dataset (JSON: model, version, kind, options, dataset), explained as
         ``POST .../explain/<kind>`` would explain it. Answers 202 with the job and its ``Location``; with an
         ``Idempotency-Key`` already used for the same request, the job queued then."""
-        context = candor()
-        submission = Submission(context.service, _jobs())
         parser = blp.ARGUMENTS_PARSER
         idempotency_key = idempotency_key_sent(request.headers)
         if request.mimetype == MULTIPART:
@@ -147,7 +131,7 @@ class Jobs(MethodView):
             job_request = JobRequest(
                 body["model"], body["version"], body["kind"], body["options"], dataset=body["dataset"]
             )
-        job, replayed = submission.submit(job_request, caller_key_id(), idempotency_key)
+        job, replayed = candor().jobs.submit(job_request, caller_key_id(), idempotency_key)
         headers = {"Location": url_for("jobs.Job", job_id=job["id"])}
         if replayed:
             headers[REPLAYED_HEADER] = "true"
@@ -176,7 +160,7 @@ class Job(MethodView):
     @blp.alt_response(404, schema=ProblemSchema)
     def get(self, job_id: str):  # type: ignore[no-untyped-def]
         """Status, progress (rows done of total), timing, errors and the summary so far."""
-        return json_response(describe(_jobs().get(job_id, **_visibility())))
+        return json_response(describe(candor().jobs.get(job_id, _caller())))
 
     @blp.response(202, JobSchema)
     @blp.alt_response(404, schema=ProblemSchema)
@@ -184,7 +168,7 @@ class Job(MethodView):
     def delete(self, job_id: str):  # type: ignore[no-untyped-def]
         """Cancel a queued or running job (a running one stops before its next chunk; the rows done keep
         their audit records). Cancelling a cancelled job is a no-op; a finished one is a 409."""
-        return json_response(describe(_jobs().cancel(job_id, **_visibility())), status=202)
+        return json_response(describe(candor().jobs.cancel(job_id, _caller())), status=202)
 
 
 @blp.route("/<job_id>/result")
@@ -205,19 +189,12 @@ class JobResult(MethodView):
     @blp.alt_response(422, schema=ProblemSchema)
     def get(self, query: dict[str, Any], job_id: str):  # type: ignore[no-untyped-def]
         """The results, streamed (409 until the job has succeeded)."""
-        jobs = _jobs()
-        job = jobs.get(job_id, **_visibility())
-        if job["status"] != SUCCEEDED:
-            state = "has " + job["status"] if job["status"] in FINISHED else "is " + job["status"]
-            raise Conflict(f"The job {state}; results are served once it has succeeded.")
-        chunks = chunk_count(job["total_rows"], job["chunk_rows"])
-        name = f"job-{job_id}"
+        jobs, name = candor().jobs, f"job-{job_id}"
         if query["format"] == "parquet":
-            path = parquet_result(jobs.files, job_id, chunks)
+            path = jobs.result_parquet(job_id, _caller())
             return send_file(path, mimetype="application/vnd.apache.parquet", download_name=f"{name}.parquet")
-        check_chunks(jobs.files, job_id, chunks)
         return Response(
-            stream_with_context(guarded(jobs.files.read_chunks(job_id, chunks), jsonl_trailer)),
+            stream_with_context(guarded(jobs.result_lines(job_id, _caller()), jsonl_trailer)),
             mimetype="application/x-ndjson",
             headers={"Content-Disposition": f'attachment; filename="{name}.jsonl"'},
         )

@@ -22,7 +22,7 @@ blp = Blueprint("kserve", __name__, url_prefix="/v1/models", description="KServe
 def default_version(name: str) -> str:
     """The version KServe routes without a version serve: production, else the latest."""
     try:
-        return str(candor().store.registry.resolve(name, "production").version)
+        return str(candor().models.resolve(name, "production").version)
     except VersionNotFound:
         return "latest"
 

@@ -12,9 +12,6 @@ from api.schemas.common import ProblemSchema
 from api.schemas.models import ModelDetailSchema, ModelListSchema, RegisterFormSchema, VersionDetailSchema
 from api.schemas.uploads import RegisterFilesSchema
 from api.v1.blueprint import Blueprint
-from api.v1.system import readiness
-from model_store.manifest import read_manifest_text
-from model_store.registry import check_name
 
 blp = Blueprint("models", __name__, url_prefix="/v1/models", description="Registered models and versions")
 
@@ -27,8 +24,7 @@ class Models(MethodView):
     def get(self):  # type: ignore[no-untyped-def]
         """List the registered models."""
         principal = current_principal()
-        models = candor().store.registry.list_models()
-        return {"models": [m for m in models if principal is None or principal.sees(m["name"])]}
+        return {"models": candor().models.visible(principal.models if principal is not None else None)}
 
 
 @blp.route("/<name>")
@@ -40,18 +36,7 @@ class Model(MethodView):
     def get(self, name: str):  # type: ignore[no-untyped-def]
         """A model with its versions and stages; ``ready``: its serving version (production, else latest)
         loads in this server (what KServe clients read)."""
-        model = candor().store.registry.get_model(name)
-        model["ready"] = readiness().serves(model)
-        model["versions"] = [
-            {
-                "version": v.version,
-                "created_at": v.created_at,
-                "artifact_sha256": v.artifact_sha256,
-                "stages": list(v.stages),
-            }
-            for v in model["versions"]
-        ]
-        return model
+        return candor().models.get(name)
 
 
 @blp.route("/<name>/versions")
@@ -64,13 +49,9 @@ class Versions(MethodView):
     @blp.alt_response(422, schema=ProblemSchema)
     def post(self, form: dict[str, Any], files: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
         """Register a new version: manifest (JSON/YAML text), skops artifact and reference data."""
-        check_name(name)
-        manifest = read_manifest_text(form["manifest"], name)
         reference = files.get("reference")
-        info = candor().service.register(
-            manifest, files["artifact"].stream, reference.read() if reference is not None else None
-        )
-        return candor().service.describe_version(info.name, str(info.version))
+        sent = reference.read() if reference is not None else None
+        return candor().models.register(name, form["manifest"], files["artifact"].stream, sent)
 
 
 @blp.route("/<name>/versions/<version>")
@@ -94,5 +75,4 @@ class Promote(MethodView):
     @blp.alt_response(404, schema=ProblemSchema)
     def post(self, name: str, version: str):  # type: ignore[no-untyped-def]
         """Make this version the model's ``production`` stage."""
-        info = candor().store.registry.promote(name, version)
-        return candor().service.describe_version(info.name, str(info.version))
+        return candor().models.promote(name, version)

@@ -29,7 +29,7 @@ from api.v1.system import readiness
 from api.v2.examples import LOAN_EXPLAIN_REQUEST, LOAN_REQUEST
 from api.v2.outputs import explanation_outputs, prediction_outputs, requested
 from api.v2.tensors import feature_datatype, tabular_instances, text_instances
-from model_store.errors import InvalidInput, VersionNotFound
+from model_store.errors import InvalidInput
 from model_store.manifest import flatten_messages
 from model_store.versions import VersionInfo
 
@@ -42,13 +42,8 @@ SHAP_PARAMETERS = ("algorithm", "output", "target", "seed", "max_evals", "backgr
 
 def _resolve(name: str, version: str | None) -> VersionInfo:
     """The version asked for; without one, what KServe routes serve: production, else the latest."""
-    registry = candor().store.registry
-    if version is not None:
-        return registry.resolve(name, version)
-    try:
-        return registry.resolve(name, "production")
-    except VersionNotFound:
-        return registry.resolve(name, "latest")
+    models = candor().models
+    return models.resolve(name, version) if version is not None else models.serving(name)
 
 
 def _instances(info: VersionInfo, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -59,10 +54,7 @@ def metadata(name: str, version: str | None) -> dict[str, Any]:
     """The model's tensors: one input per feature (manifest order) or ``text``, and its outputs."""
     info = _resolve(name, version)
     manifest = info.manifest
-    if version is None:
-        versions = [str(v.version) for v in candor().store.registry.get_model(name)["versions"]]
-    else:
-        versions = [str(info.version)]
+    versions = candor().models.version_numbers(name) if version is None else [str(info.version)]
     if info.flavour == "text":
         inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     else:
