@@ -11,7 +11,7 @@ Run from the repository root: ``.venv/bin/python bench/bench_counterfactuals.py 
   ``generate_counterfactuals(row, total_CFs=4, desired_class="opposite", features_to_vary, permitted_range,
   random_seed=0)``. "generate only" is the same call with the three objects built once, for context.
   tqdm is silenced (``TQDM_DISABLE=1``) and dice-ml's pandas deprecation warnings are ignored.
-- API: gunicorn with ``api/gunicorn_conf.py`` (1 worker, 1 thread) on a free loopback port, one keep-alive
+- API: gunicorn with ``api/ops/gunicorn_conf.py`` (1 worker, 1 thread) on a free loopback port, one keep-alive
   ``requests.Session``; each call encodes the body (the same features_to_vary, permitted_range and seed),
   posts it and decodes the answer with orjson.
 The three sides rotate call by call; the benchmark process's garbage collector is paused while a call is

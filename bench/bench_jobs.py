@@ -45,8 +45,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.app import create_app  # noqa: E402
 from api.demo import LOAN_TARGET, german_credit, install_demos  # noqa: E402
+from api.http.app import create_app  # noqa: E402
 from api.jobs.inputs import target_schema, write_input  # noqa: E402
 from explainers.envelope import new_explanation_id  # noqa: E402
 from model_store.jobs import JobFiles, JobStore  # noqa: E402
@@ -165,7 +165,7 @@ def run_job(data_dir: Path, rows: pd.DataFrame, layout: str) -> dict[str, Any]:
     }
     log = (data_dir / "runner.log").open("wb")
     runner = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "jobs", "run"], cwd=ROOT, env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "api.ops.cli", "jobs", "run"], cwd=ROOT, env=env, stdout=log, stderr=log
     )
 
     def submit(frame: pd.DataFrame) -> str:

@@ -4,7 +4,7 @@ Run from the repository root: ``.venv/bin/python bench/bench_shap.py [--quick]``
 
 - In-process, what a user would write: the fitted pipeline, ``shap.TreeExplainer(model)`` built once, then per
   call ``pipeline[:-1].transform(rows_frame)`` and ``explainer.shap_values(X)``.
-- API: gunicorn with ``api/gunicorn_conf.py`` (1 worker, 1 thread) on a free loopback port, one keep-alive
+- API: gunicorn with ``api/ops/gunicorn_conf.py`` (1 worker, 1 thread) on a free loopback port, one keep-alive
   ``requests.Session``; each call encodes the body, posts it and decodes the answer with orjson.
 - (a) one raw row per call, N calls, rows cycled: p50/p95 latency of both, and of the same row sent with a
   new ``Idempotency-Key`` then again with it (the retry is answered from the record, checked); (b) 1,000

@@ -2,7 +2,7 @@
 
 Run from the repository root: ``.venv/bin/python bench/bench_text.py [--quick]``.
 
-- The note: texts of ``api/demo_data/notes.csv`` joined in file order and cut at a word boundary to the
+- The note: texts of ``api/demo/data/notes.csv`` joined in file order and cut at a word boundary to the
   longest prefix the model's tokenizer reads as at most 128 tokens (the manifest's ``max_tokens``; at least
   120), special tokens included.
 - In-process, what a user writes: the registered ``notes`` version directory (found through the registry of
@@ -13,16 +13,16 @@ Run from the repository root: ``.venv/bin/python bench/bench_text.py [--quick]``
   ``model.get_input_embeddings()`` built once, forward = softmax(logits), baseline = non-special tokens
   replaced by the pad id, target = the predicted class (one no-grad forward), ``n_steps=50``,
   ``return_convergence_delta=True`` (as the server asks), per call tokenisation included.
-- API: gunicorn with ``api/gunicorn_conf.py`` (1 worker, 1 thread, CANDOR_TORCH_THREADS=1) on a free loopback
-  port, one keep-alive ``requests.Session``; each call encodes the body, posts it and decodes the answer with
-  orjson, the decode included in the API time. Attention, in ``ATTENTION_VARIANTS``: all 6 layers x 12 heads
-  (6 x 12 x T x T weights) as JSON numbers (the default), as ``encoding: "base64"`` float32 and as base64
-  ``dtype: "float16"``, each against (1); ``aggregate: "mean"`` as JSON and as base64 float16, against the
-  "mean" row of (1); the full map as ``encoding: "safetensors"`` float32 and float16 (the body is a
+- API: gunicorn with ``api/ops/gunicorn_conf.py`` (1 worker, 1 thread, CANDOR_TORCH_THREADS=1) on a free
+  loopback port, one keep-alive ``requests.Session``; each call encodes the body, posts it and decodes the
+  answer with orjson, the decode included in the API time. Attention, in ``ATTENTION_VARIANTS``: all 6 layers
+  x 12 heads (6 x 12 x T x T weights) as JSON numbers (the default), as ``encoding: "base64"`` float32 and as
+  base64 ``dtype: "float16"``, each against (1); ``aggregate: "mean"`` as JSON and as base64 float16, against
+  the "mean" row of (1); the full map as ``encoding: "safetensors"`` float32 and float16 (the body is a
   safetensors file); one layer and one head as base64 float16 and as safetensors float16, against (1): the
-  API's fixed cost. The client turns every weights array it receives into a numpy array (``numpy.asarray``
-  of the JSON lists, ``base64.b64decode`` + ``numpy.frombuffer``, or ``safetensors.numpy.load`` of the body
-  plus orjson of the envelope in its ``__metadata__``), inside the timed call. Attributions: method
+  API's fixed cost. The client turns every weights array it receives into a numpy array (``numpy.asarray`` of
+  the JSON lists, ``base64.b64decode`` + ``numpy.frombuffer``, or ``safetensors.numpy.load`` of the body plus
+  orjson of the envelope in its ``__metadata__``), inside the timed call. Attributions: method
   integrated_gradients, ``n_steps`` 50, baseline pad.
 - (3) ``n_steps: "auto"`` (tolerance 0.05) through the API, one request per note, on the first 10 urgent and
   first 10 routine notes of notes.csv: the steps it needed and why it stopped.
@@ -69,7 +69,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness import BenchServer, timed  # noqa: E402
 
-from api.demo_notes import MAX_TOKENS, notes  # noqa: E402
+from api.demo.notes import MAX_TOKENS, notes  # noqa: E402
 from model_store.store import Store  # noqa: E402
 
 BASE_PATH = "/v1/models/notes/versions/production/explain"

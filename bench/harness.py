@@ -74,7 +74,7 @@ class BenchServer:
         started = time.monotonic()
         if demos is None:
             subprocess.run(
-                [sys.executable, "-m", "api.cli", "demo", "install"], env=env, check=True, cwd=ROOT
+                [sys.executable, "-m", "api.ops.cli", "demo", "install"], env=env, check=True, cwd=ROOT
             )
             store = Store(data_dir, self.database_url)
         else:
@@ -87,7 +87,15 @@ class BenchServer:
         store.close()
         self.log = (data_dir / "gunicorn.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "--access-logfile", "/dev/null"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "api/ops/gunicorn_conf.py",
+                "--access-logfile",
+                "/dev/null",
+            ],
             env=env,
             cwd=ROOT,
             stdout=self.log,

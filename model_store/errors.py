@@ -1,8 +1,8 @@
 """Domain errors shared by the store, the explainers and the API.
 
 Every error carries the HTTP status it maps to, a short title and an optional field-level ``errors`` map, so
-one handler in ``api.errors`` can turn any of them into an RFC 9457 problem document. No library text, path
-or stack trace is ever put into these messages.
+one handler in ``api.http.errors`` can turn any of them into an RFC 9457 problem document. No library text,
+path or stack trace is ever put into these messages.
 
     CandorError
     ├── InvalidInput (422)

@@ -36,8 +36,8 @@ from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegress
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from api.app import create_app
 from api.demo import clinical_model, loan_model
+from api.http.app import create_app
 from model_store.reference import to_parquet
 from model_store.safe_load import dump_skops
 

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.app import create_app
 from api.demo import install_demos
+from api.http.app import create_app
 from model_store.store import Store
 
 POSTGRES_URL = os.environ.get("CANDOR_TEST_POSTGRES_URL", "")

@@ -1,5 +1,5 @@
-"""The real gunicorn for end-to-end tests: the project's config (``api/gunicorn_conf.py``) on a free loopback
-port, in its own session, stopped with SIGTERM (SIGKILL to its process group if it lingers)."""
+"""The real gunicorn for end-to-end tests: the project's config (``api/ops/gunicorn_conf.py``) on a free
+loopback port, in its own session, stopped with SIGTERM (SIGKILL to its process group if it lingers)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def running_gunicorn(
     """gunicorn serving ``env``'s data dir, once ``/v1/health`` answers 200 (and ``ready`` holds)."""
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py"],
+            [sys.executable, "-m", "gunicorn", "-c", "api/ops/gunicorn_conf.py"],
             cwd=ROOT,
             env=env,
             stdout=sink,

@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from test_api_auth import PUBLIC, SCOPES, assert_problem
 
-from api.cli import main as cli_main
+from api.ops.cli import main as cli_main
 
 LOAN_ROW = json.loads((DATA / "loan_shap_request.json").read_text())["instances"][0]
 KINDS = {

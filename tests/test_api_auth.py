@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.auth import required_scope
+from api.http.auth import required_scope
 
 PROBLEM = "application/problem+json"
 PUBLIC = {

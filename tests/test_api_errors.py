@@ -15,8 +15,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.app import create_app
 from api.demo import LOAN_TARGET, german_credit
+from api.http.app import create_app
 
 PROBLEM = "application/problem+json"
 PREDICT = "/v1/models/loan/versions/1/predict"

@@ -18,8 +18,8 @@ import pytest
 import safetensors.numpy
 import torch
 
-from api.jsonbytes import dumps_bytes
-from api.replay import compare
+from api.service.jsonbytes import dumps_bytes
+from api.service.replay import compare
 from explainers.attention import torch_half
 from model_store import array_codec as codec
 from model_store.errors import InvalidInput

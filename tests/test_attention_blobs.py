@@ -38,8 +38,8 @@ from text_oracles import (
     upload,
 )
 
-from api.cli import main as cli_main
 from api.jobs.submit import validate_options
+from api.ops.cli import main as cli_main
 from model_store.errors import InvalidInput
 
 ATTENTION = "/v1/models/triage/versions/1/explain/attention"

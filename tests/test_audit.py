@@ -20,9 +20,9 @@ from conftest import DATA, bearer
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.cli import main as cli_main
 from api.demo import german_credit, loan_model
-from api.recording import request_sha256
+from api.ops.cli import main as cli_main
+from api.service.recording import request_sha256
 from model_store.audit import GENESIS, RecordDraft, canonical_json, sha256_hex
 from model_store.manifest import parse_manifest
 from model_store.reference import to_parquet

@@ -31,7 +31,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     data = tmp_path_factory.mktemp("pages").resolve()
     env = server_env(data, free_port(), CANDOR_WORKERS="1", CANDOR_LOG_LEVEL="warning")
     candor = Path(sys.executable).with_name("candor")
-    install = [str(candor)] if candor.exists() else [sys.executable, "-m", "api.cli"]
+    install = [str(candor)] if candor.exists() else [sys.executable, "-m", "api.ops.cli"]
     done = subprocess.run(
         [*install, "demo", "install"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )

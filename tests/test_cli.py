@@ -8,7 +8,7 @@ import pytest
 import yaml
 from tiny_models import tiny_frame, tiny_manifest, tiny_pipeline
 
-from api.cli import main
+from api.ops.cli import main
 from model_store.safe_load import dump_skops
 from model_store.store import Store
 

@@ -62,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         CANDOR_LOG_LEVEL="warning",
     )
     candor = Path(sys.executable).with_name("candor")
-    install = [str(candor)] if candor.exists() else [sys.executable, "-m", "api.cli"]
+    install = [str(candor)] if candor.exists() else [sys.executable, "-m", "api.ops.cli"]
     done = subprocess.run(
         [*install, "demo", "install"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )

@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from test_audit import declined_row, loan_rows
 
 from api.demo import loan_model
-from api.explain_request import ExplainRequest
-from api.jsonio import dumps_bytes
-from api.recording import recorded_envelope
+from api.http.jsonio import dumps_bytes
+from api.service.explain_request import ExplainRequest
+from api.service.recording import recorded_envelope
 from model_store.errors import IdempotencyKeyTaken
 from model_store.explain_keys import ExplainKeys, Idempotency
 from model_store.manifest import parse_manifest

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from test_audit import declined_row, loan_rows
 from test_jobs_idempotency import csv_of
 
-from api.explain_request import ExplainRequest
+from api.service.explain_request import ExplainRequest
 from explainers.registry import SHAP, adapter
 from explainers.rows import TabularRows
 from model_store.errors import InvalidInput

@@ -23,7 +23,7 @@ from flask import Flask
 from test_hostile_uploads import assert_refused
 from test_store_safety import _PIPELINE, _REFERENCE, safe_manifest
 
-from api.app import create_app
+from api.http.app import create_app
 from model_store.safe_load import dump_skops
 
 MANIFEST = json.dumps(

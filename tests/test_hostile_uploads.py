@@ -19,7 +19,7 @@ from flask import Flask
 from test_store_safety import _REFERENCE, safe_manifest
 from tiny_models import tiny_frame, tiny_pipeline
 
-from api.cli import main
+from api.ops.cli import main
 from model_store.safe_load import dump_skops
 
 PROBLEM = "application/problem+json"

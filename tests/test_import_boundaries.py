@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("flask", "flask_smorest", "werkzeug")
-WORKER_MODULES = ("api.service", "api.jobs.compute", "api.jobs.runner", "api.jobs.submit")
+WORKER_MODULES = ("api.service.explanations", "api.jobs.compute", "api.jobs.runner", "api.jobs.submit")
 """What the job runner and a Dask worker load (the task is ``api.jobs.compute``), and job submission."""
 
 PROBE = """
@@ -65,7 +65,7 @@ def test_service_worker_and_methods_import_no_flask() -> None:
     assert {name: loaded for name, loaded in found.items() if loaded} == {}
 
 
-@pytest.mark.parametrize("module", ["api.v1.metrics", "api.schemas.uploads"])
+@pytest.mark.parametrize("module", ["api.http.v1.metrics", "api.http.schemas.uploads"])
 def test_the_probe_sees_flask_where_it_is(module: str) -> None:
     """The probe is not blind: the metrics view and the upload fields do load Flask."""
     found = loaded_after([module])

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 
 from api.demo import LOAN_TARGET, german_credit
 from api.jobs.runner import Runner
-from api.recording import draft_for
+from api.service.recording import draft_for
 from model_store.audit import canonical_json, framed, serialised
 from model_store.jobs import JobFiles, JobStore
 
@@ -211,9 +211,9 @@ def test_csv_shap_job_equals_the_explain_endpoint(make_app: Any, dask_client: An
 def test_split_records_equal_draft_for(app: Flask) -> None:
     """The fast per-row drafts of a split chunk are exactly what ``draft_for`` records for each row, already
     serialised; a record appended from either has the same body."""
-    from api.explain_request import ExplainRequest
     from api.jobs.rows import job_source, split, split_drafts
     from api.methods.registry import spec
+    from api.service.explain_request import ExplainRequest
 
     service = app.extensions["candor"].service
     instances = json.loads(loan_rows(5).to_json(orient="records"))

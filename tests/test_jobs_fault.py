@@ -57,7 +57,7 @@ def start_runner(app: Flask, log: Path) -> subprocess.Popen[bytes]:
     }
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "jobs", "run"], cwd=ROOT, env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "api.ops.cli", "jobs", "run"], cwd=ROOT, env=env, stdout=out, stderr=out
         )
 
 

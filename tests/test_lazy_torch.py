@@ -12,10 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent(
     """
     import json, sys, tempfile
-    from api.app import create_app
+    from api.http.app import create_app
     from api import demo
-    from api.context import candor
-    from api.explain_request import ExplainRequest
+    from api.http.context import candor
+    from api.service.explain_request import ExplainRequest
 
     app = create_app({"data_dir": tempfile.mkdtemp()})
     with app.app_context():

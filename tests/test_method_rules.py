@@ -30,8 +30,8 @@ from test_audit_text import resolved
 from test_jobs import csv_bytes, result_lines, run_jobs, submit_file
 from text_oracles import TEXTS, tar_of_directory, text_app, tiny_bert_dir, tokens_for, upload
 
-from api.app import create_app
 from api.demo import LOAN_TARGET, german_credit
+from api.http.app import create_app
 from api.methods.registry import MODULES, NAMES, specs
 from api.methods.spec import MethodSpec
 from api.settings import Settings

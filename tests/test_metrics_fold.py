@@ -1,5 +1,5 @@
-"""Folding dead workers' Prometheus files (``api/metrics_fold.py``): the scrape's totals stay exactly what
-they were, the dead workers' files are gone, later workers add on top, and a scrape waits for a fold.
+"""Folding dead workers' Prometheus files (``api/service/metrics_fold.py``): the scrape's totals stay exactly
+what they were, the dead workers' files are gone, later workers add on top, and a scrape waits for a fold.
 
 Workers are real processes writing through prometheus-client's multiprocess mode, as gunicorn's do."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from api.metrics_fold import FoldAwareCollector, fold_dead_worker, folding_lock
+from api.service.metrics_fold import FoldAwareCollector, fold_dead_worker, folding_lock
 
 WORKER = """
 from prometheus_client import Counter, Histogram

@@ -18,7 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from text_oracles import tar_of_directory, text_app, tiny_bert_dir, tokens_for, upload
 
-from api.app import create_app
+from api.http.app import create_app
 from api.methods.narration import summaries
 from explainers.narratives import (
     ATTENTION_CAVEAT,

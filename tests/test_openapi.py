@@ -13,7 +13,7 @@ import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api.app import API_VERSION
+from api.http.app import API_VERSION
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "openapi.yaml"
@@ -181,7 +181,7 @@ def test_docs_assets_serve_only_the_listed_files(client: FlaskClient, path: str)
 
 
 def test_unknown_docs_asset_is_a_problem_document(client: FlaskClient) -> None:
-    """api/errors.py promises RFC 9457 problem documents for every error; the asset route too."""
+    """api/http/errors.py promises RFC 9457 problem documents for every error; the asset route too."""
     response = client.get("/docs/assets/nothing.js")
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"

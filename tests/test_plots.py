@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from text_oracles import tar_of_directory, text_app, tiny_bert_dir, tokens_for, upload
 
-from api.app import create_app
+from api.http.app import create_app
 from explainers.narratives import Names, fixed, ranked_options, signed
 from explainers.plots import DPI, SIZES, pixel_size
 

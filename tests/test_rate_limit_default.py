@@ -9,7 +9,7 @@ from typing import Any
 
 from limits import parse
 
-from api.rate_limit import KeyRateLimiter
+from api.http.rate_limit import KeyRateLimiter
 from api.settings import Settings
 
 MEASURED_4_CLIENT_RATE = 300

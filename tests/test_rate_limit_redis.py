@@ -16,8 +16,8 @@ from conftest import bearer
 from flask import Flask
 from test_api_auth import assert_problem
 
-from api.app import create_app
-from api.rate_limit import KeyRateLimiter
+from api.http.app import create_app
+from api.http.rate_limit import KeyRateLimiter
 
 REDIS_SERVER = Path("/usr/bin/redis-server")
 READY_SECONDS = 10.0

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from api.replay import compare
+from api.service.replay import compare
 from model_store.array_codec import EncodedArray, blob_of
 from model_store.errors import NotFound
 

@@ -38,7 +38,7 @@ from text_oracles import (
 )
 from tiny_text import LABELS, MAX_TOKENS, tiny_manifest
 
-from api.cli import main
+from api.ops.cli import main
 from model_store.errors import UnsafeArtifact
 from model_store.manifest import parse_manifest
 from model_store.store import Store

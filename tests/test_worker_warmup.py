@@ -18,7 +18,7 @@ from gunicorn_process import Gunicorn, free_port, running_gunicorn, server_env
 from prometheus_client.parser import text_string_to_metric_families
 from tiny_models import tiny_frame, tiny_manifest, tiny_pipeline
 
-from api.worker_lifecycle import HOLD_REQUESTS, ServingMarks, hold_retirement
+from api.ops.worker_lifecycle import HOLD_REQUESTS, ServingMarks, hold_retirement
 from model_store.manifest import parse_manifest
 from model_store.reference import to_parquet
 from model_store.safe_load import dump_skops
@@ -165,8 +165,8 @@ def test_a_dead_workers_mark_does_not_count_and_a_lone_worker_retires(tmp_path: 
 def test_a_model_that_fails_to_warm_is_skipped_and_a_missing_database_warms_nothing(
     tmp_path: Path,
 ) -> None:
-    from api.app import create_app
-    from api.warmup import warm
+    from api.http.app import create_app
+    from api.ops.warmup import warm
 
     store = Store(tmp_path, f"sqlite:///{tmp_path}/candor.db")
     _register(store, "tiny", 0)

@@ -32,7 +32,7 @@ from flask import Flask
 from tiny_text import build_tiny_bert, tiny_manifest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from api.app import create_app
+from api.http.app import create_app
 
 PROBLEM = "application/problem+json"
 TEXTS = [

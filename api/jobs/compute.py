@@ -30,14 +30,14 @@ from typing import Any
 
 import orjson
 
-from api.explain_request import ExplainRequest
 from api.jobs import rows as row_lines
 from api.jobs.inputs import read_chunk
 from api.jobs.summaries import accumulate
-from api.jsonbytes import dumps_bytes
 from api.methods.registry import spec
-from api.recording import draft_for, out_of_line
-from api.service import ExplanationService
+from api.service.explain_request import ExplainRequest
+from api.service.explanations import ExplanationService
+from api.service.jsonbytes import dumps_bytes
+from api.service.recording import draft_for, out_of_line
 from api.settings import Settings
 from explainers.envelope import Explanation
 from model_store.audit import RecordDraft, serialised

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from api.recording import draft_for, recorded_request, request_sha256, warnings_of
+from api.service.recording import draft_for, recorded_request, request_sha256, warnings_of
 from explainers.envelope import Explanation, new_explanation_id
 from model_store.audit import RecordDraft, canonical_json, serialised
 from model_store.errors import CandorError

@@ -11,7 +11,7 @@ from typing import Any
 from api.jobs.results import check_chunks, parquet_result
 from api.jobs.submit import JobRequest, Submission
 from api.jobs.summaries import finalize
-from api.service import ExplanationService
+from api.service.explanations import ExplanationService
 from model_store.errors import Conflict
 from model_store.jobs import FINISHED, SUCCEEDED, JobStore, chunk_count
 

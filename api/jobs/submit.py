@@ -15,12 +15,11 @@ from typing import IO, Any
 
 from marshmallow import ValidationError
 
-from api.explain_request import ExplainRequest
-from api.idempotency import fingerprint, once
 from api.jobs.inputs import target_schema, write_input
 from api.methods.registry import spec
-from api.schemas.jobs import DATASETS
-from api.service import ExplanationService
+from api.service.explain_request import ExplainRequest
+from api.service.explanations import ExplanationService
+from api.service.idempotency import fingerprint, once
 from model_store.artifacts import REFERENCE_FILE
 from model_store.errors import InvalidInput
 from model_store.explain_keys import Idempotency
@@ -33,6 +32,8 @@ PROBE_TEXT = "A short probe text."
 FIELD_OF_PROBE_ERROR = {"method": "kind", "model": "kind"}
 
 
+DATASETS = ("reference",)
+"""Stored datasets a job may name."""
 HASH_BLOCK = 1 << 20
 
 

@@ -10,7 +10,8 @@ from api.schemas.common import MAX_FEATURES, MAX_FORM_CHARS, BoundedDict, ModelR
 
 CAP_KEY = "x-candor-max-items"
 """Where a list of rows names the setting that caps it; the contract publishes the setting's value as
-``maxItems`` (``api.openapi_contract``) and the service refuses more rows with a 422 naming ``instances``."""
+``maxItems`` (``api.http.openapi_contract``) and the service refuses more rows with a 422 naming
+``instances``."""
 
 
 class ModelSummarySchema(StrictSchema):

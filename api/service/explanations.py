@@ -1,0 +1,279 @@
+"""The service layer: plain Python (no Flask), callable from views, the CLI, jobs and tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
+
+from api.methods.narration import narrate
+from api.methods.registry import known, methods_for
+from api.methods.spec import MethodSpec
+from api.service.explain_request import ExplainRequest
+from api.service.idempotency import fingerprint, once
+from api.service.metrics import EXPLANATION_SECONDS
+from api.service.recording import draft_for, out_of_line, recorded_envelope
+from api.service.replay import compare, replay_request
+from api.settings import Settings
+from explainers.envelope import Explanation
+from explainers.importance import global_importance
+from explainers.ood import attach as attach_ood
+from explainers.ood import detector as ood_detector
+from explainers.profile import dataset_profile
+from explainers.rows import TabularRows, rows_of
+from explainers.segments import explanation_segments
+from model_store import audit_blobs
+from model_store.archive_limits import ArchiveLimits
+from model_store.array_codec import digests
+from model_store.audit import CHECKPOINT
+from model_store.errors import IdempotencyKeyTaken, InvalidInput
+from model_store.explain_keys import ExplainKeys, Idempotency, KeyedRecord
+from model_store.sqlite_turns import take_write_turn
+from model_store.store import Store
+from model_store.tables import VersionCacheRow
+from model_store.versions import VersionInfo
+
+
+class ExplanationService:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def _loaded(self, name: str, version: str) -> tuple[VersionInfo, Any]:
+        info = self.store.registry.resolve(name, version)
+        if info.flavour == "text":
+            from model_store.text.model import set_torch_threads
+
+            set_torch_threads(self.settings.torch_threads)
+        return info, self.store.registry.load(info)
+
+    def _check_count(self, instances: list[Any]) -> None:
+        if not instances:
+            raise InvalidInput.field("instances", "At least one instance is required.")
+        if len(instances) > self.settings.max_instances:
+            raise InvalidInput.field(
+                "instances", f"At most {self.settings.max_instances} instances per request."
+            )
+
+    def register(self, manifest: Any, artifact: BinaryIO, reference: bytes | None) -> VersionInfo:
+        """Register a version: a text model from an archive of its directory (streamed to disk from the
+        seekable ``artifact``), else a skops artifact."""
+        limits = ArchiveLimits.from_settings(self.settings)
+        if manifest.is_text:
+            from model_store.text.archive import unpack_archive
+
+            return self.store.registry.register_text_from(
+                manifest, lambda staging: unpack_archive(artifact, staging, limits)
+            )
+        if reference is None:
+            raise InvalidInput.field("reference", "Tabular models need reference rows.")
+        return self.store.registry.register_tabular(manifest, artifact.read(), reference, limits)
+
+    def describe_version(self, name: str, version: str) -> dict[str, Any]:
+        info, model = self._loaded(name, version)
+        return {
+            "name": info.name,
+            "version": info.version,
+            "flavour": info.flavour,
+            "stages": list(info.stages),
+            "artifact_sha256": info.artifact_sha256,
+            "reference_sha256": info.reference_sha256,
+            "created_at": info.created_at,
+            "manifest": info.manifest_data,
+            "methods": methods_for(model),
+            "feature_order": model.feature_order,
+        }
+
+    def predict(
+        self, name: str, version: str, instances: list[Any], truncate: bool = False
+    ) -> dict[str, Any]:
+        self._check_count(instances)
+        info, model = self._loaded(name, version)
+        text = info.flavour == "text"
+        if text:
+            self._check_text_lengths(instances)
+        records = model.validate(instances, truncate=truncate) if text else model.validate(instances)
+        return {
+            "model": {"name": info.name, "version": info.version, "sha256": info.artifact_sha256},
+            "predictions": model.predictions(records),
+        }
+
+    def answer(self, request: ExplainRequest) -> tuple[dict[str, Any], bool]:
+        """The envelope for ``request``, computed and recorded; and whether it was instead read back from the
+        record of the same request sent earlier with the same ``idempotency_key``
+        (``api.service.idempotency``)."""
+        if request.idempotency_key is None or request.key_id is None:
+            return self.explain(request).to_dict(), False
+        key_id, key = request.key_id, request.idempotency_key
+        sha = fingerprint(
+            {
+                "method": request.method,
+                "model": request.model,
+                "version": request.asked_version,  # a retry of ``latest`` is the same request after a new one
+                "instances": request.instances,
+                "options": request.recorded_options,
+            }
+        )
+        keys = ExplainKeys(self.store.sessions)
+        return once(
+            sha,
+            find=lambda: keys.find(key_id, key),
+            sha256_of=lambda earlier: earlier.request_sha256,
+            answer_of=lambda earlier: recorded_envelope(self.store, earlier.record_id),
+            run=lambda: self.explain(request, Idempotency(key, sha)).to_dict(),
+            what="explanation",
+        )
+
+    def explain(self, request: ExplainRequest, idempotency: Idempotency | None = None) -> Explanation:
+        """Compute an explanation and commit its audit record before returning it. With ``idempotency``, the
+        request's key is claimed in the record's transaction: ``IdempotencyKeyTaken`` and nothing recorded
+        when another request claimed it first."""
+        info, explanation = self.compute(request)
+        draft = draft_for(
+            request.method, explanation, info, request.instances, request.recorded_options, request.key_id
+        )
+        draft, blobs = out_of_line(draft)
+        try:
+            with self.store.sessions.begin() as session:  # the record, its blobs and its key commit together
+                take_write_turn(session)  # on SQLite, before the key's claim writes
+                if idempotency is not None and request.key_id is not None:
+                    keyed = KeyedRecord(idempotency.request_sha256, explanation.id)
+                    ExplainKeys.claim(session, request.key_id, idempotency.key, keyed)
+                audit_blobs.append_with_blobs(self.store.audit, session, [draft], blobs)
+        except sa_exc.IntegrityError as exc:
+            if idempotency is None:
+                raise
+            raise IdempotencyKeyTaken(idempotency.key) from exc
+        return explanation
+
+    def compute(self, request: ExplainRequest) -> tuple[VersionInfo, Explanation]:
+        """The explanation alone, with the version it was computed on (nothing recorded). The rows are
+        validated once, for the adapter and the OOD flags; the method's server limits go to the adapter
+        apart from the client's options. With ``narrative``, every result gets its plain-language
+        ``summary`` here, so a record holds exactly what the client got and a replay recomputes it."""
+        spec = known(request.method)
+        self._check_limits(spec, request.instances, request.options)  # before any model is loaded or run
+        info, model = self._loaded(request.model, request.version)
+        if not spec.applies(model):
+            raise InvalidInput.field("method", f"{spec.name} does not apply to {info.flavour} models.")
+        with EXPLANATION_SECONDS.labels(spec.name).time():
+            rows = rows_of(model, request.instances, request.options)
+            explanation = spec.explainer().explain(
+                info, model, rows, request.options, spec.limits(self.settings)
+            )
+            if isinstance(rows, TabularRows):
+                attach_ood(model, explanation, rows)  # results[i]["ood"], quality["ood"]
+        if request.narrative:
+            narrate(spec, explanation, model)
+        return info, explanation
+
+    def replay(self, record_id: str, instances: list[Any] | None = None) -> dict[str, Any]:
+        """Recompute a recorded explanation with its recorded version, options and seed, and compare."""
+        record = self.store.audit.get(record_id)
+        if record["kind"] == CHECKPOINT:
+            raise InvalidInput.field("id", "A checkpoint record has no explanation to replay.")
+        sent, options = replay_request(record, instances)
+        model = record["model"]
+        recorded = ExplainRequest.recorded(
+            record["kind"], model["name"], str(model["version"]), sent, options
+        )
+        info, explanation = self.compute(recorded)
+        stored = audit_blobs.AuditBlobs(self.store.sessions).load(digests(record["explanation"]))
+        return {
+            "id": record_id,
+            "kind": record["kind"],
+            "model": {"name": info.name, "version": info.version, "sha256": info.artifact_sha256},
+            "seed": record.get("seed"),
+            **compare(record["explanation"], explanation.to_dict(), record["kind"], stored.get),
+        }
+
+    def _check_limits(self, spec: MethodSpec, instances: list[Any], options: dict[str, Any]) -> None:
+        """The request's size and the options the method's caps bound, each a 422 naming its field."""
+        if instances or not spec.instances_optional:
+            self._check_count(instances)
+        most = spec.max_instances(self.settings)
+        if most is not None and len(instances) > most:
+            raise InvalidInput.field("instances", f"At most {most} {spec.instances_noun} per request.")
+        for option, cap in spec.caps(self.settings).items():
+            if (options.get(option) or 0) > cap:
+                raise InvalidInput.field(option, f"At most {cap}{spec.cap_units.get(option, '')}.")
+        if spec.flavour == "text":
+            self._check_text_lengths(instances)
+
+    def _check_text_lengths(self, instances: list[Any]) -> None:
+        """Refuse a text longer than the cap before it is tokenised."""
+        cap = self.settings.max_text_chars
+        for index, row in enumerate(instances):
+            text = row.get("text") if isinstance(row, dict) else None
+            if isinstance(text, str) and len(text) > cap:
+                raise InvalidInput.field(f"instances.{index}.text", f"At most {cap} characters.")
+
+    def importance(self, name: str, version: str) -> dict[str, Any]:
+        """Global importance, computed once per version and kept in the database for every worker."""
+        info, model = self._loaded(name, version)
+        if info.flavour != "tabular":
+            raise InvalidInput.field("method", f"importance does not apply to {info.flavour} models.")
+        key = "importance:v1"
+        with self.store.sessions() as session:
+            row = session.scalar(
+                select(VersionCacheRow).where(
+                    VersionCacheRow.version_id == info.id, VersionCacheRow.key == key
+                )
+            )
+            if row is not None:
+                return self._importance_response(info, row.value, cached=True)
+        value = global_importance(model)
+        try:
+            with self.store.sessions.begin() as session:
+                if session.get(VersionCacheRow, (info.id, key)) is None:
+                    session.add(VersionCacheRow(version_id=info.id, key=key, value=value))
+        except sa_exc.IntegrityError:
+            pass  # another worker stored the same result first
+        return self._importance_response(info, value, cached=False)
+
+    @staticmethod
+    def _importance_response(info: VersionInfo, value: dict[str, Any], cached: bool) -> dict[str, Any]:
+        return {
+            "kind": "global_importance",
+            "model": {"name": info.name, "version": info.version, "sha256": info.artifact_sha256},
+            "cached": cached,
+            **value,
+        }
+
+    def profile(self, name: str, version: str) -> dict[str, Any]:
+        """The reference data's profile (summaries, correlations, anomalies), computed once per version."""
+        info, model = self._tabular(name, version, "profile")
+        return self._version_cached(info, "profile:v1", lambda: dataset_profile(model, ood_detector(model)))
+
+    def segments(self, name: str, version: str, k_max: int) -> dict[str, Any]:
+        """The reference rows clustered by their SHAP attributions, computed once per version and k_max."""
+        info, model = self._tabular(name, version, "segments")
+        key = f"segments:v1:k_max={k_max}"
+        return self._version_cached(info, key, lambda: explanation_segments(info, model, k_max))
+
+    def _tabular(self, name: str, version: str, what: str) -> tuple[VersionInfo, Any]:
+        """The version, loaded; refused (422) before loading unless it is a tabular model."""
+        info = self.store.registry.resolve(name, version)
+        if info.flavour != "tabular":
+            raise InvalidInput.field("method", f"{what} does not apply to {info.flavour} models.")
+        return info, self.store.registry.load(info)
+
+    def _version_cached(
+        self, info: VersionInfo, key: str, build: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """``build()`` stored in the version cache under ``key`` (the stored value when there is one)."""
+        with self.store.sessions() as session:
+            row = session.get(VersionCacheRow, (info.id, key))
+            value, cached = (row.value, True) if row is not None else (None, False)
+        if value is None:
+            value = build()
+            try:
+                with self.store.sessions.begin() as session:
+                    if session.get(VersionCacheRow, (info.id, key)) is None:
+                        session.add(VersionCacheRow(version_id=info.id, key=key, value=value))
+            except sa_exc.IntegrityError:
+                pass  # another worker stored the same result first
+        model = {"name": info.name, "version": info.version, "sha256": info.artifact_sha256}
+        return {"model": model, "cached": cached, **value}
