@@ -70,3 +70,21 @@ def test_the_probe_sees_flask_where_it_is(module: str) -> None:
     """The probe is not blind: the metrics view and the upload fields do load Flask."""
     found = loaded_after([module])
     assert set(FORBIDDEN) <= set(found[module])
+
+
+def test_views_reach_the_store_only_through_the_service() -> None:
+    """No view module touches the app's store (``candor().store``): the contracts keep store modules out of
+    their imports, this keeps the store object out of their code."""
+    import ast
+
+    views = sorted((ROOT / "api" / "http" / "v1").glob("*.py")) + sorted(
+        (ROOT / "api" / "http" / "v2").glob("*.py")
+    )
+    assert len(views) > 10
+    reaching = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in views
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr in ("store", "sessions", "registry")
+    ]
+    assert reaching == []
