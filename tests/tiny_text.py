@@ -15,7 +15,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LABELS = ["routine", "urgent"]
-NOTES = Path(__file__).resolve().parents[1] / "api" / "demo_data" / "notes.csv"
+NOTES = Path(__file__).resolve().parents[1] / "api" / "demo" / "data" / "notes.csv"
 MAX_TOKENS = 64
 
 
