@@ -38,7 +38,7 @@ class Metrics(MethodView):
 
 
 def init_app(app: Flask, api: Api, registry: CollectorRegistry) -> None:
-    """Register ``/v1/metrics`` serving ``registry`` (``api.metrics.scrape_registry``) and count every
+    """Register ``/v1/metrics`` serving ``registry`` (``api.service.metrics.scrape_registry``) and count every
     request (after ``observability.init_app``)."""
     app.extensions[EXTENSION] = registry
     api.register_blueprint(blp)
