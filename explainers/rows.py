@@ -1,22 +1,37 @@
 """A request's rows, validated (and for tabular models encoded) once for every part that reads them: the
-method's adapter, the adapters it calls in turn (reasons calls SHAP and counterfactuals), the OOD flags."""
+method's adapter, the adapters it calls in turn (reasons calls SHAP and counterfactuals), the OOD flags.
+Validation waits for the first reader, so an adapter refuses bad options before bad rows, as it always has."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 
-@dataclasses.dataclass
 class TabularRows:
-    """Rows of a tabular model as its validator returns them; their encoding is computed on first use."""
+    """Rows of a tabular model, validated on first use (so an adapter checks its options first, as it reads
+    them) and encoded on first use; each once, whoever asks."""
 
-    model: Any
-    records: list[dict[str, Any]]
-    _encoded: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    def __init__(
+        self,
+        model: Any,
+        instances: Sequence[Any],
+        records: list[dict[str, Any]] | None = None,
+        encoded: np.ndarray | None = None,
+    ) -> None:
+        self.model = model
+        self.instances = instances
+        self._records = records
+        self._encoded = encoded
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The rows as the manifest's validator returns them (a 422 naming ``instances.<i>.<feature>``)."""
+        if self._records is None:
+            self._records = self.model.validate(self.instances)
+        return self._records
 
     @property
     def encoded(self) -> np.ndarray:
@@ -26,22 +41,34 @@ class TabularRows:
         return self._encoded
 
     def subset(self, indices: Sequence[int]) -> TabularRows:
-        """The rows at ``indices`` (their encoding too, when it is known)."""
-        encoded = self._encoded[list(indices)] if self._encoded is not None else None
-        return TabularRows(self.model, [self.records[i] for i in indices], encoded)
+        """The rows at ``indices`` (their validation and encoding too, when known)."""
+        chosen = list(indices)
+        records = [self.records[i] for i in chosen]
+        encoded = self._encoded[chosen] if self._encoded is not None else None
+        return TabularRows(self.model, [self.instances[i] for i in chosen], records, encoded)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.instances)
 
 
-@dataclasses.dataclass(frozen=True)
 class TextRows:
-    """Texts of a text model, tokenised (``model_store.text.model.Encoded``)."""
+    """Texts of a text model, tokenised on first use (``model_store.text.model.Encoded``; too long a text is
+    refused unless ``truncate``)."""
 
-    items: list[Any]
+    def __init__(self, model: Any, instances: Sequence[Any], truncate: bool) -> None:
+        self.model = model
+        self.instances = instances
+        self.truncate = truncate
+        self._items: list[Any] | None = None
+
+    @property
+    def items(self) -> list[Any]:
+        if self._items is None:
+            self._items = self.model.validate(self.instances, truncate=self.truncate)
+        return self._items
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.instances)
 
 
 Rows = TabularRows | TextRows
@@ -62,13 +89,13 @@ def texts(rows: Rows) -> TextRows:
 
 
 def tabular_rows(model: Any, instances: Sequence[Any]) -> TabularRows:
-    """``instances`` validated by a tabular model (a 422 naming ``instances.<i>.<feature>`` otherwise)."""
-    return TabularRows(model, model.validate(instances))
+    """``instances`` of a tabular model, validated when first read."""
+    return TabularRows(model, instances)
 
 
 def rows_of(model: Any, instances: Sequence[Any], options: dict[str, Any]) -> Rows:
-    """``instances`` validated for ``model``: texts tokenised (cut to the model's length with the option
-    ``truncate``, else refused when too long), tabular rows checked against the manifest."""
+    """``instances`` for ``model``, validated when first read: texts tokenised (cut to the model's length with
+    the option ``truncate``, else refused when too long), tabular rows checked against the manifest."""
     if getattr(model, "flavour", None) == "text":
-        return TextRows(model.validate(instances, truncate=bool(options.get("truncate"))))
+        return TextRows(model, instances, bool(options.get("truncate")))
     return tabular_rows(model, instances)

@@ -61,7 +61,7 @@ def test_server_limits_reach_the_adapter_apart_and_are_not_recorded(
     limit separately; the client cannot send the limit as an option; a record keeps the client's options."""
     context = app.extensions["candor"]
     model = context.store.registry.load(context.store.registry.resolve("loan", "1"))
-    rows = TabularRows(model, model.validate(loan_rows(2)))
+    rows = TabularRows(model, loan_rows(2))
     options = {"algorithm": "permutation", "max_evals": 4096, "background_rows": 200}
     info = context.store.registry.resolve("loan", "1")
     with pytest.raises(Exception, match="model evaluations"):
@@ -128,3 +128,18 @@ def test_a_request_that_cannot_be_fingerprinted_is_a_422_naming_its_field_on_bot
     queued = client.post("/v1/jobs", data=data, headers=headers, content_type="multipart/form-data")
     assert queued.status_code == 422, queued.data
     assert all(field.startswith("options") for field in queued.get_json()["errors"]), queued.get_json()
+
+
+def test_an_adapter_refuses_bad_options_before_bad_rows(client: FlaskClient, keys: dict[str, str]) -> None:
+    """Rows are validated when the adapter first reads them, after it has checked its options: a request
+    wrong in both ways is answered, as it always was, with the options' 422."""
+    row = {**loan_rows(1)[0], "purpose": "no such purpose"}
+    body = {"instances": [row], "layout": "columnar", "top_k": 3}
+    answer = client.post(f"{LOAN}/explain/shap", json=body, headers=bearer(keys["explain"]))
+    assert answer.status_code == 422
+    assert list(answer.get_json()["errors"]) == ["top_k"], answer.get_json()
+    rows_only = client.post(
+        f"{LOAN}/explain/shap", json={"instances": [row]}, headers=bearer(keys["explain"])
+    )
+    assert rows_only.status_code == 422
+    assert all(field.startswith("instances.0") for field in rows_only.get_json()["errors"])
