@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
 
 from api.methods.narration import narrate
 from api.methods.registry import known, methods_for
@@ -212,35 +211,9 @@ class ExplanationService:
 
     def importance(self, name: str, version: str) -> dict[str, Any]:
         """Global importance, computed once per version and kept in the database for every worker."""
-        info, model = self._loaded(name, version)
-        if info.flavour != "tabular":
-            raise InvalidInput.field("method", f"importance does not apply to {info.flavour} models.")
-        key = "importance:v1"
-        with self.store.sessions() as session:
-            row = session.scalar(
-                select(VersionCacheRow).where(
-                    VersionCacheRow.version_id == info.id, VersionCacheRow.key == key
-                )
-            )
-            if row is not None:
-                return self._importance_response(info, row.value, cached=True)
-        value = global_importance(model)
-        try:
-            with self.store.sessions.begin() as session:
-                if session.get(VersionCacheRow, (info.id, key)) is None:
-                    session.add(VersionCacheRow(version_id=info.id, key=key, value=value))
-        except sa_exc.IntegrityError:
-            pass  # another worker stored the same result first
-        return self._importance_response(info, value, cached=False)
-
-    @staticmethod
-    def _importance_response(info: VersionInfo, value: dict[str, Any], cached: bool) -> dict[str, Any]:
-        return {
-            "kind": "global_importance",
-            "model": {"name": info.name, "version": info.version, "sha256": info.artifact_sha256},
-            "cached": cached,
-            **value,
-        }
+        info, model = self._tabular(name, version, "importance")
+        value = self._version_cached(info, "importance:v1", lambda: global_importance(model))
+        return {"kind": "global_importance", **value}
 
     def profile(self, name: str, version: str) -> dict[str, Any]:
         """The reference data's profile (summaries, correlations, anomalies), computed once per version."""
