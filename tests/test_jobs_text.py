@@ -3,29 +3,25 @@ equals what the explain endpoint answers for that text alone."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-from test_jobs import bearer, csv_bytes, job_records, problem, result_lines, run_jobs, submit_file
+from test_jobs import (  # noqa: F401 (dask_client: a fixture)
+    bearer,
+    csv_bytes,
+    dask_client,
+    job_records,
+    problem,
+    result_lines,
+    run_jobs,
+    submit_file,
+)
 
 from model_store import array_codec, audit_blobs
 
 
-@pytest.fixture(scope="module")
-def dask_client() -> Iterator[Any]:
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
-def test_attention_job_on_a_text_model(make_app: Any, tmp_path: Path, dask_client: Any) -> None:
+def test_attention_job_on_a_text_model(make_app: Any, tmp_path: Path, dask_client: Any) -> None:  # noqa: F811
     """Text rows (one ``text`` column) run one by one; each line equals the explain endpoint's answer."""
     from tiny_text import build_tiny_bert, notes, tiny_manifest
 

@@ -27,7 +27,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from test_audit_text import resolved
-from test_jobs import csv_bytes, result_lines, run_jobs, submit_file
+from test_jobs import csv_bytes, dask_client, result_lines, run_jobs, submit_file  # noqa: F401 (dask_client: a fixture)
 from text_oracles import TEXTS, tar_of_directory, text_app, tiny_bert_dir, tokens_for, upload
 
 from api.demo import LOAN_TARGET, german_credit
@@ -202,17 +202,6 @@ def models(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     built.close()
 
 
-@pytest.fixture(scope="module")
-def dask_client() -> Iterator[Any]:
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-
-
 def explain(served: Served, spec: MethodSpec, narrative: bool) -> Any:
     url = f"/v1/models/{served.model}/versions/{served.version}/explain/{spec.name}"
     body = {"instances": rows_for(spec)[:2], **spec.example}
@@ -292,7 +281,7 @@ def assert_svg(response: Any, drawer: Drawer) -> None:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
-def test_three_row_job(spec: MethodSpec, models: Models, dask_client: Any) -> None:
+def test_three_row_job(spec: MethodSpec, models: Models, dask_client: Any) -> None:  # noqa: F811
     """Three rows in two chunks: three ok lines, each with its record, and a summary whose method figures
     are what the spec's ``accumulate`` and ``finalize`` make of the lines in one pass."""
     served = models.get(spec)
