@@ -35,7 +35,8 @@ TOUCH_HEAD = update(HEAD).where(HEAD_ROW).values(seq=HEAD.c.seq)
 LOCK_HEAD = TOUCH_HEAD.returning(HEAD.c.seq, HEAD.c.hash)
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """What orjson cannot write itself: numpy scalars as Python numbers, sets and tuples as lists."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, set | frozenset | tuple):
@@ -45,7 +46,7 @@ def _default(value: Any) -> Any:
 
 def canonical_json(value: Any) -> bytes:
     """The one byte form a record is hashed in."""
-    return orjson.dumps(value, default=_default, option=CANONICAL)
+    return orjson.dumps(value, default=json_default, option=CANONICAL)
 
 
 def sha256_hex(data: bytes) -> str:

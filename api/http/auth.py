@@ -33,6 +33,12 @@ def current_principal() -> Principal | None:
     return g.get("principal")
 
 
+def caller_models() -> frozenset[str] | None:
+    """The calling key's model allowlist (None: every model, or a public route)."""
+    principal = current_principal()
+    return principal.models if principal else None
+
+
 def caller_key_id() -> str | None:
     """The calling key's public id (recorded with every explanation), None on public routes."""
     principal = current_principal()

@@ -6,27 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import orjson
+
+from model_store.audit import json_default
 
 OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
 def dumps_bytes(value: Any) -> bytes:
     try:
-        return orjson.dumps(value, default=_default, option=OPTIONS)
+        return orjson.dumps(value, default=json_default, option=OPTIONS)
     except TypeError:
         # A lone surrogate (valid in Python strings, not in UTF-8) echoed from client input, e.g. a field
         # name in a problem document: shown as U+FFFD rather than failing the response.
-        return orjson.dumps(_without_surrogates(value), default=_default, option=OPTIONS)
+        return orjson.dumps(_without_surrogates(value), default=json_default, option=OPTIONS)
 
 
 def _without_surrogates(value: Any) -> Any:

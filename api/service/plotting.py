@@ -33,7 +33,7 @@ class Plots:
 
     def record(self, record_id: str, query: dict[str, Any], models: Allowlist) -> bytes:
         """Result ``query["instance"]`` of a record as its method's picture, in ``query["format"]``."""
-        record = self.records.with_arrays(record_id, models)
+        record = self.records.with_arrays(self.records.get(record_id, models))
         picture, data = record_picture(record, query, self.registry)
         return render(picture, query["format"], data)
 
@@ -42,7 +42,7 @@ class Plots:
         record = self.records.get(record_id, models)
         if record["kind"] != "attention":
             raise InvalidInput.field("record_id", f"A {record['kind']} record has no attention view.")
-        record = self.records.with_arrays(record_id, models)
+        record = self.records.with_arrays(record)
         result = record_result(record, query["instance"])
         view_params = bertviz_view.from_result(result, record["explanation"]["method"]["params"])
         model = f"{record['model']['name']} v{record['model']['version']}"

@@ -28,9 +28,8 @@ class Records:
             raise NotFound(f"No explanation record '{record_id}'.")
         return record
 
-    def with_arrays(self, record_id: str, models: Allowlist) -> dict[str, Any]:
-        """The record with the arrays it keeps as blobs read back in (a picture needs their values)."""
-        record = self.get(record_id, models)
+    def with_arrays(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with the arrays it keeps as blobs read back in (a picture needs their values)."""
         record["explanation"] = with_recorded_arrays(self.store.sessions, record.get("explanation"))
         return record
 

@@ -13,7 +13,7 @@ import orjson
 from flask import Response, stream_with_context
 from flask.views import MethodView
 
-from api.http.auth import current_principal
+from api.http.auth import caller_models
 from api.http.context import candor
 from api.http.jsonio import dumps_bytes, json_response
 from api.http.schemas.audit import (
@@ -51,11 +51,6 @@ CSV_COLUMNS = (
 )
 
 
-def _allowlist() -> frozenset[str] | None:
-    principal = current_principal()
-    return principal.models if principal is not None else None
-
-
 def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
 
@@ -83,7 +78,7 @@ class Records(AuditView):
     def get(self, query: dict[str, Any]):  # type: ignore[no-untyped-def]
         """Record summaries in chain order, filtered, one page at a time (follow ``next_cursor``)."""
         after = decode_cursor(query["cursor"]) if query.get("cursor") else 0
-        items, next_seq = candor().records.page(query, _allowlist(), after, query["limit"])
+        items, next_seq = candor().records.page(query, caller_models(), after, query["limit"])
         return json_response(
             {"items": items, "next_cursor": encode_cursor(next_seq) if next_seq is not None else None}
         )
@@ -102,7 +97,7 @@ class RecordsExport(AuditView):
     @blp.alt_response(422, schema=ProblemSchema)
     def get(self, query: dict[str, Any]):  # type: ignore[no-untyped-def]
         """Export records without loading them all in memory (``format=jsonl|csv``)."""
-        records = candor().records.stream(query, _allowlist())
+        records = candor().records.stream(query, caller_models())
         if query["format"] == "csv":
             lines: Iterator[bytes] = (line.encode() for line in _csv_lines(records))
             body, mimetype = guarded(lines, csv_trailer), "text/csv"
@@ -140,7 +135,7 @@ class Record(AuditView):
     def get(self, record_id: str):  # type: ignore[no-untyped-def]
         """One record as stored (the canonical body its hash covers) with its hash. Records cannot be changed
         or deleted: PUT, PATCH and DELETE answer 405."""
-        return json_response(candor().records.get(record_id, _allowlist()))
+        return json_response(candor().records.get(record_id, caller_models()))
 
 
 @blp.route("/explanations/<record_id>/blobs/<digest>")
@@ -157,7 +152,7 @@ class RecordBlob(AuditView):
         """A blob the record refers to (big attention weights are kept out of the record's body, each as a
         reference ``{"blob_sha256", "dtype", "shape", ...}`` its hash covers). 404 unless the record refers
         to this blob (``digest``: its sha256); 409 if the stored bytes no longer hash to it."""
-        data = candor().records.blob(record_id, digest, _allowlist())
+        data = candor().records.blob(record_id, digest, caller_models())
         return Response(data, mimetype="application/octet-stream", headers={"ETag": f'"{digest}"'})
 
 
@@ -171,7 +166,7 @@ class Replay(AuditView):
         """Recompute a recorded explanation with the recorded model version, options and seed, and compare
         it with the record (nothing new is recorded)."""
         instances = (body or {}).get("instances")
-        return json_response(candor().records.replay(record_id, instances, _allowlist()))
+        return json_response(candor().records.replay(record_id, instances, caller_models()))
 
 
 @blp.route("/audit/verify")
@@ -183,4 +178,4 @@ class Verify(AuditView):
 
         The chain is one for every model, so the verdict speaks of every model's records: a key limited to
         some models gets a 403."""
-        return json_response(candor().records.verify(_allowlist()))
+        return json_response(candor().records.verify(caller_models()))

@@ -13,7 +13,7 @@ import orjson
 from flask import Response, request, send_file, stream_with_context, url_for
 from flask.views import MethodView
 
-from api.http.auth import caller_key_id, current_principal
+from api.http.auth import caller_key_id, caller_models, current_principal
 from api.http.context import candor
 from api.http.jsonio import json_response
 from api.http.schemas.jobs import JobDatasetRequestSchema, JobFormSchema, JobResultQuerySchema, JobSchema
@@ -37,7 +37,7 @@ def _caller() -> Caller:
     return Caller(
         key_id=caller_key_id(),
         admin=bool(principal and "admin" in principal.scopes),
-        models=principal.models if principal else None,
+        models=caller_models(),
     )
 
 

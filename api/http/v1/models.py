@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from api.http.auth import current_principal
+from api.http.auth import caller_models
 from api.http.context import candor
 from api.http.schemas.uploads import RegisterFilesSchema
 from api.http.v1.blueprint import Blueprint
@@ -23,8 +23,7 @@ class Models(MethodView):
     @blp.response(200, ModelListSchema)
     def get(self):  # type: ignore[no-untyped-def]
         """List the registered models."""
-        principal = current_principal()
-        return {"models": candor().models.visible(principal.models if principal is not None else None)}
+        return {"models": candor().models.visible(caller_models())}
 
 
 @blp.route("/<name>")

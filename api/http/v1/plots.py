@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response
 from flask.views import MethodView
 
-from api.http.auth import current_principal
+from api.http.auth import caller_models
 from api.http.context import candor
 from api.http.v1.blueprint import Blueprint
 from api.methods.pictures import sizes
@@ -50,11 +50,6 @@ BERTVIZ_CSP = (
 )
 
 
-def _allowlist() -> frozenset[str] | None:
-    principal = current_principal()
-    return principal.models if principal is not None else None
-
-
 def _image(data: bytes, fmt: str) -> Response:
     return Response(data, mimetype=FORMATS[fmt])
 
@@ -74,7 +69,7 @@ class RecordPlot(MethodView):
         features, least effort first; reasons -> ranked bars; attention -> token x token heatmap
         (``view=head|layer_mean|layer_max|rollout``, ``layer``, ``head``); attributions -> the text with
         each word coloured by its attribution."""
-        return _image(candor().plots.record(record_id, query, _allowlist()), query["format"])
+        return _image(candor().plots.record(record_id, query, caller_models()), query["format"])
 
 
 @blp.route("/explanations/<record_id>/bertviz")
@@ -90,7 +85,7 @@ class RecordBertviz(MethodView):
     def get(self, query: dict[str, Any], record_id: str):  # type: ignore[no-untyped-def]
         """One result of a recorded attention explanation (``aggregate`` none, or ``format`` bertviz) in
         bertviz's head or model view: one HTML page with its scripts inlined, which loads nothing."""
-        text, sources = candor().plots.bertviz(record_id, query, _allowlist())
+        text, sources = candor().plots.bertviz(record_id, query, caller_models())
         response = Response(text, mimetype="text/html")
         response.headers["Content-Security-Policy"] = BERTVIZ_CSP.format(scripts=" ".join(sources))
         return response
