@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from model_store import merkle
+from candor_verify import merkle
 
 VECTORS = Path(__file__).parent / "data" / "merkle-vectors"
 
@@ -251,7 +251,7 @@ def test_needs_only_the_standard_library() -> None:
     """The offline verifier imports this module with the standard library and ``cryptography`` only."""
     root_dir = Path(__file__).parent.parent
     code = (
-        f"import sys; sys.path.insert(0, {str(root_dir)!r}); import model_store.merkle as m; "
+        f"import sys; sys.path.insert(0, {str(root_dir)!r}); import candor_verify.merkle as m; "
         "print(m.__file__); "
         "print(sorted({n.split('.')[0] for n in sys.modules} - {*sys.stdlib_module_names, '__main__'}))"
     )
@@ -259,5 +259,5 @@ def test_needs_only_the_standard_library() -> None:
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     where, imported = out.stdout.splitlines()
-    assert Path(where) == root_dir / "model_store" / "merkle.py"
-    assert imported == "['model_store']"
+    assert Path(where) == root_dir / "candor_verify" / "merkle.py"
+    assert imported == "['candor_verify']"
