@@ -68,6 +68,12 @@ class Settings:
     """Where rate-limit counters live: memory://, or redis://host:6379 to share them across workers."""
     retention_days: int = 0
     """Explanation records older than this are removed by ``candor audit purge`` (0 keeps them forever)."""
+    audit_key_file: str = ""
+    """Where the audit log's checkpoint signing key lives (outside the database); empty:
+    ``<data_dir>/audit/signing.key``."""
+    audit_checkpoint_seconds: float = 2.0
+    """How often each server process integrates new records into the audit log's tree and signs a
+    checkpoint when the tree grew (0: only on demand)."""
     job_chunk_rows: int = 1000
     """Rows per chunk of a batch job (one Dask task, one transaction of audit records and progress)."""
     max_job_rows: int = 1_000_000
@@ -122,6 +128,10 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'candor.db').resolve()}"
+
+    @property
+    def resolved_audit_key_file(self) -> Path:
+        return Path(self.audit_key_file) if self.audit_key_file else self.data_dir / "audit" / "signing.key"
 
     @classmethod
     def load(

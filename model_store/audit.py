@@ -1,9 +1,12 @@
-"""The audit trail: append-only explanation records in a hash chain.
+"""The audit trail's records: each explanation's record is written as a leaf of the audit log.
 
-Each record's ``body`` is canonical JSON (sorted keys, no spaces) holding its sequence number, the previous
-record's hash and everything recorded; its ``hash`` is the sha256 of that body. Appenders queue on the one
-``audit_head`` row, so the chain has a single order across processes and hosts. A purge deletes a prefix of
-the chain and appends a checkpoint naming the last purged record's hash, so what remains still verifies.
+A record's stored bytes (``body``) are canonical JSON (sorted keys, no spaces); its leaf hash is
+SHA-256(0x00 || body). Version 2 records (``model_store.record_format``) hold the envelope once and name
+what many records share (parts, stored once in ``audit_parts`` by the sha256 of their canonical JSON);
+version 1 records (the hash chain's, carried into the log by migration 0008) are read as they were stored.
+Writers insert their records with no place in the tree and never wait for one another's position:
+``model_store.audit_log`` integrates them. A purge deletes records' bodies and keeps their rows and leaf
+hashes, so the tree and every other record's proof still verify.
 """
 
 from __future__ import annotations
@@ -16,23 +19,24 @@ from typing import Any, cast
 
 import numpy as np
 import orjson
-from sqlalchemy import Select, Table, delete, func, insert, select, update
+from sqlalchemy import Select, Table, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.errors import NotFound
+from model_store.record_format import expand
 from model_store.sqlite_turns import take_write_turn
-from model_store.tables import AuditHeadRow, ExplainKeyRow, RecordRow, as_utc, utcnow
+from model_store.tables import AuditHeadRow, AuditPartRow, ExplainKeyRow, RecordRow, as_utc, utcnow
 
-GENESIS = "0" * 64
 CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 CHECKPOINT = "checkpoint"
+"""The kind of a version 1 purge's checkpoint record (still readable; no longer written)."""
 STREAM_BATCH = 500
 RECORDS = cast(Table, RecordRow.__table__)
+PARTS = cast(Table, AuditPartRow.__table__)
 HEAD = cast(Table, AuditHeadRow.__table__)
-HEAD_ROW = HEAD.c.id == 1
-TOUCH_HEAD = update(HEAD).where(HEAD_ROW).values(seq=HEAD.c.seq)
+LOCK_HEAD = update(HEAD).where(HEAD.c.id == 1).values(seq=HEAD.c.seq)
 """A write to the head row that changes nothing: a row lock on PostgreSQL, the write lock on SQLite."""
-LOCK_HEAD = TOUCH_HEAD.returning(HEAD.c.seq, HEAD.c.hash)
 
 
 def json_default(value: Any) -> Any:
@@ -45,7 +49,7 @@ def json_default(value: Any) -> Any:
 
 
 def canonical_json(value: Any) -> bytes:
-    """The one byte form a record is hashed in."""
+    """The one byte form a record is stored and hashed in."""
     return orjson.dumps(value, default=json_default, option=CANONICAL)
 
 
@@ -53,9 +57,14 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def leaf_hash_hex(body: bytes) -> str:
+    """The record's leaf hash (RFC 9162: SHA-256 of 0x00 and its stored bytes), hex."""
+    return hashlib.sha256(b"\x00" + body).hexdigest()
+
+
 def serialised(content: dict[str, Any]) -> dict[str, bytes]:
-    """``content`` with each value in its canonical JSON: what a record is hashed in. Job workers serialise
-    their rows' records this way, in parallel, so the chain's one writer only frames and hashes them."""
+    """``content`` with each value in its canonical JSON. Job workers serialise their rows' records (and
+    parts) this way, in parallel, so the runner only frames them."""
     return {
         key: value if isinstance(value, bytes) else canonical_json(value) for key, value in content.items()
     }
@@ -70,8 +79,8 @@ def framed(content: dict[str, Any]) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class RecordDraft:
-    """A record before the chain numbers it: the indexed fields and the rest of its content (a value may be
-    already serialised: bytes of its canonical JSON, see ``serialised``)."""
+    """A record before it is written: the indexed fields, the rest of its content and the parts it names
+    (``model_store.record_format``); a value may be serialised already (bytes of its canonical JSON)."""
 
     id: str
     kind: str
@@ -80,6 +89,7 @@ class RecordDraft:
     key_id: str | None
     status: str
     content: dict[str, Any]
+    parts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +121,12 @@ class RecordFilter:
 INDEXED = ("id", "kind", "model_name", "model_version", "key_id", "status")
 
 
-def summary(row: RecordRow) -> dict[str, Any]:
+def summary(row: Any) -> dict[str, Any]:
     """The indexed fields of a record (what a listing shows)."""
     return {
         "id": row.id,
         "seq": row.seq,
+        "leaf_index": row.leaf_index,
         "recorded_at": as_utc(row.recorded_at),
         "kind": row.kind,
         "model": {"name": row.model_name, "version": row.model_version},
@@ -125,20 +136,41 @@ def summary(row: RecordRow) -> dict[str, Any]:
     }
 
 
-def full_record(row: RecordRow) -> dict[str, Any]:
-    """The record as stored (its canonical body) plus its hash."""
-    return {**orjson.loads(row.body), "hash": row.hash}
+def _parts_of(body: dict[str, Any]) -> dict[str, str]:
+    parts = body.get("parts")
+    return parts if isinstance(parts, dict) else {}
+
+
+class PartCache:
+    """Parts read from the database, kept by digest (they never change: a digest names one value)."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.values: dict[str, Any] = {}
+        self.limit = limit
+
+    def resolve(self, session: Session, digests: set[str]) -> dict[str, Any]:
+        missing = sorted(digests - self.values.keys())
+        if missing:
+            rows = session.execute(select(PARTS.c.sha256, PARTS.c.body).where(PARTS.c.sha256.in_(missing)))
+            if len(self.values) > self.limit:
+                self.values.clear()
+            for sha, body in rows:
+                if sha256_hex(body.encode()) == sha:  # a changed part is left out: the record fails to read
+                    self.values[sha] = orjson.loads(body)
+        return {digest: self.values[digest] for digest in digests if digest in self.values}
 
 
 class AuditTrail:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        self.parts = PartCache()
 
     # -- writing ------------------------------------------------------------------------------------------
 
     def append(self, drafts: Sequence[RecordDraft], session: Session | None = None) -> list[str]:
-        """Chain and store ``drafts`` in order; returns their hashes. With ``session`` the records join the
-        caller's transaction (a job commits a chunk's records with its progress), else they commit here."""
+        """Store ``drafts`` (and the parts they name) in order; returns their leaf hashes (hex). With
+        ``session`` the records join the caller's transaction (a job commits a chunk's records with its
+        progress), else they commit here. They get their place in the tree when the log integrates them."""
         if session is not None:
             return self._append(session, drafts)
         with self.sessions.begin() as own:
@@ -147,210 +179,144 @@ class AuditTrail:
     def _append(self, session: Session, drafts: Sequence[RecordDraft]) -> list[str]:
         if not drafts:
             return []
-        seq, prev = self._lock_head(session)
+        take_write_turn(session)
         now = utcnow()
         rows: list[dict[str, Any]] = []
+        parts: dict[str, bytes] = {}
         for draft in drafts:
-            seq += 1
-            body = canonical_json(
-                {
-                    **framed(draft.content),
-                    **{name: getattr(draft, name) for name in INDEXED},
-                    "seq": seq,
-                    "prev_hash": prev,
-                    "recorded_at": now,
-                }
-            )
-            digest = sha256_hex(body)
+            named = {}
+            for name, value in draft.parts.items():
+                data = value if isinstance(value, bytes) else canonical_json(value)
+                named[name] = digest = sha256_hex(data)
+                parts[digest] = data
+            indexed = {name: getattr(draft, name) for name in INDEXED}
+            content = {**framed(draft.content), **indexed, "recorded_at": now}
+            body = canonical_json({**content, "parts": named} if named else content)
+            leaf = leaf_hash_hex(body)
             rows.append(
-                {
-                    **{name: getattr(draft, name) for name in INDEXED},
-                    "seq": seq,
-                    "recorded_at": now,
-                    "prev_hash": prev,
-                    "hash": digest,
-                    "body": body.decode(),
-                }
+                {**indexed, "recorded_at": now, "hash": leaf, "leaf_hash": leaf, "body": body.decode()}
             )
-            prev = digest
-        connection = session.connection()  # Core statements: the ORM's per-statement work was ~2 of ~3 ms
-        connection.execute(insert(RECORDS), rows)
-        connection.execute(update(HEAD).where(HEAD_ROW).values(seq=seq, hash=prev))
-        return [row["hash"] for row in rows]
+        _write_parts(session, parts)
+        session.connection().execute(insert(RECORDS), rows)  # Core: the ORM's per-row work is not needed
+        return [row["leaf_hash"] for row in rows]
 
     def lock(self, session: Session) -> None:
-        """Take the chain's lock in ``session``'s transaction (held until it ends): a writer of blobs for a
-        record takes it first, and so does the collection of unreferenced blobs, so neither can interleave."""
-        self._lock_head(session)
-
-    @staticmethod
-    def _lock_head(session: Session) -> tuple[int, str]:
-        """Take the chain's lock (a write to the head row: a row lock on PostgreSQL, the write lock on SQLite)
-        and read the head as it is now: in one statement where the database can return rows from an
-        UPDATE (PostgreSQL, SQLite 3.35 and later), else in two. Pending ORM changes are flushed first, so
-        their row locks come before the chain's, as they did when this ran through the ORM. On SQLite the
-        session first waits for its turn to write (model_store.sqlite_turns)."""
+        """Take the log's lock in ``session``'s transaction (held until it ends): a writer of blobs for a
+        record takes it first, and so does the collection of unreferenced blobs, so neither can interleave.
+        On SQLite the session first waits for its turn to write (model_store.sqlite_turns)."""
         take_write_turn(session)
         session.flush()
-        connection = session.connection()
-        if connection.dialect.update_returning:
-            head = connection.execute(LOCK_HEAD).one()
-        else:
-            connection.execute(TOUCH_HEAD)
-            head = connection.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD_ROW)).one()
-        return int(head.seq), str(head.hash)
+        session.connection().execute(LOCK_HEAD)
 
     # -- reading ------------------------------------------------------------------------------------------
 
     def get(self, record_id: str) -> dict[str, Any]:
+        """The record as its client and auditors read it (a version 2 record expanded with its parts);
+        ``NotFound`` when there is none or it was purged."""
         with self.sessions() as session:
-            row = session.scalar(select(RecordRow).where(RecordRow.id == record_id))
-            if row is None:
+            row = session.execute(select(RECORDS).where(RECORDS.c.id == record_id)).first()
+            if row is None or row.body is None:
                 raise NotFound(f"No explanation record '{record_id}'.")
-            return full_record(row)
+            return self.decoded(session, [row])[0]
+
+    def decoded(self, session: Session, rows: Sequence[Any]) -> list[dict[str, Any]]:
+        """Each row's record read back: a version 1 body as it was stored with its hash; a version 2 body
+        expanded with its parts (read together, checked against their digests)."""
+        bodies = [orjson.loads(row.body) for row in rows]
+        wanted = {digest for body in bodies for digest in _parts_of(body).values()}
+        values = self.parts.resolve(session, wanted) if wanted else {}
+        records = []
+        for row, body in zip(rows, bodies, strict=True):
+            named = _parts_of(body)
+            if named:
+                missing = sorted(set(named.values()) - values.keys())
+                if missing:
+                    raise NotFound(f"The part {missing[0]} of record '{row.id}' is missing or changed.")
+                body = expand(body, {name: values[digest] for name, digest in named.items()})
+            records.append({**body, "seq": row.seq, "leaf_index": row.leaf_index, "hash": row.hash})
+        return records
 
     def page(
         self, filters: RecordFilter, after_seq: int, limit: int
     ) -> tuple[list[dict[str, Any]], int | None]:
-        """Up to ``limit`` summaries after ``after_seq`` in chain order, and the cursor of the next page."""
-        query = filters.apply(select(RecordRow)).where(RecordRow.seq > after_seq)
+        """Up to ``limit`` summaries after ``after_seq`` in the order written, and the next page's start.
+        Purged records are left out."""
+        query = filters.apply(select(RecordRow)).where(RecordRow.seq > after_seq, RecordRow.body.is_not(None))
         with self.sessions() as session:
             rows = session.scalars(query.order_by(RecordRow.seq).limit(limit + 1)).all()
             items = [summary(row) for row in rows[:limit]]
         return items, (items[-1]["seq"] if len(rows) > limit else None)
 
     def stream(self, filters: RecordFilter) -> Iterator[dict[str, Any]]:
-        """Every matching record in chain order, read in batches (memory stays bounded) and decoded one at a
-        time (a record that cannot be decoded fails where it stands, after the ones before it)."""
+        """Every matching record in the order written, read in batches (memory stays bounded) and decoded a
+        batch at a time. Purged records are left out."""
+        for batch in self._batches(filters.apply(select(RECORDS)).where(RECORDS.c.body.is_not(None))):
+            with self.sessions() as session:
+                yield from self.decoded(session, batch)
+
+    def leaves(self, filters: RecordFilter) -> Iterator[tuple[Any, dict[str, Any] | None, dict[str, str]]]:
+        """Every matching record that has its place in the tree, in leaf order, read in batches: its row,
+        its decoded record (None when purged) and the stored bytes (text) of the parts it names."""
+        query = filters.apply(select(RECORDS)).where(RECORDS.c.leaf_index.is_not(None))
+        after = -1
+        while True:
+            with self.sessions() as session:
+                rows = session.execute(
+                    query.where(RECORDS.c.leaf_index > after)
+                    .order_by(RECORDS.c.leaf_index)
+                    .limit(STREAM_BATCH)
+                ).all()
+                kept = [row for row in rows if row.body is not None]
+                records = dict(zip((row.seq for row in kept), self.decoded(session, kept), strict=True))
+                named = {row.seq: _parts_of(orjson.loads(row.body)) for row in kept}
+                wanted = sorted({digest for parts in named.values() for digest in parts.values()})
+                bodies = dict(
+                    session.execute(
+                        select(PARTS.c.sha256, PARTS.c.body).where(PARTS.c.sha256.in_(wanted))
+                    ).all()
+                )
+            for row in rows:
+                parts = {digest: bodies[digest] for digest in named.get(row.seq, {}).values()}
+                yield row, records.get(row.seq), parts
+            if len(rows) < STREAM_BATCH:
+                return
+            after = rows[-1].leaf_index
+
+    def _batches(self, query: Select[Any]) -> Iterator[Sequence[Any]]:
         after = 0
         while True:
-            query = filters.apply(select(RecordRow)).where(RecordRow.seq > after)
             with self.sessions() as session:
-                rows = session.scalars(query.order_by(RecordRow.seq).limit(STREAM_BATCH)).all()
-            for row in rows:
-                yield full_record(row)
+                rows = session.execute(
+                    query.where(RECORDS.c.seq > after).order_by(RECORDS.c.seq).limit(STREAM_BATCH)
+                ).all()
+            if rows:
+                yield rows
             if len(rows) < STREAM_BATCH:
                 return
             after = rows[-1].seq
 
-    def head(self) -> dict[str, Any]:
-        with self.sessions() as session:
-            row = session.get(AuditHeadRow, 1)
-            assert row is not None, "the audit_head row is created by migration 0002"
-            return {"seq": row.seq, "hash": row.hash}
-
-    # -- verifying ----------------------------------------------------------------------------------------
-
-    def verify(self) -> dict[str, Any]:
-        """Walk the chain: every body hashes to its hash, links to the previous hash, repeats its indexed
-        columns, and the sequence has no gap up to the head."""
-        head = self.head()
-        with self.sessions() as session:
-            first = session.scalar(select(func.min(RecordRow.seq)))
-            anchors = self._checkpoint_anchors(session)
-        checked = 0
-        if first is None:
-            brk = (
-                None
-                if head["seq"] == 0
-                else {"seq": 1, "id": None, "reason": "records missing: the chain is empty"}
-            )
-            return self._verdict(checked, brk, head)
-        expected_prev = GENESIS if first == 1 else anchors.get(first - 1)
-        if expected_prev is None:
-            brk = {"seq": first, "id": None, "reason": f"records before {first} are missing (no checkpoint)"}
-            return self._verdict(checked, brk, head)
-        expected_seq = first
-        after = first - 1
-        while True:
-            with self.sessions() as session:
-                rows = session.scalars(
-                    select(RecordRow).where(RecordRow.seq > after).order_by(RecordRow.seq).limit(STREAM_BATCH)
-                ).all()
-                for row in rows:
-                    reason = self._check_row(row, expected_seq, expected_prev)
-                    if reason is not None:
-                        return self._verdict(checked, {"seq": row.seq, "id": row.id, "reason": reason}, head)
-                    checked += 1
-                    expected_seq, expected_prev, after = row.seq + 1, row.hash, row.seq
-            if len(rows) < STREAM_BATCH:
-                break
-        if expected_seq - 1 != head["seq"] or expected_prev != head["hash"]:
-            brk = {"seq": expected_seq, "id": None, "reason": "the chain ends before its recorded head"}
-            return self._verdict(checked, brk, head)
-        return self._verdict(checked, None, head)
-
-    @staticmethod
-    def _verdict(checked: int, first_break: dict[str, Any] | None, head: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": first_break is None, "checked": checked, "first_break": first_break, "head": head}
-
-    @staticmethod
-    def _check_row(row: RecordRow, expected_seq: int, expected_prev: str) -> str | None:
-        if row.seq != expected_seq:
-            return f"sequence gap: expected {expected_seq}"
-        if sha256_hex(row.body.encode()) != row.hash:
-            return "the record's body does not match its hash"
-        if row.prev_hash != expected_prev:
-            return "the record does not link to the previous record's hash"
-        try:
-            body = orjson.loads(row.body)
-        except orjson.JSONDecodeError:
-            return "the record's body is not JSON"
-        stored = {name: getattr(row, name) for name in INDEXED}
-        stated = {name: body.get(name) for name in INDEXED}
-        if stored != stated or body.get("seq") != row.seq or body.get("prev_hash") != row.prev_hash:
-            return "the record's columns differ from its body"
-        if body.get("recorded_at") != orjson.loads(canonical_json(as_utc(row.recorded_at))):
-            return "the record's time differs from its body"
-        return None
-
-    @staticmethod
-    def _checkpoint_anchors(session: Session) -> dict[int, str]:
-        """Last purged sequence number -> that record's hash, from the checkpoint records that remain."""
-        bodies = session.scalars(select(RecordRow.body).where(RecordRow.kind == CHECKPOINT)).all()
-        anchors = {}
-        for text in bodies:
-            purged = orjson.loads(text).get("purged") or {}
-            if isinstance(purged.get("through_seq"), int) and isinstance(purged.get("through_hash"), str):
-                anchors[purged["through_seq"]] = purged["through_hash"]
-        return anchors
-
     # -- retention ----------------------------------------------------------------------------------------
 
-    def purge(self, before: dt.datetime, content: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Delete the records made before ``before`` (a prefix of the chain), and the idempotency keys that
-        named them, and append a checkpoint that names the last deleted record's hash, in one transaction."""
+    def purge(self, before: dt.datetime) -> dict[str, Any]:
+        """Delete the bodies of the records made before ``before`` and the idempotency keys that named
+        them; their rows and leaf hashes stay, so the log still verifies. Returns how many."""
         with self.sessions.begin() as session:
-            self._lock_head(session)
-            last = session.execute(
-                select(RecordRow.seq, RecordRow.hash)
-                .where(RecordRow.recorded_at < before)
-                .order_by(RecordRow.seq.desc())
-                .limit(1)
-            ).first()
-            if last is None:
-                return {"purged": 0, "checkpoint": None}
-            count = session.scalar(select(func.count()).where(RecordRow.seq <= last.seq)) or 0
-            purged_ids = select(RecordRow.id).where(RecordRow.seq <= last.seq)
-            session.execute(delete(ExplainKeyRow).where(ExplainKeyRow.record_id.in_(purged_ids)))
-            session.execute(delete(RecordRow).where(RecordRow.seq <= last.seq))
-            checkpoint_id = f"checkpoint-{last.seq}"
-            draft = RecordDraft(
-                id=checkpoint_id,
-                kind=CHECKPOINT,
-                model_name=None,
-                model_version=None,
-                key_id=None,
-                status="ok",
-                content={
-                    **(content or {}),
-                    "purged": {
-                        "through_seq": last.seq,
-                        "through_hash": last.hash,
-                        "count": count,
-                        "before": as_utc(before),
-                    },
-                },
-            )
-            self._append(session, [draft])
-        return {"purged": count, "checkpoint": checkpoint_id}
+            take_write_turn(session)
+            old = select(RecordRow.id).where(RecordRow.recorded_at < before, RecordRow.body.is_not(None))
+            ids = list(session.scalars(old).all())
+            for start in range(0, len(ids), STREAM_BATCH):
+                batch = ids[start : start + STREAM_BATCH]
+                session.execute(delete(ExplainKeyRow).where(ExplainKeyRow.record_id.in_(batch)))
+                session.execute(update(RecordRow).where(RecordRow.id.in_(batch)).values(body=None))
+        return {"purged": len(ids)}
+
+
+def _write_parts(session: Session, parts: dict[str, bytes]) -> None:
+    """Store parts in the caller's transaction; one already stored is kept (same digest, same bytes)."""
+    if not parts:
+        return
+    now = utcnow()
+    rows = [{"sha256": sha, "body": data.decode(), "created_at": now} for sha, data in sorted(parts.items())]
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    session.execute(module.insert(AuditPartRow).on_conflict_do_nothing(index_elements=["sha256"]), rows)

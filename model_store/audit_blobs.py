@@ -3,9 +3,9 @@ record's body, stored once under their sha256 in ``audit_blobs`` in the transact
 
 This module stores, reads (checked against the sha256) and collects bytes only. What a record's reference
 to a blob means (its dtype, shape and size, and how an array becomes one) is ``model_store.array_codec``'s.
-The record's hash covers the reference, so the chain binds every blob; ``verify`` checks that each
-referenced blob exists, still hashes to its key and has the size its reference states (the chain walk
-itself is ``AuditTrail.verify``).
+The record's leaf hash covers the reference, so the log binds every blob; ``verify`` checks that each
+referenced blob exists, still hashes to its key and has the size its reference states (the log itself is
+verified by ``model_store.audit_verify``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.array_codec import REF_KEY, Blob, reference_problem, references
 from model_store.audit import AuditTrail, RecordDraft
+from model_store.audit_log import AuditLog
+from model_store.audit_verify import verify_log
 from model_store.errors import Conflict, NotFound
 from model_store.tables import AuditBlobRow, RecordRow, utcnow
 
@@ -62,7 +64,7 @@ def append_with_blobs(
     audit: AuditTrail, session: Session, drafts: Sequence[RecordDraft], blobs: Sequence[Blob]
 ) -> None:
     """Append ``drafts`` with the blobs their references name, in ``session``'s transaction:
-    the blobs are written under the chain's lock, so no collection of unreferenced blobs runs between the
+    the blobs are written under the log's lock, so no collection of unreferenced blobs runs between the
     two (``AuditBlobs.collect`` takes the same lock)."""
     if blobs:
         audit.lock(session)
@@ -92,7 +94,7 @@ class AuditBlobs:
 
     def checked(self, sha256: str) -> bytes:
         """The blob's bytes; ``NotFound`` when it is missing, ``Conflict`` when they no longer hash to
-        ``sha256`` (bytes the chain contradicts are never served)."""
+        ``sha256`` (bytes the log contradicts are never served)."""
         return self.all_checked([sha256])[sha256]
 
     def all_checked(self, sha256s: Iterable[str]) -> dict[str, bytes]:
@@ -108,7 +110,7 @@ class AuditBlobs:
         return stored
 
     def collect(self, audit: AuditTrail) -> int:
-        """Delete the blobs no record refers to any more (after a purge); how many. Runs under the chain's
+        """Delete the blobs no record refers to any more (after a purge); how many. Runs under the log's
         lock, which a request takes before writing its blobs, so no blob can gain a reference meanwhile."""
         with self.sessions.begin() as session:
             audit.lock(session)
@@ -125,12 +127,12 @@ class AuditBlobs:
 
     def verify(self) -> dict[str, Any]:
         """Every blob referenced by a record exists, hashes to its sha256 and has the stated size; the
-        first record (in chain order) whose reference fails is the break."""
+        first record (in the order written) whose reference fails is the break."""
         checked, known = 0, dict[str, int]()
         with self.sessions() as session:
             for row, refs in _referring_records(session):
                 if refs is None:
-                    continue  # the chain walk reports a body that is not JSON
+                    continue  # the log's check reports a body that is not JSON
                 stored = _stored(session, {ref[REF_KEY] for ref in refs} - set(known))
                 for ref in refs:
                     problem = _reference_problem(ref, stored.get(ref[REF_KEY]), known)
@@ -142,7 +144,7 @@ class AuditBlobs:
 
 
 def _referring_records(session: Session) -> Iterator[tuple[Any, list[dict[str, Any]] | None]]:
-    """Each record whose body mentions a blob reference, in chain order (read in batches), with its
+    """Each record whose body mentions a blob reference, in the order written (read in batches), with its
     explanation's references (None when its body is not JSON)."""
     after = 0
     while True:
@@ -165,10 +167,10 @@ def _referring_records(session: Session) -> Iterator[tuple[Any, list[dict[str, A
         after = rows[-1].seq
 
 
-def verify_trail(audit: AuditTrail, sessions: sessionmaker[Session]) -> dict[str, Any]:
-    """The chain walk and the blob check in one verdict: ``ok`` only when both pass; ``first_break`` is the
-    chain's, else the blobs'; ``blobs`` tells how many references (and distinct blobs) were checked."""
-    verdict = audit.verify()
-    blobs = AuditBlobs(sessions).verify()
+def verify_trail(audit_log: AuditLog) -> dict[str, Any]:
+    """The log's check and the blob check in one verdict: ``ok`` only when both pass; ``first_break`` is the
+    log's, else the blobs'; ``blobs`` tells how many references (and distinct blobs) were checked."""
+    verdict = verify_log(audit_log)
+    blobs = AuditBlobs(audit_log.sessions).verify()
     first_break = verdict["first_break"] or blobs["first_break"]
     return {**verdict, "ok": first_break is None, "first_break": first_break, "blobs": blobs}

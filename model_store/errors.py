@@ -119,3 +119,11 @@ class ExplainerFailed(CandorError):
     status = 500
     title = "Explanation failed"
     type_slug = "explainer-failed"
+
+
+class Unavailable(CandorError):
+    """Something this server is not set up to do (for example signing checkpoints without a key)."""
+
+    status = 503
+    title = "Service unavailable"
+    type_slug = "unavailable"

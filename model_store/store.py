@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from model_store.artifacts import ArtifactStore
 from model_store.audit import AuditTrail
+from model_store.audit_log import AuditLog
 from model_store.db import make_engine, make_session_factory
 from model_store.keys import KeyStore
 from model_store.migrate import upgrade_to_head
@@ -23,6 +24,8 @@ class Store:
         self.registry = ModelRegistry(self.sessions, ArtifactStore(data_dir), cache_size)
         self.keys = KeyStore(self.sessions)
         self.audit = AuditTrail(self.sessions)
+        self.audit_log = AuditLog(self.sessions)
+        """The records' Merkle tree; its ``signer`` is set by whoever holds the checkpoint signing key."""
 
     def ping(self) -> bool:
         """True when the database answers."""

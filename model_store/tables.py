@@ -89,12 +89,16 @@ SeqInt = BigInteger().with_variant(Integer, "sqlite")
 
 
 class RecordRow(Base):
-    """One explanation record. ``body`` is the canonical JSON the record's ``hash`` is taken over; the other
-    columns repeat some of its fields for filtering and are checked against it by the verifier."""
+    """One explanation record, a leaf of the audit log. ``body`` is the record's stored bytes (canonical
+    JSON): its leaf hash is SHA-256(0x00 || body). ``seq`` orders records as they were written;
+    ``leaf_index`` is their place in the Merkle tree, given when the log integrates them (None until then).
+    A purged record keeps its row and leaf hash without its body. ``prev_hash`` and ``hash`` are a version
+    1 record's chain link and the sha256 of its body; a version 2 record has no link and its ``hash`` is
+    its leaf hash."""
 
     __tablename__ = "explanation_records"
 
-    seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(36), unique=True, nullable=False)
     recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     kind: Mapped[str] = mapped_column(String(32), nullable=False)
@@ -102,19 +106,53 @@ class RecordRow(Base):
     model_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
-    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    body: Mapped[str] = mapped_column(Text, nullable=False)
+    leaf_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    leaf_index: Mapped[int | None] = mapped_column(SeqInt, nullable=True, unique=True)
+    body: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AuditHeadRow(Base):
-    """The chain's last sequence number and hash; its one row is also the lock appenders queue on."""
+    """The log's tree size and root (hex) as last integrated; its one row is the lock integrators take."""
 
     __tablename__ = "audit_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(SeqInt, nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class AuditTreeRow(Base):
+    """A stored hash of the log's Merkle tree at tlog's ``stored_hash_index`` (leaf hashes and the hashes of
+    every complete subtree)."""
+
+    __tablename__ = "audit_tree"
+
+    index: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class AuditCheckpointRow(Base):
+    """A signed checkpoint (C2SP tlog-checkpoint note) of the tree at ``tree_size``."""
+
+    __tablename__ = "audit_checkpoints"
+
+    tree_size: Mapped[int] = mapped_column(SeqInt, primary_key=True, autoincrement=False)
+    root: Mapped[str] = mapped_column(String(64), nullable=False)
+    note: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+class AuditPartRow(Base):
+    """What many version 2 records share (a model reference, method parameters, library versions, request
+    options), stored once under the sha256 of its canonical JSON; records name it by that digest."""
+
+    __tablename__ = "audit_parts"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
 
 
 class AuditBlobRow(Base):

@@ -23,7 +23,8 @@ from flask.testing import FlaskClient
 from api.demo import german_credit, loan_model
 from api.ops.cli import main as cli_main
 from api.service.recording import request_sha256
-from model_store.audit import GENESIS, RecordDraft, canonical_json, sha256_hex
+from model_store.audit import RecordDraft, canonical_json, sha256_hex
+GENESIS = "0" * 64
 from model_store.manifest import parse_manifest
 from model_store.reference import to_parquet
 from model_store.safe_load import dump_skops

@@ -156,7 +156,7 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
 
 
 def _serialised(draft: RecordDraft) -> RecordDraft:
-    return dataclasses.replace(draft, content=serialised(draft.content))
+    return dataclasses.replace(draft, content=serialised(draft.content), parts=serialised(draft.parts))
 
 
 def _in_one_call(

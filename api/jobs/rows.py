@@ -64,8 +64,9 @@ def job_source(job_id: str, row: int) -> dict[str, Any]:
     return {"type": "job", "job_id": job_id, "row": row}
 
 
-PER_ROW = frozenset({"source", "request", "request_sha256", "explanation", "quality", "warnings"})
-"""The parts of a split chunk's records that differ from row to row; the others are serialised once."""
+PER_ROW = frozenset({"source", "request", "request_sha256", "explanation", "warnings"})
+"""The fields of a split chunk's records that differ from row to row; the others (and the parts the records
+name) are serialised once."""
 PER_ROW_ENVELOPE = frozenset({"id", "results", "quality"})
 
 
@@ -81,9 +82,10 @@ def split_drafts(
 ) -> list[RecordDraft]:
     """``draft_for`` of each row of one split explanation, already serialised (``audit.serialised``), with
     what the rows share (model, method, output, times) serialised once: the same records at a fraction of
-    the cost, computed on the worker so the chain's writer only frames and hashes them."""
+    the cost, computed on the worker so the runner only frames and hashes them."""
     template = draft_for(kind, rows[0], info, [instances[0]], options, key_id, job_source(job_id, first_row))
     shared = serialised({k: v for k, v in template.content.items() if k not in PER_ROW})
+    parts = serialised(template.parts)
     envelope = {
         k: orjson.Fragment(canonical_json(v))
         for k, v in template.content["explanation"].items()
@@ -91,21 +93,21 @@ def split_drafts(
     }
     drafts = []
     for offset, (explanation, instance) in enumerate(zip(rows, instances, strict=True)):
-        quality = canonical_json(explanation.quality)
         row_envelope = {
             **envelope,
             "id": explanation.id,
             "results": explanation.results,
-            "quality": orjson.Fragment(quality),
+            "quality": {k: v for k, v in explanation.quality.items() if k not in template.parts},
         }
+        request = recorded_request(info, [instance], options)
+        request.pop("options")  # in the shared part
         content = {
             **shared,
             "source": canonical_json(job_source(job_id, first_row + offset)),
-            "request": canonical_json(recorded_request(info, [instance], options)),
+            "request": canonical_json(request),
             "request_sha256": canonical_json(request_sha256([instance], options)),
             "explanation": canonical_json(row_envelope),
-            "quality": quality,
             "warnings": canonical_json(warnings_of(explanation)),
         }
-        drafts.append(dataclasses.replace(template, id=explanation.id, content=content))
+        drafts.append(dataclasses.replace(template, id=explanation.id, content=content, parts=parts))
     return drafts

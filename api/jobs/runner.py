@@ -25,8 +25,10 @@ from api.jobs.cluster import dask_client, worker_count
 from api.jobs.compute import ChunkOutcome, ChunkTask, compute_chunk, warm_up
 from api.jobs.summaries import merge
 from api.settings import Settings
+from candor_verify.note import load_signer
 from model_store import audit_blobs
 from model_store.array_codec import Blob
+from model_store.audit_log import Integrator
 from model_store.errors import CandorError
 from model_store.jobs import (
     CANCELLED,
@@ -82,6 +84,8 @@ class Runner:
         self.store = store or Store(
             settings.data_dir, settings.resolved_database_url, settings.model_cache_size
         )
+        if self.store.audit_log.signer is None:
+            self.store.audit_log.signer = load_signer(settings.resolved_audit_key_file)
         self.jobs = JobStore(self.store.sessions, settings.data_dir)
         self.files = JobFiles(settings.data_dir)
         self.runner_id = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -98,6 +102,16 @@ class Runner:
 
     def _loop(self, client: Any, once: bool) -> int:
         client.run(warm_up)  # workers import the explainers now, not on a job's first chunk
+        every = self.settings.audit_checkpoint_seconds
+        integrator = Integrator(self.store.audit_log, every).start() if every > 0 and not once else None
+        try:
+            return self._claim_and_run(client, once)
+        finally:
+            if integrator is not None:
+                integrator.stop()
+                self.store.audit_log.integrate()  # the last chunks' records get their place before it exits
+
+    def _claim_and_run(self, client: Any, once: bool) -> int:
         done = 0
         while not self.stopping.is_set():
             job = self.jobs.claim(self.runner_id, self.settings.job_stale_seconds)

@@ -126,18 +126,18 @@ def cmd_keys_ensure_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    """Walk the hash chain and check every blob a record refers to."""
+    """Check the audit log (every leaf, the root, the latest checkpoint) and every blob a record refers to."""
     from model_store.audit_blobs import verify_trail
 
     store = _store(settings)
-    verdict = verify_trail(store.audit, store.sessions)
+    verdict = verify_trail(store.audit_log)
     print(json.dumps(verdict, indent=2))
     return 0 if verdict["ok"] else 1
 
 
 def cmd_audit_purge(args: argparse.Namespace, settings: Settings) -> int:
-    """Delete records older than the retention period, leaving a checkpoint so the chain still verifies, then
-    the blobs only those records referred to."""
+    """Delete the bodies of records older than the retention period (their leaf hashes stay, so the log
+    still verifies), then the blobs only those records referred to."""
     days = args.days if args.days is not None else settings.retention_days
     if days <= 0:
         print("retention is unlimited (CANDOR_RETENTION_DAYS=0): nothing purged")
@@ -146,11 +146,11 @@ def cmd_audit_purge(args: argparse.Namespace, settings: Settings) -> int:
 
     before = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
     store = _store(settings)
-    outcome = store.audit.purge(before, {"retention_days": days})
+    outcome = store.audit.purge(before)
     blobs = AuditBlobs(store.sessions).collect(store.audit)
     print(
-        f"purged {outcome['purged']} records before {before.isoformat()}; "
-        f"checkpoint {outcome['checkpoint']}; deleted {blobs} blobs no record refers to"
+        f"purged {outcome['purged']} records before {before.isoformat()} (their leaf hashes stay); "
+        f"deleted {blobs} blobs no record refers to"
     )
     return 0
 
@@ -236,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser(
         "verify", help="walk the hash chain of explanation records and check their blobs"
     ).set_defaults(func=cmd_audit_verify)
-    purge = audit.add_parser("purge", help="delete records past the retention period (keeps a checkpoint)")
+    purge = audit.add_parser(
+        "purge", help="delete records past the retention period (keeps their leaf hashes)"
+    )
     purge.add_argument("--days", type=int, help="override CANDOR_RETENTION_DAYS")
     purge.set_defaults(func=cmd_audit_purge)
 

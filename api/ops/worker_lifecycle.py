@@ -110,9 +110,13 @@ def prepare_worker(worker: Any, marks: ServingMarks, choice: str) -> None:
 
     from api.ops.warmup import warm
     from api.ops.wsgi import app
+    from model_store.audit_log import Integrator
 
-    report = _warm_in_the_background(lambda: warm(app.extensions["candor"].service, choice), worker.notify)
+    service = app.extensions["candor"].service
+    report = _warm_in_the_background(lambda: warm(service, choice), worker.notify)
     log.info("worker warmed", extra={"pid": os.getpid(), **report})
+    if service.settings.audit_checkpoint_seconds > 0:
+        Integrator(service.store.audit_log, service.settings.audit_checkpoint_seconds).start()
     gc.collect()
     gc.freeze()
     marks.mark(os.getpid())

@@ -16,6 +16,7 @@ from api.service.metrics import EXPLANATION_SECONDS
 from api.service.recording import draft_for, out_of_line, recorded_envelope
 from api.service.replay import compare, replay_request
 from api.settings import Settings
+from candor_verify.note import load_signer
 from explainers.envelope import Explanation
 from explainers.importance import global_importance
 from explainers.ood import attach as attach_ood
@@ -39,6 +40,8 @@ class ExplanationService:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        if store.audit_log.signer is None:  # the checkpoint key, when this host holds it
+            store.audit_log.signer = load_signer(settings.resolved_audit_key_file)
 
     def _loaded(self, name: str, version: str) -> tuple[VersionInfo, Any]:
         info = self.store.registry.resolve(name, version)

@@ -16,10 +16,9 @@ from model_store.array_codec import Blob
 from model_store.audit import RecordDraft, canonical_json, sha256_hex
 from model_store.audit_blobs import AuditBlobs
 from model_store.errors import NotFound
+from model_store.record_format import compact
 from model_store.store import Store
 from model_store.versions import VersionInfo
-
-RECORD_SCHEMA_VERSION = "1.0"
 
 
 @cache
@@ -65,18 +64,10 @@ def draft_for(
     key_id: str | None,
     source: dict[str, Any] | None = None,
 ) -> RecordDraft:
-    """The record of one explanation (its id is the envelope's id)."""
-    envelope = explanation.to_dict()
-    params = envelope["method"]["params"]
-    return RecordDraft(
-        id=explanation.id,
-        kind=method,
-        model_name=info.name,
-        model_version=info.version,
-        key_id=key_id,
-        status="ok",
-        content={
-            "record_schema_version": RECORD_SCHEMA_VERSION,
+    """The record of one explanation (its id is the envelope's id), in the stored form
+    (``model_store.record_format``): the envelope once, the parts many records share named by digest."""
+    content, parts = compact(
+        {
             "model": {
                 "name": info.name,
                 "version": info.version,
@@ -86,16 +77,20 @@ def draft_for(
             "source": source or {"type": "api"},
             "request": recorded_request(info, instances, options),
             "request_sha256": request_sha256(instances, options),
-            "explanation": envelope,
-            "method": {"name": envelope["method"]["name"], "algorithm": envelope["method"]["algorithm"]},
-            "params": params,
-            "seed": params.get("seed"),
-            "reference_sha256": info.reference_sha256,
-            "quality": envelope["quality"],
-            "library_versions": envelope["method"]["library_versions"],
+            "explanation": explanation.to_dict(),
             "service_version": service_version(),
             "warnings": warnings_of(explanation),
-        },
+        }
+    )
+    return RecordDraft(
+        id=explanation.id,
+        kind=method,
+        model_name=info.name,
+        model_version=info.version,
+        key_id=key_id,
+        status="ok",
+        content=content,
+        parts=parts,
     )
 
 
@@ -106,7 +101,7 @@ def out_of_line(draft: RecordDraft) -> tuple[RecordDraft, list[Blob]]:
     if not spec(draft.kind).arrays_out_of_line:
         return draft, []
     envelope = draft.content["explanation"]
-    encoding = draft.content["params"].get("encoding", "json")
+    encoding = draft.parts["params"].get("encoding", "json")
     results, blobs = array_codec.referenced(envelope["results"], encoding)
     content = {**draft.content, "explanation": {**envelope, "results": results}}
     return dataclasses.replace(draft, content=content), blobs

@@ -3,6 +3,7 @@ allowlist, None for every model). What the audit routes call; plain Python like 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ from api.service.recording import with_recorded_arrays
 from model_store.array_codec import digests
 from model_store.audit import RecordFilter
 from model_store.audit_blobs import AuditBlobs, verify_trail
-from model_store.errors import Forbidden, NotFound
+from model_store.errors import Forbidden, NotFound, Unavailable
 
 Allowlist = frozenset[str] | None
 
@@ -50,19 +51,95 @@ class Records:
             raise NotFound(f"The record '{record_id}' refers to no blob '{digest}'.")
         return AuditBlobs(self.store.sessions).checked(digest)
 
+    def export(self, query: dict[str, Any], models: Allowlist) -> Iterator[dict[str, Any]]:
+        """The lines of a JSON Lines export in leaf order (the log integrated first): each record with its
+        leaf index, leaf hash and stored bytes (base64), a purged one as its leaf hash alone, and each part
+        a record names once, before the first record naming it."""
+        self.store.audit_log.integrate()
+        sent: set[str] = set()
+        for row, record, parts in self.store.audit.leaves(_filters(query, models)):
+            for digest, body in parts.items():
+                if digest not in sent:
+                    sent.add(digest)
+                    yield {"part": digest, "stored": _b64(body.encode())}
+            line: dict[str, Any] = {
+                "leaf_index": row.leaf_index,
+                "leaf_hash": _b64(bytes.fromhex(row.leaf_hash)),
+            }
+            if record is None:
+                yield {**line, "purged": True}
+            else:
+                yield {**line, "stored": _b64(row.body.encode()), "record": record}
+
+    def checkpoint(self) -> str:
+        """The latest signed checkpoint's note (the log integrated and signed first)."""
+        checkpoint = self.store.audit_log.current_checkpoint()
+        if checkpoint is None:
+            raise Unavailable(
+                "No signed checkpoint: this server holds no audit signing key (run `candor audit init`)."
+            )
+        return str(checkpoint["note"])
+
+    def verifier_key(self) -> str:
+        signer = self.store.audit_log.signer
+        if signer is None:
+            raise Unavailable("This server holds no audit signing key (run `candor audit init`).")
+        return signer.verifier.key()
+
+    def proof(self, record_id: str, tree_size: int | None, models: Allowlist) -> dict[str, Any]:
+        """The record's inclusion proof in the tree of ``tree_size`` leaves (None: the latest
+        checkpoint's), with the signed checkpoint of that size when there is one."""
+        self.get(record_id, models)
+        audit_log = self.store.audit_log
+        leaf_index, leaf_hash = audit_log.leaf(record_id)
+        checkpoint = (
+            audit_log.checkpoint(tree_size) if tree_size is not None else audit_log.current_checkpoint()
+        )
+        if tree_size is None:
+            tree_size = checkpoint["tree_size"] if checkpoint is not None else audit_log.head()["tree_size"]
+        path = audit_log.inclusion(leaf_index, tree_size)
+        return {
+            "leaf_index": leaf_index,
+            "tree_size": tree_size,
+            "leaf_hash": _b64(leaf_hash),
+            "inclusion_path": [_b64(node) for node in path],
+            "checkpoint": checkpoint["note"] if checkpoint is not None else None,
+        }
+
+    def consistency(self, old_size: int, new_size: int | None) -> dict[str, Any]:
+        """The consistency proof between two tree sizes (``new_size`` None: the latest checkpoint's), with
+        the signed checkpoint of the newer size when there is one."""
+        audit_log = self.store.audit_log
+        checkpoint = (
+            audit_log.checkpoint(new_size) if new_size is not None else audit_log.current_checkpoint()
+        )
+        if new_size is None:
+            new_size = checkpoint["tree_size"] if checkpoint is not None else audit_log.head()["tree_size"]
+        path = audit_log.consistency(old_size, new_size)
+        return {
+            "from": old_size,
+            "to": new_size,
+            "consistency_path": [_b64(node) for node in path],
+            "checkpoint": checkpoint["note"] if checkpoint is not None else None,
+        }
+
     def replay(self, record_id: str, instances: list[Any] | None, models: Allowlist) -> dict[str, Any]:
         self.get(record_id, models)
         return self.service.replay(record_id, instances)
 
     def verify(self, models: Allowlist) -> dict[str, Any]:
-        """The chain walk and the blob check. The chain is one for every model, so its verdict speaks of
+        """The log's check and the blob check. The log is one for every model, so its verdict speaks of
         every model's records: a key limited to some models gets a 403."""
         if models is not None:
             raise Forbidden(
-                "The audit chain covers every model's records; verifying it needs a key without a model "
+                "The audit log covers every model's records; verifying it needs a key without a model "
                 "allowlist."
             )
-        return verify_trail(self.store.audit, self.store.sessions)
+        return verify_trail(self.store.audit_log)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def _filters(query: dict[str, Any], models: Allowlist) -> RecordFilter:

@@ -1,4 +1,4 @@
-"""Schemas for explanation records, the chain verifier and replays."""
+"""Schemas for explanation records, the audit log's proofs and verifier, and replays."""
 
 from __future__ import annotations
 
@@ -35,9 +35,49 @@ class RecordModelSchema(Schema):
     version = fields.Integer(allow_none=True)
 
 
+MAX_TREE_SIZE = 2**53
+
+
+class ProofQuerySchema(StrictSchema):
+    tree_size = integer(
+        1, MAX_TREE_SIZE, metadata={"description": "The tree size to prove against (a checkpoint's size)."}
+    )
+
+
+class ConsistencyQuerySchema(StrictSchema):
+    from_ = integer(
+        1, MAX_TREE_SIZE, required=True, data_key="from", metadata={"description": "The older size."}
+    )
+    to = integer(
+        1, MAX_TREE_SIZE, metadata={"description": "The newer size (default: the latest checkpoint's)."}
+    )
+
+
+class ProofSchema(Schema):
+    leaf_index = fields.Integer(required=True)
+    tree_size = fields.Integer(required=True)
+    leaf_hash = fields.String(required=True, metadata={"description": "base64"})
+    inclusion_path = fields.List(fields.String(), required=True, metadata={"description": "base64 hashes"})
+    checkpoint = fields.String(
+        allow_none=True, required=True, metadata={"description": "The signed checkpoint of tree_size."}
+    )
+
+
+class ConsistencySchema(Schema):
+    from_ = fields.Integer(required=True, data_key="from")
+    to = fields.Integer(required=True)
+    consistency_path = fields.List(fields.String(), required=True, metadata={"description": "base64 hashes"})
+    checkpoint = fields.String(
+        allow_none=True, required=True, metadata={"description": "The signed checkpoint of to."}
+    )
+
+
 class RecordSummarySchema(Schema):
     id = fields.String(required=True)
     seq = fields.Integer(required=True)
+    leaf_index = fields.Integer(
+        allow_none=True, metadata={"description": "Its place in the log's tree (null until integrated)."}
+    )
     recorded_at = fields.DateTime(required=True)
     kind = fields.String(required=True)
     model = fields.Nested(RecordModelSchema, required=True)
@@ -52,12 +92,16 @@ class RecordPageSchema(Schema):
 
 
 class RecordSchema(Schema):
-    """A stored record: its canonical body (hashed) and its hash."""
+    """A record as its client and auditors read it (a version 2 record expanded with the parts it names)."""
 
     id = fields.String(required=True)
     seq = fields.Integer(required=True)
-    prev_hash = fields.String(required=True)
-    hash = fields.String(required=True)
+    leaf_index = fields.Integer(allow_none=True)
+    prev_hash = fields.String(metadata={"description": "Version 1 records only: the chain's link."})
+    hash = fields.String(
+        required=True,
+        metadata={"description": "Version 2: the leaf hash (hex); version 1: the sha256 of its body."},
+    )
     recorded_at = fields.String(required=True)
     kind = fields.String(required=True)
     model_name = fields.String(allow_none=True)
@@ -88,18 +132,21 @@ class RecordSchema(Schema):
     library_versions = fields.Dict(keys=fields.String(), values=fields.String())
     service_version = fields.String()
     warnings = fields.List(fields.String())
-    purged = fields.Dict(metadata={"description": "Checkpoint records: the purged range and its last hash."})
+    purged = fields.Dict(
+        metadata={"description": "Version 1 checkpoint records: the purged range and its last hash."}
+    )
 
 
 class ChainBreakSchema(Schema):
-    seq = fields.Integer(required=True)
+    leaf_index = fields.Integer(allow_none=True)
+    seq = fields.Integer(allow_none=True, required=True)
     id = fields.String(allow_none=True, required=True)
     reason = fields.String(required=True)
 
 
-class ChainHeadSchema(Schema):
-    seq = fields.Integer(required=True)
-    hash = fields.String(required=True)
+class LogHeadSchema(Schema):
+    tree_size = fields.Integer(required=True)
+    root = fields.String(required=True, metadata={"description": "hex"})
 
 
 class BlobsVerifySchema(Schema):
@@ -115,17 +162,19 @@ class VerifySchema(Schema):
         ChainBreakSchema,
         allow_none=True,
         required=True,
-        metadata={"description": "The chain's first break, else the first record whose blob fails."},
+        metadata={"description": "The log's first break, else the first record whose blob fails."},
     )
     blobs = fields.Nested(
         BlobsVerifySchema,
         required=True,
         metadata={"description": "Every blob a record refers to exists and hashes to its sha256."},
     )
-    head = fields.Nested(
-        ChainHeadSchema,
+    head = fields.Nested(LogHeadSchema, required=True, metadata={"description": "The tree as integrated."})
+    checkpoint = fields.Nested(
+        LogHeadSchema,
+        allow_none=True,
         required=True,
-        metadata={"description": "Keep it: a later head must extend this one (seq higher, chain verifying)."},
+        metadata={"description": "The latest signed checkpoint checked (GET /v1/audit/checkpoint)."},
     )
 
 

@@ -1,4 +1,5 @@
-"""The audit trail over HTTP: read, list, export, verify and replay explanation records (``audit:read``)."""
+"""The audit log over HTTP (``audit:read``): read, list, export and replay explanation records; the signed
+checkpoint and its verifier key, inclusion and consistency proofs, and the log's verification."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from api.http.auth import caller_models
 from api.http.context import candor
 from api.http.jsonio import dumps_bytes, json_response
 from api.http.schemas.audit import (
+    ConsistencyQuerySchema,
+    ConsistencySchema,
+    ProofQuerySchema,
+    ProofSchema,
     RecordExportQuerySchema,
     RecordPageQuerySchema,
     RecordPageSchema,
@@ -30,7 +35,7 @@ from api.http.v1.blueprint import Blueprint
 from api.schemas.common import ProblemSchema
 from model_store.errors import InvalidInput
 
-blp = Blueprint("audit", __name__, url_prefix="/v1", description="The audit trail of explanations")
+blp = Blueprint("audit", __name__, url_prefix="/v1", description="The audit log of explanations")
 
 CSV_COLUMNS = (
     "seq",
@@ -44,6 +49,7 @@ CSV_COLUMNS = (
     "seed",
     "request_sha256",
     "reference_sha256",
+    "leaf_index",
     "prev_hash",
     "hash",
     "quality",
@@ -97,12 +103,13 @@ class RecordsExport(AuditView):
     @blp.alt_response(422, schema=ProblemSchema)
     def get(self, query: dict[str, Any]):  # type: ignore[no-untyped-def]
         """Export records without loading them all in memory (``format=jsonl|csv``)."""
-        records = candor().records.stream(query, caller_models())
         if query["format"] == "csv":
+            records = candor().records.stream(query, caller_models())
             lines: Iterator[bytes] = (line.encode() for line in _csv_lines(records))
             body, mimetype = guarded(lines, csv_trailer), "text/csv"
         else:
-            lines = (dumps_bytes(r) + b"\n" for r in records)
+            exported = candor().records.export(query, caller_models())
+            lines = (dumps_bytes(line) + b"\n" for line in exported)
             body, mimetype = guarded(lines, jsonl_trailer), "application/x-ndjson"
         filename = f"explanations.{query['format']}"
         return Response(
@@ -173,9 +180,63 @@ class Replay(AuditView):
 class Verify(AuditView):
     @blp.response(200, VerifySchema)
     def get(self):  # type: ignore[no-untyped-def]
-        """Walk the hash chain and check every blob a record refers to (present, hashing to its sha256):
-        ``ok``, how many records and references were checked, the first break, and the head.
+        """Recompute every leaf of the log from its record's stored bytes, rebuild the root and compare it
+        with the head, the stored tree and the latest signed checkpoint, and check every part and blob a
+        record refers to: ``ok``, how many leaves were checked, the first break, the head and the checkpoint.
 
-        The chain is one for every model, so the verdict speaks of every model's records: a key limited to
+        The log is one for every model, so the verdict speaks of every model's records: a key limited to
         some models gets a 403."""
         return json_response(candor().records.verify(caller_models()))
+
+
+@blp.route("/audit/checkpoint")
+class AuditCheckpoint(AuditView):
+    @blp.response(
+        200,
+        description="The latest checkpoint as a C2SP signed note (tlog-checkpoint: origin, tree size, base64 "
+        "root hash; signed with Ed25519 by the key GET /v1/audit/key names).",
+        content_type="text/plain",
+    )
+    @blp.alt_response(503, schema=ProblemSchema)
+    def get(self):  # type: ignore[no-untyped-def]
+        """The log's latest signed checkpoint (made every few seconds while the log grows, and now if the
+        tree grew since). Public to every ``audit:read`` key, as in Certificate Transparency."""
+        return Response(candor().records.checkpoint(), mimetype="text/plain")
+
+
+@blp.route("/audit/key")
+class AuditKey(AuditView):
+    @blp.response(
+        200,
+        description="The verifier key: <name>+<key id, 8 hex digits>+<base64(0x01 || Ed25519 public key)>.",
+        content_type="text/plain",
+    )
+    @blp.alt_response(503, schema=ProblemSchema)
+    def get(self):  # type: ignore[no-untyped-def]
+        """The verifier key of the log's checkpoints (also printed by ``candor audit key``): keep it, and
+        check every checkpoint against it."""
+        return Response(candor().records.verifier_key() + "\n", mimetype="text/plain")
+
+
+@blp.route("/explanations/<record_id>/proof")
+class RecordProof(AuditView):
+    @blp.arguments(ProofQuerySchema, location="query")
+    @blp.response(200, ProofSchema)
+    @blp.alt_response(404, schema=ProblemSchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    def get(self, query: dict[str, Any], record_id: str):  # type: ignore[no-untyped-def]
+        """The record's inclusion proof (RFC 9162 2.1.3) in the tree of ``tree_size`` leaves (default: the
+        latest checkpoint's), with the signed checkpoint of that size when one was made."""
+        proof = candor().records.proof(record_id, query.get("tree_size"), caller_models())
+        return json_response(proof)
+
+
+@blp.route("/audit/consistency")
+class AuditConsistency(AuditView):
+    @blp.arguments(ConsistencyQuerySchema, location="query")
+    @blp.response(200, ConsistencySchema)
+    @blp.alt_response(422, schema=ProblemSchema)
+    def get(self, query: dict[str, Any]):  # type: ignore[no-untyped-def]
+        """The consistency proof (RFC 9162 2.1.4) that the tree of ``from`` leaves is a prefix of the tree of
+        ``to`` leaves (default: the latest checkpoint's), with the signed checkpoint of ``to``."""
+        return json_response(candor().records.consistency(query["from_"], query.get("to")))

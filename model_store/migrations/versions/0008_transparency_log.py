@@ -1,0 +1,167 @@
+"""The audit trail becomes a Merkle-tree log: each record is a leaf (RFC 9162), signed checkpoints replace
+the chain's head, shared record parts are stored once.
+
+The version 1 chain is verified first (every body hashes to its hash, links to the one before, the sequence
+has no gap, a purged prefix is anchored by its checkpoint record) and the migration stops, changing nothing,
+when it does not. Then every remaining v1 record becomes a leaf in chain order, its stored bytes unchanged
+(the leaf hash is SHA-256(0x00 || body)), and the head row holds the tree's size and root.
+
+Revision ID: 0008
+Revises: 0007
+"""
+
+import hashlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import op
+
+from candor_verify import merkle
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+SEQ = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+GENESIS = "0" * 64
+BATCH = 2000
+
+
+class ChainBroken(RuntimeError):
+    """The v1 chain does not verify: nothing is migrated."""
+
+
+RECORDS = sa.table(
+    "explanation_records", sa.column("seq"), sa.column("prev_hash"), sa.column("hash"), sa.column("body")
+)
+
+
+def _rows(connection: sa.Connection, *columns: str) -> Iterator[Any]:
+    after = 0
+    while True:
+        query = sa.select(*(RECORDS.c[name] for name in columns)).where(RECORDS.c.seq > after)
+        rows = connection.execute(query.order_by(RECORDS.c.seq).limit(BATCH)).all()
+        yield from rows
+        if len(rows) < BATCH:
+            return
+        after = rows[-1].seq
+
+
+def _anchor(connection: sa.Connection, first: int) -> str | None:
+    """The hash the record before ``first`` had, as a checkpoint record of the purge names it."""
+    bodies = connection.execute(sa.text("SELECT body FROM explanation_records WHERE kind = 'checkpoint'"))
+    for (body,) in bodies:
+        purged = json.loads(body).get("purged") or {}
+        if purged.get("through_seq") == first - 1 and isinstance(purged.get("through_hash"), str):
+            return str(purged["through_hash"])
+    return None
+
+
+def _verify_v1_chain(connection: sa.Connection) -> None:
+    head_seq, head_hash = connection.execute(sa.text("SELECT seq, hash FROM audit_head WHERE id = 1")).one()
+    first = connection.execute(sa.text("SELECT min(seq) FROM explanation_records")).scalar()
+    if first is None:
+        if head_seq != 0:
+            raise ChainBroken("the v1 audit chain's records are missing")
+        return
+    expected_prev = GENESIS if first == 1 else _anchor(connection, first)
+    if expected_prev is None:
+        raise ChainBroken(f"v1 records before {first} are missing (no checkpoint names them)")
+    expected_seq = first
+    for row in _rows(connection, "seq", "prev_hash", "hash", "body"):
+        if row.seq != expected_seq:
+            raise ChainBroken(f"v1 record {expected_seq} is missing")
+        if hashlib.sha256(row.body.encode()).hexdigest() != row.hash:
+            raise ChainBroken(f"v1 record {row.seq}'s body does not match its hash")
+        if row.prev_hash != expected_prev:
+            raise ChainBroken(f"v1 record {row.seq} does not link to the record before it")
+        expected_seq, expected_prev = row.seq + 1, row.hash
+    if expected_seq - 1 != head_seq or expected_prev != head_hash:
+        raise ChainBroken("the v1 chain ends before its recorded head")
+
+
+def _carry_into_the_log(connection: sa.Connection) -> None:
+    """Every v1 record a leaf, in chain order; the tree's stored hashes; the head's size and root."""
+    stored: list[bytes] = []
+
+    def read(indexes: Any) -> list[bytes]:
+        return [stored[i] for i in indexes]
+
+    leaves: list[dict[str, Any]] = []
+    for index, row in enumerate(_rows(connection, "seq", "body")):
+        leaf = merkle.leaf_hash(row.body.encode())
+        stored.extend(merkle.stored_hashes_for_leaf(index, leaf, read))
+        leaves.append({"seq": row.seq, "leaf_index": index, "leaf_hash": leaf.hex()})
+    for start in range(0, len(leaves), BATCH):
+        connection.execute(
+            sa.text(
+                "UPDATE explanation_records SET leaf_index = :leaf_index, leaf_hash = :leaf_hash "
+                "WHERE seq = :seq"
+            ),
+            leaves[start : start + BATCH],
+        )
+    tree = sa.table("audit_tree", sa.column("index"), sa.column("hash"))
+    for start in range(0, len(stored), BATCH):
+        rows = [{"index": start + i, "hash": h} for i, h in enumerate(stored[start : start + BATCH])]
+        connection.execute(sa.insert(tree), rows)
+    root = merkle.tree_root(len(leaves), read)
+    connection.execute(
+        sa.text("UPDATE audit_head SET seq = :size, hash = :root WHERE id = 1"),
+        {"size": len(leaves), "root": root.hex()},
+    )
+
+
+def upgrade() -> None:
+    connection = op.get_bind()
+    _verify_v1_chain(connection)
+    with op.batch_alter_table("explanation_records") as batch:
+        batch.add_column(sa.Column("leaf_hash", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("leaf_index", SEQ, nullable=True))
+        batch.alter_column("body", existing_type=sa.Text, nullable=True)
+        batch.alter_column("prev_hash", existing_type=sa.String(64), nullable=True)
+    op.create_table(
+        "audit_tree",
+        sa.Column("index", SEQ, primary_key=True, autoincrement=False),
+        sa.Column("hash", sa.LargeBinary, nullable=False),
+    )
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("tree_size", SEQ, primary_key=True, autoincrement=False),
+        sa.Column("root", sa.String(64), nullable=False),
+        sa.Column("note", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "audit_parts",
+        sa.Column("sha256", sa.String(64), primary_key=True),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    _carry_into_the_log(connection)
+    with op.batch_alter_table("explanation_records") as batch:
+        batch.alter_column("leaf_hash", existing_type=sa.String(64), nullable=False)
+        batch.create_unique_constraint("uq_records_leaf_index", ["leaf_index"])
+    op.create_index(
+        "ix_records_unsequenced",
+        "explanation_records",
+        ["seq"],
+        sqlite_where=sa.text("leaf_index IS NULL"),
+        postgresql_where=sa.text("leaf_index IS NULL"),
+    )
+    if connection.dialect.name == "postgresql":  # SQLite numbers an INTEGER PRIMARY KEY itself
+        op.execute("CREATE SEQUENCE explanation_records_seq_seq OWNED BY explanation_records.seq")
+        op.execute(
+            "SELECT setval('explanation_records_seq_seq', "
+            "coalesce((SELECT max(seq) FROM explanation_records), 0) + 1, false)"
+        )
+        op.execute(
+            "ALTER TABLE explanation_records "
+            "ALTER COLUMN seq SET DEFAULT nextval('explanation_records_seq_seq')"
+        )
+
+
+def downgrade() -> None:
+    raise NotImplementedError("The audit log cannot be turned back into a v1 chain.")
