@@ -68,6 +68,9 @@ class Settings:
     """Where rate-limit counters live: memory://, or redis://host:6379 to share them across workers."""
     retention_days: int = 0
     """Explanation records older than this are removed by ``candor audit purge`` (0 keeps them forever)."""
+    audit_key_file: str = ""
+    """Where the checkpoint signing key lives (a file of mode 0600, kept out of the database; ``candor audit
+    init`` creates it); empty: ``<data_dir>/audit/signing.key``."""
     job_chunk_rows: int = 1000
     """Rows per chunk of a batch job (one Dask task, one transaction of audit records and progress)."""
     max_job_rows: int = 1_000_000
@@ -122,6 +125,11 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'candor.db').resolve()}"
+
+    @property
+    def resolved_audit_key_file(self) -> Path:
+        """``audit_key_file``, or ``<data_dir>/audit/signing.key`` when it is empty."""
+        return Path(self.audit_key_file) if self.audit_key_file else self.data_dir / "audit" / "signing.key"
 
     @classmethod
     def load(
