@@ -42,7 +42,11 @@ def read_key(key: str) -> Verifier:
     """The verifier for ``key``: a verifier key string, or the path of a file holding one."""
     path = Path(key)
     try:
-        text = path.read_text(encoding="utf-8") if path.is_file() else key
+        is_file = path.is_file()
+    except (OSError, ValueError):  # too long or otherwise impossible as a path: a key string
+        is_file = False
+    try:
+        text = path.read_text(encoding="utf-8") if is_file else key
     except (OSError, UnicodeDecodeError) as exc:
         raise Problem(f"cannot read the key file {key}: {exc}") from None
     try:
@@ -113,12 +117,15 @@ class _ExportCheck:
     def _check_roots(self) -> None:
         for what, cp in self.checkpoints:
             if cp.size == self.tree.size and self.tree.root() != cp.root:
+                last = cp.size - 1 if cp.size else None
                 raise Problem(
-                    f"the root of the first {cp.size} leaves does not match the {what}'s root", cp.size - 1
+                    f"the root of the first {cp.size} leaves does not match the {what}'s root", last
                 )
 
     def line(self, raw: bytes | str) -> None:
         self.counts["lines"] += 1
+        if not raw.strip():
+            return
         try:
             obj = json.loads(raw)
         except ValueError:
@@ -212,8 +219,7 @@ def verify_export(
             named.append(("older checkpoint", old))
         checks = _ExportCheck(named)
         for raw in lines:
-            if raw.strip():
-                checks.line(raw)
+            checks.line(raw)
         checks.finish()
     except Problem as problem:
         return _report(checks, cps, problem)
@@ -239,7 +245,8 @@ def check_export_file(
     except Problem as problem:
         return _report(None, {"checkpoint": None, "old_checkpoint": None}, problem)
     except OSError as exc:
-        return _report(None, {}, Problem(f"cannot read the export {export}: {exc.strerror or exc}"))
+        unreadable = Problem(f"cannot read the export {export}: {exc.strerror or exc}")
+        return _report(None, {"checkpoint": None, "old_checkpoint": None}, unreadable)
 
 
 def _inclusion(proof: dict[str, Any], verifier: Verifier) -> Report:

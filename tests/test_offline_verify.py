@@ -335,7 +335,11 @@ def test_command_line_exit_codes(tmp_path: Path) -> None:
 def test_clean_venv_with_only_cryptography(tmp_path: Path) -> None:
     """A venv without site-packages, cryptography from the local wheelhouse, only candor_verify/ copied."""
     if not any(WHEELHOUSE.glob("cryptography-*.whl")):
-        pytest.fail(f"no cryptography wheel in {WHEELHOUSE}: run `make venv` (it downloads the wheelhouse)")
+        pytest.fail(
+            f"no cryptography wheel in {WHEELHOUSE}: run `make venv` (it downloads the wheelhouse: "
+            "pip download --only-binary=:all: -d .cache/wheels cryptography==51.0.1 cffi==2.1.1 "
+            "pycparser==3.12)"
+        )
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=300)
     python = str(tmp_path / "venv" / "bin" / "python")
@@ -364,3 +368,25 @@ def test_clean_venv_with_only_cryptography(tmp_path: Path) -> None:
     extra = {"candor_verify", "cryptography", "_cffi_backend", "_openssl", "_distutils_hack"}
     allowed = {*sys.stdlib_module_names, "__main__", *extra}
     assert set(json.loads(done.stdout)) - allowed == set()
+
+
+def test_unreadable_inputs_are_problems(tmp_path: Path) -> None:
+    lines = build(3)
+    (tmp_path / "cp").write_text(checkpoint_of(lines))
+    report = offline.check_export_file(tmp_path, tmp_path / "cp", VKEY)  # a directory, not an export
+    assert report["ok"] is False and "cannot read the export" in report["first_problem"]["reason"]
+    (tmp_path / "export.jsonl").write_bytes(b"")
+    report = offline.check_export_file(tmp_path / "export.jsonl", tmp_path / "cp", "x" * 5000)
+    assert report["ok"] is False and "verifier key" in report["first_problem"]["reason"]
+    report = offline.check_proof_file(tmp_path / "absent.json", VKEY)
+    assert report["ok"] is False and "cannot read the proof" in report["first_problem"]["reason"]
+
+
+def test_blank_lines_count_and_an_empty_tree_root_is_checked() -> None:
+    lines = [json.dumps(x).encode() for x in build(2)]
+    cp = checkpoint_of(build(2))
+    report = offline.verify_export([lines[0], b"\n", lines[1], b"oops\n"], cp, VKEY)
+    assert report["first_problem"]["line"] == 4
+    empty_wrong = signed(Checkpoint(ORIGIN, 0, merkle.leaf_hash(b"")), SIGNER)
+    first = problem(offline.verify_export(lines, empty_wrong, VKEY))
+    assert first["leaf_index"] is None and "first 0 leaves" in first["reason"]
