@@ -124,7 +124,7 @@ class _ExportCheck:
 
     def line(self, raw: bytes | str) -> None:
         self.counts["lines"] += 1
-        if not raw.strip():
+        if not raw or raw.isspace():
             return
         try:
             obj = json.loads(raw)
