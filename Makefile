@@ -43,6 +43,8 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt torch==$(TORCH_VERSION)
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt -e '.[dev]'
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-deps $(BERTVIZ)
+	# The offline verifier's wheels, for tests/test_offline_verify.py's clean-venv install (no network there).
+	$(PIP) download $(PIP_FLAGS) --only-binary=:all: -d .cache/wheels cryptography==51.0.1 cffi==2.1.1 pycparser==3.12
 	touch $@
 
 # One job runner beside gunicorn; it is stopped (and gives its job back to the queue) when gunicorn stops.

@@ -69,8 +69,8 @@ class Settings:
     retention_days: int = 0
     """Explanation records older than this are removed by ``candor audit purge`` (0 keeps them forever)."""
     audit_key_file: str = ""
-    """Where the audit log's checkpoint signing key lives (outside the database); empty:
-    ``<data_dir>/audit/signing.key``."""
+    """Where the checkpoint signing key lives (a file of mode 0600, kept out of the database; ``candor audit
+    init`` creates it); empty: ``<data_dir>/audit/signing.key``."""
     audit_checkpoint_seconds: float = 2.0
     """How often each server process integrates new records into the audit log's tree and signs a
     checkpoint when the tree grew (0: only on demand)."""
@@ -131,6 +131,7 @@ class Settings:
 
     @property
     def resolved_audit_key_file(self) -> Path:
+        """``audit_key_file``, or ``<data_dir>/audit/signing.key`` when it is empty."""
         return Path(self.audit_key_file) if self.audit_key_file else self.data_dir / "audit" / "signing.key"
 
     @classmethod

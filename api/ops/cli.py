@@ -36,6 +36,8 @@ def cmd_demo_install(args: argparse.Namespace, settings: Settings) -> int:
 
     installed = install_demos(_store(settings).registry)
     print("installed: " + ", ".join(installed) if installed else "demo models already registered")
+    if not settings.resolved_audit_key_file.exists():
+        return cmd_audit_init(argparse.Namespace(origin=None), settings)
     return 0
 
 
@@ -127,6 +129,8 @@ def cmd_keys_ensure_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Check the audit log (every leaf, the root, the latest checkpoint) and every blob a record refers to."""
+    if args.offline:
+        return cmd_audit_verify_offline(args, settings)
     from model_store.audit_blobs import verify_trail
 
     store = _store(settings)
@@ -153,6 +157,46 @@ def cmd_audit_purge(args: argparse.Namespace, settings: Settings) -> int:
         f"deleted {blobs} blobs no record refers to"
     )
     return 0
+
+
+def cmd_audit_init(args: argparse.Namespace, settings: Settings) -> int:
+    """Create the checkpoint signing key (never overwrites one) and print its verifier key."""
+    from api.ops.audit_key import AuditKeyError, create_key
+
+    path = settings.resolved_audit_key_file
+    try:
+        signer = create_key(path, args.origin)
+    except AuditKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"created the audit log's signing key {path} (origin {signer.name}); its verifier key:")
+    print(signer.verifier.key())
+    return 0
+
+
+def cmd_audit_key(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the verifier key of the checkpoint signing key."""
+    from api.ops.audit_key import AuditKeyError, read_key
+
+    try:
+        signer = read_key(settings.resolved_audit_key_file)
+    except AuditKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(signer.verifier.key())
+    return 0
+
+
+def cmd_audit_verify_offline(args: argparse.Namespace, settings: Settings) -> int:
+    """Check an export against signed checkpoints with the verifier key (``python -m candor_verify``)."""
+    from candor_verify.offline import check_export_file
+
+    if not args.checkpoint or not args.key:
+        print("error: audit verify --offline needs --checkpoint and --key", file=sys.stderr)
+        return 2
+    report = check_export_file(args.offline, args.checkpoint, args.key, args.old_checkpoint)
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
 
 
 def cmd_jobs_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -233,9 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     audit = sub.add_parser("audit").add_subparsers(dest="action", required=True)
-    audit.add_parser(
-        "verify", help="walk the hash chain of explanation records and check their blobs"
-    ).set_defaults(func=cmd_audit_verify)
+    verify = audit.add_parser(
+        "verify", help="check the audit log (every leaf, the root, the latest checkpoint) and its blobs"
+    )
+    verify.add_argument(
+        "--offline", metavar="EXPORT", help="check an export file instead (with --checkpoint, --key)"
+    )
+    verify.add_argument("--checkpoint", metavar="CP", help="--offline: the signed checkpoint (a file)")
+    verify.add_argument("--key", help="--offline: the verifier key, or a file holding it")
+    verify.add_argument(
+        "--old-checkpoint", metavar="OLD", help="--offline: an older signed checkpoint (a file)"
+    )
+    verify.set_defaults(func=cmd_audit_verify)
+    init = audit.add_parser("init", help="create the checkpoint signing key and print its verifier key")
+    init.add_argument("--origin", help="the log's name (default candor.local/audit/<8 random hex>)")
+    init.set_defaults(func=cmd_audit_init)
+    audit.add_parser("key", help="print the verifier key of the checkpoint signing key").set_defaults(
+        func=cmd_audit_key
+    )
     purge = audit.add_parser(
         "purge", help="delete records past the retention period (keeps their leaf hashes)"
     )
