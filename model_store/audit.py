@@ -19,11 +19,11 @@ from typing import Any, cast
 
 import numpy as np
 import orjson
-from sqlalchemy import Select, Table, delete, insert, select, update
+from sqlalchemy import Select, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from model_store.errors import NotFound
+from model_store.errors import IntegrityError, NotFound
 from model_store.record_format import expand
 from model_store.sqlite_turns import take_write_turn
 from model_store.tables import AuditHeadRow, AuditPartRow, ExplainKeyRow, RecordRow, as_utc, utcnow
@@ -217,24 +217,41 @@ class AuditTrail:
             row = session.execute(select(RECORDS).where(RECORDS.c.id == record_id)).first()
             if row is None or row.body is None:
                 raise NotFound(f"No explanation record '{record_id}'.")
-            return self.decoded(session, [row])[0]
+            return _record_or_raise(self.decoded(session, [row])[0])
 
-    def decoded(self, session: Session, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    def decoded(self, session: Session, rows: Sequence[Any]) -> list[dict[str, Any] | Exception]:
         """Each row's record read back: a version 1 body as it was stored with its hash; a version 2 body
-        expanded with its parts (read together, checked against their digests)."""
-        bodies = [orjson.loads(row.body) for row in rows]
-        wanted = {digest for body in bodies for digest in _parts_of(body).values()}
+        expanded with its parts (read together, checked against their digests). A record that cannot be
+        read (its bytes are not JSON, a part is missing or changed) gets the exception in its place, so a
+        stream fails where it stands, after the records before it."""
+        bodies: list[Any] = []
+        for row in rows:
+            try:
+                bodies.append(orjson.loads(row.body))
+            except orjson.JSONDecodeError as exc:
+                bodies.append(exc)
+        wanted = {d for body in bodies if isinstance(body, dict) for d in _parts_of(body).values()}
         values = self.parts.resolve(session, wanted) if wanted else {}
-        records = []
+        records: list[dict[str, Any] | Exception] = []
         for row, body in zip(rows, bodies, strict=True):
-            named = _parts_of(body)
+            named = _parts_of(body) if isinstance(body, dict) else {}
+            missing = sorted(set(named.values()) - values.keys())
+            if isinstance(body, Exception):
+                records.append(body)
+                continue
+            if missing:
+                problem = f"Record '{row.id}' cannot be read: its part {missing[0]} is missing or changed."
+                records.append(IntegrityError(problem))
+                continue
             if named:
-                missing = sorted(set(named.values()) - values.keys())
-                if missing:
-                    raise NotFound(f"The part {missing[0]} of record '{row.id}' is missing or changed.")
                 body = expand(body, {name: values[digest] for name, digest in named.items()})
             records.append({**body, "seq": row.seq, "leaf_index": row.leaf_index, "hash": row.hash})
         return records
+
+    def count(self) -> int:
+        """How many records were written (purged ones included)."""
+        with self.sessions() as session:
+            return int(session.execute(select(func.count()).select_from(RECORDS)).scalar_one())
 
     def page(
         self, filters: RecordFilter, after_seq: int, limit: int
@@ -252,7 +269,9 @@ class AuditTrail:
         batch at a time. Purged records are left out."""
         for batch in self._batches(filters.apply(select(RECORDS)).where(RECORDS.c.body.is_not(None))):
             with self.sessions() as session:
-                yield from self.decoded(session, batch)
+                records = self.decoded(session, batch)
+            for record in records:
+                yield _record_or_raise(record)
 
     def leaves(self, filters: RecordFilter) -> Iterator[tuple[Any, dict[str, Any] | None, dict[str, str]]]:
         """Every matching record that has its place in the tree, in leaf order, read in batches: its row,
@@ -268,7 +287,7 @@ class AuditTrail:
                 ).all()
                 kept = [row for row in rows if row.body is not None]
                 records = dict(zip((row.seq for row in kept), self.decoded(session, kept), strict=True))
-                named = {row.seq: _parts_of(orjson.loads(row.body)) for row in kept}
+                named = {row.seq: _named_parts(row.body) for row in kept}
                 wanted = sorted({digest for parts in named.values() for digest in parts.values()})
                 bodies = dict(
                     session.execute(
@@ -277,7 +296,8 @@ class AuditTrail:
                 )
             for row in rows:
                 parts = {digest: bodies[digest] for digest in named.get(row.seq, {}).values()}
-                yield row, records.get(row.seq), parts
+                record = records.get(row.seq)
+                yield row, None if record is None else _record_or_raise(record), parts
             if len(rows) < STREAM_BATCH:
                 return
             after = rows[-1].leaf_index
@@ -309,6 +329,20 @@ class AuditTrail:
                 session.execute(delete(ExplainKeyRow).where(ExplainKeyRow.record_id.in_(batch)))
                 session.execute(update(RecordRow).where(RecordRow.id.in_(batch)).values(body=None))
         return {"purged": len(ids)}
+
+
+def _named_parts(body: str) -> dict[str, str]:
+    """The parts a stored body names (none when it is not JSON: reading it fails on its own)."""
+    try:
+        return _parts_of(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return {}
+
+
+def _record_or_raise(record: dict[str, Any] | Exception) -> dict[str, Any]:
+    if isinstance(record, Exception):
+        raise record
+    return record
 
 
 def _write_parts(session: Session, parts: dict[str, bytes]) -> None:

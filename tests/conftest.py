@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 
 from api.demo import install_demos
 from api.http.app import create_app
+from api.ops.audit_key import create_key
 from model_store.store import Store
 
 POSTGRES_URL = os.environ.get("CANDOR_TEST_POSTGRES_URL", "")
@@ -70,6 +71,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     s = Store(root, f"sqlite:///{root / 'candor.db'}")
     install_demos(s.registry, names=("loan", "clinical"))
     s.close()
+    create_key(root / "audit" / "signing.key")  # as `candor demo install` does: checkpoints are signed
     return root
 
 
@@ -85,6 +87,7 @@ def demo_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
     s = Store(root, _database(template))
     install_demos(s.registry, names=("loan", "clinical"))
     s.close()
+    create_key(root / "audit" / "signing.key")
     yield root, template
     _admin_execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
 

@@ -357,7 +357,7 @@ def test_purge_deletes_the_blobs_only_purged_records_referred_to(
     assert statuses == [200, 200]
     old = _stored_blobs(text)
     assert len(old) == 2 * 2 * 2  # two notes, 2 layers x 2 heads each
-    # made old (a changed time would break the chain, but these records are the ones purged)
+    # made old (a changed time would break the log's check, but these records are the ones purged)
     text.execute("UPDATE explanation_records SET recorded_at = :t", t=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
     kept = text.attention({"instances": [{"text": WHEEZING}], "encoding": "base64"}).get_json()["id"]
     kept_refs = {
@@ -375,7 +375,9 @@ def test_purge_deletes_the_blobs_only_purged_records_referred_to(
     assert "deleted 4 blobs no record refers to" in capsys.readouterr().out
     assert _stored_blobs(text) == kept_refs
     verdict = text.audit("/v1/audit/verify").get_json()
-    assert verdict["ok"] is True and verdict["checked"] == 2  # the kept record and the checkpoint
+    assert (
+        verdict["ok"] is True and verdict["checked"] == 3
+    )  # the purged leaves (hashes only) and the kept one
     assert verdict["blobs"] == {"checked": 4, "distinct": 4, "first_break": None}
 
 

@@ -1,6 +1,6 @@
-"""The audit trail: every explanation is recorded before its response, records form a hash chain that a
-verifier walks (and that finds a one-byte change), they are read, listed, exported and replayed through the
-API, never changed through it, and purged only behind a checkpoint that keeps the chain verifiable."""
+"""The audit trail: every explanation is recorded before its response; records are read, listed, exported
+and replayed through the API, never changed through it, and purged without breaking the log (the log
+itself, its proofs and checkpoints: tests/test_audit_log.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import csv
 import datetime as dt
 import io
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import sqlalchemy as sa
 from conftest import DATA, bearer
@@ -23,13 +21,13 @@ from flask.testing import FlaskClient
 from api.demo import german_credit, loan_model
 from api.ops.cli import main as cli_main
 from api.service.recording import request_sha256
-from model_store.audit import RecordDraft, canonical_json, sha256_hex
-GENESIS = "0" * 64
+from candor_verify import merkle
+from model_store.audit import RecordDraft, RecordFilter, canonical_json, sha256_hex
+from model_store.audit_blobs import verify_trail
 from model_store.manifest import parse_manifest
 from model_store.reference import to_parquet
 from model_store.safe_load import dump_skops
 from model_store.store import Store
-from model_store.tables import utcnow
 
 LOAN = "/v1/models/loan/versions/production"
 PROBLEM = "application/problem+json"
@@ -100,7 +98,8 @@ def test_every_explanation_is_recorded_with_what_an_auditor_needs(
     assert record["library_versions"] == envelope["method"]["library_versions"]
     assert record["quality"] == envelope["quality"]
     assert record["service_version"] and record["status"] == "ok" and record["warnings"] == []
-    assert record["hash"] == sha256_hex(canonical_json({k: v for k, v in record.items() if k != "hash"}))
+    assert record["record_schema_version"] == "2.0" and record["leaf_index"] is None  # until integrated
+    assert record["hash"] == _leaf_hash_of(store, record["id"])
 
 
 def test_kserve_explanations_are_recorded(app: Flask, client: FlaskClient, keys: dict[str, str]) -> None:
@@ -117,7 +116,7 @@ def test_failed_requests_leave_no_record(app: Flask, client: FlaskClient, keys: 
         f"{LOAN}/explain/shap", json={"instances": [{"nope": 1}]}, headers=bearer(keys["explain"])
     )
     assert bad.status_code == 422
-    assert app.extensions["candor"].store.audit.head()["seq"] == 0
+    assert app.extensions["candor"].store.audit.count() == 0
 
 
 def test_store_inputs_hash_keeps_only_the_inputs_sha256_and_replay_needs_them(
@@ -149,128 +148,6 @@ def test_store_inputs_hash_keeps_only_the_inputs_sha256_and_replay_needs_them(
     assert wrong.status_code == 422 and "instances" in wrong.get_json()["errors"]
     right = client.post(f"/v1/explanations/{record_id}/replay", json={"instances": rows}, headers=audit)
     assert right.status_code == 200 and right.get_json()["identical"] is True
-
-
-# -- the chain --------------------------------------------------------------------------------------------
-
-
-def test_records_form_a_hash_chain(store: Store) -> None:
-    store.audit.append([draft(i) for i in range(5)])
-    store.audit.append([draft(5)])
-    rows = _raw_rows(store)
-    assert [r.seq for r in rows] == [1, 2, 3, 4, 5, 6]
-    previous = GENESIS
-    for row in rows:
-        body = orjson.loads(row.body)
-        assert row.prev_hash == previous == body["prev_hash"]
-        assert row.hash == sha256_hex(row.body.encode())
-        previous = row.hash
-    verdict = store.audit.verify()
-    assert verdict == {"ok": True, "checked": 6, "first_break": None, "head": {"seq": 6, "hash": previous}}
-
-
-@pytest.mark.parametrize("position", [0, 2, 4])
-def test_the_verifier_finds_one_changed_byte_in_a_body(store: Store, position: int) -> None:
-    store.audit.append([draft(i) for i in range(5)])
-    row = _raw_rows(store)[position]
-    index = row.body.index('"value":') + len('"value":')
-    changed = row.body[:index] + ("7" if row.body[index] != "7" else "8") + row.body[index + 1 :]
-    _execute(store, "UPDATE explanation_records SET body = :b WHERE seq = :s", b=changed, s=row.seq)
-    verdict = store.audit.verify()
-    assert verdict["ok"] is False
-    assert verdict["first_break"]["seq"] == row.seq
-    assert verdict["first_break"]["id"] == row.id
-    assert "hash" in verdict["first_break"]["reason"]
-    assert verdict["checked"] == position
-
-
-def test_a_recomputed_hash_does_not_hide_a_change(store: Store) -> None:
-    """Rewriting a body and its own hash breaks the link of the record after it."""
-    store.audit.append([draft(i) for i in range(3)])
-    row = _raw_rows(store)[1]
-    body = row.body.replace('"value":0.5', '"value":9.5')
-    _execute(
-        store,
-        "UPDATE explanation_records SET body = :b, hash = :h WHERE seq = 2",
-        b=body,
-        h=sha256_hex(body.encode()),
-    )
-    verdict = store.audit.verify()
-    assert verdict["ok"] is False and verdict["first_break"]["seq"] == 3
-    assert "previous" in verdict["first_break"]["reason"]
-
-
-@pytest.mark.parametrize(
-    "statement,broken_seq",
-    [
-        ("UPDATE explanation_records SET kind = 'reasons' WHERE seq = 2", 2),
-        ("UPDATE explanation_records SET model_name = 'clinical' WHERE seq = 3", 3),
-        ("UPDATE explanation_records SET key_id = 'other' WHERE seq = 1", 1),
-        ("DELETE FROM explanation_records WHERE seq = 2", 3),
-        ("DELETE FROM explanation_records WHERE seq = 4", 4),
-        ("DELETE FROM explanation_records WHERE seq = 1", 2),
-        ("UPDATE explanation_records SET seq = 9 WHERE seq = 4", 9),
-    ],
-)
-def test_the_verifier_finds_changed_columns_and_missing_records(
-    store: Store, statement: str, broken_seq: int
-) -> None:
-    store.audit.append([draft(i) for i in range(4)])
-    _execute(store, statement)
-    verdict = store.audit.verify()
-    assert verdict["ok"] is False
-    assert verdict["first_break"]["seq"] == broken_seq
-
-
-def append_concurrently(store: Store) -> list[BaseException]:
-    """Six threads append ten pairs of records each; what they raised."""
-    errors: list[BaseException] = []
-
-    def work(worker: int) -> None:
-        try:
-            for i in range(10):
-                store.audit.append([draft(worker * 100 + i), draft(worker * 100 + 50 + i)])
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
-
-
-def test_concurrent_appenders_keep_one_unbroken_chain(store: Store) -> None:
-    assert append_concurrently(store) == []
-    verdict = store.audit.verify()
-    assert verdict["ok"] is True and verdict["checked"] == 120 and verdict["head"]["seq"] == 120
-
-
-@pytest.mark.parametrize("returning", [True, False], ids=["update-returning", "update-then-select"])
-def test_the_chain_lock_reads_the_head_with_or_without_update_returning(
-    store: Store, monkeypatch: pytest.MonkeyPatch, returning: bool
-) -> None:
-    """Where the database returns rows from an UPDATE (PostgreSQL, SQLite 3.35+) the lock and the head are
-    one statement, else an UPDATE then a SELECT (an older SQLite): appends, concurrent ones and a purge
-    keep one chain either way."""
-    monkeypatch.setattr(store.engine.dialect, "update_returning", returning)
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "audit_head" in statement:
-            statements.append(statement)
-
-    sa.event.listen(store.engine, "before_cursor_execute", seen)
-    try:
-        append_concurrently(store)  # a failed append shows in the head count below
-        store.audit.purge(utcnow() + dt.timedelta(seconds=1))
-    finally:
-        sa.event.remove(store.engine, "before_cursor_execute", seen)
-    assert any("RETURNING" in s for s in statements) is returning
-    assert any(s.lstrip().upper().startswith("SELECT") for s in statements) is not returning
-    verdict = store.audit.verify()
-    assert verdict["ok"] is True and verdict["head"]["seq"] == 121  # 120 records and the checkpoint
 
 
 # -- reading through the API -----------------------------------------------------------------------------
@@ -372,12 +249,11 @@ def test_export_streams_every_record_as_jsonl_and_csv(
     audit = bearer(keys["audit:read"])
     lines = client.get("/v1/explanations/export?kind=shap", headers=audit)
     assert lines.status_code == 200 and lines.mimetype == "application/x-ndjson"
-    exported = [json.loads(line) for line in lines.get_data(as_text=True).splitlines()]
+    lines_read = [json.loads(line) for line in lines.get_data(as_text=True).splitlines()]
+    exported = [line["record"] for line in lines_read if "record" in line]
     assert [r["id"] for r in exported] == [e["id"] for e in recorded[:3]]
     store = app.extensions["candor"].store
     assert exported == [store.audit.get(e["id"]) for e in recorded[:3]]
-    for record in exported:
-        assert record["hash"] == sha256_hex(canonical_json({k: v for k, v in record.items() if k != "hash"}))
 
     table = client.get("/v1/explanations/export?format=csv", headers=audit)
     assert table.mimetype == "text/csv"
@@ -404,7 +280,7 @@ def test_records_cannot_be_changed_or_deleted(
         f"/v1/explanations/{record_id}", json={}, headers=bearer(keys["admin"])
     )
     assert response.status_code == 405 and response.mimetype == PROBLEM
-    assert app.extensions["candor"].store.audit.verify()["checked"] == len(recorded)
+    assert verify_trail(app.extensions["candor"].store.audit_log)["checked"] == len(recorded)
 
 
 def test_reading_records_needs_audit_read(
@@ -431,6 +307,7 @@ def test_verify_endpoint_reports_the_break(
     )
     verdict = client.get("/v1/audit/verify", headers=audit).get_json()
     assert verdict["ok"] is False and verdict["first_break"]["seq"] == 4 and verdict["checked"] == 3
+    assert verdict["first_break"]["leaf_index"] == 3
 
 
 # -- replay ------------------------------------------------------------------------------------------------
@@ -440,7 +317,7 @@ def test_replays_are_identical_and_record_nothing(
     app: Flask, client: FlaskClient, keys: dict[str, str], recorded: list[dict[str, Any]]
 ) -> None:
     store = app.extensions["candor"].store
-    before = store.audit.head()
+    before = store.audit.count()
     for envelope in recorded:
         response = client.post(
             f"/v1/explanations/{envelope['id']}/replay", headers=bearer(keys["audit:read"])
@@ -451,7 +328,7 @@ def test_replays_are_identical_and_record_nothing(
         assert outcome["max_abs_diff"] == 0.0 and outcome["within_tolerance"] is True
         assert outcome["differences"] == [] and outcome["not_recorded"] == []
         assert outcome["model"]["sha256"] == envelope["model"]["sha256"]
-    assert store.audit.head() == before
+    assert store.audit.count() == before
 
 
 def test_a_replay_reports_a_difference(
@@ -524,37 +401,16 @@ def test_fields_added_since_a_record_was_made_are_listed_not_counted(
 # -- retention -----------------------------------------------------------------------------------------------
 
 
-def test_purge_leaves_a_checkpoint_and_a_verifiable_chain(store: Store) -> None:
-    store.audit.append([draft(i) for i in range(4)])
-    last_purged = _raw_rows(store)[3]
-    outcome = store.audit.purge(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
-    assert outcome["purged"] == 4
-    rows = _raw_rows(store)
-    assert [(r.seq, r.kind) for r in rows] == [(5, "checkpoint")]
-    assert orjson.loads(rows[0].body)["purged"]["through_hash"] == last_purged.hash
-    assert store.audit.verify()["ok"] is True
-    store.audit.append([draft(10), draft(11)])
-    assert store.audit.verify() == {**store.audit.verify(), "ok": True, "checked": 3}
-    store.audit.purge(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
-    assert store.audit.verify()["ok"] is True
-
-
-def test_purge_keeps_newer_records(store: Store) -> None:
+def test_purge_deletes_the_bodies_of_older_records_only(store: Store) -> None:
     store.audit.append([draft(0), draft(1)])
     time.sleep(0.01)
     store.audit.append([draft(2)])
     third = dt.datetime.fromisoformat(str(store.audit.get("rec-2")["recorded_at"]))
-    assert store.audit.purge(third)["purged"] == 2
-    assert [(r.seq, r.kind) for r in _raw_rows(store)] == [(3, "shap"), (4, "checkpoint")]
-    assert store.audit.verify()["ok"] is True
-
-
-def test_deleting_a_checkpoint_is_a_break(store: Store) -> None:
-    store.audit.append([draft(i) for i in range(2)])
-    store.audit.purge(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
-    store.audit.append([draft(5)])
-    _execute(store, "DELETE FROM explanation_records WHERE kind = 'checkpoint'")
-    assert store.audit.verify()["ok"] is False
+    assert store.audit.purge(third) == {"purged": 2}
+    assert [(r.seq, r.body is None) for r in _raw_rows(store)] == [(1, True), (2, True), (3, False)]
+    assert [r["id"] for r in store.audit.stream(RecordFilter())] == ["rec-2"]
+    assert verify_trail(store.audit_log)["ok"] is True
+    assert store.audit.purge(third) == {"purged": 0}
 
 
 def test_cli_purge_follows_the_retention_setting(
@@ -576,13 +432,22 @@ def test_cli_purge_follows_the_retention_setting(
     monkeypatch.setenv("CANDOR_RETENTION_DAYS", "30")
     assert cli_main(["audit", "purge"]) == 0
     assert "purged 2 records" in capsys.readouterr().out
-    assert [r.seq for r in _raw_rows(store)] == [3, 4]
-    # The moved times were a break of their own; the purge removed them, and what remains verifies.
+    assert [r.body is None for r in _raw_rows(store)] == [True, True, False]
+    # The moved times were a break of their own; the purge removed the bodies they contradicted.
     assert cli_main(["audit", "verify"]) == 0
     store.close()
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+
+
+def _leaf_hash_of(store: Store, record_id: str) -> str:
+    """The leaf hash of a record's stored bytes, recomputed."""
+    with store.engine.connect() as connection:
+        body = connection.execute(
+            sa.text("SELECT body FROM explanation_records WHERE id = :i"), {"i": record_id}
+        ).scalar_one()
+    return merkle.leaf_hash(body.encode()).hex()
 
 
 def _raw_rows(store: Store) -> list[Any]:

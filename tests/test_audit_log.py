@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from conftest import bearer
 from flask import Flask
 from flask.testing import FlaskClient
+from test_audit import LOAN, loan_rows
 
 from candor_verify import merkle
 from candor_verify.checkpoint import open_checkpoint
@@ -28,7 +29,6 @@ from model_store.audit import RecordDraft
 from model_store.audit_verify import verify_log
 from model_store.store import Store
 from model_store.tables import utcnow
-from test_audit import LOAN, loan_rows
 
 PROBLEM = "application/problem+json"
 
@@ -303,7 +303,7 @@ def test_purge_keeps_every_leaf_hash_so_the_tree_and_other_proofs_still_verify(s
 
 def _column(store: Store, name: str) -> list[Any]:
     with store.engine.connect() as connection:
-        query = f"SELECT {name} FROM explanation_records ORDER BY seq"  # noqa: S608 (a column of this test)
+        query = f"SELECT {name} FROM explanation_records ORDER BY seq"
         return [row[0] for row in connection.execute(sa.text(query))]
 
 

@@ -112,7 +112,7 @@ def test_an_export_failing_midway_ends_with_an_error_line(server: tuple[Gunicorn
     response = requests.get(gunicorn.base + "/v1/explanations/export?model=a", headers=headers, timeout=10)
     assert response.status_code == 200
     lines = [json.loads(line) for line in response.text.splitlines()]
-    assert lines[0]["id"] == "rec-1"
+    assert lines[0]["record"]["id"] == "rec-1"
     assert lines[-1]["error"]["status"] == 500 and lines[-1]["error"]["request_id"] == "e2e-stream"
     [entry] = [line for line in log_lines(gunicorn) if line.get("request_id") == "e2e-stream"]
     assert entry["logger"] == "candor.stream" and "JSONDecodeError" in entry["exception"]

@@ -21,6 +21,7 @@ from api.demo import loan_model
 from api.http.jsonio import dumps_bytes
 from api.service.explain_request import ExplainRequest
 from api.service.recording import recorded_envelope
+from model_store.audit_blobs import verify_trail
 from model_store.errors import IdempotencyKeyTaken
 from model_store.explain_keys import ExplainKeys, Idempotency
 from model_store.manifest import parse_manifest
@@ -210,7 +211,7 @@ def test_a_claimed_key_rolls_the_second_record_back(app: Flask, keys: dict[str, 
     with pytest.raises(IdempotencyKeyTaken):
         context.service.explain(request, idempotency=claim)
     assert count(app, RecordRow) == 1 and count(app, ExplainKeyRow) == 1
-    assert context.store.audit.verify()["ok"]
+    assert verify_trail(context.store.audit_log)["ok"]
 
 
 def test_a_purge_forgets_the_keys_of_the_records_it_deletes(
@@ -224,4 +225,4 @@ def test_a_purge_forgets_the_keys_of_the_records_it_deletes(
     again = post(client, keys["explain"], f"{LOAN}/explain/shap", body, "kept-until-purged")
     assert again.status_code == 200 and REPLAYED not in again.headers
     assert again.get_json()["id"] != first.get_json()["id"]
-    assert store.audit.verify()["ok"]
+    assert verify_trail(store.audit_log)["ok"]

@@ -24,6 +24,7 @@ from flask import Flask
 from api.jobs.compute import warm_up
 from api.jobs.runner import Runner
 from model_store.audit import RecordFilter
+from model_store.audit_blobs import verify_trail
 from model_store.db import has_wal_reset_bug
 from model_store.jobs import JobStore
 
@@ -124,6 +125,6 @@ def test_a_killed_runner_loses_and_duplicates_nothing(
     assert len(records) == 1000
     assert sorted(r["source"]["row"] for r in records) == list(range(1000))
     assert {r["id"] for r in records} == {line["explanation_id"] for line in lines}
-    assert context.store.audit.verify()["ok"]
+    assert verify_trail(context.store.audit_log)["ok"]
     chunks = context.settings.data_dir / "jobs" / job_id / "chunks"
     assert sorted(p.name for p in chunks.iterdir()) == sorted(f"{n}.jsonl" for n in range(total_chunks))

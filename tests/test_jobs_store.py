@@ -14,6 +14,7 @@ from flask import Flask
 
 from api.demo import install_demos
 from api.jobs.runner import Runner
+from model_store.audit_blobs import verify_trail
 from model_store.jobs import MAX_ATTEMPTS, ChunkProgress, JobStore, LostJob, NewJob
 from model_store.store import Store
 
@@ -151,7 +152,7 @@ def test_a_reasons_job_runs_row_by_row(make_app: Callable[..., Flask], dask_clus
     summary = job["summary"]
     assert sum(summary["status_counts"].values()) == 9
     assert all(item["count"] >= item["first_reason"] for item in summary["reason_counts"])
-    verdict = store.audit.verify()
+    verdict = verify_trail(store.audit_log)
     assert verdict["ok"] and verdict["checked"] >= 9
 
 

@@ -62,7 +62,7 @@ def test_a_jsonl_export_failing_midway_ends_with_an_error_line(
     response = app.test_client().get("/v1/explanations/export", headers=headers)
     assert response.status_code == 200 and response.mimetype == "application/x-ndjson"
     lines = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
-    assert [line.get("id") for line in lines[:-1]] == ["rec-1"]
+    assert [line["record"]["id"] for line in lines[:-1]] == ["rec-1"]
     assert list(lines[-1]) == ["error"]
     check_problem(lines[-1]["error"], "stream-1")
     [entry] = logged(capsys.readouterr().err, "candor.stream")
