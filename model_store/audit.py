@@ -11,85 +11,62 @@ hashes, so the tree and every other record's proof still verify.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
-import numpy as np
 import orjson
-from sqlalchemy import Select, Table, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, Table, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from model_store.audit_chunks import ChunkCache, collect_chunks
+from model_store.audit_parts import PARTS, PartCache, parts_of, write_parts
 from model_store.errors import IntegrityError, NotFound
 from model_store.record_format import expand
 from model_store.sqlite_turns import take_write_turn
-from model_store.tables import AuditHeadRow, AuditPartRow, ExplainKeyRow, RecordRow, as_utc, utcnow
+from model_store.stored_form import (  # re-exported: what callers of the trail build records with
+    CANONICAL,
+    INDEXED,
+    RecordDraft,
+    StoredRecord,
+    canonical_json,
+    framed,
+    json_default,
+    leaf_hash_hex,
+    serialised,
+    sha256_hex,
+    stored_form,
+)
+from model_store.tables import AuditHeadRow, ExplainKeyRow, RecordRow, as_utc, utcnow
 
-CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+__all__ = [
+    "CANONICAL",
+    "INDEXED",
+    "AuditTrail",
+    "RecordDraft",
+    "RecordFilter",
+    "StoredRecord",
+    "canonical_json",
+    "framed",
+    "json_default",
+    "leaf_hash_hex",
+    "serialised",
+    "sha256_hex",
+    "stored_form",
+    "summary",
+]
+
 CHECKPOINT = "checkpoint"
 """The kind of a version 1 purge's checkpoint record (still readable; no longer written)."""
 STREAM_BATCH = 500
 RECORDS = cast(Table, RecordRow.__table__)
-PARTS = cast(Table, AuditPartRow.__table__)
 HEAD = cast(Table, AuditHeadRow.__table__)
+KEPT = or_(RECORDS.c.body.is_not(None), RECORDS.c.chunk_sha256.is_not(None))
+"""Records whose stored bytes are kept (not purged): in their body, or in their job chunk."""
 LOCK_HEAD = update(HEAD).where(HEAD.c.id == 1).values(seq=HEAD.c.seq)
 """A write to the head row that changes nothing: a row lock on PostgreSQL, the write lock on SQLite."""
-
-
-def json_default(value: Any) -> Any:
-    """What orjson cannot write itself: numpy scalars as Python numbers, sets and tuples as lists."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def canonical_json(value: Any) -> bytes:
-    """The one byte form a record is stored and hashed in."""
-    return orjson.dumps(value, default=json_default, option=CANONICAL)
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def leaf_hash_hex(body: bytes) -> str:
-    """The record's leaf hash (RFC 9162: SHA-256 of 0x00 and its stored bytes), hex."""
-    return hashlib.sha256(b"\x00" + body).hexdigest()
-
-
-def serialised(content: dict[str, Any]) -> dict[str, bytes]:
-    """``content`` with each value in its canonical JSON. Job workers serialise their rows' records (and
-    parts) this way, in parallel, so the runner only frames them."""
-    return {
-        key: value if isinstance(value, bytes) else canonical_json(value) for key, value in content.items()
-    }
-
-
-def framed(content: dict[str, Any]) -> dict[str, Any]:
-    """Serialised values (bytes) embedded as they are: the body's bytes are those of the plain values."""
-    return {
-        key: orjson.Fragment(value) if isinstance(value, bytes) else value for key, value in content.items()
-    }
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordDraft:
-    """A record before it is written: the indexed fields, the rest of its content and the parts it names
-    (``model_store.record_format``); a value may be serialised already (bytes of its canonical JSON)."""
-
-    id: str
-    kind: str
-    model_name: str | None
-    model_version: int | None
-    key_id: str | None
-    status: str
-    content: dict[str, Any]
-    parts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,9 +95,6 @@ class RecordFilter:
         return query
 
 
-INDEXED = ("id", "kind", "model_name", "model_version", "key_id", "status")
-
-
 def summary(row: Any) -> dict[str, Any]:
     """The indexed fields of a record (what a listing shows)."""
     return {
@@ -136,34 +110,11 @@ def summary(row: Any) -> dict[str, Any]:
     }
 
 
-def _parts_of(body: dict[str, Any]) -> dict[str, str]:
-    parts = body.get("parts")
-    return parts if isinstance(parts, dict) else {}
-
-
-class PartCache:
-    """Parts read from the database, kept by digest (they never change: a digest names one value)."""
-
-    def __init__(self, limit: int = 1024) -> None:
-        self.values: dict[str, Any] = {}
-        self.limit = limit
-
-    def resolve(self, session: Session, digests: set[str]) -> dict[str, Any]:
-        missing = sorted(digests - self.values.keys())
-        if missing:
-            rows = session.execute(select(PARTS.c.sha256, PARTS.c.body).where(PARTS.c.sha256.in_(missing)))
-            if len(self.values) > self.limit:
-                self.values.clear()
-            for sha, body in rows:
-                if sha256_hex(body.encode()) == sha:  # a changed part is left out: the record fails to read
-                    self.values[sha] = orjson.loads(body)
-        return {digest: self.values[digest] for digest in digests if digest in self.values}
-
-
 class AuditTrail:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
         self.parts = PartCache()
+        self.chunks = ChunkCache()
 
     # -- writing ------------------------------------------------------------------------------------------
 
@@ -181,24 +132,11 @@ class AuditTrail:
             return []
         take_write_turn(session)
         now = utcnow()
-        rows: list[dict[str, Any]] = []
-        parts: dict[str, bytes] = {}
-        for draft in drafts:
-            named = {}
-            for name, value in draft.parts.items():
-                data = value if isinstance(value, bytes) else canonical_json(value)
-                named[name] = digest = sha256_hex(data)
-                parts[digest] = data
-            indexed = {name: getattr(draft, name) for name in INDEXED}
-            content = {**framed(draft.content), **indexed, "recorded_at": now}
-            body = canonical_json({**content, "parts": named} if named else content)
-            leaf = leaf_hash_hex(body)
-            rows.append(
-                {**indexed, "recorded_at": now, "hash": leaf, "leaf_hash": leaf, "body": body.decode()}
-            )
-        _write_parts(session, parts)
+        stored = [stored_form(draft, now) for draft in drafts]
+        write_parts(session, {digest: data for record in stored for digest, data in record.parts.items()})
+        rows = [{**record.row, "body": record.body.decode()} for record in stored]
         session.connection().execute(insert(RECORDS), rows)  # Core: the ORM's per-row work is not needed
-        return [row["leaf_hash"] for row in rows]
+        return [record.leaf_hash for record in stored]
 
     def lock(self, session: Session) -> None:
         """Take the log's lock in ``session``'s transaction (held until it ends): a writer of blobs for a
@@ -214,27 +152,27 @@ class AuditTrail:
         """The record as its client and auditors read it (a version 2 record expanded with its parts);
         ``NotFound`` when there is none or it was purged."""
         with self.sessions() as session:
-            row = session.execute(select(RECORDS).where(RECORDS.c.id == record_id)).first()
-            if row is None or row.body is None:
+            row = session.execute(select(RECORDS).where(RECORDS.c.id == record_id, KEPT)).first()
+            if row is None:
                 raise NotFound(f"No explanation record '{record_id}'.")
             return _record_or_raise(self.decoded(session, [row])[0])
 
     def decoded(self, session: Session, rows: Sequence[Any]) -> list[dict[str, Any] | Exception]:
         """Each row's record read back: a version 1 body as it was stored with its hash; a version 2 body
         expanded with its parts (read together, checked against their digests). A record that cannot be
-        read (its bytes are not JSON, a part is missing or changed) gets the exception in its place, so a
-        stream fails where it stands, after the records before it."""
+        read (its bytes are not JSON, its chunk or a part is missing or changed) gets the exception in its
+        place, so a stream fails where it stands, after the records before it."""
         bodies: list[Any] = []
         for row in rows:
             try:
-                bodies.append(orjson.loads(row.body))
-            except orjson.JSONDecodeError as exc:
+                bodies.append(orjson.loads(self.stored(session, row)))
+            except (orjson.JSONDecodeError, IntegrityError) as exc:
                 bodies.append(exc)
-        wanted = {d for body in bodies if isinstance(body, dict) for d in _parts_of(body).values()}
+        wanted = {d for body in bodies if isinstance(body, dict) for d in parts_of(body).values()}
         values = self.parts.resolve(session, wanted) if wanted else {}
         records: list[dict[str, Any] | Exception] = []
         for row, body in zip(rows, bodies, strict=True):
-            named = _parts_of(body) if isinstance(body, dict) else {}
+            named = parts_of(body) if isinstance(body, dict) else {}
             missing = sorted(set(named.values()) - values.keys())
             if isinstance(body, Exception):
                 records.append(body)
@@ -248,6 +186,13 @@ class AuditTrail:
             records.append({**body, "seq": row.seq, "leaf_index": row.leaf_index, "hash": row.hash})
         return records
 
+    def stored(self, session: Session, row: Any) -> str:
+        """A kept record's stored bytes (text): its body, or its line of its job chunk."""
+        text = self.chunks.body(session, row)
+        if text is None:
+            raise NotFound(f"Record '{row.id}' was purged.")
+        return text
+
     def count(self) -> int:
         """How many records were written (purged ones included)."""
         with self.sessions() as session:
@@ -258,7 +203,7 @@ class AuditTrail:
     ) -> tuple[list[dict[str, Any]], int | None]:
         """Up to ``limit`` summaries after ``after_seq`` in the order written, and the next page's start.
         Purged records are left out."""
-        query = filters.apply(select(RecordRow)).where(RecordRow.seq > after_seq, RecordRow.body.is_not(None))
+        query = filters.apply(select(RecordRow)).where(RecordRow.seq > after_seq, KEPT)
         with self.sessions() as session:
             rows = session.scalars(query.order_by(RecordRow.seq).limit(limit + 1)).all()
             items = [summary(row) for row in rows[:limit]]
@@ -267,15 +212,18 @@ class AuditTrail:
     def stream(self, filters: RecordFilter) -> Iterator[dict[str, Any]]:
         """Every matching record in the order written, read in batches (memory stays bounded) and decoded a
         batch at a time. Purged records are left out."""
-        for batch in self._batches(filters.apply(select(RECORDS)).where(RECORDS.c.body.is_not(None))):
+        for batch in self._batches(filters.apply(select(RECORDS)).where(KEPT)):
             with self.sessions() as session:
                 records = self.decoded(session, batch)
             for record in records:
                 yield _record_or_raise(record)
 
-    def leaves(self, filters: RecordFilter) -> Iterator[tuple[Any, dict[str, Any] | None, dict[str, str]]]:
+    def leaves(
+        self, filters: RecordFilter
+    ) -> Iterator[tuple[Any, str | None, dict[str, Any] | None, dict[str, str]]]:
         """Every matching record that has its place in the tree, in leaf order, read in batches: its row,
-        its decoded record (None when purged) and the stored bytes (text) of the parts it names."""
+        its stored bytes and decoded record (both None when purged) and the stored bytes (text) of the
+        parts it names."""
         query = filters.apply(select(RECORDS)).where(RECORDS.c.leaf_index.is_not(None))
         after = -1
         while True:
@@ -285,9 +233,13 @@ class AuditTrail:
                     .order_by(RECORDS.c.leaf_index)
                     .limit(STREAM_BATCH)
                 ).all()
-                kept = [row for row in rows if row.body is not None]
+                kept = [row for row in rows if row.body is not None or row.chunk_sha256 is not None]
                 records = dict(zip((row.seq for row in kept), self.decoded(session, kept), strict=True))
-                named = {row.seq: _named_parts(row.body) for row in kept}
+                texts: dict[int, str] = {}
+                for row in kept:
+                    with contextlib.suppress(IntegrityError):  # its decoded record holds the error
+                        texts[row.seq] = self.stored(session, row)
+                named = {seq: _named_parts(text) for seq, text in texts.items()}
                 wanted = sorted({digest for parts in named.values() for digest in parts.values()})
                 bodies = dict(
                     session.execute(
@@ -297,7 +249,8 @@ class AuditTrail:
             for row in rows:
                 parts = {digest: bodies[digest] for digest in named.get(row.seq, {}).values()}
                 record = records.get(row.seq)
-                yield row, None if record is None else _record_or_raise(record), parts
+                decoded = None if record is None else _record_or_raise(record)
+                yield row, texts.get(row.seq), decoded, parts
             if len(rows) < STREAM_BATCH:
                 return
             after = rows[-1].leaf_index
@@ -318,23 +271,26 @@ class AuditTrail:
     # -- retention ----------------------------------------------------------------------------------------
 
     def purge(self, before: dt.datetime) -> dict[str, Any]:
-        """Delete the bodies of the records made before ``before`` and the idempotency keys that named
-        them; their rows and leaf hashes stay, so the log still verifies. Returns how many."""
+        """Delete the stored bytes of the records made before ``before`` (their bodies; a job row's
+        reference to its chunk, and the chunks no record refers to any more) and the idempotency keys that
+        named them; their rows and leaf hashes stay, so the log still verifies. Returns how many."""
+        gone = {"body": None, "chunk_sha256": None, "chunk_offset": None, "chunk_length": None}
         with self.sessions.begin() as session:
             take_write_turn(session)
-            old = select(RecordRow.id).where(RecordRow.recorded_at < before, RecordRow.body.is_not(None))
+            old = select(RECORDS.c.id).where(RECORDS.c.recorded_at < before, KEPT)
             ids = list(session.scalars(old).all())
             for start in range(0, len(ids), STREAM_BATCH):
                 batch = ids[start : start + STREAM_BATCH]
                 session.execute(delete(ExplainKeyRow).where(ExplainKeyRow.record_id.in_(batch)))
-                session.execute(update(RecordRow).where(RecordRow.id.in_(batch)).values(body=None))
-        return {"purged": len(ids)}
+                session.execute(update(RECORDS).where(RECORDS.c.id.in_(batch)).values(gone))
+            chunks = collect_chunks(session)
+        return {"purged": len(ids), "chunks": chunks}
 
 
 def _named_parts(body: str) -> dict[str, str]:
     """The parts a stored body names (none when it is not JSON: reading it fails on its own)."""
     try:
-        return _parts_of(orjson.loads(body))
+        return parts_of(orjson.loads(body))
     except orjson.JSONDecodeError:
         return {}
 
@@ -343,14 +299,3 @@ def _record_or_raise(record: dict[str, Any] | Exception) -> dict[str, Any]:
     if isinstance(record, Exception):
         raise record
     return record
-
-
-def _write_parts(session: Session, parts: dict[str, bytes]) -> None:
-    """Store parts in the caller's transaction; one already stored is kept (same digest, same bytes)."""
-    if not parts:
-        return
-    now = utcnow()
-    rows = [{"sha256": sha, "body": data.decode(), "created_at": now} for sha, data in sorted(parts.items())]
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    session.execute(module.insert(AuditPartRow).on_conflict_do_nothing(index_elements=["sha256"]), rows)

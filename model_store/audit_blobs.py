@@ -15,16 +15,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.array_codec import REF_KEY, Blob, reference_problem, references
-from model_store.audit import AuditTrail, RecordDraft
+from model_store.audit import RECORDS, AuditTrail, RecordDraft
+from model_store.audit_chunks import CHUNKS, ChunkCache
 from model_store.audit_log import AuditLog
 from model_store.audit_verify import verify_log
-from model_store.errors import Conflict, NotFound
-from model_store.tables import AuditBlobRow, RecordRow, utcnow
+from model_store.errors import Conflict, IntegrityError, NotFound
+from model_store.tables import AuditBlobRow, utcnow
 
 VERIFY_BATCH = 200
 
@@ -144,22 +145,24 @@ class AuditBlobs:
 
 
 def _referring_records(session: Session) -> Iterator[tuple[Any, list[dict[str, Any]] | None]]:
-    """Each record whose body mentions a blob reference, in the order written (read in batches), with its
-    explanation's references (None when its body is not JSON)."""
+    """Each record whose stored bytes mention a blob reference (its body does, or it lies in a job chunk
+    that does), in the order written (read in batches), with its explanation's references (None when its
+    stored bytes cannot be read or are not JSON)."""
+    chunks = ChunkCache(capacity=2)
+    with_refs = select(CHUNKS.c.sha256).where(CHUNKS.c.has_refs)
+    mentions = or_(RECORDS.c.body.contains(f'"{REF_KEY}"'), RECORDS.c.chunk_sha256.in_(with_refs))
     after = 0
     while True:
         rows = session.execute(
-            select(RecordRow.seq, RecordRow.id, RecordRow.body)
-            .where(RecordRow.seq > after, RecordRow.body.contains(f'"{REF_KEY}"'))
-            .order_by(RecordRow.seq)
-            .limit(VERIFY_BATCH)
+            select(RECORDS).where(RECORDS.c.seq > after, mentions).order_by(RECORDS.c.seq).limit(VERIFY_BATCH)
         ).all()
         for row in rows:
             try:
-                refs: list[dict[str, Any]] | None = list(
-                    references(orjson.loads(row.body).get("explanation"))
-                )
-            except orjson.JSONDecodeError:
+                text = chunks.body(session, row) or ""
+                if f'"{REF_KEY}"' not in text:
+                    continue  # another row of a chunk that has references
+                refs: list[dict[str, Any]] | None = list(references(orjson.loads(text).get("explanation")))
+            except (orjson.JSONDecodeError, IntegrityError):
                 refs = None
             yield row, refs
         if len(rows) < VERIFY_BATCH:

@@ -1,4 +1,5 @@
-"""Verify the audit log from the database: every leaf recomputed from its record's stored bytes, the tree's
+"""Verify the audit log from the database: every leaf recomputed from its record's stored bytes (a job
+row's from its chunk, whose bytes are checked against its digest first), the tree's
 root rebuilt from them and compared with the head, the stored tree and the latest signed checkpoint, and
 every part a record names present and hashing to its digest.
 
@@ -18,7 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from candor_verify import merkle
 from model_store.audit import INDEXED, PARTS, RECORDS, canonical_json, leaf_hash_hex, sha256_hex
+from model_store.audit_chunks import ChunkCache
 from model_store.audit_log import AuditLog
+from model_store.errors import IntegrityError
 from model_store.tables import AuditTreeRow, as_utc
 
 BATCH = 1000
@@ -49,11 +52,13 @@ class RootBuilder:
         return node
 
 
-def _problem(row: Any) -> str | None:
+def _problem(row: Any, text: str | Exception | None) -> str | None:
     """Why a record's row contradicts its stored bytes (None: it does not)."""
-    if row.body is None:
+    if isinstance(text, Exception):
+        return str(text)  # its job chunk is missing or damaged
+    if text is None:
         return None  # purged: only its leaf hash remains
-    body_bytes = row.body.encode()
+    body_bytes = text.encode()
     if leaf_hash_hex(body_bytes) != row.leaf_hash:
         return "the record's stored bytes do not match its leaf hash"
     if row.prev_hash is not None and sha256_hex(body_bytes) != row.hash:
@@ -70,13 +75,22 @@ def _problem(row: Any) -> str | None:
     return None
 
 
-def _leaves(sessions: sessionmaker[Session]) -> Iterator[Any]:
+def _leaves(sessions: sessionmaker[Session]) -> Iterator[tuple[Any, str | Exception | None]]:
+    """Each leaf's row in leaf order with its stored bytes (None when purged; the error when its chunk
+    cannot be read), in batches."""
     after = -1
     query = select(RECORDS).where(RECORDS.c.leaf_index.is_not(None)).order_by(RECORDS.c.leaf_index)
+    chunks = ChunkCache(capacity=2)
     while True:
         with sessions() as session:
             rows = session.execute(query.where(RECORDS.c.leaf_index > after).limit(BATCH)).all()
-        yield from rows
+            texts: list[str | Exception | None] = []
+            for row in rows:
+                try:
+                    texts.append(chunks.body(session, row))
+                except IntegrityError as exc:
+                    texts.append(exc)
+        yield from zip(rows, texts, strict=True)
         if len(rows) < BATCH:
             return
         after = rows[-1].leaf_index
@@ -106,18 +120,18 @@ def verify_log(audit_log: AuditLog) -> dict[str, Any]:
     builder, digests = RootBuilder(), set[str]()
     roots = {0: merkle.EMPTY_ROOT}  # the rebuilt root at the checkpoint's size
     first_break: dict[str, Any] | None = None
-    for row in _leaves(sessions):
+    for row, text in _leaves(sessions):
         if checkpoint is not None and builder.size == checkpoint["tree_size"]:
             roots[builder.size] = builder.root()
         if row.leaf_index != builder.size:
             first_break = _break(row, f"leaf {builder.size} is missing")
             break
-        reason = _problem(row)
+        reason = _problem(row, text)
         if reason is not None:
             first_break = _break(row, reason)
             break
-        if row.body is not None and row.prev_hash is None:
-            digests.update((orjson.loads(row.body).get("parts") or {}).values())
+        if isinstance(text, str) and row.prev_hash is None:
+            digests.update((orjson.loads(text).get("parts") or {}).values())
         builder.add(bytes.fromhex(row.leaf_hash))
     roots[builder.size] = builder.root()
     head = audit_log.head()

@@ -1,12 +1,13 @@
 """Batch jobs in the database and their files on disk.
 
-A job row says where the job stands; its files live under ``<data_dir>/jobs/<id>/``: ``input.parquet`` (the
-rows, normalised at submission, one row group per chunk; deleted once the job ends) and ``chunks/<n>.jsonl``
-(the result lines of chunk ``n``). A runner claims a job (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite:
-the database's single write lock, taken first), keeps its heartbeat fresh, and commits each chunk's progress
-in the transaction that also appends the chunk's audit records. ``chunks_done`` is therefore always a prefix
-of the job that is fully committed; a runner that dies leaves the job to be reclaimed once its heartbeat is
-stale, and the next runner resumes at ``chunks_done``, overwriting any chunk file left beyond it.
+A job row says where the job stands; its input lives under ``<data_dir>/jobs/<id>/input.parquet`` (the rows,
+normalised at submission, one row group per chunk; deleted once the job ends), and each committed chunk's
+rows are stored once in the database (``job_chunks`` names the chunk of ``audit_chunks`` holding them; jobs
+run before that kept ``chunks/<n>.jsonl`` files, still read). A runner claims a job (PostgreSQL: ``FOR
+UPDATE SKIP LOCKED``; SQLite: the database's single write lock, taken first), keeps its heartbeat fresh, and
+commits each chunk's progress in the transaction that also stores the chunk and its audit records.
+``chunks_done`` is therefore always a prefix of the job that is fully committed; a runner that dies leaves
+the job to be reclaimed once its heartbeat is stale, and the next runner resumes at ``chunks_done``.
 
     queued -> running -> succeeded | failed
        \\          \\-> cancelled   (DELETE; the runner stops at the next chunk)
@@ -20,7 +21,6 @@ import datetime as dt
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.errors import Conflict, IdempotencyKeyTaken, NotFound
-from model_store.tables import JobRow, as_utc, utcnow
+from model_store.tables import JobChunkRow, JobRow, as_utc, utcnow
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
@@ -116,11 +116,8 @@ class JobFiles:
         return self.job_dir(job_id) / "input.parquet"
 
     def chunk_path(self, job_id: str, chunk: int) -> Path:
+        """Where a job run before chunks were stored in the database kept chunk ``chunk``'s lines."""
         return self.job_dir(job_id) / "chunks" / f"{int(chunk)}.jsonl"
-
-    def staging_path(self, job_id: str, chunk: int) -> Path:
-        """Where a chunk's lines are written before the commit renames them into place."""
-        return self.job_dir(job_id) / "chunks" / f".{int(chunk)}.{uuid.uuid4().hex}.tmp"
 
     def new_staging_dir(self) -> tuple[str, Path]:
         """A fresh job id and a private directory to write its input in."""
@@ -139,13 +136,6 @@ class JobFiles:
         """Delete a finished job's input rows: its results and audit records stand without them, and a
         model with ``store_inputs: hash`` must not keep the inputs on disk."""
         self.input_path(job_id).unlink(missing_ok=True)
-
-    def read_chunks(self, job_id: str, chunks: int, block: int = 1 << 16) -> Iterator[bytes]:
-        """The committed result lines of chunks ``0 .. chunks-1``, in order, in blocks."""
-        for chunk in range(chunks):
-            with self.chunk_path(job_id, chunk).open("rb") as handle:
-                while data := handle.read(block):
-                    yield data
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -290,6 +280,18 @@ class JobStore:
                 session.flush()
                 given_up.append(row.id)
         return None
+
+    @staticmethod
+    def add_chunk(session: Session, job_id: str, chunk: int, sha256: str, rows: int) -> None:
+        """Within the caller's transaction (the chunk's commit), note which stored chunk holds its rows."""
+        session.add(JobChunkRow(job_id=job_id, chunk=chunk, sha256=sha256, rows=rows))
+
+    def chunk_digests(self, job_id: str) -> list[str]:
+        """The stored chunks of a job's committed chunks, in order (none for a job run before they were
+        stored so: its rows are in its chunk files)."""
+        with self.sessions() as session:
+            query = select(JobChunkRow.sha256).where(JobChunkRow.job_id == job_id).order_by(JobChunkRow.chunk)
+            return list(session.scalars(query).all())
 
     def heartbeat(self, job_id: str, runner_id: str) -> bool:
         """Refresh the job's heartbeat; False when this runner no longer holds it."""

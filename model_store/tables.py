@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -111,6 +112,11 @@ class RecordRow(Base):
     leaf_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     leaf_index: Mapped[int | None] = mapped_column(SeqInt, nullable=True, unique=True)
     body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    chunk_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """A batch job row's record is stored in its chunk (``audit_chunks``), not in ``body``: these name the
+    chunk and where its stored bytes lie in the chunk's (uncompressed) bytes."""
+    chunk_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    chunk_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class AuditHeadRow(Base):
@@ -142,6 +148,33 @@ class AuditCheckpointRow(Base):
     root: Mapped[str] = mapped_column(String(64), nullable=False)
     note: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+class AuditChunkRow(Base):
+    """A batch job chunk's rows, stored once: one line per row (its record's stored bytes, or its error
+    line), zstd-compressed, under the sha256 of the uncompressed bytes. The job's result and the audit log
+    read the same bytes."""
+
+    __tablename__ = "audit_chunks"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    """Bytes before compression."""
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    has_refs: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    """Whether some record in it refers to blobs (attention weights)."""
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+
+
+class JobChunkRow(Base):
+    """Which stored chunk holds chunk ``chunk`` of a job's rows."""
+
+    __tablename__ = "job_chunks"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    chunk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 class AuditPartRow(Base):

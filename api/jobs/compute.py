@@ -13,10 +13,11 @@ process, so models load once per worker), reads its chunk from ``input.parquet``
 - When a one-call chunk fails (one bad row fails the whole request), it is computed again row by row: a bad
   row gets an error line (``status: error`` and a problem object) and the others their results.
 
-The worker writes the chunk's result lines to a temporary file beside ``chunks/<n>.jsonl`` and returns the
-rows' audit record drafts (attention weights as blob references, as the explain endpoint records them, with
-the blobs' bytes beside), the summary accumulator and that file's name; the runner renames the file into
-place and commits the records, their blobs and the progress in one transaction.
+The worker makes each explained row's audit record in its stored form (attention weights as blob
+references, as the explain endpoint records them, with the blobs' bytes beside) and packs the chunk
+(``model_store.audit_chunks``: the records and the failed rows' error lines, compressed, content-addressed);
+the runner commits the chunk, its records' rows, their blobs and the progress in one transaction. The
+job's result lines are read back from the chunk (``api.jobs.results``): a row is stored once.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ from api.service.jsonbytes import dumps_bytes
 from api.service.recording import draft_for, out_of_line
 from api.settings import Settings
 from explainers.envelope import Explanation
-from model_store.audit import RecordDraft, serialised
+from model_store.audit import RecordDraft, StoredRecord, stored_form
+from model_store.audit_chunks import RecordChunk, pack
 from model_store.errors import CandorError
 from model_store.jobs import JobFiles
 from model_store.store import Store
+from model_store.tables import utcnow
 
 log = logging.getLogger("candor.jobs")
 
@@ -66,11 +69,10 @@ class ChunkOutcome:
     chunk: int
     rows: int
     errors: int
-    staged: str
-    """The file holding the chunk's result lines, to be renamed to ``chunks/<n>.jsonl`` at commit."""
-    drafts: list[RecordDraft]
+    packed: RecordChunk
+    """The chunk's rows as stored: the explained rows' records and the failed rows' lines, compressed."""
     blobs: list[tuple[str, bytes]]
-    """(sha256, bytes) of the arrays the drafts hold as blob references (attention weights), each once."""
+    """(sha256, bytes) of the arrays the records hold as blob references (attention weights), each once."""
     summary: dict[str, Any]
     explanation: dict[str, Any] | None
     """kind, method and output of the chunk's explanation (the same for every row of the job)."""
@@ -104,7 +106,7 @@ def service_for(settings: Settings) -> ExplanationService:
 
 
 def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
-    """The Dask task: compute chunk ``task.chunk`` and stage its lines; never raises for a row's error."""
+    """The Dask task: compute chunk ``task.chunk`` and pack its rows; never raises for a row's error."""
     _freeze_after_first_chunk()
     service = service_for(settings)
     files = JobFiles(settings.data_dir)
@@ -130,15 +132,13 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
                     draft_for(task.kind, outcome, info, [instance], task.options, task.key_id, source)
                 )
                 blobs.update((blob.sha256, bytes(blob.data)) for blob in arrays)
-                drafts.append(_serialised(draft))
+                drafts.append(draft)
     lines = [
         row_lines.error_line(task.first_row + offset, outcome)
         if isinstance(outcome, BaseException)
         else row_lines.ok_line(task.first_row + offset, outcome)
         for offset, outcome in enumerate(explained)
     ]
-    staged = files.staging_path(task.job_id, task.chunk)
-    staged.write_bytes(b"".join(dumps_bytes(line) + b"\n" for line in lines))
     first = next((e for e in explained if isinstance(e, Explanation)), None)
     meta = _meta(first)
     feature_order = (meta or {}).get("output", {}).get("feature_order")
@@ -146,8 +146,7 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
         chunk=task.chunk,
         rows=len(lines),
         errors=sum(1 for line in lines if line["status"] != "ok"),
-        staged=str(staged),
-        drafts=drafts,
+        packed=_packed(lines, drafts),
         blobs=list(blobs.items()),
         summary=accumulate(task.kind, lines, feature_order),
         explanation=meta,
@@ -155,8 +154,13 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
     )
 
 
-def _serialised(draft: RecordDraft) -> RecordDraft:
-    return dataclasses.replace(draft, content=serialised(draft.content), parts=serialised(draft.parts))
+def _packed(lines: list[dict[str, Any]], drafts: list[RecordDraft]) -> RecordChunk:
+    """The chunk's rows in order: each explained row its record (stored form), each failed row its line."""
+    now, records = utcnow(), iter(drafts)
+    entries: list[StoredRecord | bytes] = [
+        stored_form(next(records), now) if line["status"] == "ok" else dumps_bytes(line) for line in lines
+    ]
+    return pack(entries)
 
 
 def _in_one_call(

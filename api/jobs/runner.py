@@ -2,10 +2,10 @@
 
 For each claimed job the runner keeps up to two chunks per worker in flight and commits finished chunks in
 order, each in one transaction: the job's progress (guarded: only the runner holding the job, only the next
-chunk), the rows' audit records, and the rename of the chunk's staged lines to ``chunks/<n>.jsonl``. A
-runner killed at any point therefore loses and duplicates nothing: the job's heartbeat goes stale, another
-runner reclaims it and resumes at ``chunks_done``. A cancelled or reclaimed job fails the guard; the runner
-drops the chunk and moves on. On SIGTERM or SIGINT the runner finishes the chunk it is committing, gives
+chunk) and the chunk as stored (``model_store.audit_chunks``: the rows' audit records and error lines,
+which the job's result is read from), with the records' blobs. A runner killed at any point therefore
+loses and duplicates nothing: the job's heartbeat goes stale, another runner reclaims it and resumes at
+``chunks_done``. A cancelled or reclaimed job fails the guard; the runner drops the chunk and moves on. On SIGTERM or SIGINT the runner finishes the chunk it is committing, gives
 the job back to the queue and exits.
 """
 
@@ -18,7 +18,6 @@ import signal
 import socket
 import threading
 import uuid
-from pathlib import Path
 from typing import Any
 
 from api.jobs.cluster import dask_client, worker_count
@@ -26,7 +25,7 @@ from api.jobs.compute import ChunkOutcome, ChunkTask, compute_chunk, warm_up
 from api.jobs.summaries import merge
 from api.settings import Settings
 from candor_verify.note import load_signer
-from model_store import audit_blobs
+from model_store import audit_blobs, audit_chunks
 from model_store.array_codec import Blob
 from model_store.audit_log import Integrator
 from model_store.errors import CandorError
@@ -133,7 +132,6 @@ class Runner:
 
     # -- one job ------------------------------------------------------------------------------------------
     def run_job(self, client: Any, job: dict[str, Any]) -> None:
-        self._clear_leftovers(job)
         with Heartbeat(self.jobs, job["id"], self.runner_id, self.settings.job_heartbeat_seconds) as beat:
             try:
                 finished = self._chunks(client, job, beat.lost)
@@ -198,27 +196,18 @@ class Runner:
         )
 
     def _commit(self, job_id: str, outcome: ChunkOutcome, summary: dict[str, Any]) -> dict[str, Any]:
-        """Progress, audit records with their blobs, and the chunk file, all or nothing."""
-        staged = Path(outcome.staged)
+        """Progress, the chunk with its records and their blobs, all or nothing."""
         updated = {
             "acc": merge(summary.get("acc", {}), outcome.summary),
             "explanation": summary.get("explanation") or outcome.explanation,
         }
         progress = ChunkProgress(outcome.chunk, outcome.rows, outcome.errors)
-        try:
-            with self.store.sessions.begin() as session:
-                take_write_turn(session)  # on SQLite, before the progress update writes
-                self.jobs.advance(session, job_id, self.runner_id, progress, updated)
-                blobs = [Blob(sha, memoryview(data)) for sha, data in outcome.blobs]
-                audit_blobs.append_with_blobs(self.store.audit, session, outcome.drafts, blobs)
-                staged.replace(self.files.chunk_path(job_id, outcome.chunk))
-        finally:
-            staged.unlink(missing_ok=True)
+        with self.store.sessions.begin() as session:
+            take_write_turn(session)  # on SQLite, before the progress update writes
+            self.jobs.advance(session, job_id, self.runner_id, progress, updated)
+            if outcome.blobs:
+                self.store.audit.lock(session)  # blobs under the log's lock: no collection in between
+                audit_blobs.write(session, [Blob(sha, memoryview(data)) for sha, data in outcome.blobs])
+            audit_chunks.write(session, outcome.packed)
+            self.jobs.add_chunk(session, job_id, outcome.chunk, outcome.packed.sha256, outcome.rows)
         return updated
-
-    def _clear_leftovers(self, job: dict[str, Any]) -> None:
-        """Staged files of a runner that died with this job (its chunk files beyond ``chunks_done`` are
-        overwritten as the chunks are committed again)."""
-        chunks = self.files.chunk_path(job["id"], 0).parent
-        for leftover in chunks.glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from api.jobs.results import check_chunks, parquet_result
+from api.jobs.results import JobResults, parquet_result
 from api.jobs.submit import JobRequest, Submission
 from api.jobs.summaries import finalize
 from api.service.explanations import ExplanationService
@@ -28,6 +28,7 @@ class Caller:
 class Jobs:
     def __init__(self, service: ExplanationService) -> None:
         self.store = JobStore(service.store.sessions, service.settings.data_dir)
+        self.records = service.store
         self.submission = Submission(service, self.store)
 
     def submit(
@@ -44,14 +45,14 @@ class Jobs:
 
     def result_lines(self, job_id: str, caller: Caller) -> Iterator[bytes]:
         """The result's JSON lines, chunk by chunk (409 until the job has succeeded)."""
-        chunks = self._succeeded(job_id, caller)
-        check_chunks(self.store.files, job_id, chunks)
-        return self.store.files.read_chunks(job_id, chunks)
+        return self._results(job_id, caller).json_lines()
 
     def result_parquet(self, job_id: str, caller: Caller) -> Path:
         """The result as one Parquet file, written on first request (409 until the job has succeeded)."""
-        chunks = self._succeeded(job_id, caller)
-        return parquet_result(self.store.files, job_id, chunks)
+        return parquet_result(self._results(job_id, caller))
+
+    def _results(self, job_id: str, caller: Caller) -> JobResults:
+        return JobResults(self.records, self.store, job_id, self._succeeded(job_id, caller))
 
     def _succeeded(self, job_id: str, caller: Caller) -> int:
         """The job's chunk count, once it has succeeded (else 409)."""

@@ -57,7 +57,7 @@ class Records:
         a record names once, before the first record naming it."""
         self.store.audit_log.integrate()
         sent: set[str] = set()
-        for row, record, parts in self.store.audit.leaves(_filters(query, models)):
+        for row, stored, record, parts in self.store.audit.leaves(_filters(query, models)):
             for digest, body in parts.items():
                 if digest not in sent:
                     sent.add(digest)
@@ -66,10 +66,10 @@ class Records:
                 "leaf_index": row.leaf_index,
                 "leaf_hash": _b64(bytes.fromhex(row.leaf_hash)),
             }
-            if record is None:
+            if stored is None:
                 yield {**line, "purged": True}
             else:
-                yield {**line, "stored": _b64(row.body.encode()), "record": record}
+                yield {**line, "stored": _b64(stored.encode()), "record": record}
 
     def checkpoint(self) -> str:
         """The latest signed checkpoint's note (the log integrated and signed first)."""

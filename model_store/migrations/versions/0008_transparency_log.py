@@ -1,5 +1,5 @@
 """The audit trail becomes a Merkle-tree log: each record is a leaf (RFC 9162), signed checkpoints replace
-the chain's head, shared record parts are stored once.
+the chain's head, shared record parts are stored once, a batch job's rows are stored once per chunk.
 
 The version 1 chain is verified first (every body hashes to its hash, links to the one before, the sequence
 has no gap, a purged prefix is anchored by its checkpoint record) and the migration stops, changing nothing,
@@ -122,6 +122,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("leaf_index", SEQ, nullable=True))
         batch.alter_column("body", existing_type=sa.Text, nullable=True)
         batch.alter_column("prev_hash", existing_type=sa.String(64), nullable=True)
+        batch.add_column(sa.Column("chunk_sha256", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("chunk_offset", sa.BigInteger, nullable=True))
+        batch.add_column(sa.Column("chunk_length", sa.Integer, nullable=True))
     op.create_table(
         "audit_tree",
         sa.Column("index", SEQ, primary_key=True, autoincrement=False),
@@ -140,10 +143,26 @@ def upgrade() -> None:
         sa.Column("body", sa.Text, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_table(
+        "audit_chunks",
+        sa.Column("sha256", sa.String(64), primary_key=True),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        sa.Column("has_refs", sa.Boolean, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "job_chunks",
+        sa.Column("job_id", sa.String(36), primary_key=True),
+        sa.Column("chunk", sa.Integer, primary_key=True),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("rows", sa.Integer, nullable=False),
+    )
     _carry_into_the_log(connection)
     with op.batch_alter_table("explanation_records") as batch:
         batch.alter_column("leaf_hash", existing_type=sa.String(64), nullable=False)
         batch.create_unique_constraint("uq_records_leaf_index", ["leaf_index"])
+    op.create_index("ix_records_chunk", "explanation_records", ["chunk_sha256"])
     op.create_index(
         "ix_records_unsequenced",
         "explanation_records",
