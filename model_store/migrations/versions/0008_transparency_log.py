@@ -35,7 +35,12 @@ class ChainBroken(RuntimeError):
 
 
 RECORDS = sa.table(
-    "explanation_records", sa.column("seq"), sa.column("prev_hash"), sa.column("hash"), sa.column("body")
+    "explanation_records",
+    sa.column("seq"),
+    sa.column("id"),
+    sa.column("prev_hash"),
+    sa.column("hash"),
+    sa.column("body"),
 )
 
 
@@ -65,22 +70,26 @@ def _verify_v1_chain(connection: sa.Connection) -> None:
     first = connection.execute(sa.text("SELECT min(seq) FROM explanation_records")).scalar()
     if first is None:
         if head_seq != 0:
-            raise ChainBroken("the v1 audit chain's records are missing")
+            raise ChainBroken(f"the v1 audit chain's records are missing (its head is record {head_seq})")
         return
     expected_prev = GENESIS if first == 1 else _anchor(connection, first)
     if expected_prev is None:
         raise ChainBroken(f"v1 records before {first} are missing (no checkpoint names them)")
     expected_seq = first
-    for row in _rows(connection, "seq", "prev_hash", "hash", "body"):
+    for row in _rows(connection, "seq", "id", "prev_hash", "hash", "body"):
         if row.seq != expected_seq:
             raise ChainBroken(f"v1 record {expected_seq} is missing")
         if hashlib.sha256(row.body.encode()).hexdigest() != row.hash:
-            raise ChainBroken(f"v1 record {row.seq}'s body does not match its hash")
+            raise ChainBroken(f"v1 record {row.seq} ({row.id}): its body does not match its hash")
         if row.prev_hash != expected_prev:
-            raise ChainBroken(f"v1 record {row.seq} does not link to the record before it")
+            raise ChainBroken(f"v1 record {row.seq} ({row.id}) does not link to the record before it")
         expected_seq, expected_prev = row.seq + 1, row.hash
-    if expected_seq - 1 != head_seq or expected_prev != head_hash:
-        raise ChainBroken("the v1 chain ends before its recorded head")
+    if expected_seq - 1 != head_seq:
+        raise ChainBroken(
+            f"the v1 chain ends at record {expected_seq - 1}, not at its recorded head {head_seq}"
+        )
+    if expected_prev != head_hash:
+        raise ChainBroken(f"v1 record {head_seq}'s hash differs from the chain's recorded head")
 
 
 def _carry_into_the_log(connection: sa.Connection) -> None:
@@ -116,7 +125,10 @@ def _carry_into_the_log(connection: sa.Connection) -> None:
 
 def upgrade() -> None:
     connection = op.get_bind()
-    _verify_v1_chain(connection)
+    try:
+        _verify_v1_chain(connection)
+    except ChainBroken as exc:
+        raise ChainBroken(f"The v1 audit chain does not verify, so nothing was migrated: {exc}") from None
     with op.batch_alter_table("explanation_records") as batch:
         batch.add_column(sa.Column("leaf_hash", sa.String(64), nullable=True))
         batch.add_column(sa.Column("leaf_index", SEQ, nullable=True))
