@@ -364,6 +364,25 @@ def test_a_broken_v1_chain_is_refused_and_left_as_it_was(
     assert query(url, "SELECT version_num FROM alembic_version")[0][0] == "0007"
 
 
+def test_a_migration_failing_part_way_leaves_the_database_as_it_was(
+    v1: tuple[str, str], tmp_path: Path
+) -> None:
+    """A table in the way (left over, say) fails the migration after it has added columns and tables: all of
+    it is rolled back, on SQLite too, so it can be rerun once the obstacle is gone."""
+    _, url = v1
+    execute(url, "CREATE TABLE audit_parts (obstacle INTEGER)")
+    unchanged = dump(url)
+    with pytest.raises(sa.exc.DatabaseError, match="audit_parts"):
+        Store(tmp_path / "data", url).close()
+    assert dump(url) == unchanged
+    execute(url, "DROP TABLE audit_parts")
+    store = migrated(url, tmp_path)
+    try:
+        assert verify_trail(store.audit_log)["ok"]
+    finally:
+        store.close()
+
+
 def test_the_api_answers_v1_records_as_before(v1: tuple[str, str], tmp_path: Path) -> None:
     _, url = v1
     before = v1_records(url)
