@@ -12,7 +12,7 @@ import json
 import shutil
 import subprocess
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -328,7 +328,7 @@ def _change_a_byte(url: str, rows: list[Any]) -> Any:
     return target
 
 
-def _delete(position: int):  # type: ignore[no-untyped-def]
+def _delete(position: int) -> Callable[[str, list[Any]], Any]:
     def delete(url: str, rows: list[Any]) -> Any:
         execute(url, "DELETE FROM explanation_records WHERE seq = :seq", seq=rows[position].seq)
         return rows[position]
@@ -336,11 +336,36 @@ def _delete(position: int):  # type: ignore[no-untyped-def]
     return delete
 
 
+def _rehash_a_changed_body(url: str, rows: list[Any]) -> Any:
+    """A record changed and its hash recomputed: the next record's link no longer holds."""
+    target = rows[5]
+    body = target.body.replace('"status":"ok"', '"status":"OK"')
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    execute(
+        url,
+        "UPDATE explanation_records SET body = :body, hash = :h WHERE seq = :seq",
+        body=body,
+        h=digest,
+        seq=target.seq,
+    )
+    return rows[6]
+
+
+def _change_the_head(url: str, rows: list[Any]) -> Any:
+    execute(url, "UPDATE audit_head SET hash = :h WHERE id = 1", h="0" * 64)
+    return rows[-1]
+
+
 BREAKS = {
     "a changed byte": (_change_a_byte, r"v1 record {seq} \({id}\): its body does not match its hash"),
     "a deleted record": (_delete(6), "v1 record {seq} is missing"),
     "the deleted checkpoint": (_delete(0), "v1 records before {next} are missing"),
     "the deleted last record": (_delete(-1), "ends at record {before}, not at its recorded head {seq}"),
+    "a rehashed change": (
+        _rehash_a_changed_body,
+        r"v1 record {seq} \({id}\) does not link to the record before",
+    ),
+    "a changed head": (_change_the_head, "v1 record {seq}'s hash differs from the chain's recorded head"),
 }
 
 
