@@ -406,11 +406,11 @@ def test_purge_deletes_the_bodies_of_older_records_only(store: Store) -> None:
     time.sleep(0.01)
     store.audit.append([draft(2)])
     third = dt.datetime.fromisoformat(str(store.audit.get("rec-2")["recorded_at"]))
-    assert store.audit.purge(third) == {"purged": 2}
+    assert store.audit.purge(third) == {"purged": 2, "chunks": 0}
     assert [(r.seq, r.body is None) for r in _raw_rows(store)] == [(1, True), (2, True), (3, False)]
     assert [r["id"] for r in store.audit.stream(RecordFilter())] == ["rec-2"]
     assert verify_trail(store.audit_log)["ok"] is True
-    assert store.audit.purge(third) == {"purged": 0}
+    assert store.audit.purge(third) == {"purged": 0, "chunks": 0}
 
 
 def test_cli_purge_follows_the_retention_setting(

@@ -5,8 +5,9 @@ order, each in one transaction: the job's progress (guarded: only the runner hol
 chunk) and the chunk as stored (``model_store.audit_chunks``: the rows' audit records and error lines,
 which the job's result is read from), with the records' blobs. A runner killed at any point therefore
 loses and duplicates nothing: the job's heartbeat goes stale, another runner reclaims it and resumes at
-``chunks_done``. A cancelled or reclaimed job fails the guard; the runner drops the chunk and moves on. On SIGTERM or SIGINT the runner finishes the chunk it is committing, gives
-the job back to the queue and exits.
+``chunks_done``. A cancelled or reclaimed job fails the guard; the runner drops the chunk and moves on.
+On SIGTERM or SIGINT the runner finishes the chunk it is committing, gives the job back to the queue and
+exits.
 """
 
 from __future__ import annotations

@@ -35,7 +35,12 @@ class ChainBroken(RuntimeError):
 
 
 RECORDS = sa.table(
-    "explanation_records", sa.column("seq"), sa.column("prev_hash"), sa.column("hash"), sa.column("body")
+    "explanation_records",
+    sa.column("seq"),
+    sa.column("id"),
+    sa.column("prev_hash"),
+    sa.column("hash"),
+    sa.column("body"),
 )
 
 
@@ -60,49 +65,56 @@ def _anchor(connection: sa.Connection, first: int) -> str | None:
     return None
 
 
-def _verify_v1_chain(connection: sa.Connection) -> None:
+def _verified_leaves(connection: sa.Connection) -> list[tuple[int, bytes]]:
+    """Check the v1 chain and return each record's (seq, leaf hash) in chain order, in one read of the
+    bodies."""
     head_seq, head_hash = connection.execute(sa.text("SELECT seq, hash FROM audit_head WHERE id = 1")).one()
     first = connection.execute(sa.text("SELECT min(seq) FROM explanation_records")).scalar()
     if first is None:
         if head_seq != 0:
-            raise ChainBroken("the v1 audit chain's records are missing")
-        return
+            raise ChainBroken(f"the v1 audit chain's records are missing (its head is record {head_seq})")
+        return []
     expected_prev = GENESIS if first == 1 else _anchor(connection, first)
     if expected_prev is None:
         raise ChainBroken(f"v1 records before {first} are missing (no checkpoint names them)")
-    expected_seq = first
-    for row in _rows(connection, "seq", "prev_hash", "hash", "body"):
+    expected_seq, leaves = first, []
+    for row in _rows(connection, "seq", "id", "prev_hash", "hash", "body"):
         if row.seq != expected_seq:
             raise ChainBroken(f"v1 record {expected_seq} is missing")
-        if hashlib.sha256(row.body.encode()).hexdigest() != row.hash:
-            raise ChainBroken(f"v1 record {row.seq}'s body does not match its hash")
+        body = row.body.encode()
+        if hashlib.sha256(body).hexdigest() != row.hash:
+            raise ChainBroken(f"v1 record {row.seq} ({row.id}): its body does not match its hash")
         if row.prev_hash != expected_prev:
-            raise ChainBroken(f"v1 record {row.seq} does not link to the record before it")
+            raise ChainBroken(f"v1 record {row.seq} ({row.id}) does not link to the record before it")
+        leaves.append((row.seq, merkle.leaf_hash(body)))
         expected_seq, expected_prev = row.seq + 1, row.hash
-    if expected_seq - 1 != head_seq or expected_prev != head_hash:
-        raise ChainBroken("the v1 chain ends before its recorded head")
+    if expected_seq - 1 != head_seq:
+        raise ChainBroken(
+            f"the v1 chain ends at record {expected_seq - 1}, not at its recorded head {head_seq}"
+        )
+    if expected_prev != head_hash:
+        raise ChainBroken(f"v1 record {head_seq}'s hash differs from the chain's recorded head")
+    return leaves
 
 
-def _carry_into_the_log(connection: sa.Connection) -> None:
+def _carry_into_the_log(connection: sa.Connection, leaves: list[tuple[int, bytes]]) -> None:
     """Every v1 record a leaf, in chain order; the tree's stored hashes; the head's size and root."""
     stored: list[bytes] = []
 
     def read(indexes: Any) -> list[bytes]:
         return [stored[i] for i in indexes]
 
-    leaves: list[dict[str, Any]] = []
-    for index, row in enumerate(_rows(connection, "seq", "body")):
-        leaf = merkle.leaf_hash(row.body.encode())
+    for index, (_, leaf) in enumerate(leaves):
         stored.extend(merkle.stored_hashes_for_leaf(index, leaf, read))
-        leaves.append({"seq": row.seq, "leaf_index": index, "leaf_hash": leaf.hex()})
+    update = sa.text(
+        "UPDATE explanation_records SET leaf_index = :leaf_index, leaf_hash = :leaf_hash WHERE seq = :seq"
+    )
     for start in range(0, len(leaves), BATCH):
-        connection.execute(
-            sa.text(
-                "UPDATE explanation_records SET leaf_index = :leaf_index, leaf_hash = :leaf_hash "
-                "WHERE seq = :seq"
-            ),
-            leaves[start : start + BATCH],
-        )
+        rows = [
+            {"seq": seq, "leaf_index": start + i, "leaf_hash": leaf.hex()}
+            for i, (seq, leaf) in enumerate(leaves[start : start + BATCH])
+        ]
+        connection.execute(update, rows)
     tree = sa.table("audit_tree", sa.column("index"), sa.column("hash"))
     for start in range(0, len(stored), BATCH):
         rows = [{"index": start + i, "hash": h} for i, h in enumerate(stored[start : start + BATCH])]
@@ -114,17 +126,31 @@ def _carry_into_the_log(connection: sa.Connection) -> None:
     )
 
 
+def _begin_on_sqlite(connection: sa.Connection) -> None:
+    """Put the DDL below in the migration's transaction on SQLite too: its driver begins one only before a
+    write, so DDL run outside one commits at once and a failure part way would leave a half-migrated
+    database. IMMEDIATE takes the write lock first: nothing is written between verifying and carrying."""
+    if connection.dialect.name != "sqlite":
+        return
+    driver = connection.connection.dbapi_connection
+    if not getattr(driver, "in_transaction", True):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def upgrade() -> None:
     connection = op.get_bind()
-    _verify_v1_chain(connection)
-    with op.batch_alter_table("explanation_records") as batch:
-        batch.add_column(sa.Column("leaf_hash", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("leaf_index", SEQ, nullable=True))
-        batch.alter_column("body", existing_type=sa.Text, nullable=True)
-        batch.alter_column("prev_hash", existing_type=sa.String(64), nullable=True)
-        batch.add_column(sa.Column("chunk_sha256", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("chunk_offset", sa.BigInteger, nullable=True))
-        batch.add_column(sa.Column("chunk_length", sa.Integer, nullable=True))
+    _begin_on_sqlite(connection)
+    try:
+        leaves = _verified_leaves(connection)
+    except ChainBroken as exc:
+        raise ChainBroken(f"The v1 audit chain does not verify, so nothing was migrated: {exc}") from None
+    # The leaf columns are added in place (nullable: SQLite needs no copy of the table for them) and filled;
+    # the other changes then take the one copy of the table SQLite makes (batch mode).
+    op.add_column("explanation_records", sa.Column("leaf_hash", sa.String(64), nullable=True))
+    op.add_column("explanation_records", sa.Column("leaf_index", SEQ, nullable=True))
+    op.add_column("explanation_records", sa.Column("chunk_sha256", sa.String(64), nullable=True))
+    op.add_column("explanation_records", sa.Column("chunk_offset", sa.BigInteger, nullable=True))
+    op.add_column("explanation_records", sa.Column("chunk_length", sa.Integer, nullable=True))
     op.create_table(
         "audit_tree",
         sa.Column("index", SEQ, primary_key=True, autoincrement=False),
@@ -158,8 +184,10 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("rows", sa.Integer, nullable=False),
     )
-    _carry_into_the_log(connection)
+    _carry_into_the_log(connection, leaves)
     with op.batch_alter_table("explanation_records") as batch:
+        batch.alter_column("body", existing_type=sa.Text, nullable=True)
+        batch.alter_column("prev_hash", existing_type=sa.String(64), nullable=True)
         batch.alter_column("leaf_hash", existing_type=sa.String(64), nullable=False)
         batch.create_unique_constraint("uq_records_leaf_index", ["leaf_index"])
     op.create_index("ix_records_chunk", "explanation_records", ["chunk_sha256"])
