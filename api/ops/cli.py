@@ -154,7 +154,7 @@ def cmd_audit_purge(args: argparse.Namespace, settings: Settings) -> int:
     blobs = AuditBlobs(store.sessions).collect(store.audit)
     print(
         f"purged {outcome['purged']} records before {before.isoformat()} (their leaf hashes stay); "
-        f"deleted {blobs} blobs no record refers to"
+        f"deleted {outcome['chunks']} job chunks and {blobs} blobs no record refers to"
     )
     return 0
 
