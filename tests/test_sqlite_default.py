@@ -4,7 +4,8 @@ Several OS processes write one SQLite file through the Store while checkpoints r
 threshold and explicit ones), and afterwards ``PRAGMA integrity_check`` is ``ok`` and every row each process
 says it committed is there. The mechanism is checked in force: a fresh connection reads back WAL mode, every
 Store connection takes the writers' turn, a write and a checkpoint in another process wait while the turn is
-held, and the start-up warning stays silent for the default but not for an engine outside the scheme."""
+held, the automatic checkpoint runs inside the committing call (so inside its turn), which statements take the
+turn, and the start-up warning stays silent for the default but not for an engine outside the scheme."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from model_store.db import sqlite_warning
-from model_store.sqlite_turns import SUFFIX, TurnConnection
+from model_store.sqlite_turns import SUFFIX, TurnConnection, reads_only
 from model_store.store import Store
 
 WRITERS = 4
@@ -218,3 +219,50 @@ def test_the_warning_is_for_engines_outside_the_scheme_only(tmp_path: Path, url:
     finally:
         outside.dispose()
         store.close()
+
+
+@pytest.mark.parametrize("threshold", [1, 0])
+def test_the_automatic_checkpoint_runs_inside_the_commit(tmp_path: Path, url: str, threshold: int) -> None:
+    """The committing call returns only after its automatic checkpoint has copied the pages into the database
+    file, so it ran while that connection still had the turn (0: automatic checkpoints off, the control)."""
+    store = Store(tmp_path, url)
+    sa.event.listen(
+        store.engine,
+        "connect",
+        lambda c, _r: sqlite3.Cursor(c).execute(f"PRAGMA wal_autocheckpoint={threshold}"),
+    )
+    store.engine.dispose()  # connections from here on have the threshold
+    with store.engine.begin() as connection:
+        connection.execute(sa.text(SCRATCH))
+    database = tmp_path / "candor.db"
+    before = database.stat().st_size
+    with store.engine.begin() as connection:
+        for _ in range(20):
+            connection.execute(
+                sa.text("INSERT INTO scratch (proc, payload) VALUES (1, :b)"), {"b": b"x" * 8000}
+            )
+    grown = database.stat().st_size - before
+    assert (grown >= 20 * 8000) is (threshold > 0), grown
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "reads"),
+    [
+        ("SELECT 1", True),
+        ("  select count(*) FROM scratch", True),
+        ("PRAGMA read_uncommitted", True),
+        ("PRAGMA main.table_info(scratch)", True),
+        ("PRAGMA journal_mode", True),
+        ("PRAGMA journal_mode=WAL", False),
+        ("PRAGMA wal_checkpoint", False),
+        ("PRAGMA wal_checkpoint(TRUNCATE)", False),
+        ("PRAGMA optimize;", False),
+        ("INSERT INTO scratch VALUES (1, 1, x'00')", False),
+        ("WITH t AS (SELECT 1) INSERT INTO scratch SELECT 2, 2, x'00' FROM t", False),
+        ("CREATE TABLE t (n INTEGER)", False),
+        ("SAVEPOINT sa_1", False),
+    ],
+)
+def test_which_statements_take_the_turn(sql: str, reads: bool) -> None:
+    assert reads_only(sql) is reads
