@@ -1,4 +1,17 @@
-"""Engine and session factory for the store (SQLite by default, PostgreSQL by URL)."""
+"""Engine and session factory for the store (SQLite by default, PostgreSQL by URL).
+
+SQLite runs in WAL mode, with every write and checkpoint inside the writers' turn (model_store.sqlite_turns).
+SQLite 3.7.0-3.51.2 (this machine's 3.40.1 among them) has the WAL-reset bug
+(https://www.sqlite.org/wal.html#walresetbug): when one connection runs a checkpoint while another commits
+the transaction that resets the write-ahead log, a data race can leave a wrong field in the WAL-index header,
+and a later checkpoint then skips part of a transaction. The race needs the checkpoint and the resetting
+commit to overlap. Here a checkpoint runs only inside a commit (the automatic one) or at the last close, and a
+commit only in a connection holding the turn, so no checkpoint overlaps another connection's commit, and
+several processes (gunicorn's workers, the job runner, its Dask workers) can share the file. A rollback
+journal (DELETE or TRUNCATE) would avoid the bug too, but there every commit shuts readers out of the file,
+and under concurrent writes readers starve. A file written by anything that does not take the turn (another
+program, an engine not made here) is still exposed: ``sqlite_warning`` says so for such an engine.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from model_store.sqlite_turns import end_turns_with_transactions
+from model_store.sqlite_turns import TurnConnection, end_turns_with_transactions
 
 
 def make_engine(url: str) -> Engine:
@@ -18,7 +31,9 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30, "factory": TurnConnection}
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
@@ -31,7 +46,10 @@ SQLITE_PAGE_SIZE = 16384
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    cursor = dbapi_connection.cursor()
+    """Settings of each new connection, outside the writers' turn (a connection opens even while another
+    writes): all but the journal mode are the connection's own, and switching a file to WAL takes an exclusive
+    lock and has no log yet to checkpoint."""
+    cursor = sqlite3.Cursor(dbapi_connection)
     cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -54,22 +72,29 @@ def has_wal_reset_bug(version: tuple[int, int, int]) -> bool:
     return not ((3, 50, 7) <= version < (3, 51, 0) or (3, 44, 6) <= version < (3, 45, 0))
 
 
-def sqlite_warning(url: str, version: tuple[int, int, int] = sqlite3.sqlite_version_info) -> str | None:
-    """What a process writing the audit trail should log at start when ``url`` is a SQLite database and the
-    linked SQLite has the WAL-reset bug: with several processes writing (gunicorn's workers, the job runner
-    and its Dask workers), checkpoints from different processes can race and corrupt the database."""
-    if not url.startswith("sqlite") or not has_wal_reset_bug(version):
+def sqlite_warning(engine: Engine, version: tuple[int, int, int] = sqlite3.sqlite_version_info) -> str | None:
+    """What a process writing the audit trail should log at start when ``engine``'s database is still exposed
+    to the WAL-reset bug: a SQLite file in WAL mode, a linked SQLite with the bug, and connections that do not
+    take the writers' turn (an engine not made by ``make_engine``). None for the default."""
+    if engine.dialect.name != "sqlite" or not has_wal_reset_bug(version):
         return None
+    with engine.connect() as connection:
+        dbapi_connection = connection.connection.dbapi_connection
+        if isinstance(dbapi_connection, TurnConnection) or not engine.url.database:
+            return None
+        if str(connection.exec_driver_sql("PRAGMA journal_mode").scalar()).lower() != "wal":
+            return None
     return (
         f"SQLite {'.'.join(map(str, version))} has the WAL-reset bug "
-        "(https://www.sqlite.org/wal.html#walresetbug): when several processes write the audit trail "
-        "(gunicorn's workers, the job runner), use PostgreSQL (CANDOR_DATABASE_URL) or a SQLite with the "
-        "fix: 3.51.3 or later, 3.50.7 or a later 3.50, 3.44.6 or a later 3.44."
+        "(https://www.sqlite.org/wal.html#walresetbug) and this engine's connections write its WAL-mode file "
+        "without taking the writers' turn: make it with model_store.db.make_engine, use PostgreSQL "
+        "(CANDOR_DATABASE_URL), or a SQLite with the fix: 3.51.3 or later, 3.50.7 or a later 3.50, 3.44.6 or "
+        "a later 3.44."
     )
 
 
-def warn_of_sqlite(url: str, log: logging.Logger) -> None:
+def warn_of_sqlite(engine: Engine, log: logging.Logger) -> None:
     """Log ``sqlite_warning`` at start of a process that writes the audit trail, when there is one."""
-    warning = sqlite_warning(url)
+    warning = sqlite_warning(engine)
     if warning:
         log.warning(warning)

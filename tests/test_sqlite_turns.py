@@ -1,6 +1,6 @@
 """Writers to one SQLite file take turns on a lock file beside it (model_store.sqlite_turns): an audit append
-waits for the turn instead of sleeping in SQLite's busy handler, the turn ends with the transaction, a
-transaction that has written already never waits for one, and other databases have no lock file."""
+waits for the turn instead of sleeping in SQLite's busy handler, the turn ends with the transaction, every
+write takes it (not only those that ask), and other databases have no lock file."""
 
 from __future__ import annotations
 
@@ -87,12 +87,30 @@ def test_the_turn_lasts_until_the_transaction_ends(sqlite_store: Store) -> None:
     assert TURN not in session.info
 
 
-def test_a_transaction_that_has_written_never_waits_for_the_turn(sqlite_store: Store) -> None:
-    with held_elsewhere(lock_file(sqlite_store)), sqlite_store.sessions.begin() as session:
-        session.execute(sa.text("CREATE TABLE scratch (n INTEGER)"))
-        session.execute(sa.text("INSERT INTO scratch VALUES (1)"))
-        take_write_turn(session)  # would block forever here if it waited
-        assert TURN not in session.info
+def test_every_write_waits_for_the_turn_and_keeps_it_until_the_commit(sqlite_store: Store) -> None:
+    """Not only the transactions that ask for the turn: a plain INSERT through the engine waits for it, and
+    its transaction keeps it until it commits (so no checkpoint can overlap the commit)."""
+    path = lock_file(sqlite_store)
+    with sqlite_store.engine.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE scratch (n INTEGER)"))
+    assert is_free(path)
+    wrote, release = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with sqlite_store.engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO scratch VALUES (1)"))
+            wrote.set()
+            release.wait(10)
+
+    with held_elsewhere(path):
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not wrote.wait(0.5), "the INSERT went ahead while another writer had the turn"
+    assert wrote.wait(10)
+    assert not is_free(path), "the turn ended before the transaction did"
+    release.set()
+    writer.join()
+    assert is_free(path)
     with sqlite_store.engine.connect() as connection:
         assert connection.execute(sa.text("SELECT n FROM scratch")).scalar_one() == 1
 

@@ -210,8 +210,8 @@ def cmd_jobs_run(args: argparse.Namespace, settings: Settings) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines narrate every connection
-    warn_of_sqlite(settings.resolved_database_url, logging.getLogger("candor.jobs"))
     runner = Runner(settings)
+    warn_of_sqlite(runner.store.engine, logging.getLogger("candor.jobs"))
     runner.install_signal_handlers()
     done = runner.run(once=args.once)
     print(f"runner {runner.runner_id} stopped after {done} job(s)")

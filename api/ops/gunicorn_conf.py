@@ -70,12 +70,12 @@ def pre_request(worker, req):  # type: ignore[no-untyped-def]
 
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Migrate the database once, in the master, before any worker starts; warn of a SQLite that
-    several processes cannot share safely."""
+    several processes cannot share safely (never the default: see model_store.db)."""
     from model_store.db import make_engine, warn_of_sqlite
     from model_store.migrate import upgrade_to_head
 
-    warn_of_sqlite(_settings.resolved_database_url, server.log)
     engine = make_engine(_settings.resolved_database_url)
+    warn_of_sqlite(engine, server.log)
     upgrade_to_head(engine)
     engine.dispose()
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
