@@ -10,6 +10,13 @@ holding the turn, and none overlaps another connection's commit: the race behind
 ``model_store.db``). ``close`` takes the turn when it is free; when another connection holds it, the closing
 one is not the last and does not checkpoint.
 
+Commits are durable when ``commit()`` returns, and writers still do not wait for one another's disk flush
+(group commit): connections run with ``synchronous=NORMAL``, so SQLite writes a commit's frames to the log
+without flushing it, and the committing connection flushes the log file itself after it has passed the turn
+on. Flushes of several writers then overlap, and one flush makes every frame written before it durable. A
+frame a checkpoint has copied into the database file is durable there (in WAL mode with ``NORMAL``, SQLite
+flushes the log before a checkpoint and the database file after it), so a log reset in between loses nothing.
+
 The turn also makes writers queue: SQLite's busy handler sleeps on a fixed back-off (1, 2, 5, 10, 15, 20,
 25, 25, 25, 50, 50, 100 ms, ...), and under a few concurrent requests a writer slept 80-330 ms for a lock held
 1-3 ms; a blocking ``flock`` wakes the next writer as soon as the last one's transaction ends. Each turn opens
@@ -143,10 +150,13 @@ class TurnConnection(sqlite3.Connection):
         return self.cursor().executescript(script)
 
     def commit(self) -> None:
+        wrote = self._turn is not None
         try:
             super().commit()
         finally:
             self.end_turn()
+        if wrote:
+            flush_log(self.turn_path)
 
     def rollback(self) -> None:
         try:
@@ -163,6 +173,21 @@ class TurnConnection(sqlite3.Connection):
             super().close()
         finally:
             self.end_turn()
+
+
+def flush_log(turn_path: str | None) -> None:
+    """Flush the database's write-ahead log to disk (a commit's frames with it). No log file: the last
+    connection's checkpoint has already copied it into the database file and flushed that."""
+    if turn_path is None:
+        return
+    try:
+        fd = os.open(turn_path[: -len(SUFFIX)] + "-wal", os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class TurnCursor(sqlite3.Cursor):

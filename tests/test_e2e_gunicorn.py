@@ -269,9 +269,9 @@ def test_counterfactuals_and_reasons_through_gunicorn(server: Server) -> None:
     assert all(r["code"] and r["attribution"] < 0 for r in ranked)
 
 
-def test_concurrent_explanations_through_two_workers_are_all_recorded_in_one_chain(server: Server) -> None:
+def test_concurrent_explanations_through_two_workers_are_all_recorded_in_one_log(server: Server) -> None:
     """Eight clients explain at once across both workers; every acknowledged explanation is in the audit
-    trail, and the chain the two processes appended to verifies."""
+    trail, and the log the two processes appended to verifies."""
     path = "/v1/models/loan/versions/production/explain/shap"
 
     def client(index: int) -> list[str]:
@@ -294,7 +294,7 @@ def test_concurrent_explanations_through_two_workers_are_all_recorded_in_one_cha
         assert record.json()["kind"] == "shap"
     verdict = server.get("/v1/audit/verify").json()
     assert verdict["ok"] is True, verdict
-    assert verdict["checked"] == verdict["head"]["seq"] >= 40
+    assert verdict["checked"] == verdict["head"]["tree_size"] >= 40
 
 
 def test_notes_demo_through_gunicorn(server: Server) -> None:

@@ -1,7 +1,7 @@
 """A runner killed with SIGKILL in the middle of a job: the real ``candor jobs run`` process is killed after
 it committed some chunks and before the last, a second runner takes the job over once its heartbeat is
-stale, and the result holds every row exactly once, in order, with one chained audit record per row. The
-runner warned at start when its database is a SQLite with the WAL-reset bug."""
+stale, and the result holds every row exactly once, in order, with one audit record per row, in a log that
+verifies. The runner does not warn of the WAL-reset bug: the default SQLite setup is not exposed to it."""
 
 from __future__ import annotations
 
@@ -122,5 +122,4 @@ def test_a_killed_runner_loses_and_duplicates_nothing(
     assert sorted(r["source"]["row"] for r in records) == list(range(1000))
     assert {r["id"] for r in records} == {line["explanation_id"] for line in lines}
     assert verify_trail(context.store.audit_log)["ok"]
-    chunks = context.settings.data_dir / "jobs" / job_id / "chunks"
-    assert sorted(p.name for p in chunks.iterdir()) == sorted(f"{n}.jsonl" for n in range(total_chunks))
+    assert len(jobs.chunk_digests(job_id)) == total_chunks  # each chunk stored once, none twice

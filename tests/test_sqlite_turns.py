@@ -137,3 +137,23 @@ def test_other_databases_take_no_turn(store: Store, tmp_path: Path) -> None:
         assert (TURN in session.info) is expected
     store.audit.append([draft(1)])
     assert verify_trail(store.audit_log)["ok"]
+
+
+def test_a_commit_flushes_the_log_to_disk_after_passing_the_turn_on(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: SQLite writes the commit's frames without flushing them (``synchronous=NORMAL``), and
+    the committing connection flushes the log file itself once the turn is free for the next writer."""
+    flushed: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        flushed.append((os.readlink(f"/proc/self/fd/{fd}"), is_free(lock_file(sqlite_store))))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    sqlite_store.audit.append([draft(1)])
+    wal = str(sqlite_store.engine.url.database) + "-wal"
+    assert (wal, True) in flushed, flushed
+    with sqlite_store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
