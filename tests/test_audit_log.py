@@ -170,6 +170,24 @@ def test_proofs_against_an_older_size_and_bad_sizes(client: FlaskClient, keys: d
     assert client.get("/v1/explanations/nope/proof", headers=audit).status_code == 404
 
 
+def test_a_proof_uses_the_latest_checkpoint_holding_its_leaf_and_integrates_only_when_none_does(
+    client: FlaskClient, keys: dict[str, str]
+) -> None:
+    audit = bearer(keys["audit:read"])
+    made = explain(client, keys, rows=2)
+    assert checkpoint(client, keys).size == 2
+    made += explain(client, keys, rows=1)  # pending: the latest checkpoint (size 2) does not hold it
+    old = client.get(f"/v1/explanations/{made[0]['id']}/proof", headers=audit).get_json()
+    assert old["tree_size"] == 2  # the latest signed checkpoint holds leaf 0: no integration needed
+    new = client.get(f"/v1/explanations/{made[2]['id']}/proof", headers=audit).get_json()
+    signed = open_checkpoint(new["checkpoint"], verifier(client, keys))
+    assert new["leaf_index"] == 2 and new["tree_size"] == signed.size == 3
+    path = [b64(node) for node in new["inclusion_path"]]
+    assert merkle.verify_inclusion(2, 3, b64(new["leaf_hash"]), path, signed.root)
+    again = client.get(f"/v1/explanations/{made[0]['id']}/proof", headers=audit).get_json()
+    assert again["tree_size"] == 3
+
+
 def test_a_key_limited_to_another_model_gets_no_proof(
     app: Flask, client: FlaskClient, keys: dict[str, str]
 ) -> None:
