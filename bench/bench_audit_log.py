@@ -102,7 +102,7 @@ def in_process(store: Store, ids: list[str]) -> dict[str, Any]:
     parts: dict[str, Callable[[str], Any]] = {
         "record_get": store.audit.get,
         "leaf": audit_log.leaf,
-        "current_checkpoint": lambda _: audit_log.current_checkpoint(),
+        "latest_checkpoint": lambda _: audit_log.checkpoint(),
         "inclusion": lambda record_id: audit_log.inclusion(audit_log.leaf(record_id)[0], size),
     }
     out = {}
