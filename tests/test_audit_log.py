@@ -27,6 +27,7 @@ from candor_verify.checkpoint import open_checkpoint
 from candor_verify.note import Verifier, generate
 from model_store.audit import RecordDraft
 from model_store.audit_verify import verify_log
+from model_store.errors import NotFound
 from model_store.store import Store
 from model_store.tables import utcnow
 
@@ -314,6 +315,11 @@ def test_purge_keeps_every_leaf_hash_so_the_tree_and_other_proofs_still_verify(s
     assert verdict["ok"] is True and verdict["checked"] == 4
     with pytest.raises(Exception, match="No explanation record"):
         store.audit.get("rec-0")
+    with pytest.raises(NotFound):  # a purged record has no proof to ask for, as it has no record to read
+        store.audit_log.leaf("rec-0")
+    with pytest.raises(NotFound):  # nor one explaining a model outside the caller's allowlist
+        store.audit_log.leaf("rec-3", frozenset({"clinical"}))
+    assert store.audit_log.leaf("rec-3", frozenset({"loan"}))[0] == 3
     path = store.audit_log.inclusion(3, 4)
     leaf = merkle.leaf_hash(_column(store, "body")[3].encode())
     assert merkle.verify_inclusion(3, 4, leaf, path, bytes.fromhex(root_before))
