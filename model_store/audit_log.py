@@ -155,14 +155,15 @@ class AuditLog:
         self.integrate()
         return self.checkpoint()
 
-    def leaf(self, record_id: str) -> tuple[int, bytes]:
-        """A record's leaf index and hash, integrating it first if it is pending."""
+    def leaf(self, record_id: str, models: frozenset[str] | None = None) -> tuple[int, bytes]:
+        """A record's leaf index and hash, integrating it first if it is pending; NotFound when there is no
+        such record, it was purged, or it explains a model outside ``models`` (None: every model)."""
+        purged = RECORDS.c.body.is_(None).label("purged")
+        columns = (RECORDS.c.leaf_index, RECORDS.c.leaf_hash, RECORDS.c.model_name, purged)
         for attempt in range(2):
             with self.sessions() as session:
-                row = session.execute(
-                    select(RECORDS.c.leaf_index, RECORDS.c.leaf_hash).where(RECORDS.c.id == record_id)
-                ).first()
-            if row is None:
+                row = session.execute(select(*columns).where(RECORDS.c.id == record_id)).first()
+            if row is None or row.purged or (models is not None and row.model_name not in models):
                 raise NotFound(f"No explanation record '{record_id}'.")
             if row.leaf_index is not None:
                 return int(row.leaf_index), bytes.fromhex(row.leaf_hash)

@@ -27,6 +27,7 @@ from candor_verify.checkpoint import open_checkpoint
 from candor_verify.note import Verifier, generate
 from model_store.audit import RecordDraft
 from model_store.audit_verify import verify_log
+from model_store.errors import NotFound
 from model_store.store import Store
 from model_store.tables import utcnow
 
@@ -170,6 +171,24 @@ def test_proofs_against_an_older_size_and_bad_sizes(client: FlaskClient, keys: d
     assert client.get("/v1/explanations/nope/proof", headers=audit).status_code == 404
 
 
+def test_a_proof_uses_the_latest_checkpoint_holding_its_leaf_and_integrates_only_when_none_does(
+    client: FlaskClient, keys: dict[str, str]
+) -> None:
+    audit = bearer(keys["audit:read"])
+    made = explain(client, keys, rows=2)
+    assert checkpoint(client, keys).size == 2
+    made += explain(client, keys, rows=1)  # pending: the latest checkpoint (size 2) does not hold it
+    old = client.get(f"/v1/explanations/{made[0]['id']}/proof", headers=audit).get_json()
+    assert old["tree_size"] == 2  # the latest signed checkpoint holds leaf 0: no integration needed
+    new = client.get(f"/v1/explanations/{made[2]['id']}/proof", headers=audit).get_json()
+    signed = open_checkpoint(new["checkpoint"], verifier(client, keys))
+    assert new["leaf_index"] == 2 and new["tree_size"] == signed.size == 3
+    path = [b64(node) for node in new["inclusion_path"]]
+    assert merkle.verify_inclusion(2, 3, b64(new["leaf_hash"]), path, signed.root)
+    again = client.get(f"/v1/explanations/{made[0]['id']}/proof", headers=audit).get_json()
+    assert again["tree_size"] == 3
+
+
 def test_a_key_limited_to_another_model_gets_no_proof(
     app: Flask, client: FlaskClient, keys: dict[str, str]
 ) -> None:
@@ -296,6 +315,11 @@ def test_purge_keeps_every_leaf_hash_so_the_tree_and_other_proofs_still_verify(s
     assert verdict["ok"] is True and verdict["checked"] == 4
     with pytest.raises(Exception, match="No explanation record"):
         store.audit.get("rec-0")
+    with pytest.raises(NotFound):  # a purged record has no proof to ask for, as it has no record to read
+        store.audit_log.leaf("rec-0")
+    with pytest.raises(NotFound):  # nor one explaining a model outside the caller's allowlist
+        store.audit_log.leaf("rec-3", frozenset({"clinical"}))
+    assert store.audit_log.leaf("rec-3", frozenset({"loan"}))[0] == 3
     path = store.audit_log.inclusion(3, 4)
     leaf = merkle.leaf_hash(_column(store, "body")[3].encode())
     assert merkle.verify_inclusion(3, 4, leaf, path, bytes.fromhex(root_before))

@@ -89,12 +89,14 @@ class Records:
     def proof(self, record_id: str, tree_size: int | None, models: Allowlist) -> dict[str, Any]:
         """The record's inclusion proof in the tree of ``tree_size`` leaves (None: the latest
         checkpoint's), with the signed checkpoint of that size when there is one."""
-        self.get(record_id, models)
         audit_log = self.store.audit_log
-        leaf_index, leaf_hash = audit_log.leaf(record_id)
-        checkpoint = (
-            audit_log.checkpoint(tree_size) if tree_size is not None else audit_log.current_checkpoint()
-        )
+        leaf_index, leaf_hash = audit_log.leaf(record_id, models)  # 404 as ``get`` for a record not shown
+        if tree_size is not None:
+            checkpoint = audit_log.checkpoint(tree_size)
+        else:  # the latest checkpoint; integrate and sign first only when it does not hold the leaf yet
+            checkpoint = audit_log.checkpoint()
+            if checkpoint is None or checkpoint["tree_size"] <= leaf_index:
+                checkpoint = audit_log.current_checkpoint()
         if tree_size is None:
             tree_size = checkpoint["tree_size"] if checkpoint is not None else audit_log.head()["tree_size"]
         path = audit_log.inclusion(leaf_index, tree_size)
