@@ -5,11 +5,14 @@ One gunicorn (two gthread workers) serves the whole module; requests go through 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +42,7 @@ class Server:
     http: requests.Session
     process: subprocess.Popen[bytes]
     log: Path
+    data: Path
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
         if body is not None:
@@ -73,7 +77,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
     with requests.Session() as http, running_gunicorn(env, data / "gunicorn.log") as gunicorn:
         http.headers["Authorization"] = f"Bearer {token}"
-        yield Server(gunicorn.base, http, gunicorn.process, gunicorn.log)
+        yield Server(gunicorn.base, http, gunicorn.process, gunicorn.log, data)
+
+
+def _signed_tree_size(data: Path, at_least: int, within: float) -> int:
+    """The largest tree size the database holds a signed checkpoint of, polled (a plain read) until it
+    reaches ``at_least`` or ``within`` seconds pass."""
+    deadline, size = time.monotonic() + within, 0
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(f"file:{data / 'candor.db'}?mode=ro", uri=True)) as db:
+            size = db.execute("SELECT coalesce(max(tree_size), 0) FROM audit_checkpoints").fetchone()[0]
+        if size >= at_least:
+            break
+        time.sleep(0.25)
+    return int(size)
 
 
 def _check_explanation(envelope: dict[str, Any], n_rows: int, n_features: int, top_k: int | None) -> None:
@@ -288,6 +305,8 @@ def test_concurrent_explanations_through_two_workers_are_all_recorded_in_one_log
     with ThreadPoolExecutor(max_workers=8) as pool:
         acknowledged = [i for ids in pool.map(client, range(8)) for i in ids]
     assert len(set(acknowledged)) == 40
+    # The workers integrate the log and sign a checkpoint in the background, no audit route asked.
+    assert _signed_tree_size(server.data, at_least=40, within=15.0) >= 40
     for record_id in acknowledged:
         record = server.get(f"/v1/explanations/{record_id}")
         assert record.status_code == 200, record.text
