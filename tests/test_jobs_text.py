@@ -28,7 +28,7 @@ def test_attention_job_on_a_text_model(make_app: Any, tmp_path: Path, dask_clien
     from model_store.manifest import parse_manifest
     from model_store.text.files import read_directory
 
-    app = make_app(job_chunk_rows=5)
+    app = make_app(job_chunk_rows=5, audit_attention="full")  # the records keep blobs
     context = app.extensions["candor"]
     source = build_tiny_bert(tmp_path / "tiny-bert")
     context.store.registry.register_text(parse_manifest(tiny_manifest()), read_directory(source, 200, 10**9))
@@ -63,7 +63,7 @@ def test_attention_job_on_a_text_model(make_app: Any, tmp_path: Path, dask_clien
         stored = array_codec.array_of(ref, blobs.checked(ref["blob_sha256"]))
         sent = np.array(line["result"]["attention"][0]["weights"], dtype=np.float32)
         assert stored.dtype == np.float32 and np.array_equal(stored, sent)
-    verdict = audit_blobs.verify_trail(context.store.audit, context.store.sessions)
+    verdict = audit_blobs.verify_trail(context.store.audit_log)
     assert verdict["ok"] is True and verdict["blobs"]["checked"] >= 5, verdict
     for line, text in zip(lines, texts["text"], strict=True):
         alone = client.post(

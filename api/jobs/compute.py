@@ -37,7 +37,7 @@ from api.methods.registry import spec
 from api.service.explain_request import ExplainRequest
 from api.service.explanations import ExplanationService
 from api.service.jsonbytes import dumps_bytes
-from api.service.recording import draft_for, out_of_line
+from api.service.recording import draft_for, keeps_weights, out_of_line
 from api.settings import Settings
 from explainers.envelope import Explanation
 from model_store.audit import RecordDraft, serialised
@@ -127,7 +127,8 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
             if isinstance(outcome, Explanation):
                 source = row_lines.job_source(task.job_id, task.first_row + offset)
                 draft, arrays = out_of_line(
-                    draft_for(task.kind, outcome, info, [instance], task.options, task.key_id, source)
+                    draft_for(task.kind, outcome, info, [instance], task.options, task.key_id, source),
+                    keeps_weights(info, settings.audit_attention),
                 )
                 blobs.update((blob.sha256, bytes(blob.data)) for blob in arrays)
                 drafts.append(_serialised(draft))
