@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -99,6 +100,7 @@ def run(repeats: int) -> dict[str, Any]:
             pool = iter(distinct_notes(local, local.tokens(text), len(sides) * (repeats + 1), text))
             notes = {side: iter([next(pool) for _ in range(repeats + 1)]) for side in sides}
             checks: dict[str, Any] = {}
+            server_ms: dict[str, list[dict[str, float]]] = {}
             calls: dict[str, tuple[Callable[..., Any], Any]] = {
                 "in_process": (lambda side: local.attention(next(notes[side])), "in_process")
             }
@@ -107,6 +109,7 @@ def run(repeats: int) -> dict[str, Any]:
                 side, server, options = call
                 body = {"instances": [{"text": next(notes[side])}], **options}
                 answer = server.post_safetensors(f"{BASE_PATH}/attention", body)
+                server_ms.setdefault(side, []).append(answer["timing_ms"])
                 return [to_numpy(e["weights"]) for e in answer["results"][0]["attention"]]
 
             for mode, server in servers.items():
@@ -141,6 +144,10 @@ def run(repeats: int) -> dict[str, Any]:
         "ms": ms,
         "ratio_p50": {side: ms[side]["p50"] / ms["in_process"]["p50"] for side in ms if side != "in_process"},
         "checks": checks,
+        "server_timing_ms_p50": {
+            side: {key: statistics.median(t[key] for t in times) for key in times[0]}
+            for side, times in server_ms.items()
+        },
     }
 
 
@@ -165,6 +172,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"{r['ms'][side]['p50']:.1f} ms | {r['ms'][side]['p95']:.1f} ms | {ratio:.2f} | "
             f"{goal if mode == 'digest' else '(context)'} | {'passed' if ok else 'FAILED'} |"
         )
+    lines.append("")
+    lines.append("Server timing_ms p50 per side: " + json.dumps(r["server_timing_ms_p50"]))
     return "\n".join(lines)
 
 
