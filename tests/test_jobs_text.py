@@ -3,10 +3,12 @@ equals what the explain endpoint answers for that text alone."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from test_jobs import (  # noqa: F401 (dask_client: a fixture)
     bearer,
     csv_bytes,
@@ -21,14 +23,20 @@ from test_jobs import (  # noqa: F401 (dask_client: a fixture)
 from model_store import array_codec, audit_blobs
 
 
-def test_attention_job_on_a_text_model(make_app: Any, tmp_path: Path, dask_client: Any) -> None:  # noqa: F811
+@pytest.mark.parametrize("audit_attention", ["full", "digest"])
+def test_attention_job_on_a_text_model(
+    make_app: Any,
+    tmp_path: Path,
+    dask_client: Any,  # noqa: F811
+    audit_attention: str,
+) -> None:
     """Text rows (one ``text`` column) run one by one; each line equals the explain endpoint's answer."""
     from tiny_text import build_tiny_bert, notes, tiny_manifest
 
     from model_store.manifest import parse_manifest
     from model_store.text.files import read_directory
 
-    app = make_app(job_chunk_rows=5, audit_attention="full")  # the records keep blobs
+    app = make_app(job_chunk_rows=5, audit_attention=audit_attention)
     context = app.extensions["candor"]
     source = build_tiny_bert(tmp_path / "tiny-bert")
     context.store.registry.register_text(parse_manifest(tiny_manifest()), read_directory(source, 200, 10**9))
@@ -52,19 +60,26 @@ def test_attention_job_on_a_text_model(make_app: Any, tmp_path: Path, dask_clien
     assert [line["row"] for line in lines] == list(range(5))
     records = job_records(app, job["id"])
     assert len(records) == 5
-    # the records keep the weights as blob references, as the explain endpoint's do; the blobs hold the
-    # very values of the result lines, and the trail (chain and blobs) verifies. Checked before any explain
-    # request below could store the same blobs itself.
+    # the records keep the weights as blob references, as the explain endpoint's do; in full, the blobs hold
+    # the very values of the result lines, by digest the references hold their sha256 and no blob is
+    # stored; the trail (log and blobs) verifies. Checked before any explain request below could store the
+    # same blobs itself.
     blobs = audit_blobs.AuditBlobs(context.store.sessions)
     by_row = {record["source"]["row"]: record for record in records}
     for line in lines:
         ref = by_row[line["row"]]["explanation"]["results"][0]["attention"][0]["weights"]
         assert array_codec.is_reference(ref), ref
-        stored = array_codec.array_of(ref, blobs.checked(ref["blob_sha256"]))
         sent = np.array(line["result"]["attention"][0]["weights"], dtype=np.float32)
+        if audit_attention == "digest":
+            assert ref["kept"] is False and blobs.load([ref["blob_sha256"]]) == {}
+            assert ref["blob_sha256"] == hashlib.sha256(sent.tobytes()).hexdigest()
+            continue
+        stored = array_codec.array_of(ref, blobs.checked(ref["blob_sha256"]))
         assert stored.dtype == np.float32 and np.array_equal(stored, sent)
     verdict = audit_blobs.verify_trail(context.store.audit_log)
-    assert verdict["ok"] is True and verdict["blobs"]["checked"] >= 5, verdict
+    counted = (verdict["blobs"]["checked"], verdict["blobs"]["digest_only"])
+    assert verdict["ok"] is True and (counted[0] if audit_attention == "full" else counted[1]) >= 5, verdict
+    assert counted[1 if audit_attention == "full" else 0] == 0, verdict
     for line, text in zip(lines, texts["text"], strict=True):
         alone = client.post(
             "/v1/models/triage/versions/1/explain/attention",
