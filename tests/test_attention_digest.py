@@ -228,3 +228,15 @@ def test_a_recomputation_one_ulp_away_is_a_difference(serve: Any) -> None:
     unchanged = context.service.recomputed(record)  # the honest recomputation is the recorded one
     read = with_recorded_arrays(context.store.sessions, record, lambda _record: unchanged)
     assert np.array_equal(array_codec.arrays_at(read)[moved], sent_arrays(envelope)[moved])
+
+
+def test_a_record_that_also_hashed_its_inputs_has_no_picture_but_replays_with_them(serve: Any) -> None:
+    served = serve({"store_inputs": "hash"})
+    record_id = served.attention(BODY).get_json()["id"]
+    plot = served.audit(f"/v1/explanations/{record_id}/plot?view=head&layer=1&head=0")
+    assert "nothing to draw" in assert_problem(plot, 404)["detail"]
+    replay = served.audit(
+        f"/v1/explanations/{record_id}/replay", method="POST", json={"instances": BODY["instances"]}
+    )
+    outcome = replay.get_json()
+    assert outcome["identical"] is True and outcome["by_digest"] == {"compared": 5, "differing": []}, outcome
