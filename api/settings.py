@@ -11,6 +11,8 @@ from typing import Any
 from model_store.archive_limits import ArchiveLimits
 
 ENV_PREFIX = "CANDOR_"
+AUDIT_ATTENTION = ("digest", "full")
+"""What an attention record keeps: the weights' sha256 only, or their bytes too."""
 EMPTY_IS_A_VALUE = {"rate_limit", "warm_models"}
 """Settings for which an empty variable means something (no rate limit) rather than "use the default"."""
 
@@ -71,6 +73,9 @@ class Settings:
     audit_key_file: str = ""
     """Where the checkpoint signing key lives (a file of mode 0600, kept out of the database; ``candor audit
     init`` creates it); empty: ``<data_dir>/audit/signing.key``."""
+    audit_attention: str = "digest"
+    """What an attention record keeps of the weights: ``digest`` (each array's sha256, dtype and shape; no
+    bytes) or ``full`` (the bytes too, as blobs). A model's manifest ``audit_attention`` wins when set."""
     audit_checkpoint_seconds: float = 2.0
     """How often each server process integrates new records into the audit log's tree and signs a
     checkpoint when the tree grew (0: only on demand)."""
@@ -111,6 +116,13 @@ class Settings:
     method_settings: Mapping[str, int] = dataclasses.field(default_factory=dict)
     """The settings explanation methods declare themselves (``MethodSpec.settings``: name -> default), each
     read from ``CANDOR_<NAME_UPPER>`` like the fields above; read them with ``method_setting``."""
+
+    def __post_init__(self) -> None:
+        if self.audit_attention not in AUDIT_ATTENTION:
+            raise ValueError(
+                f"CANDOR_AUDIT_ATTENTION must be one of {', '.join(AUDIT_ATTENTION)}, "
+                f"not {self.audit_attention!r}."
+            )
 
     def method_setting(self, name: str) -> int:
         """A method's own setting (its spec's default, or the environment's, or ``create_app``'s)."""

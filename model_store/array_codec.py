@@ -10,7 +10,8 @@ How an array leaves the server (``WeightsCodec``, from a request's ``encoding`` 
   ``__metadata__``, each array replaced by its tensor's name.
 
 How an audit record keeps it: out of line, as a reference ``{"blob_sha256", "dtype", "shape", "byte_order":
-"little", "bytes", "encoding"}`` to a blob of the same little-endian bytes (``referenced``, ``with_arrays``).
+"little", "bytes", "encoding"}`` to a blob of the same little-endian bytes (``referenced``, ``with_arrays``),
+or by digest only: the same reference with ``"kept": false`` and no blob (``referenced(..., keep=False)``).
 The blob store (``model_store.audit_blobs``) only stores and returns the bytes.
 """
 
@@ -40,6 +41,8 @@ SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16"}
 BASE64_KEYS = frozenset({"dtype", "shape", "byte_order", "data"})
 """The keys of a base64 weights object."""
 REF_KEY = "blob_sha256"
+KEPT_KEY = "kept"
+"""In a reference: ``false`` when the record keeps the array's sha256 only (no blob was stored)."""
 BIG_ENDIAN = sys.byteorder == "big"
 PARALLEL_BYTES = 1 << 20
 WITHOUT_ARRAYS = frozenset({"tokens", "words", "prediction", "params", "library_versions"})
@@ -250,9 +253,10 @@ def _hasher() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="candor-blob-hash")
 
 
-def referenced(value: Any, encoding: str) -> tuple[Any, list[Blob]]:
+def referenced(value: Any, encoding: str, keep: bool = True) -> tuple[Any, list[Blob]]:
     """``value`` (a part of an envelope) with every array replaced by a reference to its blob, and the blobs
-    (one per array, in order)."""
+    (one per array, in order). With ``keep`` false the references say ``"kept": false`` and no blob is
+    returned: the record keeps each array's sha256, dtype and shape only."""
     arrays: list[np.ndarray] = []
     refs: list[dict[str, Any]] = []
 
@@ -265,11 +269,37 @@ def referenced(value: Any, encoding: str) -> tuple[Any, list[Blob]]:
     hashed = blobs_of(arrays, encoding)
     for ref, (_, filled) in zip(refs, hashed, strict=True):
         ref.update(filled)
-    return replaced, [blob for blob, _ in hashed]
+        if not keep:
+            ref[KEPT_KEY] = False
+    return replaced, [blob for blob, _ in hashed] if keep else []
+
+
+def matches(ref: dict[str, Any], array: np.ndarray) -> bool:
+    """Whether ``array`` is the one ``ref`` names: its dtype, shape and the sha256 of its bytes."""
+    little = little_endian(array)
+    if little.dtype.name != ref.get("dtype") or list(little.shape) != ref.get("shape"):
+        return False
+    return hashlib.sha256(raw_bytes(little)).hexdigest() == ref[REF_KEY]
+
+
+def arrays_at(value: Any) -> dict[str, np.ndarray]:
+    """Every array of ``value`` (an envelope as computed) by its place, as ``arrays_replaced`` names it."""
+    found: dict[str, np.ndarray] = {}
+
+    def note(array: np.ndarray, path: str) -> None:
+        found[path] = array
+
+    arrays_replaced(value, note)
+    return found
 
 
 def is_reference(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get(REF_KEY), str)
+
+
+def is_kept(ref: dict[str, Any]) -> bool:
+    """Whether a reference's blob was stored (every reference but a digest-only one)."""
+    return ref.get(KEPT_KEY) is not False
 
 
 def references(value: Any) -> Iterator[dict[str, Any]]:
@@ -289,6 +319,11 @@ def references(value: Any) -> Iterator[dict[str, Any]]:
 def digests(value: Any) -> set[str]:
     """The sha256 of every blob ``value`` (a recorded explanation) refers to."""
     return {ref[REF_KEY] for ref in references(value)}
+
+
+def kept_digests(value: Any) -> set[str]:
+    """The sha256 of every blob ``value`` refers to whose bytes were stored (digest-only ones left out)."""
+    return {ref[REF_KEY] for ref in references(value) if is_kept(ref)}
 
 
 def array_of(ref: dict[str, Any], data: bytes) -> np.ndarray:

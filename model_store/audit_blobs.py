@@ -19,7 +19,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from model_store.array_codec import REF_KEY, Blob, reference_problem, references
+from model_store.array_codec import REF_KEY, Blob, is_kept, reference_problem, references
 from model_store.audit import RECORDS, AuditTrail, RecordDraft
 from model_store.audit_chunks import CHUNKS, ChunkCache
 from model_store.audit_log import AuditLog
@@ -128,20 +128,28 @@ class AuditBlobs:
 
     def verify(self) -> dict[str, Any]:
         """Every blob referenced by a record exists, hashes to its sha256 and has the stated size; the
-        first record (in the order written) whose reference fails is the break."""
-        checked, known = 0, dict[str, int]()
+        first record (in the order written) whose reference fails is the break. Digest-only references
+        (``"kept": false``) have no blob to check: they are counted apart (``digest_only``); the leaf hash
+        covers their digests."""
+        checked, digest_only, known = 0, 0, dict[str, int]()
         with self.sessions() as session:
             for row, refs in _referring_records(session):
                 if refs is None:
                     continue  # the log's check reports a body that is not JSON
-                stored = _stored(session, {ref[REF_KEY] for ref in refs} - set(known))
-                for ref in refs:
+                kept = [ref for ref in refs if is_kept(ref)]
+                digest_only += len(refs) - len(kept)
+                stored = _stored(session, {ref[REF_KEY] for ref in kept} - set(known))
+                for ref in kept:
                     problem = _reference_problem(ref, stored.get(ref[REF_KEY]), known)
                     if problem is not None:
                         brk = {"seq": row.seq, "id": row.id, "reason": problem}
-                        return {"checked": checked, "distinct": len(known), "first_break": brk}
+                        return _blobs_verdict(checked, len(known), digest_only, brk)
                     checked += 1
-        return {"checked": checked, "distinct": len(known), "first_break": None}
+        return _blobs_verdict(checked, len(known), digest_only, None)
+
+
+def _blobs_verdict(checked: int, distinct: int, digest_only: int, brk: Any) -> dict[str, Any]:
+    return {"checked": checked, "distinct": distinct, "digest_only": digest_only, "first_break": brk}
 
 
 def _referring_records(session: Session) -> Iterator[tuple[Any, list[dict[str, Any]] | None]]:

@@ -60,6 +60,9 @@ class Manifest:
     description: str | None = None
     store_inputs: str = "full"
     """What an explanation record keeps of the request: ``full``, or ``hash`` (its sha256, for privacy)."""
+    audit_attention: str | None = None
+    """What this model's attention records keep of the weights, ``digest`` or ``full``; None: the
+    server's ``CANDOR_AUDIT_ATTENTION``."""
 
     @property
     def is_classification(self) -> bool:
@@ -89,6 +92,7 @@ class Manifest:
 
 
 STORE_INPUTS = ("full", "hash")
+AUDIT_ATTENTION = ("digest", "full")
 
 
 class FiniteFloat(fields.Float):
@@ -159,6 +163,7 @@ class ManifestSchema(Schema):
     reasons = fields.Dict(keys=fields.String(), values=fields.Nested(ReasonSchema))
     description = fields.String()
     store_inputs = fields.String(validate=validate.OneOf(STORE_INPUTS))
+    audit_attention = fields.String(validate=validate.OneOf(AUDIT_ATTENTION))
 
     @validates_schema
     def _check(self, data: dict[str, Any], **_: Any) -> None:

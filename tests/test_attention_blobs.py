@@ -66,7 +66,7 @@ class Text:
 def text(tmp_path: Path, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Text]:
     """The tiny BERT uploaded through REST into a fresh app on each backend."""
     source = tiny_bert_dir(tmp_path_factory)
-    app = text_app(tmp_path / "data", database_url)
+    app = text_app(tmp_path / "data", database_url, audit_attention="full")  # blobs are tested here
     tokens = tokens_for(app)
     tokens["admin"] = app.extensions["candor"].store.keys.create("text-admin", ["admin"])[0]
     assert upload(app, tokens["models:write"], tar_of_directory(source)).status_code == 201
@@ -196,7 +196,12 @@ def test_records_keep_weights_as_blobs_that_hold_the_values_sent(text: Text, opt
     assert without == {k: v for k, v in envelope.items() if k != "results"}
     assert result["tokens"] == envelope["results"][0]["tokens"]
     verdict = text.audit("/v1/audit/verify").get_json()
-    assert verdict["ok"] is True and verdict["blobs"] == {"checked": 5, "distinct": 5, "first_break": None}
+    assert verdict["ok"] is True and verdict["blobs"] == {
+        "checked": 5,
+        "distinct": 5,
+        "digest_only": 0,
+        "first_break": None,
+    }
 
 
 @pytest.mark.parametrize(
@@ -378,7 +383,7 @@ def test_purge_deletes_the_blobs_only_purged_records_referred_to(
     assert (
         verdict["ok"] is True and verdict["checked"] == 3
     )  # the purged leaves (hashes only) and the kept one
-    assert verdict["blobs"] == {"checked": 4, "distinct": 4, "first_break": None}
+    assert verdict["blobs"] == {"checked": 4, "distinct": 4, "digest_only": 0, "first_break": None}
 
 
 @pytest.mark.parametrize("damage", ["one byte", "missing"])

@@ -18,7 +18,7 @@ LONG = " ".join(["chest pain"] * 40)  # more tokens than the tiny model reads
 
 @pytest.fixture(scope="module")
 def text_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, dict[str, str]]]:
-    app = text_app(tmp_path_factory.mktemp("audit-text") / "data")
+    app = text_app(tmp_path_factory.mktemp("audit-text") / "data", audit_attention="full")  # reads blobs
     tokens = tokens_for(app)
     response = upload(app, tokens["models:write"], tar_of_directory(tiny_bert_dir(tmp_path_factory)))
     assert response.status_code == 201, response.get_json()

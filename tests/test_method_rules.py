@@ -184,7 +184,9 @@ class Models:
         return Served(app, tokens, "loan")
 
     def text(self) -> Served:
-        app = text_app(self.factory.mktemp("rules-text") / "data", job_chunk_rows=JOB_CHUNK_ROWS)
+        app = text_app(  # records keep attention weights as blobs: ``recorded`` reads them back
+            self.factory.mktemp("rules-text") / "data", job_chunk_rows=JOB_CHUNK_ROWS, audit_attention="full"
+        )
         tokens = tokens_for(app)
         uploaded = upload(app, tokens["models:write"], tar_of_directory(tiny_bert_dir(self.factory)))
         assert uploaded.status_code == 201, uploaded.get_json()

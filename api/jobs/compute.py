@@ -128,8 +128,9 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
         for offset, (instance, outcome) in enumerate(zip(instances, explained, strict=True)):
             if isinstance(outcome, Explanation):
                 source = row_lines.job_source(task.job_id, task.first_row + offset)
-                draft, arrays = out_of_line(
-                    draft_for(task.kind, outcome, info, [instance], task.options, task.key_id, source)
+                draft, arrays = out_of_line(  # kept whole: the job's result is read from its records
+                    draft_for(task.kind, outcome, info, [instance], task.options, task.key_id, source),
+                    keep=True,
                 )
                 blobs.update((blob.sha256, bytes(blob.data)) for blob in arrays)
                 drafts.append(draft)

@@ -45,6 +45,9 @@ class JobResults:
     def __init__(self, store: Store, jobs: JobStore, job_id: str, chunks: int) -> None:
         self.store, self.files, self.job_id, self.chunks = store, jobs.files, job_id, chunks
         self.digests = jobs.chunk_digests(job_id)
+        options = jobs.get(job_id)["options"]
+        self.params = {"encoding": options.get("encoding"), "dtype": options.get("dtype")}
+        """How the job asked for weights arrays (attention) to be encoded."""
         if not self.digests:
             check_files(self.files, job_id, chunks)
         elif len(self.digests) != chunks:
@@ -69,7 +72,9 @@ class JobResults:
         envelope = entry["explanation"]
         result = envelope["results"][0]
         if REF_MARK in stored:
-            result = as_sent(with_recorded_arrays(self.store.sessions, {"results": [result]}))["results"][0]
+            record = {"explanation": {"results": [result]}}  # a job row keeps its weights' blobs
+            arrays = with_recorded_arrays(self.store.sessions, record, None)
+            result = as_sent({**arrays, "method": {"params": self.params}})["results"][0]
         return {
             "row": entry["source"]["row"],
             "status": "ok",

@@ -13,7 +13,7 @@ from api.methods.spec import MethodSpec
 from api.service.explain_request import ExplainRequest
 from api.service.idempotency import fingerprint, once
 from api.service.metrics import EXPLANATION_SECONDS
-from api.service.recording import draft_for, out_of_line, recorded_envelope
+from api.service.recording import draft_for, keeps_weights, out_of_line, recorded_envelope
 from api.service.replay import compare, replay_request
 from api.settings import Settings
 from candor_verify.note import load_signer
@@ -26,7 +26,7 @@ from explainers.rows import TabularRows, rows_of
 from explainers.segments import explanation_segments
 from model_store import audit_blobs
 from model_store.archive_limits import ArchiveLimits
-from model_store.array_codec import digests
+from model_store.array_codec import kept_digests
 from model_store.audit import CHECKPOINT
 from model_store.errors import IdempotencyKeyTaken, InvalidInput
 from model_store.explain_keys import ExplainKeys, Idempotency, KeyedRecord
@@ -123,7 +123,9 @@ class ExplanationService:
             sha,
             find=lambda: keys.find(key_id, key),
             sha256_of=lambda earlier: earlier.request_sha256,
-            answer_of=lambda earlier: recorded_envelope(self.store, earlier.record_id),
+            answer_of=lambda earlier: recorded_envelope(
+                self.store, earlier.record_id, lambda record: self.recomputed(record, request.instances)
+            ),
             run=lambda: self.explain(request, Idempotency(key, sha)).to_dict(),
             what="explanation",
         )
@@ -136,7 +138,7 @@ class ExplanationService:
         draft = draft_for(
             request.method, explanation, info, request.instances, request.recorded_options, request.key_id
         )
-        draft, blobs = out_of_line(draft)
+        draft, blobs = out_of_line(draft, keeps_weights(info, self.settings.audit_attention))
         try:
             with self.store.sessions.begin() as session:  # the record, its blobs and its key commit together
                 take_write_turn(session)  # on SQLite, before the key's claim writes
@@ -171,18 +173,28 @@ class ExplanationService:
             narrate(spec, explanation, model)
         return info, explanation
 
-    def replay(self, record_id: str, instances: list[Any] | None = None) -> dict[str, Any]:
-        """Recompute a recorded explanation with its recorded version, options and seed, and compare."""
-        record = self.store.audit.get(record_id)
-        if record["kind"] == CHECKPOINT:
-            raise InvalidInput.field("id", "A checkpoint record has no explanation to replay.")
+    def recomputed(self, record: dict[str, Any], instances: list[Any] | None = None) -> dict[str, Any]:
+        """The explanation ``record`` describes, computed again with its recorded version and options
+        (``instances``: for a record that kept only their sha256)."""
+        return self._recompute(record, instances)[1].to_dict()
+
+    def _recompute(
+        self, record: dict[str, Any], instances: list[Any] | None
+    ) -> tuple[VersionInfo, Explanation]:
         sent, options = replay_request(record, instances)
         model = record["model"]
         recorded = ExplainRequest.recorded(
             record["kind"], model["name"], str(model["version"]), sent, options
         )
-        info, explanation = self.compute(recorded)
-        stored = audit_blobs.AuditBlobs(self.store.sessions).load(digests(record["explanation"]))
+        return self.compute(recorded)
+
+    def replay(self, record_id: str, instances: list[Any] | None = None) -> dict[str, Any]:
+        """Recompute a recorded explanation with its recorded version, options and seed, and compare."""
+        record = self.store.audit.get(record_id)
+        if record["kind"] == CHECKPOINT:
+            raise InvalidInput.field("id", "A checkpoint record has no explanation to replay.")
+        info, explanation = self._recompute(record, instances)
+        stored = audit_blobs.AuditBlobs(self.store.sessions).load(kept_digests(record["explanation"]))
         return {
             "id": record_id,
             "kind": record["kind"],

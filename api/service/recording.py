@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -15,10 +16,13 @@ from model_store import array_codec
 from model_store.array_codec import Blob
 from model_store.audit import RecordDraft, canonical_json, sha256_hex
 from model_store.audit_blobs import AuditBlobs
-from model_store.errors import NotFound
+from model_store.errors import Conflict, NotFound
 from model_store.record_format import compact
 from model_store.store import Store
 from model_store.versions import VersionInfo
+
+Recompute = Callable[[dict[str, Any]], dict[str, Any]]
+"""The explanation a record describes computed again, as ``Explanation.to_dict`` (arrays as sent)."""
 
 
 @cache
@@ -94,24 +98,34 @@ def draft_for(
     )
 
 
-def out_of_line(draft: RecordDraft) -> tuple[RecordDraft, list[Blob]]:
+def keeps_weights(info: VersionInfo, setting: str) -> bool:
+    """Whether attention records of this version keep the weights' bytes: the manifest's
+    ``audit_attention`` when set, else the server's ``CANDOR_AUDIT_ATTENTION`` (``setting``)."""
+    return (info.manifest_data.get("audit_attention") or setting) == "full"
+
+
+def out_of_line(draft: RecordDraft, keep: bool) -> tuple[RecordDraft, list[Blob]]:
     """``draft`` with its arrays out of line: for methods that keep them so (``arrays_out_of_line``) every
     array of the explanation's results becomes a reference to a blob of its bytes (both to be stored in one
-    transaction); other kinds are recorded whole."""
+    transaction), or with ``keep`` false a digest-only reference (``"kept": false``) and no blob; other
+    kinds are recorded whole."""
     if not spec(draft.kind).arrays_out_of_line:
         return draft, []
     envelope = draft.content["explanation"]
     encoding = draft.parts["params"].get("encoding", "json")
-    results, blobs = array_codec.referenced(envelope["results"], encoding)
+    results, blobs = array_codec.referenced(envelope["results"], encoding, keep)
     content = {**draft.content, "explanation": {**envelope, "results": results}}
     return dataclasses.replace(draft, content=content), blobs
 
 
-def recorded_envelope(store: Store, record_id: str) -> dict[str, Any] | None:
+def recorded_envelope(
+    store: Store, record_id: str, recompute: Recompute | None = None
+) -> dict[str, Any] | None:
     """The explanation a record holds, as its client received it (the same JSON value; keys may come in
     another order), or None when the record is gone (purged). Arrays kept as blobs are read back together,
     checked against their sha256 (a missing blob is a 404, a changed one a 409, as the record's plot
-    answers), and encoded as the request asked."""
+    answers); arrays kept by digest only are recomputed (``recompute``) and must match it bit for bit (else
+    a 409). Encoded as the request asked."""
     try:
         record = store.audit.get(record_id)
     except NotFound:
@@ -119,11 +133,44 @@ def recorded_envelope(store: Store, record_id: str) -> dict[str, Any] | None:
     envelope: dict[str, Any] = record["explanation"]
     if not spec(record["kind"]).arrays_out_of_line:
         return envelope
-    return array_codec.as_sent(with_recorded_arrays(store.sessions, envelope))
+    return array_codec.as_sent(with_recorded_arrays(store.sessions, record, recompute))
 
 
-def with_recorded_arrays(sessions: sessionmaker[Session], explanation: Any) -> Any:
-    """``explanation`` (as recorded) with its blob references replaced by their arrays, every blob read in
-    one session and checked against its sha256 (``NotFound`` when missing, ``Conflict`` when changed)."""
-    stored = AuditBlobs(sessions).all_checked(array_codec.digests(explanation))
-    return array_codec.with_arrays(explanation, stored.__getitem__)
+def with_recorded_arrays(
+    sessions: sessionmaker[Session], record: dict[str, Any], recompute: Recompute | None
+) -> Any:
+    """The record's explanation with its references replaced by their arrays: kept blobs read in one session
+    and checked against their sha256 (``NotFound`` when missing, ``Conflict`` when changed); digest-only
+    ones from ``recompute(record)`` (called only when the record has one), each checked against its
+    recorded sha256, dtype and shape (``Conflict`` when it differs or cannot be recomputed)."""
+    explanation = record.get("explanation")
+    stored = AuditBlobs(sessions).all_checked(array_codec.kept_digests(explanation))
+    if array_codec.kept_digests(explanation) == array_codec.digests(explanation):
+        return array_codec.with_arrays(explanation, stored.__getitem__)
+    again = array_codec.arrays_at(recompute(record)) if recompute is not None else {}
+    return _with_arrays(explanation, stored, again, "")
+
+
+def _with_arrays(value: Any, stored: dict[str, bytes], again: dict[str, Any], path: str) -> Any:
+    """``value`` (at ``path`` of a recorded explanation) with each reference replaced by its array: from
+    ``stored`` when kept, else the recomputed array at the same place (``again``), when it matches."""
+    if array_codec.is_reference(value):
+        if array_codec.is_kept(value):
+            return array_codec.array_of(value, stored[value[array_codec.REF_KEY]])
+        return _matching(value, again.get(path), path)
+    if isinstance(value, dict):
+        return {k: _with_arrays(v, stored, again, f"{path}.{k}" if path else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_arrays(v, stored, again, f"{path}.{i}") for i, v in enumerate(value)]
+    return value
+
+
+def _matching(ref: dict[str, Any], array: Any, path: str) -> Any:
+    """The recomputed ``array`` for a digest-only reference, if it is the recorded one bit for bit."""
+    if array is not None and array_codec.matches(ref, array):
+        return array
+    raise Conflict(
+        f"The weights at {path} were recorded by digest only (audit_attention: digest) and recomputing "
+        "them gives different values (another machine or library version?); the recorded values cannot be "
+        "sent again. CANDOR_AUDIT_ATTENTION=full keeps the weights themselves."
+    )

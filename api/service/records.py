@@ -9,7 +9,7 @@ from typing import Any
 
 from api.service.explanations import ExplanationService
 from api.service.recording import with_recorded_arrays
-from model_store.array_codec import digests
+from model_store.array_codec import digests, kept_digests
 from model_store.audit import RecordFilter
 from model_store.audit_blobs import AuditBlobs, verify_trail
 from model_store.errors import Forbidden, NotFound, Unavailable
@@ -30,9 +30,20 @@ class Records:
         return record
 
     def with_arrays(self, record: dict[str, Any]) -> dict[str, Any]:
-        """``record`` with the arrays it keeps as blobs read back in (a picture needs their values)."""
-        record["explanation"] = with_recorded_arrays(self.store.sessions, record.get("explanation"))
+        """``record`` with the arrays it keeps as blobs read back in (a picture needs their values); arrays
+        kept by digest only are recomputed and must match their sha256 (409 otherwise), which needs the
+        recorded inputs (404 for a record that kept only their sha256)."""
+        record["explanation"] = with_recorded_arrays(self.store.sessions, record, self._recomputed)
         return record
+
+    def _recomputed(self, record: dict[str, Any]) -> dict[str, Any]:
+        if "instances" not in record["request"] and record["request"].get("instance_count") != 0:
+            raise NotFound(
+                f"The record '{record['id']}' kept the attention weights by digest only and the inputs by "
+                "sha256 only (store_inputs: hash): there is nothing to draw. POST .../replay with the "
+                "instances recomputes them."
+            )
+        return self.service.recomputed(record)
 
     def page(
         self, query: dict[str, Any], models: Allowlist, after: int, limit: int
@@ -47,8 +58,16 @@ class Records:
     def blob(self, record_id: str, digest: str, models: Allowlist) -> bytes:
         """A blob the record refers to, checked against its sha256 (404 unless the record names it)."""
         record = self.get(record_id, models)
-        if digest not in digests(record.get("explanation")):
+        explanation = record.get("explanation")
+        if digest not in digests(explanation):
             raise NotFound(f"The record '{record_id}' refers to no blob '{digest}'.")
+        if digest not in kept_digests(explanation):
+            raise NotFound(
+                f"The record '{record_id}' kept the weights '{digest}' by digest only (sha256, dtype and "
+                "shape; CANDOR_AUDIT_ATTENTION=digest): their bytes were not stored. POST "
+                f"/v1/explanations/{record_id}/replay recomputes and compares them; "
+                "CANDOR_AUDIT_ATTENTION=full (or a manifest's audit_attention: full) keeps the weights."
+            )
         return AuditBlobs(self.store.sessions).checked(digest)
 
     def export(self, query: dict[str, Any], models: Allowlist) -> Iterator[dict[str, Any]]:

@@ -46,7 +46,8 @@ def compare(
 ) -> dict[str, Any]:
     """Structural and numeric comparison of two envelopes, volatile fields left out. Weights arrays are
     compared as decoded arrays on both sides, whatever their form: JSON numbers, base64 objects, or blob
-    references of the record (read with ``blobs``)."""
+    references of the record (read with ``blobs``). A digest-only reference (``"kept": false``) is
+    compared by its sha256, dtype and shape: equal or not, no measurable difference (``by_digest``)."""
     arrays: list[np.ndarray] = []
 
     def keep(array: np.ndarray, _path: str) -> Any:
@@ -63,9 +64,10 @@ def compare(
     }
     differences: list[str] = []
     not_recorded: list[str] = []
-    max_diff = _walk(left, right, "", differences, not_recorded)
+    digests: list[tuple[str, bool]] = []
+    max_diff = _walk(left, right, "", Found(differences, not_recorded, digests))
     tolerance = spec(kind).replay_tolerance  # stated per method: 1e-9 unless it says otherwise
-    return {
+    outcome = {
         "identical": not differences and max_diff == 0.0,
         "max_abs_diff": max_diff,
         "tolerance": tolerance,
@@ -73,6 +75,20 @@ def compare(
         "differences": differences[:MAX_LISTED],
         "not_recorded": not_recorded[:MAX_LISTED],
     }
+    if digests:
+        differing = [path for path, equal in digests if not equal]
+        outcome["by_digest"] = {"compared": len(digests), "differing": differing[:MAX_LISTED]}
+    return outcome
+
+
+class Found:
+    """What a comparison finds besides the largest difference: paths that differ, paths only the replay
+    has, and each digest-only array compared (its path, whether it matched)."""
+
+    def __init__(
+        self, differences: list[str], not_recorded: list[str], digests: list[tuple[str, bool]]
+    ) -> None:
+        self.differences, self.not_recorded, self.digests = differences, not_recorded, digests
 
 
 ARRAY_MARK = "\x00array"
@@ -86,11 +102,20 @@ class Decoded:
         self.array = array
 
 
+class Digest:
+    """A weights array a record keeps by digest only: its reference."""
+
+    def __init__(self, ref: dict[str, Any]) -> None:
+        self.ref = ref
+
+
 def _decoded(value: Any, blobs: BlobLoader | None, arrays: list[np.ndarray] | None = None) -> Any:
     """``value`` with every blob reference, base64 weights object and replayed array as a ``Decoded``."""
     if isinstance(value, dict):
         if arrays is not None and set(value) == {ARRAY_MARK}:
             return Decoded(arrays[value[ARRAY_MARK]])
+        if array_codec.is_reference(value) and not array_codec.is_kept(value):
+            return Digest(value)
         if array_codec.is_reference(value):
             sha = value[array_codec.REF_KEY]
             data = blobs(sha) if blobs is not None else None
@@ -128,39 +153,45 @@ def _arrays_diff(a: Any, b: Any, path: str, differences: list[str]) -> float:
     return float(np.max(np.abs(left.astype(np.float64) - right.astype(np.float64))))
 
 
-def _walk(a: Any, b: Any, path: str, differences: list[str], not_recorded: list[str]) -> float:
+def _walk(a: Any, b: Any, path: str, found: Found) -> float:
     """The largest numeric difference of recorded ``a`` and replayed ``b``; non-numeric mismatches go to
-    ``differences``. Keys only the replay has (fields a later service version adds, such as OOD flags on a
-    record made before them) go to ``not_recorded``: nothing recorded is contradicted by them."""
+    ``found.differences``. Keys only the replay has (fields a later service version adds, such as OOD flags
+    on a record made before them) go to ``found.not_recorded``: nothing recorded is contradicted by them."""
+    if isinstance(a, Digest):
+        equal = isinstance(b, Decoded) and array_codec.matches(a.ref, b.array)
+        found.digests.append((path, equal))
+        if not equal:
+            found.differences.append(path)
+        return 0.0
     if isinstance(a, Decoded) or isinstance(b, Decoded):
-        return _arrays_diff(a, b, path, differences)
+        return _arrays_diff(a, b, path, found.differences)
     if _is_number(a) and _is_number(b):
         if a == b:
             return 0.0
         if math.isfinite(a) and math.isfinite(b):
             return abs(float(a) - float(b))
-        differences.append(path or "/")
+        found.differences.append(path or "/")
         return 0.0
     if isinstance(a, dict) and isinstance(b, dict):
         worst = 0.0
         for key in sorted((set(a) | set(b)) - VOLATILE_ANYWHERE):
             if key not in a:
-                not_recorded.append(f"{path}/{key}")
+                found.not_recorded.append(f"{path}/{key}")
             elif key not in b:
-                differences.append(f"{path}/{key}")
+                found.differences.append(f"{path}/{key}")
             else:
-                worst = max(worst, _walk(a[key], b[key], f"{path}/{key}", differences, not_recorded))
+                worst = max(worst, _walk(a[key], b[key], f"{path}/{key}", found))
         return worst
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
-            differences.append(path or "/")
+            found.differences.append(path or "/")
             return 0.0
         worst = 0.0
         for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            worst = max(worst, _walk(x, y, f"{path}/{index}", differences, not_recorded))
+            worst = max(worst, _walk(x, y, f"{path}/{index}", found))
         return worst
     if a != b:
-        differences.append(path or "/")
+        found.differences.append(path or "/")
     return 0.0
 
 

@@ -152,6 +152,12 @@ class LogHeadSchema(Schema):
 class BlobsVerifySchema(Schema):
     checked = fields.Integer(required=True, metadata={"description": "Blob references checked."})
     distinct = fields.Integer(required=True, metadata={"description": "Distinct blobs hashed."})
+    digest_only = fields.Integer(
+        metadata={
+            "description": "References kept by digest only (audit_attention: digest): no blob to check; "
+            "the leaf hash covers their sha256."
+        }
+    )
     first_break = fields.Nested(ChainBreakSchema, allow_none=True, required=True)
 
 
@@ -189,6 +195,13 @@ class ReplayRequestSchema(StrictSchema):
     )
 
 
+class ByDigestSchema(Schema):
+    compared = fields.Integer(required=True, metadata={"description": "Arrays compared by sha256."})
+    differing = fields.List(
+        fields.String(), required=True, metadata={"description": "Paths whose recomputed sha256 differs."}
+    )
+
+
 class ReplaySchema(Schema):
     id = fields.String(required=True)
     kind = fields.String(required=True)
@@ -210,5 +223,14 @@ class ReplaySchema(Schema):
         metadata={
             "description": "Paths only the replay has: fields added since the record was made (for example "
             "OOD flags), left out of the comparison."
+        },
+    )
+    by_digest = fields.Nested(
+        ByDigestSchema,
+        metadata={
+            "description": "Only for records that kept attention weights by digest only (audit_attention: "
+            "digest): those arrays are compared bit for bit by sha256, dtype and shape. A differing one is "
+            "listed in differences too; how far it is cannot be measured (max_abs_diff covers the other "
+            "values), so within_tolerance is false."
         },
     )
