@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from candor_verify import merkle
@@ -158,7 +158,7 @@ class AuditLog:
     def leaf(self, record_id: str, models: frozenset[str] | None = None) -> tuple[int, bytes]:
         """A record's leaf index and hash, integrating it first if it is pending; NotFound when there is no
         such record, it was purged, or it explains a model outside ``models`` (None: every model)."""
-        purged = RECORDS.c.body.is_(None).label("purged")
+        purged = and_(RECORDS.c.body.is_(None), RECORDS.c.chunk_sha256.is_(None)).label("purged")
         columns = (RECORDS.c.leaf_index, RECORDS.c.leaf_hash, RECORDS.c.model_name, purged)
         for attempt in range(2):
             with self.sessions() as session:

@@ -377,7 +377,7 @@ def test_purge_deletes_the_blobs_only_purged_records_referred_to(
     monkeypatch.setenv("CANDOR_DATABASE_URL", text.url)
     capsys.readouterr()
     assert cli_main(["audit", "purge", "--days", "30"]) == 0
-    assert "deleted 4 blobs no record refers to" in capsys.readouterr().out
+    assert "deleted 0 job chunks and 4 blobs no record refers to" in capsys.readouterr().out
     assert _stored_blobs(text) == kept_refs
     verdict = text.audit("/v1/audit/verify").get_json()
     assert (
