@@ -23,6 +23,7 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "HashReader",
+    "RootBuilder",
     "leaf_hash",
     "node_hash",
     "prove_consistency",
@@ -68,6 +69,32 @@ def root(leaf_hashes: Sequence[bytes]) -> bytes:
         return leaf_hashes[0]
     k = _split(n)
     return node_hash(root(leaf_hashes[:k]), root(leaf_hashes[k:]))
+
+
+class RootBuilder:
+    """The root of leaves given one at a time: the hashes of the complete subtrees seen so far, a stack as
+    the binary digits of the count (memory O(log n), each leaf hashed into it once)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._stack: list[bytes] = []
+
+    def append(self, leaf: bytes) -> None:
+        node, n = leaf, self.size
+        while n & 1:
+            node = node_hash(self._stack.pop(), node)
+            n >>= 1
+        self._stack.append(node)
+        self.size += 1
+
+    def root(self) -> bytes:
+        """``root`` of the leaves appended so far."""
+        if not self._stack:
+            return EMPTY_ROOT
+        node = self._stack[-1]
+        for left in reversed(self._stack[:-1]):
+            node = node_hash(left, node)
+        return node
 
 
 # Stored hashes (tlog's numbering).

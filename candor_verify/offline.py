@@ -75,34 +75,20 @@ def _b64(value: object, what: str, size: int | None = None) -> bytes:
     return raw
 
 
+def _json_object(raw: str | bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        raise Problem(f"{what} is not JSON") from None
+    if not isinstance(obj, dict):
+        raise Problem(f"{what} is not a JSON object")
+    return obj
+
+
 def _index(value: object, what: str) -> int:
     if type(value) is not int or value < 0:
         raise Problem(f"{what} must be a non-negative integer")
     return value
-
-
-class _Tree:
-    """The leaves seen so far as a stack of complete-subtree hashes (the binary digits of the count)."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self._stack: list[bytes] = []
-
-    def append(self, leaf: bytes) -> None:
-        h, n = leaf, self.size
-        while n & 1:
-            h = merkle.node_hash(self._stack.pop(), h)
-            n >>= 1
-        self._stack.append(h)
-        self.size += 1
-
-    def root(self) -> bytes:
-        if not self._stack:
-            return merkle.EMPTY_ROOT
-        h = self._stack[-1]
-        for left in reversed(self._stack[:-1]):
-            h = merkle.node_hash(left, h)
-        return h
 
 
 class _ExportCheck:
@@ -110,7 +96,7 @@ class _ExportCheck:
 
     def __init__(self, checkpoints: list[tuple[str, Checkpoint]]) -> None:
         self.checkpoints = checkpoints
-        self.tree = _Tree()
+        self.tree = merkle.RootBuilder()
         self.counts = {"lines": 0, "leaves": 0, "records": 0, "purged": 0, "parts": 0, "unsequenced": 0}
         self._check_roots()
 
@@ -126,12 +112,7 @@ class _ExportCheck:
         self.counts["lines"] += 1
         if not raw or raw.isspace():
             return
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            raise Problem("the line is not JSON") from None
-        if not isinstance(obj, dict):
-            raise Problem("the line is not a JSON object")
+        obj = _json_object(raw, "the line")
         if "error" in obj:
             raise Problem(f"the export stream ended with an error: {json.dumps(obj['error'])[:500]}")
         if "part" in obj:
@@ -300,12 +281,7 @@ def verify_proof(
     """Check an inclusion proof, or a consistency proof from ``old_checkpoint``, with ``key``."""
     try:
         verifier = key if isinstance(key, Verifier) else read_key(key)
-        try:
-            proof = json.loads(proof_json)
-        except ValueError:
-            raise Problem("the proof is not JSON") from None
-        if not isinstance(proof, dict):
-            raise Problem("the proof is not a JSON object")
+        proof = _json_object(proof_json, "the proof")
         if "inclusion_path" in proof:
             found = _inclusion(proof, verifier)
         elif "consistency_path" in proof:

@@ -331,16 +331,24 @@ def array_of(ref: dict[str, Any], data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(ref["dtype"]).newbyteorder("<")).reshape(ref["shape"])
 
 
+def references_replaced(value: Any, replace: Callable[[dict[str, Any], str], Any], path: str = "") -> Any:
+    """``value`` (a recorded explanation) with every blob reference replaced by ``replace(ref, path)``;
+    ``path`` names its place as ``arrays_replaced`` names the array's."""
+    if is_reference(value):
+        return replace(value, path)
+    if isinstance(value, dict):
+        return {
+            k: references_replaced(v, replace, f"{path}.{k}" if path else str(k)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [references_replaced(v, replace, f"{path}.{i}") for i, v in enumerate(value)]
+    return value
+
+
 def with_arrays(value: Any, load: Callable[[str], bytes]) -> Any:
     """``value`` (a recorded explanation) with every blob reference replaced by its array, its bytes read
     with ``load`` (e.g. ``AuditBlobs.checked``)."""
-    if is_reference(value):
-        return array_of(value, load(value[REF_KEY]))
-    if isinstance(value, dict):
-        return {k: with_arrays(v, load) for k, v in value.items()}
-    if isinstance(value, list):
-        return [with_arrays(v, load) for v in value]
-    return value
+    return references_replaced(value, lambda ref, _path: array_of(ref, load(ref[REF_KEY])))
 
 
 def reference_problem(ref: dict[str, Any], size: int) -> str | None:

@@ -11,7 +11,6 @@ hashes, so the tree and every other record's proof still verify.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Sequence
@@ -22,7 +21,7 @@ from sqlalchemy import Select, Table, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.audit_chunks import ChunkCache, collect_chunks
-from model_store.audit_parts import PARTS, PartCache, parts_of, write_parts
+from model_store.audit_parts import PartCache, parts_of, write_parts
 from model_store.errors import IntegrityError, NotFound
 from model_store.record_format import expand
 from model_store.sqlite_turns import take_write_turn
@@ -162,29 +161,39 @@ class AuditTrail:
         expanded with its parts (read together, checked against their digests). A record that cannot be
         read (its bytes are not JSON, its chunk or a part is missing or changed) gets the exception in its
         place, so a stream fails where it stands, after the records before it."""
+        return self._read(session, rows)[1]
+
+    def _read(
+        self, session: Session, rows: Sequence[Any]
+    ) -> tuple[list[str | None], list[dict[str, Any] | Exception], list[dict[str, str]]]:
+        """Each row's stored bytes (None when its chunk cannot be read), its record as ``decoded`` reads it,
+        and the parts its bytes name (name -> digest)."""
+        texts: list[str | None] = []
         bodies: list[Any] = []
         for row in rows:
+            text = None
             try:
-                bodies.append(orjson.loads(self.stored(session, row)))
+                text = self.stored(session, row)
+                bodies.append(orjson.loads(text))
             except (orjson.JSONDecodeError, IntegrityError) as exc:
                 bodies.append(exc)
-        wanted = {d for body in bodies if isinstance(body, dict) for d in parts_of(body).values()}
+            texts.append(text)
+        named = [parts_of(body) if isinstance(body, dict) else {} for body in bodies]
+        wanted = {digest for names in named for digest in names.values()}
         values = self.parts.resolve(session, wanted) if wanted else {}
         records: list[dict[str, Any] | Exception] = []
-        for row, body in zip(rows, bodies, strict=True):
-            named = parts_of(body) if isinstance(body, dict) else {}
-            missing = sorted(set(named.values()) - values.keys())
+        for row, body, names in zip(rows, bodies, named, strict=True):
+            missing = sorted(set(names.values()) - values.keys())
             if isinstance(body, Exception):
                 records.append(body)
-                continue
-            if missing:
+            elif missing:
                 problem = f"Record '{row.id}' cannot be read: its part {missing[0]} is missing or changed."
                 records.append(IntegrityError(problem))
-                continue
-            if named:
-                body = expand(body, {name: values[digest] for name, digest in named.items()})
-            records.append({**body, "seq": row.seq, "leaf_index": row.leaf_index, "hash": row.hash})
-        return records
+            else:
+                if names:
+                    body = expand(body, {name: values[digest] for name, digest in names.items()})
+                records.append({**body, "seq": row.seq, "leaf_index": row.leaf_index, "hash": row.hash})
+        return texts, records, named
 
     def stored(self, session: Session, row: Any) -> str:
         """A kept record's stored bytes (text): its body, or its line of its job chunk."""
@@ -234,23 +243,16 @@ class AuditTrail:
                     .limit(STREAM_BATCH)
                 ).all()
                 kept = [row for row in rows if row.body is not None or row.chunk_sha256 is not None]
-                records = dict(zip((row.seq for row in kept), self.decoded(session, kept), strict=True))
-                texts: dict[int, str] = {}
-                for row in kept:
-                    with contextlib.suppress(IntegrityError):  # its decoded record holds the error
-                        texts[row.seq] = self.stored(session, row)
-                named = {seq: _named_parts(text) for seq, text in texts.items()}
-                wanted = sorted({digest for parts in named.values() for digest in parts.values()})
-                bodies = dict(
-                    session.execute(
-                        select(PARTS.c.sha256, PARTS.c.body).where(PARTS.c.sha256.in_(wanted))
-                    ).all()
-                )
+                texts, records, named = self._read(session, kept)
+                part_texts = self.parts.texts(session, {d for names in named for d in names.values()})
+            read = {row.seq: (t, r, n) for row, t, r, n in zip(kept, texts, records, named, strict=True)}
             for row in rows:
-                parts = {digest: bodies[digest] for digest in named.get(row.seq, {}).values()}
-                record = records.get(row.seq)
-                decoded = None if record is None else _record_or_raise(record)
-                yield row, texts.get(row.seq), decoded, parts
+                if row.seq not in read:  # purged: its leaf hash alone
+                    yield row, None, None, {}
+                    continue
+                text, record, names = read[row.seq]
+                decoded = _record_or_raise(record)
+                yield row, text, decoded, {digest: part_texts[digest] for digest in names.values()}
             if len(rows) < STREAM_BATCH:
                 return
             after = rows[-1].leaf_index
@@ -285,14 +287,6 @@ class AuditTrail:
                 session.execute(update(RECORDS).where(RECORDS.c.id.in_(batch)).values(gone))
             chunks = collect_chunks(session)
         return {"purged": len(ids), "chunks": chunks}
-
-
-def _named_parts(body: str) -> dict[str, str]:
-    """The parts a stored body names (none when it is not JSON: reading it fails on its own)."""
-    try:
-        return parts_of(orjson.loads(body))
-    except orjson.JSONDecodeError:
-        return {}
 
 
 def _record_or_raise(record: dict[str, Any] | Exception) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import delete, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.array_codec import REF_KEY, Blob, is_kept, reference_problem, references
@@ -24,6 +23,7 @@ from model_store.audit import RECORDS, AuditTrail, RecordDraft
 from model_store.audit_chunks import CHUNKS, ChunkCache
 from model_store.audit_log import AuditLog
 from model_store.audit_verify import verify_log
+from model_store.db import insert_missing
 from model_store.errors import Conflict, IntegrityError, NotFound
 from model_store.tables import AuditBlobRow, utcnow
 
@@ -56,9 +56,7 @@ def write(session: Session, blobs: Sequence[Blob]) -> None:
         {"sha256": sha, "size": blob.data.nbytes, "data": blob.data, "created_at": now}
         for sha, blob in sorted(unique.items())
     ]
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
-    session.execute(module.insert(AuditBlobRow).on_conflict_do_nothing(index_elements=["sha256"]), rows)
+    insert_missing(session, AuditBlobRow, rows)
 
 
 def append_with_blobs(

@@ -19,10 +19,11 @@ from typing import Any, cast
 
 import pyarrow as pa
 from sqlalchemy import Table, delete, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from model_store.array_codec import REF_KEY
 from model_store.audit_parts import write_parts
+from model_store.db import insert_missing
 from model_store.errors import IntegrityError
 from model_store.stored_form import StoredRecord
 from model_store.tables import AuditChunkRow, RecordRow, utcnow
@@ -30,7 +31,8 @@ from model_store.tables import AuditChunkRow, RecordRow, utcnow
 CHUNKS = cast(Table, AuditChunkRow.__table__)
 RECORDS = cast(Table, RecordRow.__table__)
 CODEC = "zstd"
-REF_MARK = b'"blob_sha256"'
+REF_MARK = f'"{REF_KEY}"'.encode()
+"""What a record's stored bytes hold when it refers to blobs (attention weights)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +69,6 @@ def pack(entries: Sequence[StoredRecord | bytes]) -> RecordChunk:
 def write(session: Session, chunk: RecordChunk) -> None:
     """Store the chunk (kept as it is when stored already), the parts its records name and their rows, in
     the caller's transaction; the records get their place in the tree when the log integrates them."""
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
     row = {
         "sha256": chunk.sha256,
         "size": chunk.size,
@@ -76,7 +76,7 @@ def write(session: Session, chunk: RecordChunk) -> None:
         "has_refs": chunk.has_refs,
         "created_at": utcnow(),
     }
-    session.execute(module.insert(AuditChunkRow).on_conflict_do_nothing(index_elements=["sha256"]), [row])
+    insert_missing(session, AuditChunkRow, [row])
     write_parts(session, chunk.parts)
     if chunk.rows:
         session.connection().execute(insert(RECORDS), chunk.rows)

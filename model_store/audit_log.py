@@ -22,17 +22,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from candor_verify import merkle
 from candor_verify.checkpoint import Checkpoint, open_checkpoint, signed
 from candor_verify.note import NoteError, Signer
+from model_store.audit import HEAD, LOCK_HEAD, RECORDS
 from model_store.errors import InvalidInput, NotFound
 from model_store.sqlite_turns import take_write_turn
-from model_store.tables import AuditCheckpointRow, AuditHeadRow, AuditTreeRow, RecordRow
+from model_store.tables import AuditCheckpointRow, AuditHeadRow, AuditTreeRow
 
 log = logging.getLogger("candor.audit")
 INTEGRATE_BATCH = 50_000
 """Most leaves one integration transaction takes (a larger backlog is integrated in several)."""
-RECORDS = cast(Table, RecordRow.__table__)
 TREE = cast(Table, AuditTreeRow.__table__)
-HEAD = cast(Table, AuditHeadRow.__table__)
-LOCK_HEAD = update(HEAD).where(HEAD.c.id == 1).values(seq=HEAD.c.seq)
 SET_LEAF_INDEX = (
     update(RECORDS)
     .where(RECORDS.c.seq == bindparam("record_seq"))
@@ -79,7 +77,8 @@ class AuditLog:
         if session.execute(pending_query.limit(1)).first() is None and not self._unsigned(session):
             return self.size(session), False  # nothing to do: no lock taken
         take_write_turn(session)
-        size = int(session.execute(LOCK_HEAD.returning(HEAD.c.seq)).scalar_one())
+        head = session.execute(LOCK_HEAD.returning(HEAD.c.seq, HEAD.c.hash)).one()
+        size, root = int(head.seq), bytes.fromhex(head.hash)
         pending = session.execute(pending_query.order_by(RECORDS.c.seq).limit(INTEGRATE_BATCH)).all()
         if pending:
             base = merkle.stored_hash_count(size)
@@ -93,7 +92,7 @@ class AuditLog:
             size += len(pending)
             root = merkle.tree_root(size, read)
             session.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=size, hash=root.hex()))
-        self._sign(session, size)
+        self._sign(session, size, root)
         return size, len(pending) == INTEGRATE_BATCH
 
     def _unsigned(self, session: Session) -> bool:
@@ -103,10 +102,10 @@ class AuditLog:
         size = self.size(session)
         return session.get(AuditCheckpointRow, size) is None
 
-    def _sign(self, session: Session, size: int) -> None:
+    def _sign(self, session: Session, size: int, root: bytes) -> None:
+        """Sign a checkpoint of the tree of ``size`` leaves and ``root`` (the head, under its lock)."""
         if self.signer is None or session.get(AuditCheckpointRow, size) is not None:
             return
-        root = self.root(size, session)
         note = signed(Checkpoint(self.signer.name, size, root), self.signer)
         session.add(AuditCheckpointRow(tree_size=size, root=root.hex(), note=note))
 

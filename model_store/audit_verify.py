@@ -18,38 +18,15 @@ from sqlalchemy import Table, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from candor_verify import merkle
-from model_store.audit import INDEXED, PARTS, RECORDS, canonical_json, leaf_hash_hex, sha256_hex
+from model_store.audit import INDEXED, RECORDS, canonical_json, leaf_hash_hex, sha256_hex
 from model_store.audit_chunks import ChunkCache
 from model_store.audit_log import AuditLog
+from model_store.audit_parts import PARTS
 from model_store.errors import IntegrityError
 from model_store.tables import AuditTreeRow, as_utc
 
 BATCH = 1000
 TREE = cast(Table, AuditTreeRow.__table__)
-
-
-class RootBuilder:
-    """RFC 9162's root of leaves given one at a time: a stack of complete subtrees' hashes."""
-
-    def __init__(self) -> None:
-        self.stack: list[tuple[int, bytes]] = []  # (height, hash)
-        self.size = 0
-
-    def add(self, leaf: bytes) -> None:
-        height, node = 0, leaf
-        while self.stack and self.stack[-1][0] == height:
-            node = merkle.node_hash(self.stack.pop()[1], node)
-            height += 1
-        self.stack.append((height, node))
-        self.size += 1
-
-    def root(self) -> bytes:
-        if not self.stack:
-            return merkle.EMPTY_ROOT
-        node = self.stack[-1][1]
-        for _, left in reversed(self.stack[:-1]):
-            node = merkle.node_hash(left, node)
-        return node
 
 
 def _problem(row: Any, text: str | Exception | None) -> str | None:
@@ -117,7 +94,7 @@ def verify_log(audit_log: AuditLog) -> dict[str, Any]:
     size = audit_log.integrate()
     checkpoint = audit_log.checkpoint()
     sessions = audit_log.sessions
-    builder, digests = RootBuilder(), set[str]()
+    builder, digests = merkle.RootBuilder(), set[str]()
     roots = {0: merkle.EMPTY_ROOT}  # the rebuilt root at the checkpoint's size
     first_break: dict[str, Any] | None = None
     for row, text in _leaves(sessions):
@@ -132,7 +109,7 @@ def verify_log(audit_log: AuditLog) -> dict[str, Any]:
             break
         if isinstance(text, str) and row.prev_hash is None:
             digests.update((orjson.loads(text).get("parts") or {}).values())
-        builder.add(bytes.fromhex(row.leaf_hash))
+        builder.append(bytes.fromhex(row.leaf_hash))
     roots[builder.size] = builder.root()
     head = audit_log.head()
     if first_break is None:
@@ -156,7 +133,7 @@ def _break(row: Any, reason: str) -> dict[str, Any]:
 
 def _tree_problem(
     audit_log: AuditLog,
-    builder: RootBuilder,
+    builder: merkle.RootBuilder,
     size: int,
     head: dict[str, Any],
     checkpoint: dict[str, Any] | None,

@@ -18,8 +18,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.sqlite_turns import TurnConnection, end_turns_with_transactions
@@ -56,6 +58,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")  # the commit's fsync comes after the turn: see TurnConnection
     cursor.close()
+
+
+def insert_missing(session: Session, row_class: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert content-addressed ``rows`` (keyed by ``sha256``) in the caller's transaction, keeping a row
+    already stored under the same key as it is: the same digest names the same bytes."""
+    dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(row_class).on_conflict_do_nothing(index_elements=["sha256"]), rows)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

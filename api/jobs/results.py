@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 
 from api.service.jsonbytes import dumps_bytes
 from api.service.recording import with_recorded_arrays
-from model_store.array_codec import REF_KEY, as_sent
-from model_store.audit_chunks import lines
+from model_store.array_codec import as_sent
+from model_store.audit_chunks import REF_MARK, lines
 from model_store.errors import IntegrityError
-from model_store.jobs import JobFiles, JobStore
+from model_store.jobs import JobFiles, JobStore, chunk_count
 from model_store.store import Store
 
 PARQUET_SCHEMA = pa.schema(
@@ -36,16 +36,16 @@ PARQUET_SCHEMA = pa.schema(
     ]
 )
 """``result`` and ``error`` hold JSON text: their shapes differ by kind and row."""
-REF_MARK = f'"{REF_KEY}"'.encode()
 
 
 class JobResults:
-    """The result lines of a job's ``chunks`` committed chunks, chunk by chunk."""
+    """The result lines of a finished job (``job``: as ``JobStore.get`` reads it), chunk by chunk."""
 
-    def __init__(self, store: Store, jobs: JobStore, job_id: str, chunks: int) -> None:
+    def __init__(self, store: Store, jobs: JobStore, job: dict[str, Any]) -> None:
+        job_id, chunks = job["id"], chunk_count(job["total_rows"], job["chunk_rows"])
         self.store, self.files, self.job_id, self.chunks = store, jobs.files, job_id, chunks
         self.digests = jobs.chunk_digests(job_id)
-        options = jobs.get(job_id)["options"]
+        options = job["options"]
         self.params = {"encoding": options.get("encoding"), "dtype": options.get("dtype")}
         """How the job asked for weights arrays (attention) to be encoded."""
         if not self.digests:

@@ -52,15 +52,12 @@ class Jobs:
         return parquet_result(self._results(job_id, caller))
 
     def _results(self, job_id: str, caller: Caller) -> JobResults:
-        return JobResults(self.records, self.store, job_id, self._succeeded(job_id, caller))
-
-    def _succeeded(self, job_id: str, caller: Caller) -> int:
-        """The job's chunk count, once it has succeeded (else 409)."""
+        """The job's results, once it has succeeded (else 409)."""
         job = self.get(job_id, caller)
         if job["status"] != SUCCEEDED:
             state = "has " + job["status"] if job["status"] in FINISHED else "is " + job["status"]
             raise Conflict(f"The job {state}; results are served once it has succeeded.")
-        return chunk_count(job["total_rows"], job["chunk_rows"])
+        return JobResults(self.records, self.store, job)
 
 
 def progress(job: dict[str, Any]) -> dict[str, Any]:

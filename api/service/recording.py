@@ -144,25 +144,17 @@ def with_recorded_arrays(
     ones from ``recompute(record)`` (called only when the record has one), each checked against its
     recorded sha256, dtype and shape (``Conflict`` when it differs or cannot be recomputed)."""
     explanation = record.get("explanation")
-    stored = AuditBlobs(sessions).all_checked(array_codec.kept_digests(explanation))
-    if array_codec.kept_digests(explanation) == array_codec.digests(explanation):
-        return array_codec.with_arrays(explanation, stored.__getitem__)
-    again = array_codec.arrays_at(recompute(record)) if recompute is not None else {}
-    return _with_arrays(explanation, stored, again, "")
+    kept = array_codec.kept_digests(explanation)
+    stored = AuditBlobs(sessions).all_checked(kept)
+    every_kept = kept == array_codec.digests(explanation)
+    again = array_codec.arrays_at(recompute(record)) if recompute is not None and not every_kept else {}
 
+    def array_for(ref: dict[str, Any], path: str) -> Any:
+        if array_codec.is_kept(ref):
+            return array_codec.array_of(ref, stored[ref[array_codec.REF_KEY]])
+        return _matching(ref, again.get(path), path)
 
-def _with_arrays(value: Any, stored: dict[str, bytes], again: dict[str, Any], path: str) -> Any:
-    """``value`` (at ``path`` of a recorded explanation) with each reference replaced by its array: from
-    ``stored`` when kept, else the recomputed array at the same place (``again``), when it matches."""
-    if array_codec.is_reference(value):
-        if array_codec.is_kept(value):
-            return array_codec.array_of(value, stored[value[array_codec.REF_KEY]])
-        return _matching(value, again.get(path), path)
-    if isinstance(value, dict):
-        return {k: _with_arrays(v, stored, again, f"{path}.{k}" if path else k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_with_arrays(v, stored, again, f"{path}.{i}") for i, v in enumerate(value)]
-    return value
+    return array_codec.references_replaced(explanation, array_for)
 
 
 def _matching(ref: dict[str, Any], array: Any, path: str) -> Any:

@@ -4,7 +4,7 @@ allowlist, None for every model). What the audit routes call; plain Python like 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from api.service.explanations import ExplanationService
@@ -110,14 +110,14 @@ class Records:
         checkpoint's), with the signed checkpoint of that size when there is one."""
         audit_log = self.store.audit_log
         leaf_index, leaf_hash = audit_log.leaf(record_id, models)  # 404 as ``get`` for a record not shown
-        if tree_size is not None:
-            checkpoint = audit_log.checkpoint(tree_size)
-        else:  # the latest checkpoint; integrate and sign first only when it does not hold the leaf yet
+
+        def latest() -> dict[str, Any] | None:  # integrate and sign first only when it lacks the leaf
             checkpoint = audit_log.checkpoint()
             if checkpoint is None or checkpoint["tree_size"] <= leaf_index:
                 checkpoint = audit_log.current_checkpoint()
-        if tree_size is None:
-            tree_size = checkpoint["tree_size"] if checkpoint is not None else audit_log.head()["tree_size"]
+            return checkpoint
+
+        tree_size, checkpoint = self._signed_size(tree_size, latest)
         path = audit_log.inclusion(leaf_index, tree_size)
         return {
             "leaf_index": leaf_index,
@@ -130,19 +130,26 @@ class Records:
     def consistency(self, old_size: int, new_size: int | None) -> dict[str, Any]:
         """The consistency proof between two tree sizes (``new_size`` None: the latest checkpoint's), with
         the signed checkpoint of the newer size when there is one."""
-        audit_log = self.store.audit_log
-        checkpoint = (
-            audit_log.checkpoint(new_size) if new_size is not None else audit_log.current_checkpoint()
-        )
-        if new_size is None:
-            new_size = checkpoint["tree_size"] if checkpoint is not None else audit_log.head()["tree_size"]
-        path = audit_log.consistency(old_size, new_size)
+        new_size, checkpoint = self._signed_size(new_size, self.store.audit_log.current_checkpoint)
+        path = self.store.audit_log.consistency(old_size, new_size)
         return {
             "from": old_size,
             "to": new_size,
             "consistency_path": [_b64(node) for node in path],
             "checkpoint": checkpoint["note"] if checkpoint is not None else None,
         }
+
+    def _signed_size(
+        self, size: int | None, latest: Callable[[], dict[str, Any] | None]
+    ) -> tuple[int, dict[str, Any] | None]:
+        """The tree size to prove against and its signed checkpoint (None when none was signed at it):
+        ``size`` as asked, else the ``latest`` checkpoint's, else the head's."""
+        if size is not None:
+            return size, self.store.audit_log.checkpoint(size)
+        checkpoint = latest()
+        if checkpoint is not None:
+            return int(checkpoint["tree_size"]), checkpoint
+        return int(self.store.audit_log.head()["tree_size"]), None
 
     def replay(self, record_id: str, instances: list[Any] | None, models: Allowlist) -> dict[str, Any]:
         self.get(record_id, models)
