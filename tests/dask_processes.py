@@ -25,6 +25,7 @@ ship this module's functions by value, since workers do not import ``tests``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import shlex
@@ -66,6 +67,17 @@ def netns_available() -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return True
+
+
+@functools.cache
+def network_mode() -> str:
+    """``netns`` or ``loopback``: ``CANDOR_TEST_DASK_NETWORK`` if set, else what the machine allows."""
+    wanted = os.environ.get("CANDOR_TEST_DASK_NETWORK", "auto")
+    if wanted == "auto":
+        return "netns" if netns_available() else "loopback"
+    if wanted not in ("netns", "loopback"):
+        raise ValueError(f"CANDOR_TEST_DASK_NETWORK={wanted!r}: netns, loopback or auto")
+    return wanted
 
 
 def _free_port(host: str) -> int:
@@ -155,10 +167,7 @@ class DaskProcesses:
     """A scheduler and ``n_workers`` workers as separate machines; a context manager (cleans up on exit)."""
 
     def __init__(self, hidden: Sequence[Path], n_workers: int = 2, network: str | None = None) -> None:
-        wanted = network or os.environ.get("CANDOR_TEST_DASK_NETWORK") or "auto"
-        if wanted == "auto":
-            wanted = "netns" if netns_available() else "loopback"
-        self.mode = wanted
+        self.mode = network or network_mode()
         self.hidden = [str(Path(p).resolve()) for p in hidden] + [
             p for p in POSTGRES_SOCKETS if Path(p).is_dir()
         ]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dask_processes import POSTGRES_SOCKETS, DaskProcesses, worker_view
+from dask_processes import POSTGRES_SOCKETS, DaskProcesses, network_mode, worker_view
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-@pytest.fixture(scope="module")
-def machines(data_dir: Path) -> Iterator[DaskProcesses]:
-    with DaskProcesses(hidden=[data_dir], n_workers=2) as cluster:
+@pytest.fixture(scope="module", params=[network_mode()])
+def machines(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[DaskProcesses]:
+    """The cluster; the network mode is in each test's id (``[netns]`` or ``[loopback]``)."""
+    with DaskProcesses(hidden=[data_dir], n_workers=2, network=request.param) as cluster:
         print(f"\nexternal Dask cluster: network mode {cluster.mode}, scheduler {cluster.address}")
         yield cluster
 
