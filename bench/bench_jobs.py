@@ -24,7 +24,6 @@ Prints a markdown table; writes ``bench/results/jobs.json``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import io
 import json
@@ -251,33 +250,51 @@ def run_job(data_dir: Path, rows: pd.DataFrame, layout: str) -> dict[str, Any]:
     }
 
 
+def chunk_inputs(data_dir: Path, job_id: str, chunks: int) -> tuple[Any, list[Any], Any]:
+    """What the runner sends its workers for the job's chunks: the limits, one task per chunk (its rows
+    read from the job's stored input), and the shipped model."""
+    from api.jobs.compute import ChunkTask, for_workers
+    from api.settings import Settings
+    from model_store.shipped import ShippedModel
+
+    settings = Settings.load({"data_dir": data_dir, "database_url": f"sqlite:///{data_dir / 'candor.db'}"})
+    store = Store(data_dir, settings.resolved_database_url)
+    try:
+        jobs = JobStore(store.sessions, data_dir)
+        info = store.registry.resolve("loan", 1)
+        shipped = ShippedModel(info, store.registry.files(info))
+        tasks = [
+            ChunkTask(
+                job_id, n, n * CHUNK_ROWS, "loan", 1, "shap", {}, None, True, jobs.input_chunk(job_id, n)
+            )
+            for n in range(chunks)
+        ]
+    finally:
+        store.close()
+    return for_workers(settings), tasks, shipped
+
+
 def compute_only(data_dir: Path, job_id: str, chunks: int) -> float:
     """Wall time of the job's chunks computed on a fresh 2-worker LocalCluster (warmed), nothing committed:
     the parallel part of a job."""
     from distributed import Client, LocalCluster
 
-    from api.jobs.compute import ChunkTask, compute_chunk, warm_up
-    from api.settings import Settings
+    from api.jobs.compute import compute_chunk, warm_up
 
-    settings = Settings.load({"data_dir": data_dir, "database_url": f"sqlite:///{data_dir / 'candor.db'}"})
-    task = ChunkTask(job_id, 0, 0, "loan", 1, "shap", {}, None, True)
+    settings, tasks, shipped = chunk_inputs(data_dir, job_id, chunks)
     with (
         LocalCluster(n_workers=WORKERS, threads_per_worker=1, dashboard_address=None) as cluster,
         Client(cluster) as client,
     ):
         client.run(warm_up)
-        for future in [client.submit(compute_chunk, settings, task, pure=False) for _ in range(WORKERS * 2)]:
+        model = client.scatter(shipped, broadcast=True, hash=False)
+        warm = [
+            client.submit(compute_chunk, settings, tasks[0], model, pure=False) for _ in range(WORKERS * 2)
+        ]
+        for future in warm:
             future.result()
         started = time.perf_counter()
-        futures = [
-            client.submit(
-                compute_chunk,
-                settings,
-                dataclasses.replace(task, chunk=n, first_row=n * CHUNK_ROWS),
-                pure=False,
-            )
-            for n in range(chunks)
-        ]
+        futures = [client.submit(compute_chunk, settings, task, model, pure=False) for task in tasks]
         for future in futures:
             future.result()
             future.release()
@@ -289,13 +306,12 @@ def chunk_store_floor(data_dir: Path, job_id: str, chunks: int) -> float:
     """Wall time of storing ``chunks`` packed chunks of 1,000 of the job's records (new ids, so each chunk
     is its own) in a fresh database, one transaction per chunk, in this one process, then integrating them
     into the log's tree: the serial part of a job."""
-    from api.jobs.compute import ChunkTask, compute_chunk
-    from api.settings import Settings
+    from api.jobs.compute import compute_chunk
     from model_store import audit_chunks
     from model_store.stored_form import StoredRecord
 
-    settings = Settings.load({"data_dir": data_dir, "database_url": f"sqlite:///{data_dir / 'candor.db'}"})
-    outcome = compute_chunk(settings, ChunkTask(job_id, 0, 0, "loan", 1, "shap", {}, None, True))
+    settings, tasks, shipped = chunk_inputs(data_dir, job_id, 1)
+    outcome = compute_chunk(settings, tasks[0], shipped)
     raw = audit_chunks.unpacked(outcome.packed.sha256, outcome.packed.size, outcome.packed.data)
     template = list(audit_chunks.lines(raw))
     packed = []

@@ -1,13 +1,14 @@
-"""Batch jobs in the database and their files on disk.
+"""Batch jobs in the database.
 
-A job row says where the job stands; its input lives under ``<data_dir>/jobs/<id>/input.parquet`` (the rows,
-normalised at submission, one row group per chunk; deleted once the job ends), and each committed chunk's
-rows are stored once in the database (``job_chunks`` names the chunk of ``audit_chunks`` holding them; jobs
-run before that kept ``chunks/<n>.jsonl`` files, still read). A runner claims a job (PostgreSQL: ``FOR
-UPDATE SKIP LOCKED``; SQLite: the database's single write lock, taken first), keeps its heartbeat fresh, and
-commits each chunk's progress in the transaction that also stores the chunk and its audit records.
-``chunks_done`` is therefore always a prefix of the job that is fully committed; a runner that dies leaves
-the job to be reclaimed once its heartbeat is stale, and the next runner resumes at ``chunks_done``.
+A job row says where the job stands; its input rows are stored with it (``model_store.job_inputs``: one
+compressed Arrow chunk per row, normalised at submission; deleted once the job ends), and each committed
+chunk's rows are stored once (``job_chunks`` names the chunk of ``audit_chunks`` holding them; jobs run
+before that kept ``chunks/<n>.jsonl`` files, still read). Nothing a runner needs is on one host's disk. A
+runner claims a job (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: the database's single write lock, taken
+first), keeps its heartbeat fresh, and commits each chunk's progress in the transaction that also stores the
+chunk and its audit records. ``chunks_done`` is therefore always a prefix of the job that is fully
+committed; a runner that dies leaves the job to be reclaimed once its heartbeat is stale, and the next
+runner resumes at ``chunks_done``.
 
     queued -> running -> succeeded | failed
        \\          \\-> cancelled   (DELETE; the runner stops at the next chunk)
@@ -16,11 +17,12 @@ the job to be reclaimed once its heartbeat is stale, and the next runner resumes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
-import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from model_store import job_inputs
 from model_store.errors import Conflict, IdempotencyKeyTaken, NotFound
 from model_store.tables import JobChunkRow, JobRow, as_utc, utcnow
 
@@ -104,7 +107,9 @@ def job_dict(row: JobRow) -> dict[str, Any]:
 
 
 class JobFiles:
-    """The directory layout of jobs under ``<data_dir>/jobs``, with atomic writes (temp name, then rename)."""
+    """This host's job files under ``<data_dir>/jobs``: the staging file a submission normalises its rows in,
+    the result Parquet file cached for downloads, and what jobs of earlier releases kept there (an input file,
+    chunk files)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.root = Path(data_dir) / "jobs"
@@ -113,39 +118,22 @@ class JobFiles:
         return self.root / str(uuid.UUID(job_id))  # never a path from user input
 
     def input_path(self, job_id: str) -> Path:
+        """Where a job queued before inputs were stored in the database keeps its rows."""
         return self.job_dir(job_id) / "input.parquet"
 
     def chunk_path(self, job_id: str, chunk: int) -> Path:
         """Where a job run before chunks were stored in the database kept chunk ``chunk``'s lines."""
         return self.job_dir(job_id) / "chunks" / f"{int(chunk)}.jsonl"
 
-    def new_staging_dir(self) -> tuple[str, Path]:
-        """A fresh job id and a private directory to write its input in."""
-        job_id = str(uuid.uuid4())
-        staging = self.root / f".staging-{job_id}"
-        (staging / "chunks").mkdir(parents=True)
-        return job_id, staging
-
-    def publish(self, job_id: str, staging: Path) -> None:
-        staging.rename(self.job_dir(job_id))
-
-    def remove(self, job_id: str) -> None:
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
-
-    def discard_input(self, job_id: str) -> None:
-        """Delete a finished job's input rows: its results and audit records stand without them, and a
-        model with ``store_inputs: hash`` must not keep the inputs on disk."""
-        self.input_path(job_id).unlink(missing_ok=True)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` beside ``path`` and rename it into place (readers never see half a file)."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temporary.replace(path)
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A private directory for a submission's normalised rows, removed afterwards."""
+        staging = self.root / f".staging-{uuid.uuid4()}"
+        staging.mkdir(parents=True)
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 class JobStore:
@@ -154,10 +142,11 @@ class JobStore:
         self.files = JobFiles(data_dir)
 
     # -- submission and reading ---------------------------------------------------------------------------
-    def create(self, job_id: str, new: NewJob) -> dict[str, Any]:
-        """Queue the job; ``IdempotencyKeyTaken`` when its key already named another job of the same key."""
+    def create(self, new: NewJob, input_path: Path) -> dict[str, Any]:
+        """Queue the job with the rows of ``input_path`` (Parquet, one row group per chunk) as its input;
+        ``IdempotencyKeyTaken`` when its key already named another job of the same key."""
         try:
-            return self._insert(job_id, new)
+            return self._insert(str(uuid.uuid4()), new, input_path)
         except IntegrityError as exc:
             if new.idempotency_key is not None and self.by_idempotency_key(new.key_id, new.idempotency_key):
                 raise IdempotencyKeyTaken(new.idempotency_key) from exc
@@ -173,8 +162,9 @@ class JobStore:
             ).first()
             return job_dict(row) if row is not None else None
 
-    def _insert(self, job_id: str, new: NewJob) -> dict[str, Any]:
+    def _insert(self, job_id: str, new: NewJob, input_path: Path) -> dict[str, Any]:
         with self.sessions.begin() as session:
+            job_inputs.store(session, job_id, input_path)
             row = JobRow(
                 id=job_id,
                 status=QUEUED,
@@ -189,6 +179,22 @@ class JobStore:
             session.add(row)
             session.flush()
             return job_dict(row)
+
+    def input_chunk(self, job_id: str, chunk: int) -> bytes:
+        """Chunk ``chunk`` of the job's input rows (``model_store.job_inputs``)."""
+        with self.sessions() as session:
+            return job_inputs.read(session, job_id, chunk, self.files.input_path(job_id))
+
+    def has_input(self, job_id: str) -> bool:
+        with self.sessions() as session:
+            return job_inputs.has_input(session, job_id) or self.files.input_path(job_id).exists()
+
+    def discard_input(self, job_id: str) -> None:
+        """Delete an ended job's input rows: its results and audit records stand without them, and a model
+        with ``store_inputs: hash`` must not keep the inputs."""
+        with self.sessions.begin() as session:
+            job_inputs.discard(session, job_id)
+        self.files.input_path(job_id).unlink(missing_ok=True)
 
     def get(
         self,
@@ -230,7 +236,7 @@ class JobStore:
                 )
             if done:
                 if status == QUEUED:  # no runner holds it; a running job's runner discards its input
-                    self.files.discard_input(job_id)
+                    self.discard_input(job_id)
                 break
         job = self.get(job_id)
         if not done and job["status"] != CANCELLED:
@@ -250,7 +256,7 @@ class JobStore:
         given_up: list[str] = []
         job = self._claim(runner_id, claimable, now, given_up)
         for job_id in given_up:  # committed as failed
-            self.files.discard_input(job_id)
+            self.discard_input(job_id)
         return job
 
     def _claim(

@@ -197,6 +197,21 @@ class ModelRegistry:
         """The loaded model, verified against its recorded sha256 on every load from disk."""
         return self.cache.get_or_load(info.cache_key, lambda: self._timed_load(info))
 
+    def files(self, info: VersionInfo) -> dict[str, bytes]:
+        """Every file of the version by its path in the version, each verified against its sha256."""
+        root = self.artifacts.path(info.artifact_dir)
+        if info.flavour == "text":
+            self._verify_text_files(info)
+            return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        return {
+            ARTIFACT_FILE: self.artifacts.read_verified(
+                info.artifact_dir, ARTIFACT_FILE, info.artifact_sha256
+            ),
+            REFERENCE_FILE: self.artifacts.read_verified(
+                info.artifact_dir, REFERENCE_FILE, info.reference_sha256
+            ),
+        }
+
     def _timed_load(self, info: VersionInfo) -> Any:
         started = time.perf_counter()
         model = self._load(info)

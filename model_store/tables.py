@@ -177,6 +177,17 @@ class JobChunkRow(Base):
     rows: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
+class JobInputRow(Base):
+    """Chunk ``chunk`` of a job's input rows as an Arrow IPC stream (zstd), deleted once the job ends."""
+
+    __tablename__ = "job_inputs"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    chunk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
 class AuditPartRow(Base):
     """What many version 2 records share (a model reference, method parameters, library versions, request
     options), stored once under the sha256 of its canonical JSON; records name it by that digest."""
@@ -214,9 +225,9 @@ class ExplainKeyRow(Base):
 
 
 class JobRow(Base):
-    """A batch explanation job: its request, where its rows stand, and which runner holds it. Inputs and
-    chunk results live under ``<data_dir>/jobs/<id>/``; ``chunks_done`` counts the chunks whose results and
-    audit records are committed (always a prefix of the job)."""
+    """A batch explanation job: its request, where its rows stand, and which runner holds it. Its input rows
+    are in ``job_inputs`` and its results in ``job_chunks``; ``chunks_done`` counts the chunks whose results
+    and audit records are committed (always a prefix of the job)."""
 
     __tablename__ = "jobs"
     __table_args__ = (Index("ix_jobs_key_idempotency", "key_id", "idempotency_key", unique=True),)

@@ -221,7 +221,7 @@ def test_every_v1_record_becomes_a_leaf_in_chain_order(v1: tuple[str, str], tmp_
         )
         after.sort(key=lambda row: row.seq)
         leaves = [leaf_of(row) for row in before]
-        assert query(url, "SELECT version_num FROM alembic_version")[0][0] == "0008"
+        assert int(query(url, "SELECT version_num FROM alembic_version")[0][0]) >= 8
         assert [(r.seq, r.id, r.hash, r.body) for r in after] == [tuple(r) for r in before], (
             "v1 rows unchanged"
         )
@@ -239,13 +239,13 @@ def test_every_v1_record_becomes_a_leaf_in_chain_order(v1: tuple[str, str], tmp_
             len(r["blob_sha256s"]) for r in EXPECTED[backend]["records"]
         )
         now = dump(url, skip=LOG_TABLES)
-        assert set(now) - set(others) == {
+        assert {  # 0008's tables (later migrations add their own)
             "audit_tree",
             "audit_checkpoints",
             "audit_parts",
             "audit_chunks",
             "job_chunks",
-        }
+        } <= set(now) - set(others)
         assert {table: now[table] for table in others} == others, "blobs, idempotency keys, jobs... untouched"
     finally:
         store.close()

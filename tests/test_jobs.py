@@ -25,7 +25,7 @@ from api.jobs.runner import Runner
 from api.service.recording import draft_for
 from model_store.audit import canonical_json, framed, serialised
 from model_store.audit_blobs import verify_trail
-from model_store.jobs import JobFiles, JobStore
+from model_store.jobs import JobStore
 
 PROBLEM = "application/problem+json"
 DATA = Path(__file__).parent / "data"
@@ -154,12 +154,18 @@ def test_csv_shap_job_equals_the_explain_endpoint(make_app: Any, dask_client: An
     }
     assert client.get(f"/v1/jobs/{job['id']}/result", headers=bearer(token)).status_code == 409
 
-    assert run_jobs(app, dask_client) == 1
+    context = app.extensions["candor"]
+    runner = Runner(context.settings, store=context.store)
+    assert runner.run(once=True, client=dask_client) == 1
+    info = context.store.registry.resolve("loan", 1)
+    sent = runner.sent[job["id"]]
+    assert (sent.workers, sent.model_bytes) == (2, sum(map(len, context.store.registry.files(info).values())))
+    assert sent.rows_bytes > 0 and sent.total == 2 * sent.model_bytes + sent.rows_bytes
     status = client.get(f"/v1/jobs/{job['id']}", headers=bearer(token)).get_json()
     assert status["status"] == "succeeded", status
     assert status["progress"]["rows_done"] == 30 and status["progress"]["chunks_done"] == 5
-    files = JobFiles(app.extensions["candor"].settings.data_dir)
-    assert not files.input_path(job["id"]).exists(), "a finished job's input rows are deleted"
+    jobs = JobStore(app.extensions["candor"].store.sessions, app.extensions["candor"].settings.data_dir)
+    assert not jobs.has_input(job["id"]), "a finished job's input rows are deleted"
     assert status["timing"]["finished_at"] is not None and status["timing"]["elapsed_s"] >= 0
     assert status["explanation"]["output"]["space"] == "log_odds"
 
@@ -323,17 +329,16 @@ def test_cancel_queued_and_running_jobs(make_app: Any, dask_client: Any) -> None
     token = app.extensions["candor"].store.keys.create("jobs", ["explain"])[0]
     body = {"model": "loan", "version": "1", "kind": "shap", "dataset": "reference"}
     queued = client.post("/v1/jobs", json=body, headers=bearer(token)).get_json()
-    files = JobFiles(app.extensions["candor"].settings.data_dir)
-    assert files.input_path(queued["id"]).exists()
+    jobs = JobStore(app.extensions["candor"].store.sessions, app.extensions["candor"].settings.data_dir)
+    assert jobs.has_input(queued["id"])
     cancelled = client.delete(f"/v1/jobs/{queued['id']}", headers=bearer(token))
     assert cancelled.status_code == 202 and cancelled.get_json()["status"] == "cancelled"
-    assert not files.input_path(queued["id"]).exists(), "a cancelled job's input rows are deleted"
+    assert not jobs.has_input(queued["id"]), "a cancelled job's input rows are deleted"
     assert client.delete(f"/v1/jobs/{queued['id']}", headers=bearer(token)).status_code == 202
     assert run_jobs(app, dask_client) == 0
     assert client.get(f"/v1/jobs/{queued['id']}/result", headers=bearer(token)).status_code == 409
 
     running = client.post("/v1/jobs", json=body, headers=bearer(token)).get_json()
-    jobs = JobStore(app.extensions["candor"].store.sessions, app.extensions["candor"].settings.data_dir)
     thread = threading.Thread(target=run_jobs, args=(app, dask_client))
     thread.start()
     deadline = time.monotonic() + 60
@@ -345,7 +350,7 @@ def test_cancel_queued_and_running_jobs(make_app: Any, dask_client: Any) -> None
     job = jobs.get(running["id"])
     assert job["status"] == "cancelled"
     assert 2 <= job["chunks_done"] < 200, job["chunks_done"]
-    assert not files.input_path(running["id"]).exists(), "its runner deleted the input when it stopped"
+    assert not jobs.has_input(running["id"]), "its runner deleted the input when it stopped"
     assert len(job_records(app, running["id"])) == job["rows_done"] == 5 * job["chunks_done"]
     assert verify_trail(app.extensions["candor"].store.audit_log)["ok"]
 

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
@@ -108,7 +112,7 @@ def test_a_race_lost_after_the_lookup_answers_with_the_winner(
     app: Flask, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two identical submissions both find no job under their key, both stage their rows: the database's
-    unique index lets the first in; the second removes its files and answers with the first's job."""
+    unique index lets the first in; the second leaves nothing behind and answers with the first's job."""
     client = app.test_client()
     first = post_file(client, keys["explain"], csv_of(5), "race-1")
     lookups = []
@@ -124,7 +128,10 @@ def test_a_race_lost_after_the_lookup_answers_with_the_winner(
     assert second.headers[REPLAYED] == "true" and second.get_json()["id"] == first.get_json()["id"]
     assert len(lookups) >= 2 and job_count(app) == 1
     jobs_dir = app.extensions["candor"].settings.data_dir / "jobs"
-    assert sorted(p.name for p in jobs_dir.iterdir()) == [first.get_json()["id"]]  # nothing left behind
+    assert list(jobs_dir.iterdir()) == [], "no staging file left behind"
+    with app.extensions["candor"].store.engine.connect() as connection:
+        stored = connection.execute(sa.text("SELECT DISTINCT job_id FROM job_inputs")).scalars().all()
+    assert stored == [first.get_json()["id"]], "only the first job's rows are stored"
     lost = post_file(client, keys["explain"], csv_of(5, start=1), "race-1")
     assert lost.status_code == 422 and HEADER in lost.get_json()["errors"]
 
@@ -161,17 +168,19 @@ def test_malformed_keys_are_refused(app: Flask, keys: dict[str, str], key: str) 
     assert job_count(app) == 0
 
 
-def test_a_concurrent_duplicate_loses_at_the_database(app: Flask) -> None:
+def test_a_concurrent_duplicate_loses_at_the_database(app: Flask, tmp_path: Path) -> None:
     """Two submissions racing past the lookup: the unique index lets one job in, the other learns which."""
     jobs = JobStore(app.extensions["candor"].store.sessions, app.extensions["candor"].settings.data_dir)
+    rows = tmp_path / "input.parquet"
+    pq.write_table(pa.table({"x": [1, 2, 3, 4, 5]}), rows)
     new = NewJob("loan", 1, "shap", {}, {"type": "upload"}, "key-a", 5, 5, "race", "0" * 64)
-    first = jobs.create("00000000-0000-4000-8000-000000000001", new)
+    first = jobs.create(new, rows)
     with pytest.raises(IdempotencyKeyTaken):
-        jobs.create("00000000-0000-4000-8000-000000000002", new)
+        jobs.create(new, rows)
     assert jobs.by_idempotency_key("key-a", "race") == first
     assert jobs.by_idempotency_key("key-b", "race") is None
     # without a key the index does not apply
     plain = NewJob("loan", 1, "shap", {}, {"type": "upload"}, "key-a", 5, 5)
-    jobs.create("00000000-0000-4000-8000-000000000003", plain)
-    jobs.create("00000000-0000-4000-8000-000000000004", plain)
+    jobs.create(plain, rows)
+    jobs.create(plain, rows)
     assert job_count(app) == 3

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from flask import Flask
 
@@ -22,11 +24,10 @@ CLAIMERS = 6
 
 
 def new_job(jobs: JobStore, rows: int = 10) -> str:
-    job_id, staging = jobs.files.new_staging_dir()
-    (staging / "input.parquet").write_bytes(b"rows")
-    jobs.files.publish(job_id, staging)
-    jobs.create(job_id, NewJob("loan", 1, "shap", {}, {"type": "upload"}, "key1", rows, 5))
-    return job_id
+    with jobs.files.staging() as staging:
+        pq.write_table(pa.table({"x": list(range(rows))}), staging / "input.parquet", row_group_size=5)
+        new = NewJob("loan", 1, "shap", {}, {"type": "upload"}, "key1", rows, 5)
+        return str(jobs.create(new, staging / "input.parquet")["id"])
 
 
 def test_one_claimer_gets_the_job(store: Store, database_url: str, tmp_path: Path) -> None:
@@ -98,7 +99,7 @@ def test_a_job_that_keeps_killing_its_runners_fails(store: Store, tmp_path: Path
     assert jobs.claim("last", stale_seconds=0.01) is None
     job = jobs.get(job_id)
     assert job["status"] == "failed" and "5 times" in job["error"]
-    assert not jobs.files.input_path(job_id).exists(), "a job given up on has its input deleted"
+    assert not jobs.has_input(job_id), "a job given up on has its input deleted"
 
 
 def test_visibility_and_cancel_rules(store: Store, tmp_path: Path) -> None:
@@ -111,7 +112,7 @@ def test_visibility_and_cancel_rules(store: Store, tmp_path: Path) -> None:
     assert jobs.get(job_id, key_id="key1", admin=False)["id"] == job_id
     assert jobs.claim("r", 60) is not None
     assert jobs.cancel(job_id)["status"] == "cancelled"
-    assert jobs.files.input_path(job_id).exists(), "a running job's input is its runner's to delete"
+    assert jobs.has_input(job_id), "a running job's input is its runner's to delete"
     assert not jobs.heartbeat(job_id, "r")
     assert not jobs.finish(job_id, "r", "succeeded")
     other = new_job(jobs)

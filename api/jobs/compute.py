@@ -1,7 +1,9 @@
-"""The Dask task: compute one chunk of a job in a worker process.
+"""The Dask task: compute one chunk of a job in a worker process that needs only Candor installed.
 
-A worker builds one Store and ExplanationService per data dir and database (cached for the life of the
-process, so models load once per worker), reads its chunk from ``input.parquet``, and computes it:
+The runner sends each task what it needs: the chunk's rows (an Arrow IPC stream, ``model_store.job_inputs``)
+and the model version (``model_store.shipped``: its description and files, scattered once per worker and
+verified and loaded there once), with the runner's limits and none of its places or secrets
+(``for_workers``). A worker opens no database, data dir or artifact store. It computes the chunk:
 
 - **in one call** when the method batches and each row's result does not depend on the other rows
   (deterministic SHAP: tree or linear). Batching is what makes a job fast; the chunk's explanation is
@@ -15,9 +17,10 @@ process, so models load once per worker), reads its chunk from ``input.parquet``
 
 The worker makes each explained row's audit record in its stored form (attention weights as blob
 references, as the explain endpoint records them, with the blobs' bytes beside) and packs the chunk
-(``model_store.audit_chunks``: the records and the failed rows' error lines, compressed, content-addressed);
-the runner commits the chunk, its records' rows, their blobs and the progress in one transaction. The
-job's result lines are read back from the chunk (``api.jobs.results``): a row is stored once.
+(``model_store.audit_chunks``: the records and the failed rows' error lines, compressed, content-addressed,
+each record's leaf hash computed); the runner commits the chunk, its records' rows, their blobs and the
+progress in one transaction. The job's result lines are read back from the chunk (``api.jobs.results``): a
+row is stored once.
 """
 
 from __future__ import annotations
@@ -25,30 +28,30 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from api.jobs import rows as row_lines
-from api.jobs.inputs import read_chunk
 from api.jobs.summaries import accumulate
 from api.methods.registry import spec
+from api.service.computing import Computer
 from api.service.explain_request import ExplainRequest
-from api.service.explanations import ExplanationService
 from api.service.jsonbytes import dumps_bytes
 from api.service.recording import draft_for, out_of_line
 from api.settings import Settings
 from explainers.envelope import Explanation
 from model_store.audit import RecordDraft, StoredRecord, stored_form
 from model_store.audit_chunks import RecordChunk, pack
+from model_store.cache import LoadedModelCache
 from model_store.errors import CandorError
-from model_store.jobs import JobFiles
-from model_store.store import Store
+from model_store.job_inputs import rows_of
+from model_store.shipped import ShippedModel, ShippedModels
 from model_store.tables import utcnow
 
 log = logging.getLogger("candor.jobs")
+MAX_CACHED_MODELS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +65,8 @@ class ChunkTask:
     options: dict[str, Any]
     key_id: str | None
     batched: bool
+    rows: bytes
+    """The chunk's input rows, an Arrow IPC stream."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,42 +85,38 @@ class ChunkOutcome:
     """Whether the next chunks should be tried in one call (false once rows proved position-dependent)."""
 
 
-_services: dict[tuple[str, str], ExplanationService] = {}
-_services_lock = threading.Lock()
-MAX_CACHED_SERVICES = 4
+_models: LoadedModelCache[Any] = LoadedModelCache(MAX_CACHED_MODELS)
+"""The versions this worker process has loaded (each once), by version and sha256."""
 
 
-def service_for(settings: Settings) -> ExplanationService:
-    """This process's service over ``settings``' data dir and database (built once, a few kept)."""
-    key = (str(Path(settings.data_dir).resolve()), settings.resolved_database_url)
-    with _services_lock:
-        service = _services.get(key)
-        if service is None:
-            if len(_services) >= MAX_CACHED_SERVICES:
-                _, oldest = _services.popitem()
-                oldest.store.close()
-            store = Store(
-                settings.data_dir, settings.resolved_database_url, settings.model_cache_size, migrate=False
-            )
-            # A chunk is one request to the service: its row count is the job's, not an HTTP client's.
-            limits = dataclasses.replace(
-                settings, max_instances=max(settings.max_instances, settings.job_chunk_rows)
-            )
-            service = _services[key] = ExplanationService(store, limits)
-        return service
+def for_workers(settings: Settings) -> Settings:
+    """What a worker is told of the runner's settings: its limits, and none of its places, addresses or
+    secrets (a worker may run on a machine that must not learn them)."""
+    return dataclasses.replace(
+        settings,
+        data_dir=Path("."),
+        database_url="",
+        audit_key_file="",
+        rate_limit_storage="memory://",
+        dask_scheduler="",
+        dask_dashboard="",
+        bind="127.0.0.1:0",
+        # A chunk is one request to the computer: its row count is the job's, not an HTTP client's.
+        max_instances=max(settings.max_instances, settings.job_chunk_rows),
+    )
 
 
-def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
-    """The Dask task: compute chunk ``task.chunk`` and pack its rows; never raises for a row's error."""
+def compute_chunk(settings: Settings, task: ChunkTask, shipped: ShippedModel) -> ChunkOutcome:
+    """The Dask task: compute chunk ``task.chunk`` on the shipped model and pack its rows; never raises for
+    a row's error."""
     _freeze_after_first_chunk()
-    service = service_for(settings)
-    files = JobFiles(settings.data_dir)
-    instances = read_chunk(files.input_path(task.job_id), task.chunk)
-    info = service.store.registry.resolve(task.model_name, task.model_version)
+    computer = Computer(ShippedModels(shipped, _models), settings)
+    instances = rows_of(task.rows)
+    info = shipped.info
     explained: list[Explanation | BaseException] | None = None
     batch_next = task.batched and spec(task.kind).batched
     if batch_next:
-        split, batch_next = _in_one_call(service, task, instances)
+        split, batch_next = _in_one_call(computer, task, instances)
         if split is not None:
             explained = list(split)
             drafts = row_lines.split_drafts(
@@ -123,7 +124,7 @@ def compute_chunk(settings: Settings, task: ChunkTask) -> ChunkOutcome:
             )
     blobs: dict[str, bytes] = {}
     if explained is None:
-        explained = [_alone(service, task, row) for row in instances]
+        explained = [_alone(computer, task, row) for row in instances]
         drafts = []
         for offset, (instance, outcome) in enumerate(zip(instances, explained, strict=True)):
             if isinstance(outcome, Explanation):
@@ -165,12 +166,12 @@ def _packed(lines: list[dict[str, Any]], drafts: list[RecordDraft]) -> RecordChu
 
 
 def _in_one_call(
-    service: ExplanationService, task: ChunkTask, instances: list[dict[str, Any]]
+    computer: Computer, task: ChunkTask, instances: list[dict[str, Any]]
 ) -> tuple[list[Explanation] | None, bool]:
     """The chunk's per-row envelopes from one call (None when its rows must be computed alone), and
     whether later chunks are worth trying in one call."""
     try:
-        _, explanation = service.compute(_request(task, instances))
+        _, explanation = computer.compute(_request(task, instances))
     except CandorError:
         return None, True  # some row is bad: this chunk row by row, so only that row fails
     method = spec(task.kind)
@@ -185,11 +186,9 @@ def _request(task: ChunkTask, instances: list[dict[str, Any]]) -> ExplainRequest
     )
 
 
-def _alone(
-    service: ExplanationService, task: ChunkTask, instance: dict[str, Any]
-) -> Explanation | BaseException:
+def _alone(computer: Computer, task: ChunkTask, instance: dict[str, Any]) -> Explanation | BaseException:
     try:
-        return service.compute(_request(task, [instance]))[1]
+        return computer.compute(_request(task, [instance]))[1]
     except CandorError as exc:
         return exc
     except Exception as exc:  # a library failure on one row must not fail the job

@@ -1,13 +1,13 @@
 """A job's rows: read from an uploaded CSV or Parquet file (or a stored dataset) in a stream, checked against
-the model's columns, converted to the model's types, and written as ``input.parquet`` with one row group per
-chunk, so a worker reads chunk ``n`` as row group ``n`` and memory stays bounded on both sides."""
+the model's columns, converted to the model's types, and written as a local Parquet file with one row group
+per chunk (the job's stored input chunks, ``model_store.job_inputs``), so memory stays bounded."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -149,8 +149,3 @@ def write_input(
     if total == 0:
         raise InvalidInput.field(field, "The file holds no rows.")
     return total
-
-
-def read_chunk(path: Path, chunk: int) -> list[dict[str, Any]]:
-    """Rows of chunk ``chunk`` as ``{column: value}`` with Python values (missing values are None)."""
-    return pq.ParquetFile(path).read_row_group(chunk).to_pylist()  # type: ignore[no-any-return]

@@ -13,16 +13,18 @@ exits.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import signal
 import socket
 import threading
 import uuid
+from concurrent.futures import CancelledError
 from typing import Any
 
 from api.jobs.cluster import dask_client, worker_count
-from api.jobs.compute import ChunkOutcome, ChunkTask, compute_chunk, warm_up
+from api.jobs.compute import ChunkOutcome, ChunkTask, compute_chunk, for_workers, warm_up
 from api.jobs.summaries import merge
 from api.settings import Settings
 from candor_verify.note import load_signer
@@ -35,17 +37,49 @@ from model_store.jobs import (
     FAILED,
     SUCCEEDED,
     ChunkProgress,
-    JobFiles,
     JobStore,
     LostJob,
     chunk_count,
 )
+from model_store.shipped import ShippedModel
 from model_store.sqlite_turns import take_write_turn
 from model_store.store import Store
 
 log = logging.getLogger("candor.jobs")
 IN_FLIGHT_PER_WORKER = 2
 POLL_SECONDS = 0.25
+RECONNECT_SECONDS = 2.0
+
+
+class ClusterLost(Exception):
+    """The Dask scheduler (or every worker holding the job's model) went away mid-job: the job is given back
+    to the queue at its last committed chunk, not failed."""
+
+    def __init__(self, jobs_run: int = 0) -> None:
+        super().__init__("the Dask cluster was lost")
+        self.jobs_run = jobs_run
+
+
+@dataclasses.dataclass
+class Transfer:
+    """What a job sent to the workers: its model once per worker, and each chunk's rows."""
+
+    workers: int
+    model_bytes: int
+    rows_bytes: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.workers * self.model_bytes + self.rows_bytes
+
+
+def _result(future: Any) -> ChunkOutcome:
+    """A chunk's outcome; ``ClusterLost`` when its task was cancelled because the scheduler went away or
+    its model's last copy was lost with a worker (a task that raised fails the job, as before)."""
+    try:
+        return future.result()  # type: ignore[no-any-return]
+    except (CancelledError, OSError) as exc:
+        raise ClusterLost() from exc
 
 
 class Heartbeat:
@@ -87,18 +121,30 @@ class Runner:
         if self.store.audit_log.signer is None:
             self.store.audit_log.signer = load_signer(settings.resolved_audit_key_file)
         self.jobs = JobStore(self.store.sessions, settings.data_dir)
-        self.files = JobFiles(settings.data_dir)
+        self.worker_settings = for_workers(settings)
+        self.sent: dict[str, Transfer] = {}
+        """Bytes sent to the workers per job this runner ran (the model once per worker, the rows)."""
         self.runner_id = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.poll_seconds = poll_seconds
         self.stopping = threading.Event()
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self, once: bool = False, client: Any = None) -> int:
-        """Claim and run jobs until stopped (``once``: until no job is claimable). Returns jobs run."""
-        if client is None:
-            with dask_client(self.settings) as own:
-                return self._loop(own, once)
-        return self._loop(client, once)
+        """Claim and run jobs until stopped (``once``: until no job is claimable). Returns jobs run. With
+        its own client, a runner whose scheduler went away for good connects again until it answers."""
+        if client is not None:
+            return self._loop(client, once)
+        done = 0
+        while not self.stopping.is_set():
+            try:
+                with dask_client(self.settings) as own:
+                    return done + self._loop(own, once)
+            except ClusterLost as exc:
+                done += exc.jobs_run
+            except OSError as exc:  # the scheduler does not answer yet
+                log.warning("Dask scheduler unreachable (%s); retrying", type(exc).__name__)
+            self.stopping.wait(RECONNECT_SECONDS)
+        return done
 
     def _loop(self, client: Any, once: bool) -> int:
         client.run(warm_up)  # workers import the explainers now, not on a job's first chunk
@@ -114,6 +160,11 @@ class Runner:
     def _claim_and_run(self, client: Any, once: bool) -> int:
         done = 0
         while not self.stopping.is_set():
+            if client.status != "running":  # the scheduler is gone: claim nothing until it is back
+                if client.status in ("closing", "closed"):
+                    raise ClusterLost(done)
+                self.stopping.wait(self.poll_seconds)
+                continue
             job = self.jobs.claim(self.runner_id, self.settings.job_stale_seconds)
             if job is None:
                 if once:
@@ -139,17 +190,21 @@ class Runner:
             except LostJob:
                 log.info("job %s: cancelled or taken over; stopped", job["id"])
                 if self.jobs.get(job["id"])["status"] == CANCELLED:
-                    self.files.discard_input(job["id"])
+                    self.jobs.discard_input(job["id"])
+                return
+            except ClusterLost:
+                log.warning("job %s: the Dask cluster was lost; given back at its last chunk", job["id"])
+                self.jobs.release(job["id"], self.runner_id)
                 return
             except Exception as exc:
                 log.exception("job %s: failed", job["id"])
                 detail = exc.detail if isinstance(exc, CandorError) else type(exc).__name__
                 if self.jobs.finish(job["id"], self.runner_id, FAILED, f"A chunk failed: {detail}"):
-                    self.files.discard_input(job["id"])
+                    self.jobs.discard_input(job["id"])
                 return
         if finished:
             if self.jobs.finish(job["id"], self.runner_id, SUCCEEDED):
-                self.files.discard_input(job["id"])
+                self.jobs.discard_input(job["id"])
             log.info("job %s: succeeded", job["id"])
         else:
             self.jobs.release(job["id"], self.runner_id)
@@ -162,16 +217,17 @@ class Runner:
         depth = IN_FLIGHT_PER_WORKER * worker_count(client)
         pending: collections.deque[Any] = collections.deque()
         next_chunk, batched = job["chunks_done"], True
+        model, transfer = self._ship(client, job)
         try:
             while next_chunk < total or pending:
                 while next_chunk < total and len(pending) < depth:
+                    task = self._task(job, next_chunk, batched)
+                    transfer.rows_bytes += len(task.rows)
                     pending.append(
-                        client.submit(
-                            compute_chunk, self.settings, self._task(job, next_chunk, batched), pure=False
-                        )
+                        client.submit(compute_chunk, self.worker_settings, task, model, pure=False)
                     )
                     next_chunk += 1
-                outcome: ChunkOutcome = pending.popleft().result()
+                outcome = _result(pending.popleft())
                 batched = batched and outcome.batch_next
                 summary = self._commit(job["id"], outcome, summary)
                 if lost.is_set():
@@ -180,8 +236,20 @@ class Runner:
                     return False
             return True
         finally:
-            if pending:
-                client.cancel(list(pending))
+            if client.status == "running":  # (a client without its scheduler would wait to tell it)
+                client.cancel([*pending, model])  # the workers drop the model once the job is done with it
+
+    def _ship(self, client: Any, job: dict[str, Any]) -> tuple[Any, Transfer]:
+        """The job's model version scattered to every worker (each gets it once), and the job's transfer
+        count (``self.sent``)."""
+        info = self.store.registry.resolve(job["model_name"], job["model_version"])
+        shipped = ShippedModel(info, self.store.registry.files(info))
+        try:
+            model = client.scatter(shipped, broadcast=True, hash=False)
+        except (OSError, CancelledError) as exc:  # no worker, or no scheduler, within the client's timeout
+            raise ClusterLost() from exc
+        transfer = self.sent[job["id"]] = Transfer(workers=worker_count(client), model_bytes=shipped.size)
+        return model, transfer
 
     def _task(self, job: dict[str, Any], chunk: int, batched: bool) -> ChunkTask:
         return ChunkTask(
@@ -194,6 +262,7 @@ class Runner:
             options=job["options"],
             key_id=job["key_id"],
             batched=batched,
+            rows=self.jobs.input_chunk(job["id"], chunk),
         )
 
     def _commit(self, job_id: str, outcome: ChunkOutcome, summary: dict[str, Any]) -> dict[str, Any]:

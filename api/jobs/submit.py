@@ -2,7 +2,7 @@
 that is accepted never fails for its request: the model version is resolved (404), the kind must apply to it,
 the options pass the same schema and caps as the explain endpoint's and a probe on one reference row (for
 what only the model knows: target classes, features to vary, layers), and the rows are read, checked and
-normalised into ``input.parquet`` before the job row is committed."""
+normalised (``api.jobs.inputs``), then stored with the job row in one transaction."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import io
 import logging
-import shutil
+from pathlib import Path
 from typing import IO, Any
 
 from marshmallow import ValidationError
@@ -109,7 +109,7 @@ class Submission:
         )
 
     def _queue(self, request: JobRequest, key_id: str | None, keyed: Idempotency | None) -> dict[str, Any]:
-        kind, dataset, upload = request.kind, request.dataset, request.upload
+        kind, upload = request.kind, request.upload
         if upload is not None:
             upload.seek(0)  # from its start, though a lost race for its key read it before
         info = self.service.store.registry.resolve(request.model, request.version)
@@ -119,38 +119,10 @@ class Submission:
         checked = validate_options(kind, request.options)
         self._check_caps(kind, checked)
         self._probe(info, loaded, kind, checked)
-        job_id, staging = self.jobs.files.new_staging_dir()
-        try:
-            schema = target_schema(info.manifest)
-            if dataset is not None:
-                total = write_input(
-                    self._dataset(info, dataset),
-                    schema,
-                    staging / "input.parquet",
-                    self.settings.job_chunk_rows,
-                    self.settings.max_job_rows,
-                    field="dataset",
-                    extra_columns_allowed=True,
-                )
-                source: dict[str, Any] = {"type": "dataset", "name": dataset}
-            else:
-                if upload is None:
-                    raise InvalidInput.field("file", "Send a CSV or Parquet file, or name a dataset.")
-                total = write_input(
-                    upload,
-                    schema,
-                    staging / "input.parquet",
-                    self.settings.job_chunk_rows,
-                    self.settings.max_job_rows,
-                )
-                source = {"type": "upload", "filename": (request.filename or "")[:200]}
-            self.jobs.files.publish(job_id, staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        try:
+        with self.jobs.files.staging() as staging:
+            input_path = staging / "input.parquet"
+            total, source = self._write_rows(request, info, input_path)
             return self.jobs.create(
-                job_id,
                 NewJob(
                     model_name=info.name,
                     model_version=info.version,
@@ -163,10 +135,24 @@ class Submission:
                     idempotency_key=keyed.key if keyed else None,
                     request_sha256=keyed.request_sha256 if keyed else None,
                 ),
+                input_path,
             )
-        except BaseException:
-            self.jobs.files.remove(job_id)
-            raise
+
+    def _write_rows(self, request: JobRequest, info: VersionInfo, dest: Path) -> tuple[int, dict[str, Any]]:
+        """The request's rows (a stored dataset or the upload) normalised into ``dest``: their count and
+        the job's ``source``."""
+        schema = target_schema(info.manifest)
+        chunk_rows, max_rows = self.settings.job_chunk_rows, self.settings.max_job_rows
+        if request.dataset is not None:
+            stream = self._dataset(info, request.dataset)
+            total = write_input(
+                stream, schema, dest, chunk_rows, max_rows, field="dataset", extra_columns_allowed=True
+            )
+            return total, {"type": "dataset", "name": request.dataset}
+        if request.upload is None:
+            raise InvalidInput.field("file", "Send a CSV or Parquet file, or name a dataset.")
+        total = write_input(request.upload, schema, dest, chunk_rows, max_rows)
+        return total, {"type": "upload", "filename": (request.filename or "")[:200]}
 
     def _check_caps(self, kind: str, options: dict[str, Any]) -> None:
         """The method's per-request caps, named as job options."""

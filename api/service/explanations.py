@@ -7,22 +7,18 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import exc as sa_exc
 
-from api.methods.narration import narrate
-from api.methods.registry import known, methods_for
-from api.methods.spec import MethodSpec
+from api.methods.registry import methods_for
+from api.service.computing import Computer
 from api.service.explain_request import ExplainRequest
 from api.service.idempotency import fingerprint, once
-from api.service.metrics import EXPLANATION_SECONDS
 from api.service.recording import draft_for, keeps_weights, out_of_line, recorded_envelope
 from api.service.replay import compare, replay_request
 from api.settings import Settings
 from candor_verify.note import load_signer
 from explainers.envelope import Explanation
 from explainers.importance import global_importance
-from explainers.ood import attach as attach_ood
 from explainers.ood import detector as ood_detector
 from explainers.profile import dataset_profile
-from explainers.rows import TabularRows, rows_of
 from explainers.segments import explanation_segments
 from model_store import audit_blobs
 from model_store.archive_limits import ArchiveLimits
@@ -36,28 +32,14 @@ from model_store.tables import VersionCacheRow
 from model_store.versions import VersionInfo
 
 
-class ExplanationService:
+class ExplanationService(Computer):
+    """Computing (``Computer``) over the store's registry, recording, replay, and the per-version views."""
+
     def __init__(self, store: Store, settings: Settings) -> None:
+        super().__init__(store.registry, settings)
         self.store = store
-        self.settings = settings
         if store.audit_log.signer is None:  # the checkpoint key, when this host holds it
             store.audit_log.signer = load_signer(settings.resolved_audit_key_file)
-
-    def _loaded(self, name: str, version: str) -> tuple[VersionInfo, Any]:
-        info = self.store.registry.resolve(name, version)
-        if info.flavour == "text":
-            from model_store.text.model import set_torch_threads
-
-            set_torch_threads(self.settings.torch_threads)
-        return info, self.store.registry.load(info)
-
-    def _check_count(self, instances: list[Any]) -> None:
-        if not instances:
-            raise InvalidInput.field("instances", "At least one instance is required.")
-        if len(instances) > self.settings.max_instances:
-            raise InvalidInput.field(
-                "instances", f"At most {self.settings.max_instances} instances per request."
-            )
 
     def register(self, manifest: Any, artifact: BinaryIO, reference: bytes | None) -> VersionInfo:
         """Register a version: a text model from an archive of its directory (streamed to disk from the
@@ -152,27 +134,6 @@ class ExplanationService:
             raise IdempotencyKeyTaken(idempotency.key) from exc
         return explanation
 
-    def compute(self, request: ExplainRequest) -> tuple[VersionInfo, Explanation]:
-        """The explanation alone, with the version it was computed on (nothing recorded). The rows are
-        validated once, for the adapter and the OOD flags; the method's server limits go to the adapter
-        apart from the client's options. With ``narrative``, every result gets its plain-language
-        ``summary`` here, so a record holds exactly what the client got and a replay recomputes it."""
-        spec = known(request.method)
-        self._check_limits(spec, request.instances, request.options)  # before any model is loaded or run
-        info, model = self._loaded(request.model, request.version)
-        if not spec.applies(model):
-            raise InvalidInput.field("method", f"{spec.name} does not apply to {info.flavour} models.")
-        with EXPLANATION_SECONDS.labels(spec.name).time():
-            rows = rows_of(model, request.instances, request.options)
-            explanation = spec.explainer().explain(
-                info, model, rows, request.options, spec.limits(self.settings)
-            )
-            if isinstance(rows, TabularRows):
-                attach_ood(model, explanation, rows)  # results[i]["ood"], quality["ood"]
-        if request.narrative:
-            narrate(spec, explanation, model)
-        return info, explanation
-
     def recomputed(self, record: dict[str, Any], instances: list[Any] | None = None) -> dict[str, Any]:
         """The explanation ``record`` describes, computed again with its recorded version and options
         (``instances``: for a record that kept only their sha256)."""
@@ -202,27 +163,6 @@ class ExplanationService:
             "seed": record.get("seed"),
             **compare(record["explanation"], explanation.to_dict(), record["kind"], stored.get),
         }
-
-    def _check_limits(self, spec: MethodSpec, instances: list[Any], options: dict[str, Any]) -> None:
-        """The request's size and the options the method's caps bound, each a 422 naming its field."""
-        if instances or not spec.instances_optional:
-            self._check_count(instances)
-        most = spec.max_instances(self.settings)
-        if most is not None and len(instances) > most:
-            raise InvalidInput.field("instances", f"At most {most} {spec.instances_noun} per request.")
-        for option, cap in spec.caps(self.settings).items():
-            if (options.get(option) or 0) > cap:
-                raise InvalidInput.field(option, f"At most {cap}{spec.cap_units.get(option, '')}.")
-        if spec.flavour == "text":
-            self._check_text_lengths(instances)
-
-    def _check_text_lengths(self, instances: list[Any]) -> None:
-        """Refuse a text longer than the cap before it is tokenised."""
-        cap = self.settings.max_text_chars
-        for index, row in enumerate(instances):
-            text = row.get("text") if isinstance(row, dict) else None
-            if isinstance(text, str) and len(text) > cap:
-                raise InvalidInput.field(f"instances.{index}.text", f"At most {cap} characters.")
 
     def importance(self, name: str, version: str) -> dict[str, Any]:
         """Global importance, computed once per version and kept in the database for every worker."""
