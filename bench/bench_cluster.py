@@ -61,6 +61,7 @@ from model_store.store import Store  # noqa: E402
 GOAL_RATIO = 0.9
 MAX_ABS_DIFF = 1e-6
 CHECKED_ROWS = 200
+AMM_START = "DASK_DISTRIBUTED__SCHEDULER__ACTIVE_MEMORY_MANAGER__START"
 
 
 class Side:
@@ -185,8 +186,9 @@ def check(side: Side, job_id: str, rows: pd.DataFrame) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def sides(tmp: Path) -> Iterator[tuple[Side, Side, DaskProcesses]]:
-    with DaskProcesses(hidden=[tmp], n_workers=WORKERS) as machines:
+def sides(tmp: Path, amm: bool) -> Iterator[tuple[Side, Side, DaskProcesses]]:
+    config = {} if amm else {AMM_START: "False"}
+    with DaskProcesses(hidden=[tmp], n_workers=WORKERS, scheduler_config=config) as machines:
         local = external = None
         try:
             local = Side("local", tmp / "local", {"CANDOR_DASK_WORKERS": str(WORKERS)})
@@ -198,13 +200,13 @@ def sides(tmp: Path) -> Iterator[tuple[Side, Side, DaskProcesses]]:
                     side.close()
 
 
-def run(n_rows: int, repeats: int) -> dict[str, Any]:
+def run(n_rows: int, repeats: int, amm: bool = True) -> dict[str, Any]:
     rows = make_rows(n_rows)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="candor-bench-cluster-") as tmp:
         (Path(tmp) / "local").mkdir()
         (Path(tmp) / "external").mkdir()
-        with sides(Path(tmp)) as (local, external, machines):
+        with sides(Path(tmp), amm) as (local, external, machines):
             warm_up = {}
             for side in (local, external):
                 started = time.perf_counter()
@@ -231,6 +233,7 @@ def run(n_rows: int, repeats: int) -> dict[str, Any]:
         "chunk_rows": CHUNK_ROWS,
         "workers": WORKERS,
         "network_mode": mode,
+        "external_scheduler_amm": amm,
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "warm_up_seconds": warm_up,
         "runs": runs,
@@ -260,7 +263,8 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"Run {r['date']}, {r['machine']}; {r['rows']:,} rows in chunks of {r['chunk_rows']:,}, "
-            f"{r['workers']} workers; network mode {r['network_mode']}; 1-minute load average "
+            f"{r['workers']} workers; network mode {r['network_mode']}; external scheduler's Active Memory "
+            f"Manager {'on' if r['external_scheduler_amm'] else 'off'}; 1-minute load average "
             f"{r['load_average_1min']['before']:.2f} before, {r['load_average_1min']['after']:.2f} after",
             "",
             "| Job | Wall time | Rows/s | Chunks | MiB sent to each worker |",
@@ -286,10 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 10,000 rows, 1 repeat")
+    parser.add_argument(
+        "--no-amm", action="store_true", help="the external scheduler without Dask's Active Memory Manager"
+    )
     args = parser.parse_args(argv)
-    result = run(10_000 if args.quick else args.rows, 1 if args.quick else args.repeats)
+    result = run(10_000 if args.quick else args.rows, 1 if args.quick else args.repeats, not args.no_amm)
     print(markdown(result))
-    out = ROOT / "bench" / "results" / "cluster.json"
+    out = ROOT / "bench" / "results" / ("cluster-no-amm.json" if args.no_amm else "cluster.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     ok = all(

@@ -166,7 +166,15 @@ def _hiding(paths: Sequence[str], argv: list[str]) -> list[str]:
 class DaskProcesses:
     """A scheduler and ``n_workers`` workers as separate machines; a context manager (cleans up on exit)."""
 
-    def __init__(self, hidden: Sequence[Path], n_workers: int = 2, network: str | None = None) -> None:
+    def __init__(
+        self,
+        hidden: Sequence[Path],
+        n_workers: int = 2,
+        network: str | None = None,
+        scheduler_config: dict[str, str] | None = None,
+    ) -> None:
+        """``scheduler_config``: Dask configuration of the scheduler, as ``DASK_*`` environment variables."""
+        self.scheduler_config = dict(scheduler_config or {})
         self.mode = network or network_mode()
         self.hidden = [str(Path(p).resolve()) for p in hidden] + [
             p for p in POSTGRES_SOCKETS if Path(p).is_dir()
@@ -209,7 +217,9 @@ class DaskProcesses:
         shutil.rmtree(self.base, ignore_errors=True)
 
     # -- processes ----------------------------------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str], namespace: str | None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, argv: list[str], namespace: str | None, config: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         home = self.base / name
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
@@ -221,7 +231,7 @@ class DaskProcesses:
             return subprocess.Popen(
                 command,
                 cwd=home,
-                env=clean_environment(home),
+                env={**clean_environment(home), **(config or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -231,7 +241,7 @@ class DaskProcesses:
     def start_scheduler(self) -> None:
         assert self.network is not None
         argv = [DASK, "scheduler", "--host", self.network.host, "--port", str(self.port), "--no-dashboard"]
-        self.scheduler = self._spawn("scheduler", argv, None)
+        self.scheduler = self._spawn("scheduler", argv, None, self.scheduler_config)
         self._wait_listening(self.network.host, self.port, "scheduler")
 
     def start_worker(self, index: int) -> None:
