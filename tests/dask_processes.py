@@ -25,9 +25,11 @@ ship this module's functions by value, since workers do not import ``tests``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -47,6 +49,7 @@ DASK = str(Path(sys.executable).parent / "dask")
 POSTGRES_SOCKETS = ("/var/run/postgresql", "/run/postgresql")
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 60.0
+PR_SET_PDEATHSIG = 1
 
 
 def _ip(*args: str) -> None:
@@ -93,6 +96,29 @@ def _free_subnet() -> int:
     return random.choice(free)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale() -> None:
+    """Delete the namespaces and bridges left by a harness whose process died before cleaning up (each
+    names its owner's pid: the namespace in its name, the bridge in its alias)."""
+    names = subprocess.run([IP, "netns", "list"], capture_output=True, text=True, check=False).stdout
+    for match in re.finditer(r"^(candor-(\d+)-[0-9a-f]+-w\d+)", names, re.MULTILINE):
+        if not _alive(int(match.group(2))):
+            subprocess.run([IP, "netns", "del", match.group(1)], capture_output=True, check=False)
+    links = subprocess.run([IP, "-o", "link", "show"], capture_output=True, text=True, check=False).stdout
+    for match in re.finditer(r"^\d+: (czb[0-9a-f]+):.*alias candor-pid-(\d+)", links, re.MULTILINE):
+        if not _alive(int(match.group(2))):
+            subprocess.run([IP, "link", "del", match.group(1)], capture_output=True, check=False)
+
+
 class Network:
     """The bridge and the workers' namespaces (netns mode), or plain loopback."""
 
@@ -104,7 +130,9 @@ class Network:
         self.namespaces: list[str] = []
         self.host = f"10.231.{self.subnet}.1" if mode == "netns" else LOOPBACK
         if mode == "netns":
+            sweep_stale()
             _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("link", "set", self.bridge, "alias", f"candor-pid-{os.getpid()}")
             _ip("addr", "add", f"{self.host}/24", "dev", self.bridge)
             _ip("link", "set", self.bridge, "up")
 
@@ -118,7 +146,7 @@ class Network:
         """The worker's namespace, made on first use (None in loopback mode)."""
         if self.mode != "netns":
             return None
-        name = f"candor-{self.tag}-w{index}"
+        name = f"candor-{os.getpid()}-{self.tag}-w{index}"
         if name in self.namespaces:
             return name
         inner = f"czw{self.tag}{index}"
@@ -143,6 +171,12 @@ class Network:
         self.namespaces.clear()
         if self.mode == "netns":
             subprocess.run([IP, "link", "del", self.bridge], capture_output=True, check=False)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started it dies (kept across the execs of
+    ``ip netns exec``, ``unshare`` and ``sh``), so a crashed test leaves no Dask process behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def clean_environment(home: Path) -> dict[str, str]:
@@ -236,6 +270,7 @@ class DaskProcesses:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,  # its own process group: a kill takes all of it
+                preexec_fn=_die_with_parent,
             )
 
     def start_scheduler(self) -> None:
