@@ -20,7 +20,12 @@ DEMO_KEY_FILE = "demo-key.txt"
 
 
 def _store(settings: Settings) -> Store:
-    return Store(settings.data_dir, settings.resolved_database_url, settings.model_cache_size)
+    return Store(
+        settings.data_dir,
+        settings.resolved_database_url,
+        settings.model_cache_size,
+        artifact_store=settings.artifact_store,
+    )
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
