@@ -38,7 +38,7 @@ def open_backend(setting: str, data_dir: Path, sessions: sessionmaker[Session] |
     """The store ``CANDOR_ARTIFACT_STORE`` names: empty, ``database`` or an fsspec URL; a value that names
     no usable store is an ``ArtifactStoreConfigError`` now, not at the first load."""
     check_setting(setting)
-    if not setting:
+    if not setting:  # the directory is made when the store opens
         return DirectoryBackend(data_dir / "artifacts")
     if setting == "database":
         from model_store.blob_db import DatabaseBackend
@@ -47,6 +47,13 @@ def open_backend(setting: str, data_dir: Path, sessions: sessionmaker[Session] |
             raise ValueError("the database artifact store needs the store's sessions")
         return DatabaseBackend(sessions)
     return FsspecBackend(setting)
+
+
+def check_artifact_store(setting: str) -> None:
+    """``ArtifactStoreConfigError`` when ``setting`` names no usable store (gunicorn's master checks once,
+    before any worker starts)."""
+    if setting != "database":
+        open_backend(setting, Path("."), None)
 
 
 class ArtifactStore:

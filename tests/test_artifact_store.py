@@ -8,6 +8,8 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from gunicorn_process import ROOT, free_port, server_env
 from text_oracles import TEXTS, model_files, softmax, tiny_bert_dir
 from tiny_models import FEATURES, tiny_frame, tiny_manifest, tiny_pipeline
 from tiny_text import tiny_manifest as text_manifest
@@ -285,3 +288,27 @@ def test_the_app_reads_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CANDOR_ARTIFACT_STORE", "nosuch://x")
     with pytest.raises(ArtifactStoreConfigError):
         create_app({"data_dir": tmp_path / "data"})
+
+
+def test_the_command_line_and_gunicorn_refuse_an_unusable_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from api.ops.cli import main
+
+    monkeypatch.setenv("CANDOR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CANDOR_ARTIFACT_STORE", "nosuch://bucket")
+    assert main(["models", "list"]) == 2
+    assert "Protocol not known: nosuch" in capsys.readouterr().err
+    env = server_env(tmp_path / "data", free_port(), CANDOR_ARTIFACT_STORE="nosuch://bucket")
+    started = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "api/ops/gunicorn_conf.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    output = (started.stdout + started.stderr).decode()
+    assert started.returncode != 0
+    assert "Error: CANDOR_ARTIFACT_STORE='nosuch://bucket': Protocol not known: nosuch" in output
+    assert "Traceback" not in output
