@@ -60,15 +60,15 @@ class DatabaseBackend:
 
 
 def _parts(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """``chunks`` regrouped into parts of ``CHUNK_BYTES`` (the last one shorter); one empty part for no
-    bytes, so an empty file is stored too."""
-    pending = bytearray()
+    """``chunks`` regrouped into parts of ``CHUNK_BYTES`` (the last one shorter), without copying a chunk that
+    is already a whole part; one empty part for no bytes, so an empty file is stored too."""
+    pending = b""
     emitted = False
     for chunk in chunks:
-        pending += chunk
+        pending = pending + chunk if pending else chunk
         while len(pending) >= CHUNK_BYTES:
-            yield bytes(pending[:CHUNK_BYTES])
-            del pending[:CHUNK_BYTES]
+            part, pending = pending[:CHUNK_BYTES], pending[CHUNK_BYTES:]
+            yield part
             emitted = True
     if pending or not emitted:
-        yield bytes(pending)
+        yield pending

@@ -25,6 +25,8 @@ class VersionFiles:
 
     def text_directory(self, info: VersionInfo) -> Path:
         """A local directory holding exactly the text version's files, each verified now."""
+        if info.flavour != "text":
+            raise ValueError("only a text version is loaded from a directory")
         if info.artifact_files is None:
             self._verify_legacy_directory(info)
             return self.artifacts.path(info.artifact_dir)

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -312,3 +313,35 @@ def test_the_command_line_and_gunicorn_refuse_an_unusable_store(
     assert started.returncode != 0
     assert "Error: CANDOR_ARTIFACT_STORE='nosuch://bucket': Protocol not known: nosuch" in output
     assert "Traceback" not in output
+
+
+def test_a_large_file_is_stored_and_fetched_a_part_at_a_time(tmp_path: Path, database_url: str) -> None:
+    """40 MiB through the database store: Python never holds more than a few 4 MiB parts at once."""
+    big = tmp_path / "weights.safetensors"
+    digest, rng = hashlib.sha256(), np.random.default_rng(0)
+    with big.open("wb") as sink:
+        for _ in range(10):
+            part = rng.bytes(4 * 1024 * 1024)
+            digest.update(part)
+            sink.write(part)
+    sha256 = digest.hexdigest()
+    writer = Store(tmp_path / "a", database_url, artifact_store="database")
+    reader = Store(tmp_path / "b", database_url, artifact_store="database")
+    try:
+        tracemalloc.start()
+        writer.registry.artifacts.put_file(big, sha256)
+        put_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        fetched = reader.registry.artifacts.cache.path(sha256)
+        fetch_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert fetched.read_bytes() == big.read_bytes()
+        with writer.engine.connect() as connection:
+            count = "SELECT count(*) FROM artifact_parts WHERE sha256 = :s"
+            assert connection.execute(sa.text(count), {"s": sha256}).scalar() == 10
+        print(f"peak traced memory: put {put_peak / 2**20:.1f} MiB, fetch {fetch_peak / 2**20:.1f} MiB")
+        assert put_peak < 16 * 2**20 and fetch_peak < 16 * 2**20
+    finally:
+        tracemalloc.stop()
+        writer.close()
+        reader.close()
