@@ -8,10 +8,9 @@ from __future__ import annotations
 import hashlib
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,7 +26,6 @@ from model_store.errors import IntegrityError
 
 ARTIFACT_FILE = "model.skops"
 REFERENCE_FILE = "reference.parquet"
-T = TypeVar("T")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -89,32 +87,19 @@ class ArtifactStore:
             shutil.rmtree(staging, ignore_errors=True)
 
     def write(self, files: dict[str, bytes]) -> str:
-        """Write a new version directory of in-memory files atomically; return its id."""
-
-        def fill(staging: Path) -> None:
+        """A version directory of the layout before content addressing (what versions registered before
+        migration 0009 have), written atomically; its id."""
+        dir_id = uuid.uuid4().hex
+        staging = self.root / f".staging-{dir_id}"
+        try:
             for name, data in files.items():
                 target = staging / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-
-        return self.stage(fill)[0]
-
-    def stage(self, fill: Callable[[Path], T]) -> tuple[str, T]:
-        """A new version directory filled by ``fill`` in a staging directory, then renamed into place (removed
-        if ``fill`` raises); its id and what ``fill`` returned."""
-        dir_id = uuid.uuid4().hex
-        staging = self.root / f".staging-{dir_id}"
-        staging.mkdir()
-        try:
-            result = fill(staging)
             staging.rename(self.root / dir_id)
-        except BaseException:
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return dir_id, result
-
-    def remove(self, dir_id: str) -> None:
-        shutil.rmtree(self.path(dir_id), ignore_errors=True)
+        return dir_id
 
     def path(self, dir_id: str) -> Path:
         if not dir_id.isalnum():
