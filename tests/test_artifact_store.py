@@ -345,3 +345,35 @@ def test_a_large_file_is_stored_and_fetched_a_part_at_a_time(tmp_path: Path, dat
         tracemalloc.stop()
         writer.close()
         reader.close()
+
+
+def test_migration_0009_is_all_or_nothing(tmp_path: Path, database_url: str) -> None:
+    """A failure part way (here: the blob table already exists) leaves the database at 0008, unchanged."""
+    from alembic import command
+    from alembic.config import Config
+
+    from model_store.db import make_engine
+    from model_store.migrate import upgrade_to_head
+
+    engine = make_engine(database_url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", "model_store:migrations")
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0008")
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE TABLE artifact_parts (sha256 VARCHAR(64))"))
+        with pytest.raises(sa.exc.DBAPIError):
+            upgrade_to_head(engine)
+        columns = {column["name"] for column in sa.inspect(engine).get_columns("model_versions")}
+        assert "artifact_files" not in columns
+        with engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0008"
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE artifact_parts"))
+        upgrade_to_head(engine)
+        columns = {column["name"] for column in sa.inspect(engine).get_columns("model_versions")}
+        assert "artifact_files" in columns
+    finally:
+        engine.dispose()

@@ -15,7 +15,18 @@ branch_labels = None
 depends_on = None
 
 
+def _begin_on_sqlite(connection: sa.Connection) -> None:
+    """Both changes in the migration's transaction on SQLite too (its driver begins one only before a write,
+    so DDL outside one would commit at once), as in 0008."""
+    if connection.dialect.name != "sqlite":
+        return
+    driver = connection.connection.dbapi_connection
+    if not getattr(driver, "in_transaction", True):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def upgrade() -> None:
+    _begin_on_sqlite(op.get_bind())
     op.add_column("model_versions", sa.Column("artifact_files", sa.JSON, nullable=True))
     op.create_table(
         "artifact_parts",
