@@ -377,3 +377,31 @@ def test_migration_0009_is_all_or_nothing(tmp_path: Path, database_url: str) -> 
         assert "artifact_files" in columns
     finally:
         engine.dispose()
+
+
+def test_hosts_storing_the_same_file_at_once_all_succeed(tmp_path: Path, database_url: str) -> None:
+    """Hosts registering the same weights at the same moment: one stores the parts, the others find them."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    data = np.random.default_rng(1).bytes(9 * 1024 * 1024)
+    stores = [Store(tmp_path / f"h{i}", database_url, artifact_store="database") for i in range(3)]
+    barrier = Barrier(len(stores))
+
+    def put(store: Store) -> str:
+        barrier.wait()
+        return store.registry.artifacts.put_bytes(data)
+
+    try:
+        with ThreadPoolExecutor(len(stores)) as pool:
+            digests = set(pool.map(put, stores))
+        assert digests == {hashlib.sha256(data).hexdigest()}
+        with stores[0].engine.connect() as connection:
+            parts = (
+                connection.execute(sa.text("SELECT part FROM artifact_parts ORDER BY part")).scalars().all()
+            )
+        assert parts == [0, 1, 2]
+        assert stores[1].registry.artifacts.cache.read(digests.pop()) == data
+    finally:
+        for store in stores:
+            store.close()
