@@ -29,10 +29,10 @@ class Store:
         ``ArtifactStoreConfigError`` here."""
         self.engine = make_engine(database_url)
         try:
+            self.sessions = make_session_factory(self.engine)
+            backend = open_backend(artifact_store, data_dir, self.sessions)  # before touching the database
             if migrate:
                 upgrade_to_head(self.engine)
-            self.sessions = make_session_factory(self.engine)
-            backend = open_backend(artifact_store, data_dir, self.sessions)
         except BaseException:
             self.engine.dispose()
             raise

@@ -272,6 +272,7 @@ def test_a_legacy_version_loads_from_its_directory(tmp_path: Path, database_url:
 def test_an_unusable_artifact_store_fails_at_start_up(tmp_path: Path, setting: str, words: str) -> None:
     with pytest.raises(ArtifactStoreConfigError, match=words):
         Store(tmp_path, f"sqlite:///{tmp_path / 'candor.db'}", artifact_store=setting)
+    assert not (tmp_path / "candor.db").exists(), "refused before the database is touched"
 
 
 def test_the_app_reads_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
