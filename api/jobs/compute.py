@@ -96,6 +96,7 @@ def for_workers(settings: Settings) -> Settings:
         settings,
         data_dir=Path("."),
         database_url="",
+        artifact_store="",
         audit_key_file="",
         rate_limit_storage="memory://",
         dask_scheduler="",

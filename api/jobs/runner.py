@@ -116,7 +116,10 @@ class Runner:
     ) -> None:
         self.settings = settings
         self.store = store or Store(
-            settings.data_dir, settings.resolved_database_url, settings.model_cache_size
+            settings.data_dir,
+            settings.resolved_database_url,
+            settings.model_cache_size,
+            artifact_store=settings.artifact_store,
         )
         if self.store.audit_log.signer is None:
             self.store.audit_log.signer = load_signer(settings.resolved_audit_key_file)
