@@ -84,10 +84,9 @@ def predict(base: str, token: str, name: str, instances: list[dict[str, Any]]) -
 
 @pytest.mark.parametrize("kind", ["database", "file"])
 def test_a_model_uploaded_to_one_host_is_served_by_the_other(
-    tmp_path: Path, database_url: str, tiny_dir: Path, kind: str
+    tmp_path: Path, postgres_url: str, tiny_dir: Path, kind: str
 ) -> None:
-    if database_url.startswith("sqlite"):
-        pytest.skip("several hosts share a PostgreSQL database")
+    database_url = postgres_url
     artifact_store = "database" if kind == "database" else (tmp_path / "objects").as_uri()
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     store = Store(a_dir, database_url, artifact_store=artifact_store)

@@ -12,14 +12,11 @@ import hashlib
 import io
 import json
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from conftest import POSTGRES_URL, _admin_execute, _database
 from gunicorn_process import free_port, running_gunicorn, server_env
 from test_rate_limit_redis import redis_url  # noqa: F401  (the fixture: a private redis-server)
 from tiny_models import tiny_frame, tiny_manifest, tiny_pipeline
@@ -36,16 +33,6 @@ from model_store.store import Store
 
 RATE = 40
 FRAME = tiny_frame(seed=3)
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    if not POSTGRES_URL:
-        pytest.fail("CANDOR_TEST_POSTGRES_URL is not set: several hosts need PostgreSQL (.ci/run starts it)")
-    name = "candor_" + uuid.uuid4().hex[:12]
-    _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    yield _database(name)
-    _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -86,7 +73,7 @@ def hashes_under(directory: Path) -> set[str]:
 @pytest.mark.parametrize("artifact_store", ["database", "file"])
 def test_two_hosts_share_models_keys_limits_jobs_and_the_log(
     artifact_store: str,
-    database: str,
+    postgres_url: str,
     redis_url: str,  # noqa: F811  (the imported fixture)
     tmp_path: Path,
 ) -> None:
@@ -94,7 +81,7 @@ def test_two_hosts_share_models_keys_limits_jobs_and_the_log(
     where = "database" if artifact_store == "database" else objects.as_uri()
     key_file = tmp_path / "secrets" / "signing.key"
     create_key(key_file)  # one key for the log, deployed to every host like its database password
-    admin_store = Store(tmp_path / "admin", database, artifact_store=where)
+    admin_store = Store(tmp_path / "admin", postgres_url, artifact_store=where)
     tokens = {
         scope: admin_store.keys.create(f"two-hosts-{scope}", [scope])[0]
         for scope in ("models:write", "explain", "audit:read")
@@ -103,7 +90,7 @@ def test_two_hosts_share_models_keys_limits_jobs_and_the_log(
     admin_store.close()
     hosts = {name: tmp_path / f"host-{name}" for name in ("a", "b")}
     settings = {
-        "CANDOR_DATABASE_URL": database,
+        "CANDOR_DATABASE_URL": postgres_url,
         "CANDOR_ARTIFACT_STORE": where,
         "CANDOR_AUDIT_KEY_FILE": str(key_file),
         "CANDOR_RATE_LIMIT": f"{RATE}/minute",
@@ -128,7 +115,7 @@ def test_two_hosts_share_models_keys_limits_jobs_and_the_log(
             assert sha in hashes_under(objects), "the artifact is kept in the object store"
 
         _check_rate_limit_is_shared(a.base, b.base, burst)
-        _check_job_across_hosts(a.base, b.base, tokens["explain"], tmp_path, database, where)
+        _check_job_across_hosts(a.base, b.base, tokens["explain"], tmp_path, postgres_url, where)
         _check_one_log(a.base, b.base, tokens["audit:read"], [on_b["id"], on_a["id"]])
 
 
