@@ -222,6 +222,12 @@ class Runner:
                 if self.jobs.finish(job["id"], self.runner_id, FAILED, f"A chunk failed: {detail}"):
                     self.jobs.discard_input(job["id"])
                 return
+        sent = self.sent.get(job["id"])
+        if sent is not None:
+            log.info(
+                "job %s: sent %d bytes to the workers (the model, %d bytes, to each of %d; rows %d bytes)",
+                *(job["id"], sent.total, sent.model_bytes, sent.workers, sent.rows_bytes),
+            )
         if finished:
             if self.jobs.finish(job["id"], self.runner_id, SUCCEEDED):
                 self.jobs.discard_input(job["id"])
