@@ -33,6 +33,11 @@ class Settings:
     """Largest multipart registration upload."""
     model_cache_size: int = 8
     """Loaded model versions kept per worker (least recently used evicted)."""
+    artifact_store: str = ""
+    """Where registered versions' files are stored, by sha256: empty for ``<data_dir>/artifacts`` (one
+    host), ``database`` (the database's ``artifact_parts`` table), or an fsspec URL (``s3://bucket/prefix``,
+    ``gs://...``, ``file:///dir``; credentials from the environment). Each host caches them under
+    ``<data_dir>/artifact-cache``."""
     max_shap_evals: int = 4096
     """Upper bound on model evaluations per row for permutation and kernel SHAP."""
     max_shap_work: int = 20_000_000

@@ -265,7 +265,7 @@ def chunk_inputs(data_dir: Path, job_id: str, chunks: int) -> tuple[Any, list[An
         shipped = ShippedModel(info, store.registry.files(info))
         tasks = [
             ChunkTask(
-                job_id, n, n * CHUNK_ROWS, "loan", 1, "shap", {}, None, True, jobs.input_chunk(job_id, n)
+                job_id, n, n * CHUNK_ROWS, "loan", 1, "shap", {}, None, True, jobs.input_chunk(job_id, n), ""
             )
             for n in range(chunks)
         ]
@@ -277,11 +277,15 @@ def chunk_inputs(data_dir: Path, job_id: str, chunks: int) -> tuple[Any, list[An
 def compute_only(data_dir: Path, job_id: str, chunks: int) -> float:
     """Wall time of the job's chunks computed on a fresh 2-worker LocalCluster (warmed), nothing committed:
     the parallel part of a job."""
+    from dataclasses import replace
+
     from distributed import Client, LocalCluster
 
-    from api.jobs.compute import compute_chunk, warm_up
+    from api.jobs.compute import ShipModel, compute_chunk, warm_up
 
     settings, tasks, shipped = chunk_inputs(data_dir, job_id, chunks)
+    plugin = ShipModel(job_id, shipped)
+    tasks = [replace(task, model=plugin.name) for task in tasks]
     with (
         LocalCluster(n_workers=WORKERS, threads_per_worker=1, dashboard_address=None) as cluster,
         Client(cluster) as client,
@@ -294,7 +298,7 @@ def compute_only(data_dir: Path, job_id: str, chunks: int) -> float:
         for future in warm:
             future.result()
         started = time.perf_counter()
-        futures = [client.submit(compute_chunk, settings, task, model, pure=False) for task in tasks]
+        futures = [client.submit(compute_chunk, settings, task, pure=False) for task in tasks]
         for future in futures:
             future.result()
             future.release()

@@ -137,7 +137,7 @@ class Server(BenchServer):
         store = Store(self.data_dir, self.database_url, migrate=False)
         try:
             info = store.registry.resolve("notes", "production")
-            return Path(store.registry.artifacts.path(info.artifact_dir))
+            return Path(store.registry.directory(info))
         finally:
             store.close()
 

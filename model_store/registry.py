@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -17,13 +16,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from model_store.archive_limits import ArchiveLimits
 from model_store.artifacts import ARTIFACT_FILE, REFERENCE_FILE, ArtifactStore, sha256_bytes
 from model_store.cache import LoadedModelCache
-from model_store.errors import Conflict, IntegrityError, InvalidInput, ModelNotFound, VersionNotFound
+from model_store.errors import Conflict, InvalidInput, ModelNotFound, VersionNotFound
 from model_store.manifest import NAME_PATTERN, Manifest
 from model_store.reference import read_reference, to_parquet
 from model_store.safe_load import load_skops
 from model_store.tables import ModelRow, VersionRow, as_utc
 from model_store.tabular import TabularModel
 from model_store.tabular.checks import complete_tabular_manifest
+from model_store.version_files import VersionFiles
 from model_store.versions import VersionInfo
 
 ALIASES = ("latest", "production")
@@ -51,6 +51,7 @@ class ModelRegistry:
     ) -> None:
         self.sessions = sessions
         self.artifacts = artifacts
+        self.version_files = VersionFiles(artifacts)
         self.cache: LoadedModelCache[Any] = LoadedModelCache(
             cache_size, on_lookup=lambda result: CACHE_LOOKUPS.labels(result).inc()
         )
@@ -59,25 +60,20 @@ class ModelRegistry:
     def register_tabular(
         self, manifest: Manifest, artifact: bytes, reference: bytes, limits: ArchiveLimits = DEFAULT_LIMITS
     ) -> VersionInfo:
-        """Validate everything, write the files, then commit the version row; nothing is left on failure."""
+        """Validate everything, store the files (each once, by sha256), then commit the version row; no
+        version is left on failure."""
         check_name(manifest.name)
         estimator = load_skops(artifact, limits)
         frame = read_reference(reference)
         completed = complete_tabular_manifest(manifest, estimator, frame)
         reference_bytes = to_parquet(frame)
-        dir_id = self.artifacts.write({ARTIFACT_FILE: artifact, REFERENCE_FILE: reference_bytes})
-        try:
-            return self._insert_version(
-                completed.name,
-                "tabular",
-                completed.to_dict(),
-                dir_id,
-                sha256_bytes(artifact),
-                sha256_bytes(reference_bytes),
-            )
-        except BaseException:
-            self.artifacts.remove(dir_id)
-            raise
+        files = {
+            ARTIFACT_FILE: self.artifacts.put_bytes(artifact),
+            REFERENCE_FILE: self.artifacts.put_bytes(reference_bytes),
+        }
+        return self._insert_version(
+            completed.name, "tabular", completed.to_dict(), files, files[ARTIFACT_FILE], files[REFERENCE_FILE]
+        )
 
     def register_text(self, manifest: Manifest, files: dict[str, bytes]) -> VersionInfo:
         """A Hugging Face classifier directory held in memory (a local directory, the demo)."""
@@ -87,7 +83,7 @@ class ModelRegistry:
 
     def register_text_from(self, manifest: Manifest, fill: Callable[[Path], dict[str, str]]) -> VersionInfo:
         """A Hugging Face classifier directory written by ``fill`` (returning each file's sha256) into a
-        staging directory: checked, moved into place, loaded once from disk, then recorded."""
+        staging directory: checked, loaded once, its files stored by sha256, then recorded."""
         from model_store.text.files import LISTING, check_model_files, listing
 
         check_name(manifest.name)
@@ -95,33 +91,28 @@ class ModelRegistry:
             raise InvalidInput.field(
                 "manifest.task", "A model directory is registered as text_classification."
             )
-
-        def fill_checked(staging: Path) -> str:
+        with self.artifacts.staging() as staging:
             digests = fill(staging)
             check_model_files(staging)
             index = listing(digests)
             (staging / LISTING).write_bytes(index)
-            return sha256_bytes(index)
-
-        dir_id, index_sha = self.artifacts.stage(fill_checked)
-        try:
-            model = self._load_text(manifest, dir_id)  # refuses what transformers cannot load safely
+            files = {**digests, LISTING: sha256_bytes(index)}
+            model = self._load_text(manifest, staging)  # refuses what transformers cannot load safely
+            for path, sha256 in files.items():
+                self.artifacts.put_file(staging / path, sha256)
             info = self._insert_version(
-                manifest.name, "text", manifest.to_dict(), dir_id, index_sha, sha256_bytes(b"")
+                manifest.name, "text", manifest.to_dict(), files, files[LISTING], sha256_bytes(b"")
             )
-        except BaseException:
-            self.artifacts.remove(dir_id)
-            raise
         self.cache.get_or_load(info.cache_key, lambda: model)  # loaded once: the check's load is kept
         return info
 
-    def _load_text(self, manifest: Manifest, dir_id: str) -> Any:
+    def _load_text(self, manifest: Manifest, directory: Path) -> Any:
         from safetensors import SafetensorError
 
         from model_store.text.model import TextModel
 
         try:
-            return TextModel(manifest, self.artifacts.path(dir_id))
+            return TextModel(manifest, directory)
         except (OSError, ValueError, KeyError, SafetensorError) as exc:
             raise InvalidInput.field(
                 "artifact", f"transformers cannot load it: {type(exc).__name__}"
@@ -132,7 +123,7 @@ class ModelRegistry:
         name: str,
         flavour: str,
         manifest: dict[str, Any],
-        dir_id: str,
+        files: dict[str, str],
         artifact_sha: str,
         reference_sha: str,
     ) -> VersionInfo:
@@ -150,9 +141,10 @@ class ModelRegistry:
                         version=(current or 0) + 1,
                         flavour=flavour,
                         manifest=manifest,
-                        artifact_dir=dir_id,
+                        artifact_dir="",
                         artifact_sha256=artifact_sha,
                         reference_sha256=reference_sha,
+                        artifact_files=files,
                     )
                     session.add(row)
                     session.flush()
@@ -197,21 +189,6 @@ class ModelRegistry:
         """The loaded model, verified against its recorded sha256 on every load from disk."""
         return self.cache.get_or_load(info.cache_key, lambda: self._timed_load(info))
 
-    def files(self, info: VersionInfo) -> dict[str, bytes]:
-        """Every file of the version by its path in the version, each verified against its sha256."""
-        root = self.artifacts.path(info.artifact_dir)
-        if info.flavour == "text":
-            self._verify_text_files(info)
-            return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-        return {
-            ARTIFACT_FILE: self.artifacts.read_verified(
-                info.artifact_dir, ARTIFACT_FILE, info.artifact_sha256
-            ),
-            REFERENCE_FILE: self.artifacts.read_verified(
-                info.artifact_dir, REFERENCE_FILE, info.reference_sha256
-            ),
-        }
-
     def _timed_load(self, info: VersionInfo) -> Any:
         started = time.perf_counter()
         model = self._load(info)
@@ -220,23 +197,20 @@ class ModelRegistry:
 
     def _load(self, info: VersionInfo) -> Any:
         if info.flavour == "text":
-            self._verify_text_files(info)
-            return self._load_text(info.manifest, info.artifact_dir)
-        artifact = self.artifacts.read_verified(info.artifact_dir, ARTIFACT_FILE, info.artifact_sha256)
-        reference = self.artifacts.read_verified(info.artifact_dir, REFERENCE_FILE, info.reference_sha256)
+            return self._load_text(info.manifest, self.version_files.text_directory(info))
+        artifact = self.version_files.read(info, ARTIFACT_FILE)
+        reference = self.version_files.read(info, REFERENCE_FILE)
         return TabularModel(info.manifest, load_skops(artifact), read_reference(reference))
 
-    def _verify_text_files(self, info: VersionInfo) -> None:
-        """The file listing must hash to the recorded sha256, and every file to its listed sha256."""
-        from model_store.text.files import LISTING
+    def files(self, info: VersionInfo) -> dict[str, bytes]:
+        """Every file of the version by relative path, each verified against its recorded sha256 (what a
+        worker without disk or database needs to load it): ``model.skops`` and ``reference.parquet``, or
+        a text model's directory with its ``files.json`` listing."""
+        return self.version_files.all(info)
 
-        index = json.loads(self.artifacts.read_verified(info.artifact_dir, LISTING, info.artifact_sha256))
-        root = self.artifacts.path(info.artifact_dir)
-        present = {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()} - {LISTING}
-        if present != set(index):
-            raise IntegrityError("The stored model directory holds files that were not registered.")
-        for path, digest in index.items():
-            self.artifacts.verify(info.artifact_dir, path, digest)
+    def directory(self, info: VersionInfo) -> Path:
+        """A text version's files as a local directory on this host, each verified now."""
+        return self.version_files.text_directory(info)
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _model_row(self, session: Session, name: str) -> ModelRow:
@@ -288,4 +262,5 @@ def _info(row: VersionRow, model: ModelRow) -> VersionInfo:
         reference_sha256=row.reference_sha256,
         created_at=as_utc(row.created_at),
         stages=stages,
+        artifact_files=row.artifact_files,
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from model_store.artifacts import ArtifactStore
+from model_store.artifacts import ArtifactStore, open_backend
 from model_store.audit import AuditTrail
 from model_store.audit_log import AuditLog
 from model_store.db import make_engine, make_session_factory
@@ -16,12 +16,27 @@ from model_store.registry import ModelRegistry
 
 
 class Store:
-    def __init__(self, data_dir: Path, database_url: str, cache_size: int = 8, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str,
+        cache_size: int = 8,
+        migrate: bool = True,
+        artifact_store: str = "",
+    ) -> None:
+        """``artifact_store``: where versions' files are stored (``CANDOR_ARTIFACT_STORE``): empty for
+        ``<data_dir>/artifacts``, ``database``, or an fsspec URL; one that names no usable store raises
+        ``ArtifactStoreConfigError`` here."""
         self.engine = make_engine(database_url)
-        if migrate:
-            upgrade_to_head(self.engine)
-        self.sessions = make_session_factory(self.engine)
-        self.registry = ModelRegistry(self.sessions, ArtifactStore(data_dir), cache_size)
+        try:
+            self.sessions = make_session_factory(self.engine)
+            backend = open_backend(artifact_store, data_dir, self.sessions)  # before touching the database
+            if migrate:
+                upgrade_to_head(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self.registry = ModelRegistry(self.sessions, ArtifactStore(data_dir, backend), cache_size)
         self.keys = KeyStore(self.sessions)
         self.audit = AuditTrail(self.sessions)
         self.audit_log = AuditLog(self.sessions)

@@ -57,7 +57,20 @@ class VersionRow(Base):
     artifact_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     reference_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, nullable=False)
+    artifact_files: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    """Every file of the version by relative path: its sha256 in the artifact store. None: a version
+    registered before content addressing, whose files are under ``<data_dir>/artifacts/<artifact_dir>``."""
     model: Mapped[ModelRow] = relationship(back_populates="versions")
+
+
+class ArtifactPartRow(Base):
+    """A blob of the ``database`` artifact store, in parts of a few MiB, all written in one transaction."""
+
+    __tablename__ = "artifact_parts"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
 class VersionCacheRow(Base):

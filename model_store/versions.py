@@ -21,6 +21,9 @@ class VersionInfo:
     reference_sha256: str
     created_at: dt.datetime
     stages: tuple[str, ...] = ()
+    artifact_files: dict[str, str] | None = None
+    """Every file by relative path: its sha256 in the artifact store (None: a legacy version directory,
+    ``artifact_dir``; empty for content-addressed versions)."""
 
     @property
     def manifest(self) -> Manifest:

@@ -92,6 +92,17 @@ def demo_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
     _admin_execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (dropped afterwards), for what only PostgreSQL does: several hosts."""
+    if not POSTGRES_URL:
+        pytest.fail("CANDOR_TEST_POSTGRES_URL is not set: several hosts need PostgreSQL (.ci/run starts it)")
+    name = "candor_" + uuid.uuid4().hex[:12]
+    _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    yield _database(name)
+    _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _database(name: str) -> str:
     return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
+from stored_files import stored_files
 from tiny_models import (
     COLOURS,
     FEATURES,
@@ -354,7 +355,7 @@ def test_corrupted_artifact_is_an_integrity_problem(
     """The app's model cache is cold: the first load reads the file and checks its sha256."""
     store = app.extensions["candor"].store
     info = store.registry.resolve("clinical", "1")
-    path = store.registry.artifacts.root / info.artifact_dir / "model.skops"
+    path = stored_files(store, info)["model.skops"]
     data = bytearray(path.read_bytes())
     data[-100] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -362,6 +363,6 @@ def test_corrupted_artifact_is_an_integrity_problem(
     body = assert_problem(client.get("/v1/models/clinical/versions/1", headers=auth), 500)
     assert body["type"].endswith("/artifact-integrity")
     assert str(path.parent) not in json.dumps(body)
-    assert info.artifact_dir not in json.dumps(body)
+    assert path.name not in json.dumps(body)
     # the other model is unaffected
     assert client.get("/v1/models/loan/versions/1", headers=auth).status_code == 200

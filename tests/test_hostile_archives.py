@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from stored_files import artifact_entries
 from test_hostile_uploads import assert_refused
 from test_store_safety import _PIPELINE, _REFERENCE, safe_manifest
 
@@ -66,7 +67,7 @@ def refused(response: Any, words: str) -> None:
 
 
 def stored(app: Flask) -> list[Path]:
-    return list((Path(app.extensions["candor"].settings.data_dir) / "artifacts").iterdir())
+    return [Path(p) for p in artifact_entries(Path(app.extensions["candor"].settings.data_dir))]
 
 
 def traced_peak(call: Callable[[], Any]) -> tuple[Any, int]:

@@ -79,9 +79,8 @@ def test_a_chunk_is_computed_with_no_data_dir_and_no_database(
     empty.mkdir()
     monkeypatch.chdir(empty)
     rows_ipc = to_ipc(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False))
-    task = ChunkTask(
-        "00000000-0000-4000-8000-00000000000a", 0, 0, "loan", 1, "shap", {}, None, True, rows_ipc
-    )
+    job_id = "00000000-0000-4000-8000-00000000000a"
+    task = ChunkTask(job_id, 0, 0, "loan", 1, "shap", {}, None, True, rows_ipc, model="")
     outcome = compute_chunk(for_workers(settings), task, shipped)
     assert outcome.rows == ROWS and outcome.errors == 0
     assert list(empty.iterdir()) == [] and not settings.data_dir.exists(), "the worker wrote nothing here"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from stored_files import stored_files
 from test_audit import loan_rows
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -22,7 +23,7 @@ def test_model_resource_is_not_ready_when_its_version_cannot_load(
 ) -> None:
     store = app.extensions["candor"].store
     info = store.registry.resolve("loan", "production")
-    artifact = next(p for p in store.registry.artifacts.path(info.artifact_dir).iterdir() if p.is_file())
+    artifact = next(iter(stored_files(store, info).values()))
     artifact.write_bytes(b"tampered")
     assert client.get("/v1/models/loan", headers=auth).get_json()["ready"] is False
 

@@ -130,5 +130,5 @@ def test_compression_bombs_are_refused_and_never_written(
     assert response.status_code == 422 and "artifact" in response.get_json()["errors"], response.get_json()
     after = snapshot(tmp_path, data_dir), snapshot(data_dir, data_dir / "nothing")
     assert after[0] == before[0], "nothing written outside the data dir"
-    assert {p for p in after[1] - before[1] if "artifacts" in p} == set(), "nothing stored"
+    assert {p for p in after[1] - before[1] if "artifact" in p} == set(), "nothing stored"
     assert not any(os.path.getsize(p) > 1_000_000 for p in after[1] - before[1] if os.path.isfile(p))

@@ -18,6 +18,7 @@ from conftest import _admin_execute
 from flask import Blueprint, Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from stored_files import stored_files
 
 from model_store.artifacts import ARTIFACT_FILE
 
@@ -282,7 +283,7 @@ def test_ready_fails_when_a_model_cannot_be_loaded_and_health_still_answers(
     app = make_app()
     registry = app.extensions["candor"].store.registry
     info = registry.resolve("loan", "production")
-    (registry.artifacts.path(info.artifact_dir) / ARTIFACT_FILE).unlink()
+    stored_files(app.extensions["candor"].store, info)[ARTIFACT_FILE].unlink()
     client = app.test_client()
     capsys.readouterr()
     for _ in range(2):

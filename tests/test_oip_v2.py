@@ -10,6 +10,7 @@ import pytest
 from conftest import bearer
 from flask import Flask
 from flask.testing import FlaskClient
+from stored_files import stored_files
 from test_audit import loan_rows
 
 LOAN = "/v2/models/loan"
@@ -248,7 +249,7 @@ def test_the_contract_examples_reach_the_model(
 def test_a_model_that_cannot_load_is_not_ready(app: Flask, client: FlaskClient, auth: dict[str, str]) -> None:
     store = app.extensions["candor"].store
     info = store.registry.resolve("loan", "production")
-    artifact = next(p for p in store.registry.artifacts.path(info.artifact_dir).iterdir() if p.is_file())
+    artifact = next(iter(stored_files(store, info).values()))
     artifact.write_bytes(b"tampered")
     server = client.get("/v2/health/ready")
     assert server.status_code == 503 and server.headers["Content-Type"] == "application/json"

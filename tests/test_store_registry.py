@@ -49,7 +49,19 @@ def register(store: Store, name: str = "tiny", manifest: dict[str, Any] | None =
 
 
 def artifact_entries(store: Store) -> set[str]:
-    return {p.name for p in store.registry.artifacts.root.iterdir()}
+    """Every file stored under the data dir's artifact store and this host's artifact cache."""
+    data_dir = store.registry.artifacts.root.parent
+    return {
+        p.relative_to(data_dir).as_posix()
+        for folder in ("artifacts", "artifact-cache")
+        for p in (data_dir / folder).rglob("*")
+        if not p.is_dir()
+    }
+
+
+def stored_path(store: Store, info: Any, name: str) -> Path:
+    """The blob holding a version's file in the default store (``<data_dir>/artifacts/sha256/..``)."""
+    return Path(store.registry.artifacts.backend.path(info.artifact_files[name]))
 
 
 def version_numbers(store: Store, name: str) -> list[int]:
@@ -61,8 +73,8 @@ def test_versions_increment_and_aliases_resolve(store: Store) -> None:
     infos = [register(store) for _ in range(3)]
     assert [i.version for i in infos] == [1, 2, 3]
     assert version_numbers(store, "tiny") == [1, 2, 3]
-    assert len({i.artifact_dir for i in infos}) == 3, "each version has its own directory"
-    assert len(artifact_entries(store)) == 3
+    assert len({tuple(sorted(i.artifact_files.items())) for i in infos}) == 1, "the same files"
+    assert len(artifact_entries(store)) == 2, "are stored once, by sha256"
 
     assert store.registry.resolve("tiny", "latest").version == 3
     assert store.registry.resolve("tiny", "2").version == 2
@@ -275,7 +287,7 @@ def test_corrupted_file_fails_the_integrity_check(
     store: Store, tmp_path: Path, database_url: str, filename: str
 ) -> None:
     info = register(store)
-    path = store.registry.artifacts.root / info.artifact_dir / filename
+    path = stored_path(store, info, filename)
     assert path.is_file()
 
     cold = _fresh_store(tmp_path, database_url)
@@ -300,7 +312,7 @@ def test_corrupted_file_fails_the_integrity_check(
 
 def test_missing_file_fails_the_integrity_check(store: Store, tmp_path: Path, database_url: str) -> None:
     info = register(store)
-    (store.registry.artifacts.root / info.artifact_dir / "model.skops").unlink()
+    stored_path(store, info, "model.skops").unlink()
     cold = _fresh_store(tmp_path, database_url)
     try:
         with pytest.raises(IntegrityError):
@@ -314,7 +326,7 @@ def test_sha256_is_recorded_for_the_uploaded_bytes(store: Store) -> None:
 
     info = register(store)
     assert info.artifact_sha256 == hashlib.sha256(_ARTIFACT).hexdigest()
-    stored = (store.registry.artifacts.root / info.artifact_dir / "reference.parquet").read_bytes()
+    stored = stored_path(store, info, "reference.parquet").read_bytes()
     assert info.reference_sha256 == hashlib.sha256(stored).hexdigest()
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from flask import Flask
+from stored_files import stored_files
 from text_oracles import (
     TEXTS,
     artifact_dirs,
@@ -91,13 +92,22 @@ def assert_softmax(tiny_dir: Path, texts: list[str], predictions: list[dict[str,
         assert prediction["label"] == LABELS[int(expected.argmax())]
 
 
-def assert_stored_copy(app: Flask, dir_id: str, tiny_dir: Path) -> None:
-    """The version directory holds the model's files byte for byte, and a listing of their sha256."""
-    stored = Path(app.extensions["candor"].settings.data_dir) / "artifacts" / dir_id
+def assert_stored_copy(app: Flask, version: int, tiny_dir: Path) -> None:
+    """The version's files are the model's files byte for byte, and a listing of their sha256; the
+    directory the host loads holds exactly those."""
+    registry = app.extensions["candor"].store.registry
+    info = registry.resolve("triage", version)
+    stored = registry.files(info)
     source = model_files(tiny_dir)
-    listing = json.loads((stored / "files.json").read_text())
+    listing = json.loads(stored.pop("files.json"))
     assert listing == {name: hashlib.sha256(data).hexdigest() for name, data in source.items()}
-    assert {name: (stored / name).read_bytes() for name in source} == source
+    assert stored == source
+    directory = registry.directory(info)
+    assert {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()} == {
+        *source,
+        "files.json",
+    }
+    assert {name: (directory / name).read_bytes() for name in source} == source
 
 
 # -- registration through the real paths -------------------------------------------------------------------
@@ -108,13 +118,11 @@ def test_rest_upload_of_a_tar_gz_and_a_zip_registers_and_predicts_the_models_own
     client = db_app.test_client()
     archives = {"1": tar_of_directory(tiny_dir), "2": zip_of_directory(tiny_dir)}
     for version, archive in archives.items():
-        before = artifact_dirs(db_app)
         response = upload(db_app, tokens["models:write"], archive)
         assert response.status_code == 201, response.get_json()
         created = response.get_json()
         assert created["version"] == int(version)
-        (new_dir,) = set(artifact_dirs(db_app)) - set(before)
-        assert_stored_copy(db_app, new_dir, tiny_dir)
+        assert_stored_copy(db_app, int(version), tiny_dir)
         described = client.get(f"/v1/models/triage/versions/{version}", headers=bearer(tokens["explain"]))
         assert described.status_code == 200
         body = described.get_json()
@@ -148,7 +156,7 @@ def test_registry_registers_a_model_directory(store: Store, tiny_dir: Path) -> N
     assert (info.name, info.version, info.flavour) == ("triage", 1, "text")
     resolved = store.registry.resolve("triage", "latest")
     assert resolved.artifact_sha256 == info.artifact_sha256
-    listing = (store.registry.artifacts.path(resolved.artifact_dir) / "files.json").read_bytes()
+    listing = store.registry.files(resolved)["files.json"]
     assert hashlib.sha256(listing).hexdigest() == info.artifact_sha256
     model = store.registry.load(resolved)
     probabilities = model.probabilities(model.validate([{"text": t} for t in TEXTS]))
@@ -382,8 +390,8 @@ def test_a_tampered_stored_file_is_never_served(
     try:
         tokens = tokens_for(first)
         assert upload(first, tokens["models:write"], tar_of_directory(tiny_dir)).status_code == 201
-        info = first.extensions["candor"].store.registry.resolve("triage", "1")
-        path = data / "artifacts" / info.artifact_dir / name
+        store = first.extensions["candor"].store
+        path = stored_files(store, store.registry.resolve("triage", "1"))[name]
     finally:
         first.extensions["candor"].store.close()
     original = path.read_bytes()
@@ -416,20 +424,24 @@ def test_a_tampered_stored_file_is_never_served(
 def test_a_file_added_to_a_stored_version_is_never_served(
     tmp_path: Path, database_url: str, tiny_dir: Path
 ) -> None:
-    """transformers would read an extra tokenizer file it finds; a version directory must hold exactly the
-    files that were registered."""
+    """transformers would read an extra tokenizer file it finds; the directory a host loads must hold exactly
+    the files that were registered: one that holds more is rebuilt from the stored files."""
     data = tmp_path / "data"
     first = text_app(data, database_url)
     try:
         tokens = tokens_for(first)
         assert upload(first, tokens["models:write"], tar_of_directory(tiny_dir)).status_code == 201
-        info = first.extensions["candor"].store.registry.resolve("triage", "1")
+        registry = first.extensions["candor"].store.registry
+        directory = registry.directory(registry.resolve("triage", "1"))
     finally:
         first.extensions["candor"].store.close()
-    (data / "artifacts" / info.artifact_dir / "added_tokens.json").write_text('{"[EVIL]": 5}')
+    added = directory / "added_tokens.json"
+    added.write_text('{"[EVIL]": 5}')
     fresh = text_app(data, database_url)
     try:
         response = predict(fresh, tokens["explain"], "1", TEXTS)
-        assert assert_problem(response, 500)["type"].endswith("artifact-integrity")
+        assert response.status_code == 200, response.get_json()
+        assert_softmax(tiny_dir, TEXTS, response.get_json()["predictions"])
+        assert not added.exists()
     finally:
         fresh.extensions["candor"].store.close()

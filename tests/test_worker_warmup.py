@@ -16,6 +16,7 @@ import pytest
 import requests
 from gunicorn_process import Gunicorn, free_port, running_gunicorn, server_env
 from prometheus_client.parser import text_string_to_metric_families
+from stored_files import stored_files
 from tiny_models import tiny_frame, tiny_manifest, tiny_pipeline
 
 from api.ops.worker_lifecycle import HOLD_REQUESTS, ServingMarks, hold_retirement
@@ -173,7 +174,7 @@ def test_a_model_that_fails_to_warm_is_skipped_and_a_missing_database_warms_noth
     _register(store, "broken", 1)
     broken = store.registry.resolve("broken", "latest")
     store.close()
-    for stored in store.registry.artifacts.path(broken.artifact_dir).iterdir():
+    for stored in stored_files(store, broken).values():
         stored.write_bytes(b"changed on disk")  # its sha256 no longer matches: loading it is refused
     app = create_app({"data_dir": tmp_path})
     report = warm(app.extensions["candor"].service, "tabular")

@@ -29,6 +29,7 @@ import pytest
 import torch
 from captum.attr import LayerIntegratedGradients
 from flask import Flask
+from stored_files import artifact_entries
 from tiny_text import build_tiny_bert, tiny_manifest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -94,9 +95,9 @@ def upload(app: Flask, token: str, artifact: bytes, manifest: str | None = None,
 
 
 def artifact_dirs(app: Flask) -> list[str]:
-    """Every entry under ``<data_dir>/artifacts`` (staging directories included)."""
-    root = Path(app.extensions["candor"].settings.data_dir) / "artifacts"
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+    """Every entry under ``<data_dir>/artifacts`` and ``<data_dir>/artifact-cache`` (staging directories
+    included)."""
+    return artifact_entries(Path(app.extensions["candor"].settings.data_dir))
 
 
 def assert_problem(

@@ -58,7 +58,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             "security": [{"bearerAuth": []}],
         },
     )
-    store = Store(settings.data_dir, settings.resolved_database_url, settings.model_cache_size)
+    store = Store(
+        settings.data_dir,
+        settings.resolved_database_url,
+        settings.model_cache_size,
+        artifact_store=settings.artifact_store,
+    )
     app.extensions["candor"] = Candor.build(settings, store)
     api = CandorApi(app)
     for blueprint in (

@@ -1,7 +1,7 @@
 """Where a runner's chunks are computed: a local Dask cluster of worker processes (one thread each) by
 default, or an external Dask scheduler named by ``CANDOR_DASK_SCHEDULER``. External workers need only
-Candor installed (the same release as the runner): each task carries its rows and the model is scattered to
-every worker once (``api.jobs.compute``), so a worker needs no data dir, database or credential.
+Candor installed (the same release as the runner): each task carries its rows and the model reaches every
+worker once (``api.jobs.compute.ShipModel``), so a worker needs no data dir, database or credential.
 
 The local cluster's scheduler and workers talk over loopback TCP (their comm ports) and open no HTTP server:
 no dashboard unless ``CANDOR_DASK_DASHBOARD`` names an address for it (``api/jobs/dask_nodes.py``)."""

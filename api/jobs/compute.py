@@ -1,9 +1,11 @@
 """The Dask task: compute one chunk of a job in a worker process that needs only Candor installed.
 
 The runner sends each task what it needs: the chunk's rows (an Arrow IPC stream, ``model_store.job_inputs``)
-and the model version (``model_store.shipped``: its description and files, scattered once per worker and
-verified and loaded there once), with the runner's limits and none of its places or secrets
-(``for_workers``). A worker opens no database, data dir or artifact store. It computes the chunk:
+and the name of the job's model, with the runner's limits and none of its places or secrets
+(``for_workers``). The model version itself (``model_store.shipped``: its description and files) reaches
+every worker once per job as a Dask worker plugin (``ShipModel``: the scheduler hands it to the workers there
+now and to any that join later, whatever Dask does with task data), and is verified and loaded there once. A
+worker opens no database, data dir or artifact store. It computes the chunk:
 
 - **in one call** when the method batches and each row's result does not depend on the other rows
   (deterministic SHAP: tree or linear). Batching is what makes a job fast; the chunk's explanation is
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from api.jobs import rows as row_lines
 from api.jobs.summaries import accumulate
@@ -67,6 +70,8 @@ class ChunkTask:
     batched: bool
     rows: bytes
     """The chunk's input rows, an Arrow IPC stream."""
+    model: str
+    """The name of the ``ShipModel`` plugin that gave this worker the job's model version."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +101,7 @@ def for_workers(settings: Settings) -> Settings:
         settings,
         data_dir=Path("."),
         database_url="",
+        artifact_store="",
         audit_key_file="",
         rate_limit_storage="memory://",
         dask_scheduler="",
@@ -106,9 +112,34 @@ def for_workers(settings: Settings) -> Settings:
     )
 
 
-def compute_chunk(settings: Settings, task: ChunkTask, shipped: ShippedModel) -> ChunkOutcome:
-    """The Dask task: compute chunk ``task.chunk`` on the shipped model and pack its rows; never raises for
-    a row's error."""
+class ModelNotShipped(Exception):
+    """This worker holds no model under the task's name (its plugin was removed, or the scheduler is new)."""
+
+
+class ShipModel(WorkerPlugin):
+    """The job's model version for every worker of the cluster, once each: registered by the runner for the
+    length of a job (named after it), kept by the scheduler for workers that join later, removed after."""
+
+    def __init__(self, job_id: str, shipped: ShippedModel) -> None:
+        self.name = f"candor-model-{job_id}"
+        self.shipped = shipped
+
+    def setup(self, worker: Any) -> None:
+        _shipped[self.name] = self.shipped
+
+    def teardown(self, worker: Any) -> None:
+        _shipped.pop(self.name, None)
+
+
+_shipped: dict[str, ShippedModel] = {}
+
+
+def compute_chunk(settings: Settings, task: ChunkTask, shipped: ShippedModel | None = None) -> ChunkOutcome:
+    """The Dask task: compute chunk ``task.chunk`` on the job's model (``shipped``, else the one its plugin
+    gave this worker) and pack its rows; never raises for a row's error."""
+    shipped = shipped or _shipped.get(task.model)
+    if shipped is None:
+        raise ModelNotShipped(task.model)
     _freeze_after_first_chunk()
     computer = Computer(ShippedModels(shipped, _models), settings)
     instances = rows_of(task.rows)

@@ -24,7 +24,15 @@ from concurrent.futures import CancelledError
 from typing import Any
 
 from api.jobs.cluster import dask_client, worker_count
-from api.jobs.compute import ChunkOutcome, ChunkTask, compute_chunk, for_workers, warm_up
+from api.jobs.compute import (
+    ChunkOutcome,
+    ChunkTask,
+    ModelNotShipped,
+    ShipModel,
+    compute_chunk,
+    for_workers,
+    warm_up,
+)
 from api.jobs.summaries import merge
 from api.settings import Settings
 from candor_verify.note import load_signer
@@ -74,12 +82,21 @@ class Transfer:
 
 
 def _result(future: Any) -> ChunkOutcome:
-    """A chunk's outcome; ``ClusterLost`` when its task was cancelled because the scheduler went away or
-    its model's last copy was lost with a worker (a task that raised fails the job, as before)."""
+    """A chunk's outcome; ``ClusterLost`` when its task was cancelled because the scheduler went away, or
+    its worker had no model (a scheduler that restarted lost the plugin); a task that raised otherwise
+    fails the job, as before."""
     try:
         return future.result()  # type: ignore[no-any-return]
-    except (CancelledError, OSError) as exc:
+    except (CancelledError, OSError, ModelNotShipped) as exc:
         raise ClusterLost() from exc
+
+
+def _unship(client: Any, plugin: str) -> None:
+    """Remove the job's model from the workers (a scheduler that restarted no longer knows the plugin)."""
+    try:
+        client.unregister_worker_plugin(plugin)
+    except Exception:
+        log.debug("model plugin %s was already gone", plugin, exc_info=True)
 
 
 class Heartbeat:
@@ -116,7 +133,10 @@ class Runner:
     ) -> None:
         self.settings = settings
         self.store = store or Store(
-            settings.data_dir, settings.resolved_database_url, settings.model_cache_size
+            settings.data_dir,
+            settings.resolved_database_url,
+            settings.model_cache_size,
+            artifact_store=settings.artifact_store,
         )
         if self.store.audit_log.signer is None:
             self.store.audit_log.signer = load_signer(settings.resolved_audit_key_file)
@@ -202,6 +222,12 @@ class Runner:
                 if self.jobs.finish(job["id"], self.runner_id, FAILED, f"A chunk failed: {detail}"):
                     self.jobs.discard_input(job["id"])
                 return
+        sent = self.sent.get(job["id"])
+        if sent is not None:
+            log.info(
+                "job %s: sent %d bytes to the workers (the model, %d bytes, to each of %d; rows %d bytes)",
+                *(job["id"], sent.total, sent.model_bytes, sent.workers, sent.rows_bytes),
+            )
         if finished:
             if self.jobs.finish(job["id"], self.runner_id, SUCCEEDED):
                 self.jobs.discard_input(job["id"])
@@ -221,11 +247,9 @@ class Runner:
         try:
             while next_chunk < total or pending:
                 while next_chunk < total and len(pending) < depth:
-                    task = self._task(job, next_chunk, batched)
+                    task = self._task(job, next_chunk, batched, model)
                     transfer.rows_bytes += len(task.rows)
-                    pending.append(
-                        client.submit(compute_chunk, self.worker_settings, task, model, pure=False)
-                    )
+                    pending.append(client.submit(compute_chunk, self.worker_settings, task, pure=False))
                     next_chunk += 1
                 outcome = _result(pending.popleft())
                 batched = batched and outcome.batch_next
@@ -237,21 +261,23 @@ class Runner:
             return True
         finally:
             if client.status == "running":  # (a client without its scheduler would wait to tell it)
-                client.cancel([*pending, model])  # the workers drop the model once the job is done with it
+                client.cancel(list(pending))
+                _unship(client, model)
 
-    def _ship(self, client: Any, job: dict[str, Any]) -> tuple[Any, Transfer]:
-        """The job's model version scattered to every worker (each gets it once), and the job's transfer
-        count (``self.sent``)."""
+    def _ship(self, client: Any, job: dict[str, Any]) -> tuple[str, Transfer]:
+        """The job's model version given to every worker once (``ShipModel``), its plugin's name, and the
+        job's transfer count (``self.sent``)."""
         info = self.store.registry.resolve(job["model_name"], job["model_version"])
-        shipped = ShippedModel(info, self.store.registry.files(info))
+        plugin = ShipModel(job["id"], ShippedModel(info, self.store.registry.files(info)))
         try:
-            model = client.scatter(shipped, broadcast=True, hash=False)
-        except (OSError, CancelledError) as exc:  # no worker, or no scheduler, within the client's timeout
+            client.register_plugin(plugin)
+        except (OSError, CancelledError) as exc:  # no scheduler within the client's timeout
             raise ClusterLost() from exc
-        transfer = self.sent[job["id"]] = Transfer(workers=worker_count(client), model_bytes=shipped.size)
-        return model, transfer
+        model_bytes = plugin.shipped.size
+        transfer = self.sent[job["id"]] = Transfer(workers=worker_count(client), model_bytes=model_bytes)
+        return plugin.name, transfer
 
-    def _task(self, job: dict[str, Any], chunk: int, batched: bool) -> ChunkTask:
+    def _task(self, job: dict[str, Any], chunk: int, batched: bool, model: str) -> ChunkTask:
         return ChunkTask(
             job_id=job["id"],
             chunk=chunk,
@@ -263,6 +289,7 @@ class Runner:
             key_id=job["key_id"],
             batched=batched,
             rows=self.jobs.input_chunk(job["id"], chunk),
+            model=model,
         )
 
     def _commit(self, job_id: str, outcome: ChunkOutcome, summary: dict[str, Any]) -> dict[str, Any]:

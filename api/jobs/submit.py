@@ -185,9 +185,7 @@ class Submission:
             raise InvalidInput.field("dataset", f"Stored datasets: {', '.join(DATASETS)}.")
         if info.flavour != "tabular":
             raise InvalidInput.field("dataset", "Only tabular versions store reference rows.")
-        artifacts = self.service.store.registry.artifacts
-        data = artifacts.read_verified(info.artifact_dir, REFERENCE_FILE, info.reference_sha256)
-        return io.BytesIO(data)
+        return io.BytesIO(self.service.store.registry.version_files.read(info, REFERENCE_FILE))
 
 
 def _option_field(name: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from api.settings import Settings
 from model_store.archive_limits import ArchiveLimits
+from model_store.blob_backends import ArtifactStoreConfigError
 from model_store.errors import CandorError, InvalidInput
 from model_store.keys import SCOPES
 from model_store.manifest import read_manifest_text
@@ -20,7 +21,12 @@ DEMO_KEY_FILE = "demo-key.txt"
 
 
 def _store(settings: Settings) -> Store:
-    return Store(settings.data_dir, settings.resolved_database_url, settings.model_cache_size)
+    return Store(
+        settings.data_dir,
+        settings.resolved_database_url,
+        settings.model_cache_size,
+        artifact_store=settings.artifact_store,
+    )
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -319,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args, settings))
     except CandorError as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except ArtifactStoreConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except (OSError, UnicodeDecodeError) as exc:  # an unreadable --manifest, --artifact or --reference
         print(f"error: {exc}", file=sys.stderr)

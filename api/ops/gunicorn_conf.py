@@ -71,9 +71,15 @@ def pre_request(worker, req):  # type: ignore[no-untyped-def]
 def on_starting(server):  # type: ignore[no-untyped-def]
     """Migrate the database once, in the master, before any worker starts; warn of a SQLite that
     several processes cannot share safely (never the default: see model_store.db)."""
+    from model_store.artifacts import check_artifact_store
+    from model_store.blob_backends import ArtifactStoreConfigError
     from model_store.db import make_engine, warn_of_sqlite
     from model_store.migrate import upgrade_to_head
 
+    try:
+        check_artifact_store(_settings.artifact_store)
+    except ArtifactStoreConfigError as exc:
+        raise RuntimeError(str(exc)) from None  # gunicorn prints "Error: <message>" and exits
     engine = make_engine(_settings.resolved_database_url)
     warn_of_sqlite(engine, server.log)
     upgrade_to_head(engine)
