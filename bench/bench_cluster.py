@@ -14,8 +14,9 @@ Run from the repository root, as root for the network namespaces:
   by a 4,000-row job; then the timed jobs alternate between the sides (``--repeats`` each), each timed
   from the upload to ``succeeded``.
 - Bytes sent to the workers per job: in netns mode, what the host side of each worker's link carried
-  during the job (``/sys/class/net/<link>/statistics/tx_bytes``: the model scattered, the chunks' rows,
-  Dask's own messages), against the model version's files (``ShippedModel.size``) times the workers.
+  during the job (``/sys/class/net/<link>/statistics/tx_bytes``: the model, the chunks' rows, Dask's own
+  messages), next to what the runner counted and logged (the model version's files times the workers, and
+  the rows).
 - Checks: every job succeeded with every row once and in order; 200 rows of the last job of each side
   equal shap called directly (summed per raw feature, 1e-6); the log verifies. Exit status 1 otherwise.
 Prints a markdown table; writes ``bench/results/cluster.json``.
@@ -30,6 +31,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -61,7 +63,6 @@ from model_store.store import Store  # noqa: E402
 GOAL_RATIO = 0.9
 MAX_ABS_DIFF = 1e-6
 CHECKED_ROWS = 200
-AMM_START = "DASK_DISTRIBUTED__SCHEDULER__ACTIVE_MEMORY_MANAGER__START"
 
 
 class Side:
@@ -83,7 +84,7 @@ class Side:
             **os.environ,
             "CANDOR_DATA_DIR": str(data_dir),
             "CANDOR_DATABASE_URL": database_url,
-            "CANDOR_LOG_LEVEL": "warning",
+            "CANDOR_LOG_LEVEL": "info",  # the runner logs the bytes each job sent to the workers
             **dask_env,
         }
         self.log_path = data_dir / "runner.log"
@@ -128,6 +129,18 @@ class Side:
             time.sleep(0.05)
         raise RuntimeError(f"{self.name}: the job did not finish in time")
 
+    def sent(self, job_id: str) -> dict[str, int] | None:
+        """What the runner counted as sent to the workers for the job (its log line), if it logged it."""
+        found = re.search(
+            rf"job {job_id}: sent (\d+) bytes to the workers \(the model, (\d+) bytes, to each of (\d+); "
+            r"rows (\d+) bytes\)",
+            self.log_path.read_text(errors="replace"),
+        )
+        if found is None:
+            return None
+        total, model, workers, rows = (int(g) for g in found.groups())
+        return {"total": total, "model": model, "workers": workers, "rows": rows}
+
     def lines(self, job_id: str) -> list[dict[str, Any]]:
         response = self.client.get(f"/v1/jobs/{job_id}/result", headers=self.headers)
         return [orjson.loads(line) for line in response.data.splitlines()]
@@ -155,6 +168,7 @@ def timed_job(side: Side, rows: pd.DataFrame, machines: DaskProcesses | None) ->
         "chunks": job["chunks_total"],
         "rows_done": job["rows_done"],
         "bytes_to_workers": sent or None,
+        "runner_counted": side.sent(job_id),
     }
 
 
@@ -186,9 +200,8 @@ def check(side: Side, job_id: str, rows: pd.DataFrame) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def sides(tmp: Path, amm: bool) -> Iterator[tuple[Side, Side, DaskProcesses]]:
-    config = {} if amm else {AMM_START: "False"}
-    with DaskProcesses(hidden=[tmp], n_workers=WORKERS, scheduler_config=config) as machines:
+def sides(tmp: Path) -> Iterator[tuple[Side, Side, DaskProcesses]]:
+    with DaskProcesses(hidden=[tmp], n_workers=WORKERS) as machines:
         local = external = None
         try:
             local = Side("local", tmp / "local", {"CANDOR_DASK_WORKERS": str(WORKERS)})
@@ -200,13 +213,13 @@ def sides(tmp: Path, amm: bool) -> Iterator[tuple[Side, Side, DaskProcesses]]:
                     side.close()
 
 
-def run(n_rows: int, repeats: int, amm: bool = True) -> dict[str, Any]:
+def run(n_rows: int, repeats: int) -> dict[str, Any]:
     rows = make_rows(n_rows)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="candor-bench-cluster-") as tmp:
         (Path(tmp) / "local").mkdir()
         (Path(tmp) / "external").mkdir()
-        with sides(Path(tmp), amm) as (local, external, machines):
+        with sides(Path(tmp)) as (local, external, machines):
             warm_up = {}
             for side in (local, external):
                 started = time.perf_counter()
@@ -233,7 +246,6 @@ def run(n_rows: int, repeats: int, amm: bool = True) -> dict[str, Any]:
         "chunk_rows": CHUNK_ROWS,
         "workers": WORKERS,
         "network_mode": mode,
-        "external_scheduler_amm": amm,
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "warm_up_seconds": warm_up,
         "runs": runs,
@@ -251,9 +263,17 @@ def markdown(r: dict[str, Any]) -> str:
         for n, job in enumerate(r["runs"][name], 1):
             sent = job["bytes_to_workers"]
             wire = "n/a (loopback)" if not sent else " + ".join(f"{v / 2**20:.2f}" for v in sent.values())
+            counted = job["runner_counted"]
+            count = (
+                f"{counted['model'] / 2**20:.2f} x {counted['workers']} + {counted['rows'] / 2**20:.2f} = "
+                f"{counted['total'] / 2**20:.2f} MiB"
+                if counted
+                else "not logged"
+            )
             rows.append(
                 f"| {name} #{n} | {job['seconds']:.2f} s (upload {job['submit_seconds']:.2f} s) | "
-                f"{job['rows_per_s']:,.0f} | {job['chunks']} | {wire if name == 'external' else 'n/a'} |"
+                f"{job['rows_per_s']:,.0f} | {job['chunks']} | {wire if name == 'external' else 'n/a'} | "
+                f"{count} |"
             )
     external_sent = [
         sum(j["bytes_to_workers"].values()) for j in r["runs"]["external"] if j["bytes_to_workers"]
@@ -263,12 +283,12 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"Run {r['date']}, {r['machine']}; {r['rows']:,} rows in chunks of {r['chunk_rows']:,}, "
-            f"{r['workers']} workers; network mode {r['network_mode']}; external scheduler's Active Memory "
-            f"Manager {'on' if r['external_scheduler_amm'] else 'off'}; 1-minute load average "
+            f"{r['workers']} workers; network mode {r['network_mode']}; 1-minute load average "
             f"{r['load_average_1min']['before']:.2f} before, {r['load_average_1min']['after']:.2f} after",
             "",
-            "| Job | Wall time | Rows/s | Chunks | MiB sent to each worker |",
-            "|---|---|---|---|---|",
+            "| Job | Wall time | Rows/s | Chunks | MiB on each worker's link "
+            "| Runner's count: model x workers + rows |",
+            "|---|---|---|---|---|---|",
             *rows,
             "",
             f"Best rows/s: local {r['best_rows_per_s']['local']:,.0f}, external "
@@ -290,13 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 10,000 rows, 1 repeat")
-    parser.add_argument(
-        "--no-amm", action="store_true", help="the external scheduler without Dask's Active Memory Manager"
-    )
     args = parser.parse_args(argv)
-    result = run(10_000 if args.quick else args.rows, 1 if args.quick else args.repeats, not args.no_amm)
+    result = run(10_000 if args.quick else args.rows, 1 if args.quick else args.repeats)
     print(markdown(result))
-    out = ROOT / "bench" / "results" / ("cluster-no-amm.json" if args.no_amm else "cluster.json")
+    out = ROOT / "bench" / "results" / "cluster.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     ok = all(

@@ -217,6 +217,23 @@ def check_counterfactuals(lines: list[dict[str, Any]], rows: pd.DataFrame) -> No
             assert moved == {change["feature"] for change in cf["changes"]}, (line["row"], cf)
 
 
+def the_model_once(
+    machines: DaskProcesses, log: str, job_id: str, before: dict[int, int | None], survivor: int
+) -> None:
+    """The runner counted the model once per worker; in netns mode the surviving worker's link carried the
+    model once, the rows and Dask's messages: not the model per task, nor again when a replica was dropped."""
+    found = re.search(
+        rf"job {job_id}: sent \d+ bytes .*the model, (\d+) bytes, to each of 2; rows (\d+) bytes", log
+    )
+    assert found is not None, log[-3000:]
+    model, rows = int(found.group(1)), int(found.group(2))
+    carried = machines.bytes_to_workers()[survivor]
+    if carried is None:  # loopback mode: no link of its own to count on
+        return
+    sent = carried - (before[survivor] or 0)
+    assert model <= sent < 1.5 * model + rows + 2**21, (sent, model, rows)
+
+
 # -- the tests --------------------------------------------------------------------------------------------
 def test_jobs_survive_a_killed_worker(make_app: Any, machines: DaskProcesses, tmp_path: Path) -> None:
     app = make_app(job_chunk_rows=CHUNK_ROWS)
@@ -233,7 +250,8 @@ def test_jobs_survive_a_killed_worker(make_app: Any, machines: DaskProcesses, tm
     ids = []
     with runner(app, machines.address, log) as proc:
         for kind, options, rows, victim in jobs_and_rows:
-            # submitted once both workers are up, so the job's model is scattered to both
+            # submitted once both workers are up, so the job's model is shipped to both
+            before = machines.bytes_to_workers()
             job_id = submit(app, token, rows, kind, options)
             ids.append(job_id)
             watch = Watch(jobs, job_id, proc, log)
@@ -246,6 +264,7 @@ def test_jobs_survive_a_killed_worker(make_app: Any, machines: DaskProcesses, tm
             # Dask rescheduled the lost worker's tasks on the other: one claim, never given back
             claims = re.findall(rf"job {job_id}: claimed at chunk (\d+)", log.read_text())
             assert claims == ["0"] and job["attempts"] == 1, log.read_text()[-4000:]
+            the_model_once(machines, log.read_text(), job_id, before, survivor=1 - victim)
             machines.replace_lost_workers()  # the next job starts with two workers again
             machines.wait_for_workers(2)
 
