@@ -10,8 +10,10 @@ and PostgreSQL's socket directory.
 Network: where the machine allows (root, veth and bridge links), ``netns`` mode: each worker in its own
 network namespace on its own address (``10.231.K.10+i/24``) on a bridge whose host side (``10.231.K.1``)
 is the scheduler's address; a worker's namespace has no default route, so it reaches only the scheduler,
-the other workers and the host's ``10.231.K.1`` (PostgreSQL listens on loopback, out of its reach).
-Elsewhere ``loopback`` mode: everything on 127.0.0.1. ``CANDOR_TEST_DASK_NETWORK`` forces a mode.
+the other workers and what the host serves on every address at ``10.231.K.1`` (no firewall: PostgreSQL
+listens on loopback, out of its reach). Elsewhere ``loopback`` mode: everything on 127.0.0.1.
+``CANDOR_TEST_DASK_NETWORK`` forces a mode. Teardown deletes the namespaces and the bridge; what a harness
+killed before its teardown left is swept at the next start, and its Dask processes died with it.
 
 Workers run without a nanny, so killing one (SIGKILL to its process group) takes it away for good. A
 worker whose scheduler is gone exits; ``restart_scheduler`` starts the scheduler again on the same address
