@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dask_processes import POSTGRES_SOCKETS, DaskProcesses, network_mode, worker_view
+from dask_processes import POSTGRES_SOCKETS, ROOT, DaskProcesses, network_mode, worker_view
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def machines(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[DaskPro
 def views(machines: DaskProcesses, data_dir: Path) -> dict[str, dict[str, Any]]:
     host, port = machines.address.split("//")[1].rsplit(":", 1)
     ports = [("127.0.0.1", 5432), (host, 5432), (host, int(port))]  # the last: the scheduler, reachable
-    paths = [str(data_dir), *POSTGRES_SOCKETS]
+    paths = [str(data_dir), str(ROOT), *POSTGRES_SOCKETS]
     with machines.client() as client:
         return client.run(worker_view, paths, ports)  # type: ignore[no-any-return]
 
@@ -51,6 +51,7 @@ def test_each_worker_is_a_separate_machine(machines: DaskProcesses, data_dir: Pa
         assert cwd.is_relative_to(machines.base) and not cwd.is_relative_to(data_dir)
         assert view["home"] == str(cwd)
         assert set(view["cwd_entries"]) <= {"dask-scratch-space"}  # new and empty but for Dask's own
+        assert "api" in view["paths"][str(ROOT)]  # the code under test: seen (the probe can see a dir)
         assert view["configuration"] == []
         assert view["paths"][str(data_dir)] in (None, [])  # the data dir: not there, or an empty tmpfs
         for socket_dir in POSTGRES_SOCKETS:
