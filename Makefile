@@ -93,6 +93,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_counterfactuals.py
 	$(PY) bench/bench_text.py
 	$(PY) bench/bench_jobs.py
+	$(PY) bench/bench_cluster.py
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_rejections.py
 

@@ -50,6 +50,7 @@ from api.demo import LOAN_TARGET, german_credit, install_demos  # noqa: E402
 from api.http.app import create_app  # noqa: E402
 from api.jobs.inputs import target_schema, write_input  # noqa: E402
 from explainers.envelope import new_explanation_id  # noqa: E402
+from model_store import job_inputs  # noqa: E402
 from model_store.audit_blobs import verify_trail  # noqa: E402
 from model_store.jobs import JobFiles, JobStore  # noqa: E402
 from model_store.store import Store  # noqa: E402
@@ -219,13 +220,11 @@ def run_job(data_dir: Path, rows: pd.DataFrame, layout: str) -> dict[str, Any]:
     trail_bytes = stored_bytes(context.store, job_id)
     # A finished job's input is deleted: write the same rows again for the measurements apart.
     info = context.store.registry.resolve("loan", 1)
-    write_input(
-        io.BytesIO(parquet_bytes(rows)),
-        target_schema(info.manifest),
-        JobFiles(data_dir).input_path(job_id),
-        CHUNK_ROWS,
-        len(rows),
-    )
+    with JobFiles(data_dir).staging() as staging:
+        stream = io.BytesIO(parquet_bytes(rows))
+        write_input(stream, target_schema(info.manifest), staging / "input.parquet", CHUNK_ROWS, len(rows))
+        with context.store.sessions.begin() as session:
+            job_inputs.store(session, job_id, staging / "input.parquet")
     diagnostics = {  # before the 100,000 result lines are held in this process (its GC would slow them)
         "compute_only_seconds": compute_only(data_dir, job_id, job["chunks_total"]),
         "chunk_store_seconds": chunk_store_floor(data_dir, job_id, job["chunks_total"]),
@@ -291,10 +290,8 @@ def compute_only(data_dir: Path, job_id: str, chunks: int) -> float:
         Client(cluster) as client,
     ):
         client.run(warm_up)
-        model = client.scatter(shipped, broadcast=True, hash=False)
-        warm = [
-            client.submit(compute_chunk, settings, tasks[0], model, pure=False) for _ in range(WORKERS * 2)
-        ]
+        client.register_plugin(plugin)
+        warm = [client.submit(compute_chunk, settings, tasks[0], pure=False) for _ in range(WORKERS * 2)]
         for future in warm:
             future.result()
         started = time.perf_counter()
