@@ -7,7 +7,9 @@ which the job's result is read from), with the records' blobs. A runner killed a
 loses and duplicates nothing: the job's heartbeat goes stale, another runner reclaims it and resumes at
 ``chunks_done``. A cancelled or reclaimed job fails the guard; the runner drops the chunk and moves on.
 On SIGTERM or SIGINT the runner finishes the chunk it is committing, gives the job back to the queue and
-exits.
+exits. When the Dask scheduler goes away (``ClusterLost``) the job is given back too, and the runner claims
+nothing until a scheduler answers again. Only the runner touches the database: its workers get each chunk's
+rows and, once per job, the model (``api.jobs.compute``).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ RECONNECT_SECONDS = 2.0
 
 
 class ClusterLost(Exception):
-    """The Dask scheduler (or every worker holding the job's model) went away mid-job: the job is given back
+    """The Dask scheduler went away mid-job (or a worker had not got the job's model): the job is given back
     to the queue at its last committed chunk, not failed."""
 
     def __init__(self, jobs_run: int = 0) -> None:
