@@ -24,13 +24,13 @@ RUN pip install --no-cache-dir pip==26.3 \
         torch==2.13.0
 
 # The project itself (not editable: the source tree stays in this stage), then bertviz's files for its
-# attention views without its declared dependencies (see the Makefile).
+# attention views and dice-ml without their declared dependencies (see the Makefile).
 COPY pyproject.toml README.md ./
 COPY api ./api
 COPY explainers ./explainers
 COPY model_store ./model_store
 RUN pip install --no-cache-dir -c constraints.txt . \
- && pip install --no-cache-dir -c constraints.txt --no-deps bertviz==1.4.1
+ && pip install --no-cache-dir -c constraints.txt --no-deps bertviz==1.4.1 dice-ml==0.12
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime

@@ -17,6 +17,9 @@ TORCH_VERSION := 2.13.0
 # bertviz's views (served by /v1/explanations/{id}/bertviz) need only its files: its declared dependencies pull an
 # ancient boto3 (every current botocore caps python-dateutil below the 4.x pandas brings) for its unused neuron view.
 BERTVIZ := bertviz==1.4.1
+# dice-ml requires the full xgboost wheel and with it ~700 MB of CUDA libraries; its other requirements are in
+# pyproject.toml, with xgboost-cpu (the same `xgboost` module, 6 MB).
+DICE := dice-ml==0.12
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 PYTEST_ARGS ?=
 
@@ -42,7 +45,7 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) install $(PIP_FLAGS) --upgrade pip
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt torch==$(TORCH_VERSION)
 	$(PIP) install $(PIP_FLAGS) -c constraints.txt -e '.[dev]'
-	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-deps $(BERTVIZ)
+	$(PIP) install $(PIP_FLAGS) -c constraints.txt --no-deps $(BERTVIZ) $(DICE)
 	# The offline verifier's wheels, for tests/test_offline_verify.py's clean-venv install (no network there).
 	$(PIP) download $(PIP_FLAGS) --only-binary=:all: -d .cache/wheels cryptography==51.0.1 cffi==2.1.1 pycparser==3.12
 	touch $@
