@@ -224,7 +224,7 @@ def run_job(data_dir: Path, rows: pd.DataFrame, layout: str) -> dict[str, Any]:
         stream = io.BytesIO(parquet_bytes(rows))
         write_input(stream, target_schema(info.manifest), staging / "input.parquet", CHUNK_ROWS, len(rows))
         with context.store.sessions.begin() as session:
-            job_inputs.store(session, job_id, staging / "input.parquet")
+            job_inputs.store(session, job_id, job_inputs.encode(staging / "input.parquet"))
     diagnostics = {  # before the 100,000 result lines are held in this process (its GC would slow them)
         "compute_only_seconds": compute_only(data_dir, job_id, job["chunks_total"]),
         "chunk_store_seconds": chunk_store_floor(data_dir, job_id, job["chunks_total"]),

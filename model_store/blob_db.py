@@ -66,9 +66,11 @@ def _parts(chunks: Iterable[bytes]) -> Iterator[bytes]:
     emitted = False
     for chunk in chunks:
         pending = pending + chunk if pending else chunk
-        while len(pending) >= CHUNK_BYTES:
-            part, pending = pending[:CHUNK_BYTES], pending[CHUNK_BYTES:]
-            yield part
+        view, start = memoryview(pending), 0
+        while len(pending) - start >= CHUNK_BYTES:  # slices of a view: no copy of the remainder per part
+            yield bytes(view[start : start + CHUNK_BYTES])
+            start += CHUNK_BYTES
             emitted = True
+        pending = bytes(view[start:]) if start else pending
     if pending or not emitted:
         yield pending

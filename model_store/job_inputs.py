@@ -2,12 +2,14 @@
 reads chunk ``n`` with one small query and sends it to a worker as it is; no host needs another's disk.
 
 Submission normalises the upload into a local Parquet file first (``api.jobs.inputs``: streamed, one row
-group per chunk), then stores its row groups here in the job's own transaction. A job queued before inputs
-were stored so still has ``<data_dir>/jobs/<id>/input.parquet``; it is read from there."""
+group per chunk), encodes its row groups, then stores them in the job's own transaction. A job queued before
+inputs were stored so has ``<data_dir>/jobs/<id>/input.parquet``: the runners of its host store it here
+when they start (``JobStore.adopt_local_inputs``), and until then it is read from there."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +37,29 @@ def rows_of(data: bytes) -> list[dict[str, Any]]:
     return pa.ipc.open_stream(data).read_all().to_pylist()  # type: ignore[no-any-return]
 
 
-def _row_groups(path: Path) -> Iterator[tuple[int, pa.Table]]:
+@dataclasses.dataclass(frozen=True)
+class InputChunk:
+    chunk: int
+    rows: int
+    data: bytes
+
+
+def encode(path: Path) -> list[InputChunk]:
+    """The input Parquet file's row groups as compressed chunks, encoded before the job's transaction (on
+    SQLite it holds the one write lock): their bytes are about the upload's compressed size."""
     parquet = pq.ParquetFile(path)
+    encoded = []
     for chunk in range(parquet.num_row_groups):
-        yield chunk, parquet.read_row_group(chunk)
+        table = parquet.read_row_group(chunk)
+        encoded.append(InputChunk(chunk, table.num_rows, to_ipc(table)))
+    return encoded
 
 
-def store(session: Session, job_id: str, path: Path) -> None:
-    """Within the caller's transaction, the input Parquet file's row groups as the job's input chunks."""
-    for chunk, table in _row_groups(path):
-        session.add(JobInputRow(job_id=job_id, chunk=chunk, rows=table.num_rows, data=to_ipc(table)))
-        session.flush()  # one chunk's bytes in memory at a time
+def store(session: Session, job_id: str, chunks: Iterable[InputChunk]) -> None:
+    """Within the caller's transaction, ``chunks`` as the job's input."""
+    for item in chunks:
+        session.add(JobInputRow(job_id=job_id, chunk=item.chunk, rows=item.rows, data=item.data))
+    session.flush()
 
 
 def read(session: Session, job_id: str, chunk: int, legacy: Path) -> bytes:
@@ -57,7 +71,7 @@ def read(session: Session, job_id: str, chunk: int, legacy: Path) -> bytes:
         return bytes(data)
     try:
         return to_ipc(pq.ParquetFile(legacy).read_row_group(chunk))
-    except (FileNotFoundError, IndexError) as exc:
+    except (FileNotFoundError, IndexError, pa.ArrowInvalid) as exc:
         raise IntegrityError(f"Chunk {chunk} of job {job_id}'s input is missing.") from exc
 
 

@@ -145,8 +145,9 @@ class JobStore:
     def create(self, new: NewJob, input_path: Path) -> dict[str, Any]:
         """Queue the job with the rows of ``input_path`` (Parquet, one row group per chunk) as its input;
         ``IdempotencyKeyTaken`` when its key already named another job of the same key."""
+        chunks = job_inputs.encode(input_path)
         try:
-            return self._insert(str(uuid.uuid4()), new, input_path)
+            return self._insert(str(uuid.uuid4()), new, chunks)
         except IntegrityError as exc:
             if new.idempotency_key is not None and self.by_idempotency_key(new.key_id, new.idempotency_key):
                 raise IdempotencyKeyTaken(new.idempotency_key) from exc
@@ -162,9 +163,9 @@ class JobStore:
             ).first()
             return job_dict(row) if row is not None else None
 
-    def _insert(self, job_id: str, new: NewJob, input_path: Path) -> dict[str, Any]:
+    def _insert(self, job_id: str, new: NewJob, chunks: list[job_inputs.InputChunk]) -> dict[str, Any]:
         with self.sessions.begin() as session:
-            job_inputs.store(session, job_id, input_path)
+            job_inputs.store(session, job_id, chunks)
             row = JobRow(
                 id=job_id,
                 status=QUEUED,
@@ -188,6 +189,26 @@ class JobStore:
     def has_input(self, job_id: str) -> bool:
         with self.sessions() as session:
             return job_inputs.has_input(session, job_id) or self.files.input_path(job_id).exists()
+
+    def adopt_local_inputs(self) -> int:
+        """Store the input files of this host's unfinished jobs queued by an earlier release (which kept them
+        on disk) with their jobs, so any host's runner can run them; how many were stored."""
+        with self.sessions() as session:
+            unfinished = session.scalars(select(JobRow.id).where(JobRow.status.in_((QUEUED, RUNNING)))).all()
+        adopted = 0
+        for job_id in unfinished:
+            path = self.files.input_path(job_id)
+            if not path.is_file():
+                continue
+            try:
+                with self.sessions.begin() as session:
+                    if not job_inputs.has_input(session, job_id):
+                        job_inputs.store(session, job_id, job_inputs.encode(path))
+                        adopted += 1
+            except IntegrityError:
+                continue  # another runner of this host stored it first
+            path.unlink(missing_ok=True)
+        return adopted
 
     def discard_input(self, job_id: str) -> None:
         """Delete an ended job's input rows: its results and audit records stand without them, and a model
@@ -235,8 +256,7 @@ class JobStore:
                     .values(status=CANCELLED, finished_at=utcnow()),
                 )
             if done:
-                if status == QUEUED:  # no runner holds it; a running job's runner discards its input
-                    self.discard_input(job_id)
+                self.discard_input(job_id)  # a running job's runner stops at its next chunk
                 break
         job = self.get(job_id)
         if not done and job["status"] != CANCELLED:

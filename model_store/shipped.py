@@ -69,9 +69,10 @@ def load_shipped(shipped: ShippedModel) -> Any:
     index = json.loads(_verified(files, LISTING, info.artifact_sha256))
     if set(files) - {LISTING} != set(index):
         raise IntegrityError("The shipped model directory holds files that were not registered.")
-    directory = Path(tempfile.mkdtemp(prefix="candor-model-"))
-    for name, digest in index.items():
-        target = directory / member_path(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(_verified(files, name, digest))
-    return TextModel(info.manifest, directory)
+    with tempfile.TemporaryDirectory(prefix="candor-model-") as temporary:
+        directory = Path(temporary)
+        for name, digest in index.items():
+            target = directory / member_path(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(_verified(files, name, digest))
+        return TextModel(info.manifest, directory)  # loaded whole: the copy goes when it is built

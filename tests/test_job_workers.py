@@ -55,6 +55,7 @@ def test_a_worker_is_told_no_place_address_or_secret() -> None:
             "data_dir": "/srv/candor-private",
             "database_url": "postgresql+psycopg://candor:db-secret@db.internal/candor",
             "audit_key_file": "/srv/keys/signing.key",
+            "artifact_store": "s3://candor-private-bucket/artifacts",
             "rate_limit_storage": "redis://:redis-secret@cache.internal:6379",
             "dask_scheduler": "tcp://scheduler.internal:8786",
             "max_cf_budget_ms": 1234,
@@ -62,7 +63,7 @@ def test_a_worker_is_told_no_place_address_or_secret() -> None:
         environ={},
     )
     told = repr(for_workers(settings))
-    for secret in ("candor-private", "db-secret", "db.internal", "signing.key", "redis-secret", "internal"):
+    for secret in ("candor-private", "db-secret", "internal", "signing.key", "redis-secret", "s3://"):
         assert secret not in told
     assert for_workers(settings).max_cf_budget_ms == 1234, "the limits are the runner's"
 

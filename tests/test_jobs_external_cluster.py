@@ -43,11 +43,18 @@ ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("CANDOR_TEST_POSTGRES_URL", "")
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.skipif(not POSTGRES_URL, reason="CANDOR_TEST_POSTGRES_URL is not set"),
     pytest.mark.parametrize("app_factory", ["postgres"], indirect=True),
 ]
 CHUNK_ROWS = 10
 TIMEOUT = 240.0
+
+
+@pytest.fixture(autouse=True)
+def _postgres_is_set() -> None:
+    if not POSTGRES_URL:
+        pytest.fail(
+            "CANDOR_TEST_POSTGRES_URL is not set: several machines need PostgreSQL (.ci/run starts it)"
+        )
 
 
 @pytest.fixture(params=[network_mode()])

@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 
 from api.demo import install_demos
@@ -19,6 +20,7 @@ from api.jobs.runner import Runner
 from model_store.audit_blobs import verify_trail
 from model_store.jobs import MAX_ATTEMPTS, ChunkProgress, JobStore, LostJob, NewJob
 from model_store.store import Store
+from model_store.tables import JobInputRow
 
 CLAIMERS = 6
 
@@ -112,7 +114,7 @@ def test_visibility_and_cancel_rules(store: Store, tmp_path: Path) -> None:
     assert jobs.get(job_id, key_id="key1", admin=False)["id"] == job_id
     assert jobs.claim("r", 60) is not None
     assert jobs.cancel(job_id)["status"] == "cancelled"
-    assert jobs.has_input(job_id), "a running job's input is its runner's to delete"
+    assert not jobs.has_input(job_id), "a cancelled job's input goes with the cancel, running or not"
     assert not jobs.heartbeat(job_id, "r")
     assert not jobs.finish(job_id, "r", "succeeded")
     other = new_job(jobs)
@@ -167,3 +169,20 @@ def dask_cluster() -> Any:
     # the runner's own cluster: no dashboard, so no fight over port 8787 with another test run
     with local_cluster(Settings.load({"dask_workers": 1}, environ={})) as cluster, Client(cluster) as client:
         yield client
+
+
+def test_a_job_queued_by_an_earlier_release_has_its_input_file_adopted(store: Store, tmp_path: Path) -> None:
+    """Before inputs were stored with their jobs, a job's rows were ``jobs/<id>/input.parquet`` on the host
+    that took it: its runners store them in the database, so any host's runner can run the job."""
+    jobs = JobStore(store.sessions, tmp_path / "data")
+    job_id = new_job(jobs, rows=12)
+    expected = [jobs.input_chunk(job_id, chunk) for chunk in range(3)]
+    legacy = jobs.files.input_path(job_id)
+    legacy.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"x": list(range(12))}), legacy, row_group_size=5)
+    with store.sessions.begin() as session:
+        session.execute(sa.delete(JobInputRow).where(JobInputRow.job_id == job_id))
+    assert jobs.input_chunk(job_id, 2) == expected[2], "read from the file until it is adopted"
+    assert jobs.adopt_local_inputs() == 1 and not legacy.exists()
+    assert [jobs.input_chunk(job_id, chunk) for chunk in range(3)] == expected
+    assert jobs.adopt_local_inputs() == 0

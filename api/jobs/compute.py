@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +119,11 @@ class ModelNotShipped(Exception):
 
 class ShipModel(WorkerPlugin):
     """The job's model version for every worker of the cluster, once each: registered by the runner for the
-    length of a job (named after it), kept by the scheduler for workers that join later, removed after."""
+    length of a claim of a job (named after both), kept by the scheduler for workers that join later,
+    removed after."""
 
     def __init__(self, job_id: str, shipped: ShippedModel) -> None:
-        self.name = f"candor-model-{job_id}"
+        self.name = f"candor-model-{job_id}-{uuid.uuid4().hex[:8]}"  # one per claim of the job
         self.shipped = shipped
 
     def setup(self, worker: Any) -> None:

@@ -59,6 +59,7 @@ log = logging.getLogger("candor.jobs")
 IN_FLIGHT_PER_WORKER = 2
 POLL_SECONDS = 0.25
 RECONNECT_SECONDS = 2.0
+MAX_GIVE_BACKS = 10
 
 
 class ClusterLost(Exception):
@@ -89,7 +90,9 @@ def _result(future: Any) -> ChunkOutcome:
     fails the job, as before."""
     try:
         return future.result()  # type: ignore[no-any-return]
-    except (CancelledError, OSError, ModelNotShipped) as exc:
+    except Exception as exc:
+        if future.status == "error" and not isinstance(exc, ModelNotShipped):
+            raise  # the task itself raised (whatever the exception's type): the chunk failed
         raise ClusterLost() from exc
 
 
@@ -144,6 +147,8 @@ class Runner:
             self.store.audit_log.signer = load_signer(settings.resolved_audit_key_file)
         self.jobs = JobStore(self.store.sessions, settings.data_dir)
         self.worker_settings = for_workers(settings)
+        self._given_back: collections.Counter[str] = collections.Counter()
+        self.jobs.adopt_local_inputs()  # jobs an earlier release queued on this host: for every runner
         self.sent: dict[str, Transfer] = {}
         """Bytes sent to the workers per job this runner ran (the model once per worker, the rows)."""
         self.runner_id = f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -211,14 +216,14 @@ class Runner:
                 finished = self._chunks(client, job, beat.lost)
             except LostJob:
                 log.info("job %s: cancelled or taken over; stopped", job["id"])
-                if self.jobs.get(job["id"])["status"] == CANCELLED:
-                    self.jobs.discard_input(job["id"])
                 return
             except ClusterLost:
-                log.warning("job %s: the Dask cluster was lost; given back at its last chunk", job["id"])
-                self.jobs.release(job["id"], self.runner_id)
+                self._give_back(job)
                 return
             except Exception as exc:
+                if self.jobs.get(job["id"])["status"] == CANCELLED:  # its input went with the cancel
+                    log.info("job %s: cancelled; stopped", job["id"])
+                    return
                 log.exception("job %s: failed", job["id"])
                 detail = exc.detail if isinstance(exc, CandorError) else type(exc).__name__
                 if self.jobs.finish(job["id"], self.runner_id, FAILED, f"A chunk failed: {detail}"):
@@ -237,6 +242,21 @@ class Runner:
         else:
             self.jobs.release(job["id"], self.runner_id)
             log.info("job %s: released at chunk boundary (runner stopping)", job["id"])
+
+    def _give_back(self, job: dict[str, Any]) -> None:
+        """After ``ClusterLost``: the job back to the queue at its last chunk, not charged an attempt, unless
+        this runner already gave it back ``MAX_GIVE_BACKS`` times (then it fails: something other than a
+        passing outage is wrong); the runner waits a moment before claiming again."""
+        job_id = job["id"]
+        self._given_back[job_id] += 1
+        if self._given_back[job_id] > MAX_GIVE_BACKS:
+            reason = f"The Dask cluster was lost {MAX_GIVE_BACKS} times while it ran."
+            if self.jobs.finish(job_id, self.runner_id, FAILED, reason):
+                self.jobs.discard_input(job_id)
+            return
+        log.warning("job %s: the Dask cluster was lost; given back at its last chunk", job_id)
+        self.jobs.release(job_id, self.runner_id)
+        self.stopping.wait(RECONNECT_SECONDS)
 
     def _chunks(self, client: Any, job: dict[str, Any], lost: threading.Event) -> bool:
         """Compute and commit the job's remaining chunks; False when the runner is stopping."""

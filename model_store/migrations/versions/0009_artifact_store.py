@@ -37,6 +37,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    named = op.get_bind().execute(
+        sa.text("SELECT count(*) FROM model_versions WHERE artifact_files IS NOT NULL")
+    )
+    if named.scalar():
+        raise RuntimeError(
+            "Versions registered since 0009 name their files by sha256: downgrading would lose them."
+        )
     op.drop_table("artifact_parts")
     with op.batch_alter_table("model_versions") as batch:
         batch.drop_column("artifact_files")
