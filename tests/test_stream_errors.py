@@ -7,9 +7,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import bearer
 from flask import Flask
@@ -100,13 +102,15 @@ def test_an_export_failing_before_its_first_byte_is_a_problem_document(
 
 
 def test_a_job_result_stream_failing_midway_ends_with_an_error_line(
-    app: Flask, keys: dict[str, str], capsys: pytest.CaptureFixture[str]
+    app: Flask, keys: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """A succeeded job of two chunks whose second chunk file disappears while the first is being sent."""
     context = app.extensions["candor"]
     jobs = JobStore(context.store.sessions, context.settings.data_dir)
-    job_id = str(uuid.uuid4())
-    jobs.create(job_id, NewJob("loan", 1, "shap", {}, {"type": "dataset"}, None, total_rows=4, chunk_rows=2))
+    rows_file = tmp_path / "input.parquet"
+    pq.write_table(pa.table({"x": [1, 2, 3, 4]}), rows_file, row_group_size=2)
+    new = NewJob("loan", 1, "shap", {}, {"type": "dataset"}, None, total_rows=4, chunk_rows=2)
+    job_id = jobs.create(new, rows_file)["id"]
     with context.store.sessions.begin() as session:
         session.execute(update(JobRow).where(JobRow.id == job_id).values(status=SUCCEEDED))
     for chunk in (0, 1):
