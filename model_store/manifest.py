@@ -20,6 +20,8 @@ TASKS = ("binary_classification", "multiclass_classification", "regression", "te
 FEATURE_TYPES = ("numeric", "categorical", "boolean")
 MONOTONE = ("none", "increasing", "decreasing")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+ARTIFACT_FORMATS = ("skops", "xgboost", "lightgbm", "onnx", "remote")
+"""How a tabular version's model is stored (``model_store.tabular.formats`` loads each)."""
 
 Category = str | int
 
@@ -63,6 +65,8 @@ class Manifest:
     audit_attention: str | None = None
     """What this model's attention records keep of the weights, ``digest`` or ``full``; None: the
     server's ``CANDOR_AUDIT_ATTENTION``."""
+    format: str = "skops"
+    """Tabular models: how the artifact is stored, one of ``ARTIFACT_FORMATS``."""
 
     @property
     def is_classification(self) -> bool:
@@ -86,6 +90,8 @@ class Manifest:
         """JSON-ready form, omitting empty optional fields."""
         data = dataclasses.asdict(self)
         data["features"] = [{k: v for k, v in f.items() if v is not None} for f in data["features"]]
+        if self.format == "skops":
+            del data["format"]  # the default: manifests stored before formats existed stay as they were
         if self.is_text:
             return {k: v for k, v in data.items() if v is not None and v != [] and v != {}}
         return {k: v for k, v in data.items() if v is not None}
@@ -164,6 +170,7 @@ class ManifestSchema(Schema):
     description = fields.String()
     store_inputs = fields.String(validate=validate.OneOf(STORE_INPUTS))
     audit_attention = fields.String(validate=validate.OneOf(AUDIT_ATTENTION))
+    format = fields.String(validate=validate.OneOf(ARTIFACT_FORMATS))
 
     @validates_schema
     def _check(self, data: dict[str, Any], **_: Any) -> None:
@@ -178,6 +185,8 @@ class ManifestSchema(Schema):
             raise ValidationError("Tabular models declare their features.", "features")
         elif "alert_class" in data or "max_tokens" in data:
             raise ValidationError("Only text models take alert_class and max_tokens.", "alert_class")
+        if task == "text_classification" and "format" in data:
+            raise ValidationError("Text models are a Hugging Face directory; format is tabular.", "format")
         if task in ("binary_classification", "multiclass_classification", "text_classification"):
             if not classes:
                 raise ValidationError("Classification models declare their classes.", "classes")

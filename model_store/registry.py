@@ -14,15 +14,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.archive_limits import ArchiveLimits
-from model_store.artifacts import ARTIFACT_FILE, REFERENCE_FILE, ArtifactStore, sha256_bytes
+from model_store.artifacts import REFERENCE_FILE, ArtifactStore, sha256_bytes
 from model_store.cache import LoadedModelCache
 from model_store.errors import Conflict, InvalidInput, ModelNotFound, VersionNotFound
 from model_store.manifest import NAME_PATTERN, Manifest
 from model_store.reference import read_reference, to_parquet
-from model_store.safe_load import load_skops
 from model_store.tables import ModelRow, VersionRow, as_utc
 from model_store.tabular import TabularModel
 from model_store.tabular.checks import complete_tabular_manifest
+from model_store.tabular.formats import artifact_format
 from model_store.version_files import VersionFiles
 from model_store.versions import VersionInfo
 
@@ -58,21 +58,26 @@ class ModelRegistry:
 
     # -- registration -------------------------------------------------------------------------------------
     def register_tabular(
-        self, manifest: Manifest, artifact: bytes, reference: bytes, limits: ArchiveLimits = DEFAULT_LIMITS
+        self,
+        manifest: Manifest,
+        artifact: bytes | None,
+        reference: bytes,
+        limits: ArchiveLimits = DEFAULT_LIMITS,
     ) -> VersionInfo:
         """Validate everything, store the files (each once, by sha256), then commit the version row; no
-        version is left on failure."""
+        version is left on failure. ``artifact`` is None for a format that stores none."""
         check_name(manifest.name)
-        estimator = load_skops(artifact, limits)
+        stored_as = artifact_format(manifest)
+        estimator = stored_as.load(artifact, manifest, limits)
         frame = read_reference(reference)
         completed = complete_tabular_manifest(manifest, estimator, frame)
-        reference_bytes = to_parquet(frame)
-        files = {
-            ARTIFACT_FILE: self.artifacts.put_bytes(artifact),
-            REFERENCE_FILE: self.artifacts.put_bytes(reference_bytes),
-        }
+        reference_sha = self.artifacts.put_bytes(to_parquet(frame))
+        files = {REFERENCE_FILE: reference_sha}
+        artifact_sha = sha256_bytes(b"")
+        if stored_as.file_name is not None and artifact is not None:
+            artifact_sha = files[stored_as.file_name] = self.artifacts.put_bytes(artifact)
         return self._insert_version(
-            completed.name, "tabular", completed.to_dict(), files, files[ARTIFACT_FILE], files[REFERENCE_FILE]
+            completed.name, "tabular", completed.to_dict(), files, artifact_sha, reference_sha
         )
 
     def register_text(self, manifest: Manifest, files: dict[str, bytes]) -> VersionInfo:
@@ -198,13 +203,15 @@ class ModelRegistry:
     def _load(self, info: VersionInfo) -> Any:
         if info.flavour == "text":
             return self._load_text(info.manifest, self.version_files.text_directory(info))
-        artifact = self.version_files.read(info, ARTIFACT_FILE)
+        stored_as = artifact_format(info.manifest)
+        artifact = None if stored_as.file_name is None else self.version_files.read(info, stored_as.file_name)
         reference = self.version_files.read(info, REFERENCE_FILE)
-        return TabularModel(info.manifest, load_skops(artifact), read_reference(reference))
+        estimator = stored_as.load(artifact, info.manifest, None)
+        return TabularModel(info.manifest, estimator, read_reference(reference))
 
     def files(self, info: VersionInfo) -> dict[str, bytes]:
         """Every file of the version by relative path, each verified against its recorded sha256 (what a
-        worker without disk or database needs to load it): ``model.skops`` and ``reference.parquet``, or
+        worker without disk or database needs to load it): the artifact and ``reference.parquet``, or
         a text model's directory with its ``files.json`` listing."""
         return self.version_files.all(info)
 

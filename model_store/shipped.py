@@ -10,12 +10,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from model_store.artifacts import ARTIFACT_FILE, REFERENCE_FILE, sha256_bytes
+from model_store.artifacts import REFERENCE_FILE, sha256_bytes
 from model_store.cache import LoadedModelCache
 from model_store.errors import IntegrityError, VersionNotFound
 from model_store.reference import read_reference
-from model_store.safe_load import load_skops
 from model_store.tabular import TabularModel
+from model_store.tabular.formats import artifact_format
 from model_store.versions import VersionInfo
 
 
@@ -59,9 +59,13 @@ def load_shipped(shipped: ShippedModel) -> Any:
     """The loaded model: a tabular model from its bytes, a text model from a private copy of its directory."""
     info, files = shipped.info, shipped.files
     if info.flavour != "text":
-        artifact = _verified(files, ARTIFACT_FILE, info.artifact_sha256)
+        stored_as = artifact_format(info.manifest)
+        artifact = None
+        if stored_as.file_name is not None:
+            artifact = _verified(files, stored_as.file_name, info.artifact_sha256)
         reference = _verified(files, REFERENCE_FILE, info.reference_sha256)
-        return TabularModel(info.manifest, load_skops(artifact), read_reference(reference))
+        estimator = stored_as.load(artifact, info.manifest, None)
+        return TabularModel(info.manifest, estimator, read_reference(reference))
     from model_store.text.files import LISTING
     from model_store.text.members import member_path
     from model_store.text.model import TextModel

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model_store.artifacts import ARTIFACT_FILE, REFERENCE_FILE, ArtifactStore
+from model_store.artifacts import REFERENCE_FILE, ArtifactStore
 from model_store.errors import IntegrityError
+from model_store.tabular.formats import artifact_format
 from model_store.text.files import LISTING
 from model_store.versions import VersionInfo
 
@@ -17,8 +18,8 @@ class VersionFiles:
         self.artifacts = artifacts
 
     def read(self, info: VersionInfo, name: str) -> bytes:
-        """One tabular file (``model.skops`` or ``reference.parquet``), verified."""
-        expected = {ARTIFACT_FILE: info.artifact_sha256, REFERENCE_FILE: info.reference_sha256}[name]
+        """One tabular file (the artifact or ``reference.parquet``), verified."""
+        expected = {**_artifact_sha(info), REFERENCE_FILE: info.reference_sha256}[name]
         if info.artifact_files is None:
             return self.artifacts.read_verified(info.artifact_dir, name, expected)
         return self.artifacts.cache.read(self._recorded(info)[name])
@@ -43,7 +44,7 @@ class VersionFiles:
                 self._check_listing(files, read[LISTING])
             return read
         if info.flavour != "text":
-            return {name: self.read(info, name) for name in (ARTIFACT_FILE, REFERENCE_FILE)}
+            return {name: self.read(info, name) for name in (*_artifact_sha(info), REFERENCE_FILE)}
         index = self.artifacts.read_verified(info.artifact_dir, LISTING, info.artifact_sha256)
         listed = {
             path: self.artifacts.read_verified(info.artifact_dir, path, sha256)
@@ -69,10 +70,7 @@ class VersionFiles:
         if info.flavour == "text":
             agrees = files.get(LISTING) == info.artifact_sha256
         else:
-            agrees = set(files) == {ARTIFACT_FILE, REFERENCE_FILE} and (
-                files[ARTIFACT_FILE],
-                files[REFERENCE_FILE],
-            ) == (info.artifact_sha256, info.reference_sha256)
+            agrees = files == {**_artifact_sha(info), REFERENCE_FILE: info.reference_sha256}
         if not agrees:
             raise IntegrityError("A stored version's file list does not match its recorded sha256.")
         return files
@@ -81,6 +79,12 @@ class VersionFiles:
     def _check_listing(files: dict[str, str], index: bytes) -> None:
         if _parse(index) != {path: sha256 for path, sha256 in files.items() if path != LISTING}:
             raise IntegrityError("A stored version's file list does not match its listing.")
+
+
+def _artifact_sha(info: VersionInfo) -> dict[str, str]:
+    """A tabular version's artifact by name and sha256 (empty for a format that stores none)."""
+    name = artifact_format(info.manifest).file_name
+    return {} if name is None else {name: info.artifact_sha256}
 
 
 def _parse(index: bytes) -> dict[str, str]:

@@ -44,6 +44,11 @@ class VersionDetailSchema(StrictSchema):
     name = fields.String(required=True)
     version = fields.Integer(required=True)
     flavour = fields.String(required=True)
+    format = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "How a tabular model is stored: skops, xgboost, lightgbm, onnx or remote"},
+    )
     stages = fields.List(fields.String(), required=True)
     artifact_sha256 = fields.String(required=True)
     reference_sha256 = fields.String(required=True)

@@ -61,6 +61,7 @@ class ExplanationService(Computer):
             "name": info.name,
             "version": info.version,
             "flavour": info.flavour,
+            "format": info.manifest.format if info.flavour == "tabular" else None,
             "stages": list(info.stages),
             "artifact_sha256": info.artifact_sha256,
             "reference_sha256": info.reference_sha256,
