@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from sklearn.base import BaseEstimator
+
 from model_store.archive_limits import ArchiveLimits
 from model_store.manifest import Manifest
 
@@ -20,3 +22,14 @@ class ArtifactFormat:
     file_name: str | None
     """The artifact's name among the version's files; None when the format stores no artifact."""
     load: Loader
+
+
+class LoadedEstimator(BaseEstimator):  # type: ignore[misc]
+    """Base of a model that was trained elsewhere and only answers here: scikit-learn sees it as fitted
+    (so it can end a Pipeline), and it is never refitted."""
+
+    def fit(self, X: Any, y: Any = None) -> LoadedEstimator:
+        raise TypeError("A loaded model is not refitted here.")
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
