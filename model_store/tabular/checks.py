@@ -104,6 +104,10 @@ def _complete_feature(
     field = f"features.{index}"
     if spec.type == "numeric":
         values = pd.to_numeric(column, errors="coerce")
+        if spec.missing and column.isna().all():
+            raise InvalidManifest.field("reference", f"Column {spec.name} has no values.")
+        if spec.missing:
+            values = values[column.notna()]
         if values.isna().any() or not np.isfinite(values.to_numpy(dtype=float)).all():
             raise InvalidManifest.field("reference", f"Column {spec.name} has missing or non-numeric values.")
         low = spec.min if spec.min is not None else float(values.min())
