@@ -8,6 +8,7 @@ import pickle
 from typing import Any
 
 import joblib
+import numpy as np
 import pytest
 import tree_models as tm
 import xgboost
@@ -150,3 +151,18 @@ def test_a_wrapper_carrying_another_type_is_still_refused(client, keys):
     fitted[-1].callback_hook = functools.partial(print, "hello")
     response = post(client, keys, spec, dump_skops(fitted), data)
     refused(response, "artifact", "functools.partial")
+
+
+@pytest.mark.parametrize("library", tm.LIBRARIES)
+def test_standalone_codes_use_the_fast_encoder(app, client, keys, library):
+    """The manifest's codes (OrdinalEncoder) compile to the fast encoder, missing numbers included."""
+    spec, artifact, data, _ = tm.standalone(library, "binary")
+    assert post(client, keys, spec, artifact, data).status_code == 201
+    registry = app.extensions["candor"].store.registry
+    model = registry.load(registry.resolve(spec["name"], "1"))
+    assert model.has_fast_encoder
+    records = model.reference.to_dict("records")
+    fast, reference = model.encode(records), model._transform(model.frame(records))
+    assert np.isnan(fast).any()
+    np.testing.assert_array_equal(fast, reference)
+    np.testing.assert_array_equal(fast, tm.codes(data))

@@ -12,6 +12,7 @@ from typing import Any
 
 import lightgbm
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 import skops.io as sio
@@ -224,3 +225,51 @@ def test_reference_with_missing_values_stays_missing(served: Served) -> None:
     reference = Rescorer(served, "lig-tiny").reference
     assert reference["size"].isna().sum() == tm.frame()["size"].isna().sum() > 0
     assert len(to_parquet(reference)) > 0
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    from distributed import Client
+
+    from api.jobs.cluster import local_cluster
+    from api.settings import Settings
+
+    with local_cluster(Settings.load({"dask_workers": 1}, environ={})) as cluster, Client(cluster) as client:
+        yield client
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_small_job_on_dask_equals_the_explain_endpoint(served: Served, dask_client: Any, name: str) -> None:
+    """A worker loads the booster from the version's files and answers as the endpoint does."""
+    from api.jobs.runner import Runner
+
+    csv = _loan_csv(6).encode()
+    form = {
+        "model": name,
+        "version": "production",
+        "kind": "shap",
+        "options": '{"layout": "columnar"}',
+        "file": (io.BytesIO(csv), "rows.csv"),
+    }
+    submitted = served.client.post(
+        "/v1/jobs", data=form, headers=served.auth, content_type="multipart/form-data"
+    )
+    assert submitted.status_code == 202, submitted.get_data(as_text=True)
+    context = served.app.extensions["candor"]
+    assert Runner(context.settings, store=context.store).run(once=True, client=dask_client) == 1
+    job = ok(served.client.get(f"/v1/jobs/{submitted.get_json()['id']}", headers=served.auth))
+    assert job["status"] == "succeeded", job
+    lines = served.client.get(f"/v1/jobs/{job['id']}/result", headers=served.auth).data.splitlines()
+    results = [orjson.loads(line)["result"] for line in lines]
+    instances = pd.read_csv(io.BytesIO(csv)).to_dict("records")
+    body = {
+        "instances": [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in instances]
+    }
+    body["layout"] = "columnar"
+    expected = ok(
+        served.client.post(
+            f"/v1/models/{name}/versions/production/explain/shap", headers=served.auth, json=body
+        )
+    )
+    for got, want in zip(results, expected["results"], strict=True):
+        np.testing.assert_allclose(got["attribution_values"], want["attribution_values"], rtol=0, atol=1e-12)
