@@ -166,3 +166,24 @@ def test_standalone_codes_use_the_fast_encoder(app, client, keys, library):
     assert np.isnan(fast).any()
     np.testing.assert_array_equal(fast, reference)
     np.testing.assert_array_equal(fast, tm.codes(data))
+
+
+def test_missing_true_needs_a_model_that_scores_nan(client, keys):
+    """A Pipeline whose estimator refuses NaN cannot declare a feature ``missing: true``."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    data = tm.frame().dropna()
+    prep = ColumnTransformer(
+        [("categorical", OneHotEncoder(), ["colour"]), ("numeric", "passthrough", ["size", "weight"])]
+    )
+    fitted = Pipeline([("prep", prep), ("model", LogisticRegression())]).fit(
+        data[tm.FEATURES], data["binary"]
+    )
+    spec = tm.manifest("logistic", "binary", "skops")
+    del spec["format"]
+    refused(post(client, keys, spec, dump_skops(fitted), data), "features.0.missing", "cannot score")
+    del spec["features"][0]["missing"]
+    assert post(client, keys, spec, dump_skops(fitted), data).status_code == 201

@@ -175,3 +175,24 @@ def test_null_refused_where_the_manifest_does_not_allow_it(client, keys):
     )
     assert response.status_code == 422
     assert response.get_json()["errors"] == {"instances.0.weight": ["Expected a number."]}
+
+
+@pytest.mark.parametrize("build", ["standalone", "pipeline"])
+@pytest.mark.parametrize("library", tm.LIBRARIES)
+def test_probability_space_is_never_labelled_as_the_margin(client, keys, library, build):
+    """In probability space a pipeline's wrapper gets shap's interventional TreeSHAP (as other tree models
+    do) and a standalone booster permutation SHAP under ``auto`` (exact ``tree`` is refused); each says so."""
+    spec, artifact, data, _ = getattr(tm, build)(library, "binary")
+    register(client, keys, spec, artifact, data)
+    url = f"/v1/models/{spec['name']}/versions/1/explain/shap"
+    rows = request_rows(data)[:3]
+    body = {"instances": rows, "output": "probability", "max_evals": 64}
+    envelope = client.post(url, headers=bearer(keys["explain"]), json=body).get_json()
+    assert envelope["output"]["space"] == "probability"
+    expected = "tree" if build == "pipeline" else "permutation"
+    assert envelope["method"]["algorithm"] == expected
+    assert "implementation" not in envelope["method"]["params"]
+    probabilities = [r["prediction"]["probabilities"][spec["favourable_class"]] for r in envelope["results"]]
+    np.testing.assert_allclose([r["output_value"] for r in envelope["results"]], probabilities, atol=1e-9)
+    refused = client.post(url, headers=bearer(keys["explain"]), json={**body, "algorithm": "tree"})
+    assert refused.status_code == (200 if build == "pipeline" else 422)
