@@ -196,3 +196,12 @@ def test_probability_space_is_never_labelled_as_the_margin(client, keys, library
     np.testing.assert_allclose([r["output_value"] for r in envelope["results"]], probabilities, atol=1e-9)
     refused = client.post(url, headers=bearer(keys["explain"]), json={**body, "algorithm": "tree"})
     assert refused.status_code == (200 if build == "pipeline" else 422)
+
+
+@pytest.mark.parametrize("task", tm.TASKS)
+def test_fixture_boosters_split_natively_on_the_category_codes(task):
+    """The standalone fixtures really use native categorical splits (so the oracle tests cover them)."""
+    _, _, _, xgb = tm.standalone("xgboost", task)
+    assert any('"split": "colour", "split_condition": [' in tree for tree in xgb.get_dump(dump_format="json"))
+    _, text, _, _ = tm.standalone("lightgbm", task)
+    assert "cat_threshold=" in text.decode()
