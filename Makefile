@@ -30,7 +30,7 @@ help:
 	@echo "make test       lint (below) then pytest; extra pytest args: PYTEST_ARGS=..."
 	@echo "make lint       ruff check, ruff format --check, mypy, import contracts (lint-imports), hadolint"
 	@echo "make fmt        ruff format + ruff check --fix"
-	@echo "make bench      run the benchmarks in bench/ (SHAP, counterfactuals, text, batch jobs)"
+	@echo "make bench      run the benchmarks in bench/ (SHAP, counterfactuals, text, batch jobs, XGBoost)"
 	@echo "make openapi    write openapi.yaml"
 	@echo "make venv       create $(VENV) and install the project with its dev extras"
 	@echo "make clean      remove caches and build artifacts (distclean also removes $(VENV))"
@@ -99,6 +99,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_cluster.py
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_rejections.py
+	$(PY) bench/bench_trees.py
 
 openapi: $(STAMP)
 	$(VENV)/bin/candor openapi > openapi.yaml.tmp

@@ -9,7 +9,8 @@ back to raw features; permutation and kernel work on raw features directly.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from explainers.path_table import PathTable, TableTooLarge
 from explainers.raw_codec import RawCodec
 from model_store.errors import InvalidInput
 from model_store.tabular import TabularModel
+from model_store.tabular.formats.boosters import BoosterRuntime, native_runtime
 
 ALGORITHMS = ("tree", "linear", "permutation", "kernel")
 BACKGROUND_SEED = 0
@@ -44,6 +46,9 @@ def background(model: TabularModel, rows: int) -> Any:
 class Backend:
     algorithm: str
     stochastic = False
+    libraries: tuple[str, ...] = ("shap", "scikit-learn", "numpy")
+    relative_tolerance = 1e-6
+    """How far (relative to the outputs' magnitude) attributions may miss the model's output."""
 
     def __init__(self, model: TabularModel, space: str, background_rows: int) -> None:
         self.model = model
@@ -161,6 +166,52 @@ class TreeBackend(_EncodedBackend):
         return params
 
 
+class NativeTreeBackend(_EncodedBackend):
+    """Exact TreeSHAP from XGBoost's or LightGBM's own contributions, in the booster's margin space."""
+
+    algorithm = "tree"
+    relative_tolerance = 1e-4
+    """The boosters compute in float32."""
+
+    def __init__(
+        self, model: TabularModel, space: str, background_rows: int, runtime: BoosterRuntime
+    ) -> None:
+        super().__init__(model, space, background_rows)
+        if space != model.resolve_space("raw"):
+            raise Unsupported(f"the booster's contributions are in its margin, not {space}")
+        self.runtime = runtime
+        self.libraries = (_distribution(runtime.library), "scikit-learn", "numpy")
+
+    def run(
+        self, records: Sequence[dict[Any, Any]], encoded: np.ndarray, seed: int, max_evals: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        contributions = self.runtime.contributions(encoded)  # (rows, outputs, encoded + 1)
+        values = contributions[:, :, :-1].transpose(0, 2, 1)
+        return self._regrouped(values, contributions[:, :, -1], len(encoded))
+
+    def params(self) -> dict[str, Any]:
+        return {"feature_perturbation": "tree_path_dependent", "implementation": self.runtime.implementation}
+
+
+def _distribution(library: str) -> str:
+    """The installed distribution of a library (XGBoost is also shipped as ``xgboost-cpu``)."""
+    for name in (f"{library}-cpu", library):
+        try:
+            metadata.version(name)
+            return name
+        except metadata.PackageNotFoundError:
+            continue
+    return library
+
+
+def tree_backend(model: TabularModel, space: str, background_rows: int) -> Backend:
+    """The booster's own TreeSHAP for XGBoost and LightGBM models in their margin space, else shap's."""
+    runtime = native_runtime(model.parts.estimator)
+    if runtime is not None and space == model.resolve_space("raw"):
+        return NativeTreeBackend(model, space, background_rows, runtime)
+    return TreeBackend(model, space, background_rows)
+
+
 class LinearBackend(_EncodedBackend):
     algorithm = "linear"
 
@@ -245,8 +296,8 @@ class KernelBackend(_AgnosticBackend):
         return {"background_rows": len(self.summary), "background_seed": BACKGROUND_SEED}
 
 
-BACKENDS: dict[str, type[Backend]] = {
-    "tree": TreeBackend,
+BACKENDS: dict[str, Callable[[TabularModel, str, int], Backend]] = {
+    "tree": tree_backend,
     "linear": LinearBackend,
     "permutation": PermutationBackend,
     "kernel": KernelBackend,

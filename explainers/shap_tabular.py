@@ -114,7 +114,7 @@ class ShapExplainer(Explainer):
         results: list[dict[str, Any]],
     ) -> Explanation:
         worst = float(np.abs(selected.residual).max())
-        tolerance = _tolerance(selected.outputs)
+        tolerance = _tolerance(selected.outputs, backend.relative_tolerance)
         output: dict[str, Any] = {
             "space": backend.space,
             "target": opts["target"],
@@ -132,9 +132,7 @@ class ShapExplainer(Explainer):
         return Explanation(
             kind=self.kind,
             model=ModelRef(info.name, info.version, info.artifact_sha256),
-            method=MethodInfo(
-                "shap", backend.algorithm, params, library_versions("shap", "scikit-learn", "numpy")
-            ),
+            method=MethodInfo("shap", backend.algorithm, params, library_versions(*backend.libraries)),
             output=output,
             results=results,
             quality={
@@ -199,12 +197,12 @@ def _self_check(model: TabularModel, backend: Backend) -> None:
         raise Unsupported(type(exc).__name__) from exc
     outputs = model.output_matrix(backend.space, encoded)
     residual = np.abs(outputs - base - values.sum(axis=1)).max()
-    if not np.isfinite(residual) or residual > _tolerance(outputs):
+    if not np.isfinite(residual) or residual > _tolerance(outputs, backend.relative_tolerance):
         raise Unsupported(f"attributions do not add up (residual {residual:.2e})")
 
 
-def _tolerance(outputs: np.ndarray) -> float:
-    return ADDITIVITY_TOLERANCE * max(1.0, float(np.abs(outputs).max()))
+def _tolerance(outputs: np.ndarray, relative: float = ADDITIVITY_TOLERANCE) -> float:
+    return relative * max(1.0, float(np.abs(outputs).max()))
 
 
 def _ms(seconds: float) -> float:

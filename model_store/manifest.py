@@ -40,6 +40,8 @@ class FeatureSpec:
     mutable: bool = True
     monotone: Literal["none", "increasing", "decreasing"] = "none"
     protected: bool = False
+    missing: bool = False
+    """Numeric features only: a row may leave the value out (``null``; NaN in reference data)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +91,9 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, omitting empty optional fields."""
         data = dataclasses.asdict(self)
-        data["features"] = [{k: v for k, v in f.items() if v is not None} for f in data["features"]]
+        data["features"] = [
+            {k: v for k, v in f.items() if v is not None and (k != "missing" or v)} for f in data["features"]
+        ]
         if self.format == "skops":
             del data["format"]  # the default: manifests stored before formats existed stay as they were
         if self.is_text:
@@ -131,6 +135,7 @@ class FeatureSchema(Schema):
     mutable = fields.Boolean(load_default=True)
     monotone = fields.String(load_default="none", validate=validate.OneOf(MONOTONE))
     protected = fields.Boolean(load_default=False)
+    missing = fields.Boolean(load_default=False)
 
     @validates_schema
     def _check(self, data: dict[str, Any], **_: Any) -> None:
@@ -140,6 +145,8 @@ class FeatureSchema(Schema):
             raise ValidationError("min is greater than max.", "min")
         if data["type"] != "numeric" and data.get("monotone", "none") != "none":
             raise ValidationError("Only numeric features can be monotone.", "monotone")
+        if data["type"] != "numeric" and data.get("missing"):
+            raise ValidationError("Only numeric features can be missing.", "missing")
 
 
 class ReasonSchema(Schema):

@@ -53,9 +53,19 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
     {
         "sklearn.tree._tree.Tree",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        # XGBoost and LightGBM scikit-learn wrappers: each Booster's state is the library's own model
+        # (XGBoost's serialised buffer, LightGBM's model text), rebuilt by the library, never unpickled.
+        "xgboost.sklearn.XGBClassifier",
+        "xgboost.sklearn.XGBRegressor",
+        "xgboost.core.Booster",
+        "lightgbm.sklearn.LGBMClassifier",
+        "lightgbm.sklearn.LGBMRegressor",
+        "lightgbm.basic.Booster",
+        "collections.OrderedDict",
     }
 )
-"""Types beyond skops' own defaults that scikit-learn tree models need. Extend only by code review."""
+"""Types beyond skops' own defaults that scikit-learn tree models and the XGBoost / LightGBM wrappers
+need. Extend only by code review."""
 
 
 def load_skops(data: bytes, limits: ArchiveLimits | None = None) -> Any:

@@ -70,6 +70,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     assert done.returncode == 0, done.stderr
     assert "loan v1" in done.stdout and "clinical v1" in done.stdout
+    assert "loan-xgb v1" in done.stdout and "loan-lgbm v1" in done.stdout
 
     store = Store(data, f"sqlite:///{data}/candor.db")
     token, _ = store.keys.create("e2e", ["explain", "audit:read"])
@@ -144,6 +145,25 @@ def test_predict_and_explain_loan(server: Server) -> None:
     assert short.status_code == 200, short.text
     _check_explanation(short.json(), 1, len(LOAN_ROW), LOAN_REQUEST["top_k"])
     assert short.json()["results"][0]["attributions"] == envelope["results"][0]["attributions"][:5]
+
+
+@pytest.mark.parametrize(
+    ("name", "implementation"),
+    [("loan-xgb", "xgboost pred_contribs"), ("loan-lgbm", "lightgbm pred_contrib")],
+)
+def test_tree_demos_explain_with_the_boosters_own_treeshap(
+    server: Server, name: str, implementation: str
+) -> None:
+    """The XGBoost and LightGBM demos built by ``candor demo install``, through the real gunicorn."""
+    explained = server.post(f"/v1/models/{name}/versions/production/explain/shap", {"instances": LOAN_ROWS})
+    assert explained.status_code == 200, explained.text
+    envelope = explained.json()
+    assert envelope["method"]["params"]["implementation"] == implementation
+    assert envelope["output"]["space"] == "log_odds" and envelope["quality"]["additivity_ok"] is True
+    for result in envelope["results"]:
+        total = sum(a["attribution"] for a in result["attributions"])
+        assert result["base_value"] + total == pytest.approx(result["output_value"], abs=1e-4)
+        assert {a["feature"] for a in result["attributions"]} == set(LOAN_ROW)
 
 
 def test_kserve_verbs_take_lists_in_manifest_order_and_objects(server: Server) -> None:

@@ -1,4 +1,5 @@
-"""The demo models: ``loan`` (German credit) and ``clinical`` (breast cancer), built and registered once."""
+"""The demo models: ``loan`` (German credit), ``loan-xgb`` and ``loan-lgbm`` (the same data, XGBoost and
+LightGBM), ``clinical`` (breast cancer) and ``notes`` (text), built and registered once."""
 
 from __future__ import annotations
 
@@ -100,6 +101,13 @@ def loan_model() -> tuple[dict[str, Any], Pipeline, pd.DataFrame]:
         ]
     )
     pipeline.fit(features, data[LOAN_TARGET])
+    return loan_manifest(data), pipeline, data
+
+
+def loan_manifest(data: pd.DataFrame) -> dict[str, Any]:
+    """The ``loan`` manifest: every German-credit column but the target, reasons and groups."""
+    features = data.drop(columns=[LOAN_TARGET])
+    categorical = [c for c in features.columns if features[c].dtype == object]
     specs = [_loan_feature(column, column in categorical) for column in features.columns]
     manifest = {
         "name": "loan",
@@ -120,7 +128,7 @@ def loan_model() -> tuple[dict[str, Any], Pipeline, pd.DataFrame]:
             ],
         },
     }
-    return manifest, pipeline, data
+    return manifest
 
 
 def _loan_feature(column: str, categorical: bool) -> dict[str, Any]:
@@ -165,11 +173,12 @@ def clinical_model() -> tuple[dict[str, Any], Pipeline, pd.DataFrame]:
 
 
 DEMOS = {"loan": loan_model, "clinical": clinical_model}
+TREE_DEMOS = ("loan-xgb", "loan-lgbm")
 TEXT_DEMOS = ("notes",)
 
 
 def install_demos(
-    registry: ModelRegistry, names: tuple[str, ...] = ("loan", "clinical", "notes")
+    registry: ModelRegistry, names: tuple[str, ...] = ("loan", "loan-xgb", "loan-lgbm", "clinical", "notes")
 ) -> list[str]:
     """Build and register each named demo model that is not registered yet; returns what was installed."""
     installed = []
@@ -179,7 +188,12 @@ def install_demos(
             continue
         except NotFound:
             pass
-        info = _register_text_demo(registry) if name in TEXT_DEMOS else _register_tabular_demo(registry, name)
+        if name in TEXT_DEMOS:
+            info = _register_text_demo(registry)
+        elif name in TREE_DEMOS:
+            info = _register_tree_demo(registry, name)
+        else:
+            info = _register_tabular_demo(registry, name)
         registry.promote(name, info.version)
         installed.append(f"{name} v{info.version}")
     return installed
@@ -188,6 +202,19 @@ def install_demos(
 def _register_tabular_demo(registry: ModelRegistry, name: str) -> Any:
     manifest, pipeline, reference = DEMOS[name]()
     return registry.register_tabular(parse_manifest(manifest), dump_skops(pipeline), to_parquet(reference))
+
+
+def _register_tree_demo(registry: ModelRegistry, name: str) -> Any:
+    from api.demo import trees
+
+    data = german_credit()
+    base = loan_manifest(data)
+    if name == "loan-xgb":
+        manifest, artifact = trees.loan_xgb_model(base, data, LOAN_TARGET)
+    else:
+        manifest, pipeline = trees.loan_lgbm_model(base, data, LOAN_TARGET)
+        artifact = dump_skops(pipeline)
+    return registry.register_tabular(parse_manifest(manifest), artifact, to_parquet(data))
 
 
 def _register_text_demo(registry: ModelRegistry) -> Any:

@@ -175,12 +175,21 @@ def records_of(model: Any, rows: TabularRows, opts: dict[str, Any]) -> Records:
     return list(reference.to_dict("records"))
 
 
+def _present(values: list[Any]) -> np.ndarray:
+    """The numbers among ``values``; missing ones (NaN, a feature declared ``missing: true``) are left
+    out of grids and histograms, as scikit-learn leaves them out of its grid."""
+    numbers = np.asarray(values, dtype=float)
+    return numbers[~np.isnan(numbers)]
+
+
 def grid_of(values: list[Any], categorical: bool, resolution: int, percentiles: list[float]) -> list[Any]:
     """scikit-learn's grid of one feature (``_grid_from_X``): the unique values for a categorical feature or
     when fewer than ``resolution``, else evenly spaced points between the two percentiles."""
     if categorical:
         return sorted(set(values), key=lambda v: (type(v).__name__, v))
-    numbers = np.asarray(values, dtype=float)
+    numbers = _present(values)
+    if len(numbers) == 0:
+        raise InvalidInput.field("instances", "A feature to vary is missing in every row: no grid to draw.")
     uniques = np.unique(numbers)
     if len(uniques) < resolution:
         return uniques.tolist()
@@ -204,7 +213,9 @@ def distribution_of(values: list[Any], categorical: bool, grid: list[Any]) -> di
     """The feature over the rows: counts per category of the grid, or a histogram."""
     if categorical:
         return {"categories": list(grid), "counts": [sum(1 for v in values if v == g) for g in grid]}
-    numbers = np.asarray(values, dtype=float)
+    numbers = _present(values)
+    if len(numbers) == 0:
+        return {"edges": [], "counts": []}
     counts, edges = np.histogram(numbers, bins=min(HISTOGRAM_BINS, len(np.unique(numbers))))
     return {"edges": edges.tolist(), "counts": counts.astype(int).tolist()}
 

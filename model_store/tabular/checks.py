@@ -34,6 +34,7 @@ def complete_tabular_manifest(manifest: Manifest, estimator: Any, reference: pd.
     ]
     completed = dataclasses.replace(manifest, features=features)
     _check_model_scores(estimator, reference, completed)
+    _check_missing_scores(estimator, reference, completed)
     return completed
 
 
@@ -104,6 +105,10 @@ def _complete_feature(
     field = f"features.{index}"
     if spec.type == "numeric":
         values = pd.to_numeric(column, errors="coerce")
+        if spec.missing and column.isna().all():
+            raise InvalidManifest.field("reference", f"Column {spec.name} has no values.")
+        if spec.missing:
+            values = values[column.notna()]
         if values.isna().any() or not np.isfinite(values.to_numpy(dtype=float)).all():
             raise InvalidManifest.field("reference", f"Column {spec.name} has missing or non-numeric values.")
         low = spec.min if spec.min is not None else float(values.min())
@@ -133,6 +138,29 @@ def _complete_feature(
             f"Column {spec.name} holds values outside its categories: {', '.join(map(str, outside[:10]))}",
         )
     return dataclasses.replace(spec, categories=list(categories))
+
+
+def _check_missing_scores(estimator: Any, reference: pd.DataFrame, manifest: Manifest) -> None:
+    """A feature declared ``missing: true`` must be one the model can score when it is NaN."""
+    names_in = getattr(estimator, "feature_names_in_", None)
+    columns = list(names_in) if names_in is not None else manifest.feature_names
+    score = estimator.predict_proba if manifest.is_classification else estimator.predict
+    for index, spec in enumerate(manifest.features):
+        if not spec.missing:
+            continue
+        row = reference[columns].head(1).copy()
+        row[spec.name] = np.nan
+        try:
+            outputs = np.asarray(score(row), dtype=float)
+        except Exception as exc:  # the model (or its preprocessing) refuses NaN
+            raise InvalidManifest.field(
+                f"features.{index}.missing", "The model cannot score a row missing this feature."
+            ) from exc
+        if not np.isfinite(outputs).all():
+            raise InvalidManifest.field(
+                f"features.{index}.missing",
+                "The model gives no finite output for a row missing this feature.",
+            )
 
 
 def _check_model_scores(estimator: Any, reference: pd.DataFrame, manifest: Manifest) -> None:

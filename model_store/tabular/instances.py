@@ -93,6 +93,8 @@ class InstanceValidator:
 
     def _check(self, spec: FeatureSpec, value: Any) -> tuple[Any, str | None]:
         if spec.type == "numeric":
+            if spec.missing and (value is None or (isinstance(value, float) and math.isnan(value))):
+                return math.nan, None  # null in a request, NaN in reference rows
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return value, "Expected a number."
             if not math.isfinite(value):

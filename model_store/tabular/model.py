@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,7 @@ from model_store.cache import LoadedModelCache
 from model_store.errors import InvalidInput
 from model_store.manifest import Manifest
 from model_store.tabular.fast_encoder import compile_encoder
+from model_store.tabular.formats.boosters import margin_function
 from model_store.tabular.instances import InstanceValidator
 from model_store.tabular.structure import PipelineParts, dense, split_pipeline
 
@@ -39,6 +40,10 @@ class TabularModel:
             self._fast_encode = compile_encoder(self.parts.preprocessor, self.reference.head(VERIFY_ROWS))
         self.classes: list[str] = list(manifest.classes or [])
         self.is_classifier = manifest.is_classification
+        self.margin: Callable[[np.ndarray], Any] | None = (
+            margin_function(self.parts.estimator) if self.is_classifier else None
+        )
+        """The final estimator's margin (decision_function, or a booster's raw score), or None."""
         self._sigmoid_margin = self._probabilities_are_sigmoid_of_margin()
         self.derived: LoadedModelCache[Any] = LoadedModelCache(capacity=64)
         """Objects built once per loaded version (explainers, backgrounds), keyed by the builder."""
@@ -101,18 +106,17 @@ class TabularModel:
                 "output", "log_odds is defined for binary models; use raw or probability."
             )
         if space == "raw":
-            if not hasattr(self.parts.estimator, "decision_function"):
+            if self.margin is None:
                 return "probability"
             return "log_odds" if len(self.classes) == 2 else "raw"
         return space
 
     def output_matrix(self, space: str, encoded: np.ndarray) -> np.ndarray:
         """The model's output in a resolved space, one column per class (one column for regressors)."""
-        estimator = self.parts.estimator
         if space == "probability" or not self.is_classifier:
             return self.predict_encoded(encoded)
-        if hasattr(estimator, "decision_function"):
-            margin = np.asarray(estimator.decision_function(encoded), dtype=float)
+        if self.margin is not None:
+            margin = np.asarray(self.margin(encoded), dtype=float)
         else:
             proba = np.clip(self.predict_encoded(encoded)[:, 1], 1e-12, 1 - 1e-12)
             margin = np.log(proba / (1 - proba))
@@ -122,11 +126,10 @@ class TabularModel:
 
     def _probabilities_are_sigmoid_of_margin(self) -> bool:
         """True when P(class 1) equals sigmoid(decision_function) on reference rows (GBC, HGB, logistic)."""
-        estimator = self.parts.estimator
-        if len(self.classes) != 2 or not hasattr(estimator, "decision_function"):
+        if len(self.classes) != 2 or self.margin is None:
             return False
         encoded = self.encode(self.reference.head(VERIFY_ROWS).to_dict("records"))
-        margin = np.asarray(estimator.decision_function(encoded), dtype=float)
+        margin = np.asarray(self.margin(encoded), dtype=float)
         return margin.ndim == 1 and bool(
             np.allclose(expit(margin), self.predict_encoded(encoded)[:, 1], rtol=0, atol=1e-12)
         )
@@ -134,8 +137,8 @@ class TabularModel:
     def outputs_and_probabilities(self, space: str, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``output_matrix(space)`` and the class probabilities, walking the model once when the
         probabilities are (verifiably) the sigmoid of the log-odds margin."""
-        if space == "log_odds" and self._sigmoid_margin:
-            margin = np.asarray(self.parts.estimator.decision_function(encoded), dtype=float)
+        if space == "log_odds" and self._sigmoid_margin and self.margin is not None:
+            margin = np.asarray(self.margin(encoded), dtype=float)
             positive = expit(margin)
             return np.column_stack([-margin, margin]), np.column_stack([1 - positive, positive])
         return self.output_matrix(space, encoded), self.predict_encoded(encoded)

@@ -1,0 +1,178 @@
+"""XGBoost and LightGBM boosters behind the scikit-learn interface, and their own SHAP contributions.
+
+A ``BoosterRuntime`` is one library's booster seen through four calls (margin, prediction, contributions,
+and what it reads). ``BoosterClassifier`` / ``BoosterRegressor`` make a standalone booster answer like a
+scikit-learn estimator at the end of the manifest's ``codes`` Pipeline; ``native_runtime`` finds the
+booster behind such an adapter or behind the libraries' own scikit-learn wrappers (XGBClassifier, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from model_store.errors import InvalidManifest
+from model_store.manifest import Manifest
+from model_store.tabular.formats.base import LoadedEstimator
+
+THREADS = 1
+"""Threads a booster uses per call: the server runs one call per request worker, so one is enough."""
+
+
+class BoosterRuntime:
+    """One library's booster: subclasses implement the four calls on a float matrix (NaN = missing)."""
+
+    library: str
+    implementation: str
+    """The name of the library's exact TreeSHAP, recorded in the explanation's method."""
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def raw_contributions(self, matrix: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """Margin-space contributions shaped (rows, outputs, features + 1); the last column is the bias."""
+        matrix = np.asarray(matrix, dtype=float)
+        out = np.asarray(self.raw_contributions(matrix), dtype=float)
+        width = matrix.shape[1] + 1
+        if out.ndim == 3:
+            return out
+        return out.reshape(len(matrix), out.shape[1] // width, width)
+
+
+class BoosterModel(LoadedEstimator):
+    """A standalone booster reading the coded matrix (see ``formats/codes.py``)."""
+
+    def __init__(self, runtime: BoosterRuntime | None = None, n_features: int = 0) -> None:
+        self.runtime = runtime
+        self.n_features = n_features
+
+    @property
+    def n_features_in_(self) -> int:
+        return self.n_features
+
+    def _runtime(self) -> BoosterRuntime:
+        if self.runtime is None:
+            raise TypeError("This adapter holds no booster.")
+        return self.runtime
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        return self._runtime().contributions(matrix)
+
+
+class BoosterClassifier(BoosterModel):
+    """Class index = the booster's output index; labels come from the manifest."""
+
+    _estimator_type = "classifier"
+
+    def __init__(
+        self, runtime: BoosterRuntime | None = None, n_features: int = 0, classes: Any = None
+    ) -> None:
+        super().__init__(runtime, n_features)
+        self.classes = classes
+        self.classes_ = np.asarray(list(classes or []), dtype=object)
+
+    def predict_proba(self, matrix: Any) -> np.ndarray:
+        proba = np.asarray(self._runtime().predict(np.asarray(matrix, dtype=float)), dtype=float)
+        return np.column_stack([1.0 - proba, proba]) if proba.ndim == 1 else proba
+
+    def decision_function(self, matrix: Any) -> np.ndarray:
+        return np.asarray(self._runtime().margin(np.asarray(matrix, dtype=float)), dtype=float)
+
+    def predict(self, matrix: Any) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(matrix).argmax(axis=1)])
+
+
+class BoosterRegressor(BoosterModel):
+    _estimator_type = "regressor"
+
+    def predict(self, matrix: Any) -> np.ndarray:
+        return np.asarray(self._runtime().predict(np.asarray(matrix, dtype=float)), dtype=float)
+
+
+def adapter_for(manifest: Manifest, runtime: BoosterRuntime, n_features: int) -> BoosterModel:
+    if manifest.is_classification:
+        return BoosterClassifier(runtime, n_features, list(manifest.classes or []))
+    return BoosterRegressor(runtime, n_features)
+
+
+def check_booster(
+    manifest: Manifest, names: list[str] | None, categorical: set[int], n_outputs: int, kind: str
+) -> None:
+    """Refuse a booster that reads other features, other categoricals or another task than the manifest's.
+
+    ``kind`` is ``binary``, ``multiclass`` or ``regression`` (from the booster's objective)."""
+    declared = manifest.feature_names
+    n_features = len(names) if names is not None else -1
+    if names is not None and names != declared:
+        if n_features != len(declared):
+            raise InvalidManifest.field(
+                "features", f"The model reads {n_features} features; {len(declared)} declared."
+            )
+        wrong = [f"{d} (the model's is {n})" for d, n in zip(declared, names, strict=True) if d != n]
+        raise InvalidManifest.field(
+            "features", "Not the model's feature names, in its order: " + ", ".join(wrong[:10])
+        )
+    for index in sorted(categorical):
+        if index >= len(declared) or manifest.features[index].type != "categorical":
+            name = declared[index] if index < len(declared) else str(index)
+            raise InvalidManifest.field(
+                f"features.{index}.type",
+                f"The model splits on {name} as a category; declare it categorical, its categories in "
+                "code order.",
+            )
+    _check_kind(manifest, n_outputs, kind)
+
+
+def _check_kind(manifest: Manifest, n_outputs: int, kind: str) -> None:
+    expected = {
+        "binary_classification": "binary",
+        "multiclass_classification": "multiclass",
+        "regression": "regression",
+    }[manifest.task]
+    if kind != expected:
+        raise InvalidManifest.field("task", f"The model's objective is {kind}, not {expected}.")
+    if kind == "multiclass" and n_outputs != len(manifest.classes or []):
+        raise InvalidManifest.field(
+            "classes", f"The model has {n_outputs} classes; {len(manifest.classes or [])} declared."
+        )
+
+
+def check_feature_count(manifest: Manifest, n_features: int) -> None:
+    if n_features != len(manifest.features):
+        raise InvalidManifest.field(
+            "features", f"The model reads {n_features} features; {len(manifest.features)} declared."
+        )
+
+
+def native_runtime(estimator: Any) -> BoosterRuntime | None:
+    """The booster behind a standalone adapter or an XGBoost / LightGBM scikit-learn wrapper, else None."""
+    if isinstance(estimator, BoosterModel):
+        return estimator.runtime
+    module = type(estimator).__module__
+    if module.startswith("xgboost.") and hasattr(estimator, "get_booster"):
+        from model_store.tabular.formats.xgboost_format import XGBoostRuntime
+
+        return XGBoostRuntime(estimator.get_booster())
+    if module.startswith("lightgbm.") and hasattr(estimator, "booster_"):
+        from model_store.tabular.formats.lightgbm_format import LightGBMRuntime
+
+        return LightGBMRuntime(estimator.booster_)
+    return None
+
+
+def margin_function(estimator: Any) -> Any:
+    """The estimator's margin (``decision_function``, or the booster's raw score for the XGBoost and
+    LightGBM wrappers, which have none), or None when it has no margin."""
+    if hasattr(estimator, "decision_function"):
+        return estimator.decision_function
+    if isinstance(estimator, BoosterModel) or not hasattr(estimator, "predict_proba"):
+        return None
+    runtime = native_runtime(estimator)
+    return runtime.margin if runtime is not None else None

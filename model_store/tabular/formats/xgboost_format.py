@@ -1,0 +1,115 @@
+"""XGBoost boosters stored in XGBoost's own UBJSON or JSON model format (``save_raw("ubj")``,
+``save_model("model.json")``), read in the manifest's feature order with categories as codes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from model_store.archive_limits import ArchiveLimits
+from model_store.errors import UnsafeArtifact
+from model_store.manifest import Manifest
+from model_store.tabular.formats.base import ArtifactFormat
+from model_store.tabular.formats.boosters import (
+    THREADS,
+    BoosterRuntime,
+    adapter_for,
+    check_booster,
+    check_feature_count,
+)
+from model_store.tabular.formats.codes import coded_pipeline
+from model_store.tabular.formats.sniff import checked_bytes, refuse_foreign
+
+WHAT = "an XGBoost UBJSON/JSON model"
+FILE_NAME = "model.ubj"
+CLASSIFIER_OBJECTIVES = {"binary:logistic": "binary", "multi:softprob": "multiclass"}
+UBJSON_AFTER_BRACE = b"}#$iUIlLdDSCHTFNZ"
+
+
+class XGBoostRuntime(BoosterRuntime):
+    library = "xgboost"
+    implementation = "xgboost pred_contribs"
+
+    def __init__(self, booster: Any) -> None:
+        booster.set_param({"nthread": THREADS})
+        self.booster = booster
+        self.names = booster.feature_names
+        self.types = booster.feature_types
+
+    def _matrix(self, matrix: np.ndarray) -> Any:
+        import xgboost
+
+        return xgboost.DMatrix(
+            np.asarray(matrix, dtype=np.float32),
+            missing=np.nan,
+            feature_names=self.names,
+            feature_types=self.types,
+            enable_categorical=True,
+            nthread=THREADS,
+        )
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(self._matrix(matrix), output_margin=True), dtype=float)
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(self._matrix(matrix)), dtype=float)
+
+    def raw_contributions(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(self._matrix(matrix), pred_contribs=True))
+
+
+def sniff(data: bytes) -> None:
+    """Only XGBoost's JSON and UBJSON documents (both an object: ``{``) are read."""
+    head = data[:64].lstrip()
+    refuse_foreign(head, WHAT)
+    if head.startswith(b"binf") or not head.startswith(b"{"):
+        raise UnsafeArtifact.field(
+            "artifact",
+            f"not {WHAT}: XGBoost's old binary format and other files are refused; save the booster "
+            'with save_model("model.ubj") or save_model("model.json")',
+        )
+    after = head[1:2]
+    if after and after not in UBJSON_AFTER_BRACE and not head[1:].lstrip().startswith((b'"', b"}")):
+        raise UnsafeArtifact.field("artifact", f"not {WHAT}")
+
+
+def read_booster(data: bytes) -> Any:
+    import xgboost
+
+    booster = xgboost.Booster(params={"nthread": THREADS})
+    try:
+        booster.load_model(bytearray(data))
+    except xgboost.core.XGBoostError as exc:
+        raise UnsafeArtifact.field("artifact", f"{WHAT} that XGBoost cannot read") from exc
+    return booster
+
+
+def objective_kind(booster: Any) -> tuple[str, str]:
+    """``(objective, binary | multiclass | regression | other)`` from the booster's configuration."""
+    name = str(json.loads(booster.save_config())["learner"]["objective"]["name"])
+    if name in CLASSIFIER_OBJECTIVES:
+        return name, CLASSIFIER_OBJECTIVES[name]
+    if name.startswith(("binary:", "multi:", "rank:", "survival:")):
+        return name, f"{name} (use binary:logistic or multi:softprob)"
+    return name, "regression"
+
+
+def load(artifact: bytes | None, manifest: Manifest, limits: ArchiveLimits | None) -> Any:
+    data = checked_bytes(artifact, limits, "An XGBoost model")
+    sniff(data)
+    booster = read_booster(data)
+    n_features = int(booster.num_features())
+    check_feature_count(manifest, n_features)
+    runtime = XGBoostRuntime(booster)
+    types = list(runtime.types or [])
+    categorical = {i for i, t in enumerate(types) if t == "c"}
+    _, kind = objective_kind(booster)
+    n_outputs = runtime.margin(np.zeros((1, n_features))).reshape(1, -1).shape[1]
+    names = list(runtime.names) if runtime.names else None
+    check_booster(manifest, names, categorical, n_outputs, kind)
+    return coded_pipeline(manifest, adapter_for(manifest, runtime, n_features))
+
+
+FORMAT = ArtifactFormat("xgboost", FILE_NAME, load)
