@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from model_store.errors import InvalidManifest
 from model_store.manifest import Manifest
-from model_store.tabular.formats import skops_format
+from model_store.tabular.formats import onnx_format, skops_format
 from model_store.tabular.formats.base import ArtifactFormat
 
 FORMATS: dict[str, ArtifactFormat] = {
     "skops": skops_format.FORMAT,
+    "onnx": onnx_format.FORMAT,
 }
 
 
