@@ -191,3 +191,40 @@ def with_external_initializer(artifact: bytes) -> bytes:
         tensor.external_data.add(key=key, value=value)
     proto.graph.initializer.append(tensor)
     return proto.SerializeToString()
+
+
+@cache
+def softmax_classifier() -> tuple[dict[str, Any], bytes, pd.DataFrame]:
+    """A hand-made graph of standard operators only (MatMul, Add, Softmax, ArgMax) that declares no class
+    labels: its label output is the class index (0 = approve, 1 = deny), so the manifest names the classes."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    _, _, reference = credit_model("binary")
+    manifest = onnx_manifest("binary", "onnx-softmax")
+    X = coded(manifest, reference)
+    scaler = StandardScaler().fit(X)
+    fitted = LogisticRegression(max_iter=500).fit(scaler.transform(X), reference["outcome"])
+    coef = fitted.coef_[0] / scaler.scale_
+    intercept = fitted.intercept_[0] - float(coef @ scaler.mean_)
+    weights = np.column_stack([-coef / 2, coef / 2]).astype(np.float32)  # softmax of +-z/2 is sigmoid(z)
+    bias = np.asarray([-intercept / 2, intercept / 2], dtype=np.float32)
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["X", "W"], ["scores"]),
+            helper.make_node("Add", ["scores", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+            helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+        ],
+        "softmax",
+        [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [None, X.shape[1]])],
+        [
+            helper.make_tensor_value_info("label", onnx.TensorProto.INT64, [None]),
+            helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, [None, 2]),
+        ],
+        [numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(proto)
+    return manifest, proto.SerializeToString(), reference

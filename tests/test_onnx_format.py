@@ -29,6 +29,7 @@ from onnx_models import (
     matrix_classifier,
     per_feature_classifier,
     per_feature_regressor,
+    softmax_classifier,
     with_external_initializer,
     with_node,
     xgboost_multiclass,
@@ -45,6 +46,7 @@ BUILDERS: dict[str, Builder] = {
     "onnx-matrix": matrix_classifier,
     "onnx-regression": per_feature_regressor,
     "onnx-xgb": xgboost_multiclass,
+    "onnx-softmax": softmax_classifier,
 }
 
 
@@ -321,6 +323,27 @@ def test_matrix_input_of_the_wrong_width_is_refused(served: Served) -> None:
     response = register(served, manifest, artifact, reference)
     assert response.status_code == 422 and response.mimetype == PROBLEM
     assert "input 'X'" in response.get_json()["errors"]["features"][0]
+
+
+def test_a_graph_without_class_labels_is_checked_by_its_width(served: Served) -> None:
+    """The hand-made softmax graph declares no labels: the manifest's are used (registered in ``served``,
+    its label output being class positions), and three classes for its two columns are refused."""
+    manifest, artifact, reference = softmax_classifier()
+    manifest = {k: v for k, v in manifest.items() if k != "favourable_class"}
+    manifest.update(name="onnx-three", task="multiclass_classification", classes=["approve", "deny", "maybe"])
+    response = register(served, manifest, artifact, reference)
+    assert response.status_code == 422 and response.mimetype == PROBLEM
+    assert "2 probabilities per row" in response.get_json()["errors"]["classes"][0]
+
+
+def test_a_label_output_that_disagrees_with_the_probabilities_is_refused(served: Served) -> None:
+    manifest, artifact, reference = softmax_classifier()
+    proto = onnx.load_model_from_string(artifact)
+    (argmax,) = [node for node in proto.graph.node if node.op_type == "ArgMax"]
+    argmax.op_type = "ArgMin"
+    response = register(served, {**manifest, "name": "onnx-argmin"}, proto.SerializeToString(), reference)
+    assert response.status_code == 422 and response.mimetype == PROBLEM
+    assert "labels on the reference rows" in response.get_json()["errors"]["classes"][0]
 
 
 def test_limits_refuse_oversize_files_and_graphs(tmp_path: Path) -> None:

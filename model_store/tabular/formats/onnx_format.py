@@ -129,8 +129,11 @@ def load(artifact: bytes | None, manifest: Manifest, limits: ArchiveLimits | Non
         output, _ = _pick_outputs(session, classifier=False)
         return coded_pipeline(manifest, OnnxRegressor(session, feeds, n_features, output))
     output, label_output = _pick_outputs(session, classifier=True)
-    labels = graph_classes(proto) or list(manifest.classes or [])
-    model = OnnxClassifier(session, feeds, n_features, labels, output, label_output, limits is not None)
+    declared = graph_classes(proto)
+    labels = declared or list(manifest.classes or [])
+    model = OnnxClassifier(
+        session, feeds, n_features, labels, output, label_output, limits is not None, declared is not None
+    )
     return coded_pipeline(manifest, model)
 
 

@@ -130,12 +130,16 @@ class OnnxClassifier(ClassifierMixin, OnnxModel):
         output: str,
         label_output: str | None = None,
         verify: bool = False,
+        declared: bool = True,
     ) -> None:
         super().__init__(session, feeds, n_features)
         self.labels = labels
         self.output = output
         self.label_output = label_output
         self.verify = verify
+        """Check the graph's label output against ``labels`` (set for an upload, at registration)."""
+        self.declared = declared
+        """The labels are the graph's own (else the manifest's, and a label output may be class positions)."""
 
     @property
     def classes_(self) -> np.ndarray:
@@ -165,12 +169,17 @@ class OnnxClassifier(ClassifierMixin, OnnxModel):
 
     def _check_labels(self, labels: np.ndarray, proba: np.ndarray) -> None:
         """At registration: the graph's own label output agrees with the classes read from its probabilities
-        (rows whose top two probabilities tie are skipped)."""
+        (rows whose top two probabilities tie are skipped); a graph that declares no labels may answer the
+        class positions."""
         ordered = np.sort(proba, axis=1)
         clear = ordered[:, -1] - ordered[:, -2] > 1e-6 if proba.shape[1] > 1 else np.ones(len(proba), bool)
-        expected = np.asarray([str(c) for c in self.labels], dtype=object)[proba.argmax(axis=1)]
+        top = proba.argmax(axis=1)
+        expected = np.asarray([str(c) for c in self.labels], dtype=object)[top]
         got = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in labels], dtype=object)
-        if (got[clear] != expected[clear]).any():
+        agree = got == expected
+        if not self.declared:
+            agree |= got == top.astype(str).astype(object)
+        if not agree[clear].all():
             raise InvalidManifest.field(
                 "classes",
                 f"The ONNX graph's labels on the reference rows do not match the classes "
