@@ -138,6 +138,7 @@ def test_predictions_equal_onnxruntime(served: Served, name: str) -> None:
 def test_session_runs_on_the_cpu_provider_with_one_thread(served: Served) -> None:
     registry = served.app.extensions["candor"].store.registry
     model = registry.load(registry.resolve("onnx-credit", "1"))
+    assert model.has_fast_encoder  # the manifest's codes compile to the NumPy encoder
     session = model.parts.estimator.session.session
     assert session.get_providers() == ["CPUExecutionProvider"]
     options = session.get_session_options()

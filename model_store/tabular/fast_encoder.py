@@ -2,7 +2,8 @@
 
 scikit-learn's ColumnTransformer spends ~8 ms on a one-row DataFrame; most of a single-row explanation.
 ``compile_encoder`` rebuilds the same transform from the fitted parameters (one-hot, standard and min-max
-scaling, passthrough, drop) and is only used after it reproduced the real transform on reference rows.
+scaling, ordinal codes, passthrough, drop) and is only used after it reproduced the real transform on
+reference rows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from model_store.tabular.structure import column_indices, dense, is_passthrough
 
@@ -72,7 +73,23 @@ def _block(transformer: Any, cols: list[str]) -> BlockEncoder | None:
         return lambda records: _numeric(records, cols) * transformer.scale_ + transformer.min_
     if type(transformer) is OneHotEncoder and not getattr(transformer, "_infrequent_enabled", False):
         return _one_hot(transformer, cols)
+    if type(transformer) is OrdinalEncoder and transformer.handle_unknown == "error":
+        return _ordinal(transformer, cols)
     return None
+
+
+def _ordinal(encoder: OrdinalEncoder, cols: list[str]) -> BlockEncoder:
+    """Each category as its position (the manifest's codes of a standalone model)."""
+    lookups = [{_key(c): float(i) for i, c in enumerate(cats)} for cats in encoder.categories_]
+
+    def encode(records: Records) -> np.ndarray:
+        columns = [
+            np.fromiter((lookup[r[col]] for r in records), dtype=float, count=len(records))
+            for col, lookup in zip(cols, lookups, strict=True)
+        ]
+        return np.column_stack(columns)
+
+    return encode
 
 
 def _one_hot(encoder: OneHotEncoder, cols: list[str]) -> BlockEncoder:
