@@ -100,6 +100,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_rejections.py
 	$(PY) bench/bench_trees.py
+	$(PY) bench/bench_onnx.py
 
 openapi: $(STAMP)
 	$(VENV)/bin/candor openapi > openapi.yaml.tmp

@@ -60,6 +60,10 @@ class Settings:
     uploaded; checked on the declared sizes before anything is expanded, then on the bytes written."""
     max_skops_schema_bytes: int = ArchiveLimits.max_skops_schema_bytes
     """Largest ``schema.json`` a skops upload may declare (skops parses it whole before any check)."""
+    max_onnx_bytes: int = ArchiveLimits.max_onnx_bytes
+    """Largest ONNX model upload (refused before it is parsed)."""
+    max_onnx_nodes: int = ArchiveLimits.max_onnx_nodes
+    """Most nodes an uploaded ONNX graph may have, subgraphs included."""
     max_text_instances: int = 32
     """Most texts one attention or attributions request may carry."""
     max_text_chars: int = 100_000

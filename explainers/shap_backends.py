@@ -21,6 +21,7 @@ from explainers.raw_codec import RawCodec
 from model_store.errors import InvalidInput
 from model_store.tabular import TabularModel
 from model_store.tabular.formats.boosters import BoosterRuntime, native_runtime
+from model_store.tabular.formats.codes import reads_manifest_codes
 
 ALGORITHMS = ("tree", "linear", "permutation", "kernel")
 BACKGROUND_SEED = 0
@@ -247,8 +248,11 @@ class _AgnosticBackend(Backend):
         super().__init__(model, space, background_rows)
         self.codec = RawCodec(model)
         self.background = self.codec.encode(background(model, background_rows))
+        self.direct = reads_manifest_codes(model.estimator)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
+        if self.direct:  # a standalone model reads this very matrix: no round trip through a frame
+            return self.model.output_matrix(self.space, matrix)
         return self.model.output_from_frame(self.space, self.codec.decode(matrix))
 
     def params(self) -> dict[str, Any]:

@@ -19,15 +19,22 @@ class ArchiveLimits:
     """Most bytes all members expand to per byte of the archive."""
     max_skops_schema_bytes: int = 16 * 1024 * 1024
     """Largest ``schema.json`` in a skops file (skops parses it whole)."""
+    max_onnx_bytes: int = 128 * 1024 * 1024
+    """Largest ONNX model file (checked before it is parsed)."""
+    max_onnx_nodes: int = 10_000
+    """Most nodes an ONNX graph may have, subgraphs included."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> ArchiveLimits:
-        """The limits of a ``Settings`` (``CANDOR_MAX_ARCHIVE_*``, ``CANDOR_MAX_SKOPS_SCHEMA_BYTES``)."""
+        """The limits of a ``Settings`` (``CANDOR_MAX_ARCHIVE_*``, ``CANDOR_MAX_SKOPS_SCHEMA_BYTES``,
+        ``CANDOR_MAX_ONNX_*``)."""
         return cls(
             settings.max_archive_members,
             settings.max_archive_bytes,
             settings.max_archive_ratio,
             settings.max_skops_schema_bytes,
+            max_onnx_bytes=settings.max_onnx_bytes,
+            max_onnx_nodes=settings.max_onnx_nodes,
         )
 
     def expanded_cap(self, archive_bytes: int) -> int:

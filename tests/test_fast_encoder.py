@@ -16,6 +16,7 @@ from sklearn.preprocessing import (
     FunctionTransformer,
     MinMaxScaler,
     OneHotEncoder,
+    OrdinalEncoder,
     PolynomialFeatures,
     RobustScaler,
     StandardScaler,
@@ -101,6 +102,9 @@ SUPPORTED = {
     "sparse_output": lambda: ColumnTransformer(
         [("oh", OneHotEncoder(), ["colour", "size", "grade"]), ("num", "passthrough", ["x"])],
         sparse_threshold=1.0,
+    ),
+    "ordinal_codes": lambda: ColumnTransformer(
+        [("codes", OrdinalEncoder(), ["colour", "grade"]), ("num", "passthrough", ["x"])]
     ),
     "pipeline_of_one_column_transformer": lambda: Pipeline(
         [("ct", ColumnTransformer([("oh", OneHotEncoder(), ["colour"]), ("num", StandardScaler(), ["y"])]))]

@@ -20,6 +20,17 @@ from model_store.manifest import Manifest
 from model_store.tabular.formats.base import LoadedEstimator
 
 
+class ManifestCodes(ColumnTransformer):  # type: ignore[misc]
+    """The manifest's codes as a ColumnTransformer. Its output is the raw-feature matrix that model-agnostic
+    explainers build themselves (``explainers.raw_codec``), so they may feed that matrix to the model."""
+
+
+def reads_manifest_codes(estimator: Any) -> bool:
+    """True for ``coded_pipeline``'s ``codes -> model``."""
+    steps: list[Any] = getattr(estimator, "steps", None) or []
+    return len(steps) == 2 and isinstance(steps[0][1], ManifestCodes)
+
+
 def manifest_codes(manifest: Manifest) -> ColumnTransformer:
     """A fitted transformer from raw rows (a DataFrame in manifest order) to the coded float matrix."""
     blocks: list[tuple[str, Any, list[str]]] = []
@@ -39,7 +50,7 @@ def manifest_codes(manifest: Manifest) -> ColumnTransformer:
             blocks.append((f"number_{spec.name}", "passthrough", [spec.name]))
             values = [0]
         sample[spec.name] = [values[i % len(values)] for i in range(longest)]
-    transformer = ColumnTransformer(blocks, remainder="drop", sparse_threshold=0.0)
+    transformer = ManifestCodes(blocks, remainder="drop", sparse_threshold=0.0)
     frame = pd.DataFrame(sample, columns=manifest.feature_names)
     return transformer.fit(frame)
 
