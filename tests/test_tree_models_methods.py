@@ -273,3 +273,41 @@ def test_small_job_on_dask_equals_the_explain_endpoint(served: Served, dask_clie
     )
     for got, want in zip(results, expected["results"], strict=True):
         np.testing.assert_allclose(got["attribution_values"], want["attribution_values"], rtol=0, atol=1e-12)
+
+
+TORCH_SCRIPT = """
+import json, sys, tempfile
+from api.http.app import create_app
+from api import demo
+from api.http.context import candor
+from api.service.explain_request import ExplainRequest
+
+app = create_app({"data_dir": tempfile.mkdtemp()})
+with app.app_context():
+    service = candor().service
+    demo.install_demos(service.store.registry, names=("loan-xgb", "loan-lgbm"))
+    rows = json.load(open("tests/data/loan_declined.json"))["instances"]
+    for name in ("loan-xgb", "loan-lgbm"):
+        service.predict(name, "latest", rows)
+        for method in ("shap", "counterfactuals", "reasons"):
+            service.explain(ExplainRequest(method, name, "latest", rows, {}))
+print("torch" in sys.modules)
+"""
+
+
+def test_booster_requests_never_import_torch() -> None:
+    """XGBoost, LightGBM and their skops wrappers keep a tabular worker free of torch."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", TORCH_SCRIPT],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"
