@@ -348,6 +348,19 @@ def test_a_label_output_that_disagrees_with_the_probabilities_is_refused(served:
     assert "labels on the reference rows" in response.get_json()["errors"]["classes"][0]
 
 
+def test_a_graph_that_fails_on_the_reference_rows_is_refused(served: Served) -> None:
+    """The softmax graph with a symbolic input width (accepted when loaded) and weights for 7 features: it
+    fails when it scores the 8-feature reference rows, a 422 naming ``reference``."""
+    manifest, artifact, reference = softmax_classifier()
+    proto = onnx.load_model_from_string(artifact)
+    proto.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "width"
+    (weights,) = [t for t in proto.graph.initializer if t.name == "W"]
+    weights.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weights)[:7], "W"))
+    response = register(served, {**manifest, "name": "onnx-narrow-w"}, proto.SerializeToString(), reference)
+    assert response.status_code == 422 and response.mimetype == PROBLEM
+    assert "cannot score" in response.get_json()["errors"]["reference"][0]
+
+
 def test_limits_refuse_oversize_files_and_graphs(tmp_path: Path) -> None:
     manifest, artifact, reference = per_feature_classifier()
     for setting, phrase in (
