@@ -10,6 +10,7 @@ model converted by onnxmltools.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pickle
@@ -21,8 +22,10 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
+import requests
 import shap
 from cf_oracles import Served, Subject, check_envelope, feature_rules, ok_json, records, serve
+from gunicorn_process import free_port, running_gunicorn, server_env
 from onnx_models import (
     OrtOracle,
     coded,
@@ -39,6 +42,7 @@ from test_jobs import csv_bytes, dask_client, result_lines, run_jobs, submit_fil
 from api.http.app import create_app
 from explainers.shap_backends import PermutationBackend
 from model_store.reference import to_parquet
+from model_store.store import Store
 
 PROBLEM = "application/problem+json"
 Builder = Callable[[], tuple[dict[str, Any], bytes, pd.DataFrame]]
@@ -113,8 +117,6 @@ def test_registered_over_both_databases(client: Any, keys: dict[str, str]) -> No
     version = response.get_json()
     assert version["format"] == "onnx"
     assert version["feature_order"] == [f["name"] for f in manifest["features"]]
-    import hashlib
-
     assert version["artifact_sha256"] == hashlib.sha256(artifact).hexdigest()
 
 
@@ -375,3 +377,50 @@ def test_limits_refuse_oversize_files_and_graphs(tmp_path: Path) -> None:
             assert phrase in response.get_json()["errors"]["artifact"][0]
         finally:
             app.extensions["candor"].store.close()
+
+
+# -- end to end on the real gunicorn -----------------------------------------------------------------------
+@pytest.mark.e2e
+def test_gunicorn_registers_serves_and_refuses_over_its_settings(tmp_path: Path) -> None:
+    """Two gunicorn workers: the ONNX model registered over real HTTP predicts what onnxruntime does,
+    whichever worker loads it, and its SHAP adds up; CANDOR_MAX_ONNX_BYTES (read from the environment)
+    refuses a bigger file."""
+    manifest, artifact, reference = per_feature_classifier()
+    data = tmp_path.resolve()
+    store = Store(data, f"sqlite:///{data}/candor.db")
+    token, _ = store.keys.create("e2e", ["models:write", "explain"])
+    store.close()
+    headers = {"Authorization": f"Bearer {token}"}
+    env = server_env(
+        data, free_port(), CANDOR_WORKERS="2", CANDOR_LOG_LEVEL="warning", CANDOR_MAX_ONNX_BYTES="100000"
+    )
+    with running_gunicorn(env, data / "gunicorn.log") as gunicorn:
+
+        def upload(name: str, body: bytes) -> requests.Response:
+            files = {
+                "manifest": (None, json.dumps({**manifest, "name": name})),
+                "artifact": ("model.onnx", body),
+                "reference": ("reference.parquet", to_parquet(reference)),
+            }
+            return requests.post(f"{gunicorn.base}/v1/models/{name}/versions", files=files, headers=headers)
+
+        response = upload("onnx-e2e", artifact)
+        assert response.status_code == 201, response.text
+        assert response.json()["artifact_sha256"] == hashlib.sha256(artifact).hexdigest()
+        big = upload("onnx-big", artifact + b"\0" * 100_000)
+        assert big.status_code == 422 and big.headers["Content-Type"].startswith(PROBLEM), big.text
+        assert "at most 100000 bytes" in big.json()["errors"]["artifact"][0]
+
+        rows = rows_of("onnx-credit", 20)
+        expected = oracle("onnx-credit").predict_proba(pd.DataFrame(rows))
+        base = f"{gunicorn.base}/v1/models/onnx-e2e/versions/1"
+        for _ in range(4):  # both workers load and answer
+            answer = requests.post(f"{base}/predict", json={"instances": rows}, headers=headers).json()
+            got = [[p["probabilities"][c] for c in manifest["classes"]] for p in answer["predictions"]]
+            np.testing.assert_array_equal(got, expected)
+        body = {"instances": rows[:2], "max_evals": 64, "background_rows": 20}
+        shap_answer = requests.post(f"{base}/explain/shap", json=body, headers=headers)
+        assert shap_answer.status_code == 200, shap_answer.text
+        for result in shap_answer.json()["results"]:
+            total = result["base_value"] + sum(a["attribution"] for a in result["attributions"])
+            assert total == pytest.approx(result["output_value"], abs=1e-9)
