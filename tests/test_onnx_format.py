@@ -10,6 +10,7 @@ model converted by onnxmltools.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -37,6 +38,7 @@ from onnx_models import (
     with_node,
     xgboost_multiclass,
 )
+from sklearn.base import clone
 from test_jobs import csv_bytes, dask_client, result_lines, run_jobs, submit_file  # noqa: F401 (a fixture)
 
 from api.http.app import create_app
@@ -147,6 +149,15 @@ def test_session_runs_on_the_cpu_provider_with_one_thread(served: Served) -> Non
     assert session.get_providers() == ["CPUExecutionProvider"]
     options = session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    # copied by libraries: a pickle rebuilds the session from the bytes, copies share it
+    coded_rows = model.encode(rows_of("onnx-credit", 5))
+    expected = model.parts.estimator.predict_proba(coded_rows)
+    for copied in (
+        pickle.loads(pickle.dumps(model.estimator)),
+        copy.deepcopy(model.estimator),
+        clone(model.estimator),
+    ):
+        np.testing.assert_array_equal(copied[-1].predict_proba(coded_rows), expected)
 
 
 # -- SHAP --------------------------------------------------------------------------------------------------
@@ -233,7 +244,7 @@ def test_methods_answer_record_and_replay(served: Served, auditor: dict[str, str
     assert replay["within_tolerance"] is True and replay["differences"] == [], replay
 
 
-@pytest.mark.parametrize("tail", ["importance", "profile"])
+@pytest.mark.parametrize("tail", ["importance", "profile", "segments"])
 def test_version_summaries_answer(served: Served, tail: str) -> None:
     """Importance is permutation SHAP on 50 reference rows at the server's defaults (~6 s here)."""
     body = ok_json(served.client.get(url("onnx-credit", tail), headers=served.auth))
