@@ -193,6 +193,33 @@ def test_permutation_shap_equals_shap_called_directly(served: Served, name: str)
         assert result["base_value"] + sum(got.values()) == pytest.approx(outputs[i, k], abs=1e-9)
 
 
+def test_kernel_shap_equals_shap_called_directly(served: Served) -> None:
+    """Kernel SHAP on the matrix model equals shap's KernelExplainer over onnxruntime with the same
+    40-row background (the backend's summary when it has at most 50 rows), seed and nsamples."""
+    name = "onnx-matrix"
+    manifest, _, reference = BUILDERS[name]()
+    features = [f["name"] for f in manifest["features"]]
+    rows = rows_of(name, 2, start=20)
+    options = {"algorithm": "kernel", "seed": 5, "max_evals": 200, "background_rows": 40}
+    envelope = ok_json(
+        served.client.post(
+            url(name, "explain/shap"), json={"instances": rows, **options}, headers=served.auth
+        )
+    )
+    assert envelope["method"]["algorithm"] == "kernel"
+    direct = oracle(name)
+    background = coded(manifest, reference[features].sample(n=40, random_state=0))
+    explainer = shap.KernelExplainer(direct.outputs_coded, background)
+    np.random.seed(5)
+    values = np.asarray(explainer.shap_values(coded(manifest, pd.DataFrame(rows)), nsamples=200, silent=True))
+    values = values.reshape(len(rows), len(features), -1)
+    for i, result in enumerate(envelope["results"]):
+        k = manifest["classes"].index(result["target"])
+        got = {a["feature"]: a["attribution"] for a in result["attributions"]}
+        np.testing.assert_allclose([got[f] for f in features], values[i, :, k], rtol=0, atol=1e-9)
+        assert result["base_value"] == pytest.approx(np.ravel(explainer.expected_value)[k], abs=1e-9)
+
+
 def test_exact_shap_algorithms_are_refused_by_name(served: Served) -> None:
     body = {"instances": rows_of("onnx-credit", 1), "algorithm": "tree"}
     response = served.client.post(url("onnx-credit", "explain/shap"), json=body, headers=served.auth)
