@@ -10,6 +10,8 @@ model converted by onnxmltools.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import io
 import json
 import pickle
@@ -21,8 +23,10 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
+import requests
 import shap
 from cf_oracles import Served, Subject, check_envelope, feature_rules, ok_json, records, serve
+from gunicorn_process import free_port, running_gunicorn, server_env
 from onnx_models import (
     OrtOracle,
     coded,
@@ -34,11 +38,13 @@ from onnx_models import (
     with_node,
     xgboost_multiclass,
 )
+from sklearn.base import clone
 from test_jobs import csv_bytes, dask_client, result_lines, run_jobs, submit_file  # noqa: F401 (a fixture)
 
 from api.http.app import create_app
 from explainers.shap_backends import PermutationBackend
 from model_store.reference import to_parquet
+from model_store.store import Store
 
 PROBLEM = "application/problem+json"
 Builder = Callable[[], tuple[dict[str, Any], bytes, pd.DataFrame]]
@@ -113,8 +119,6 @@ def test_registered_over_both_databases(client: Any, keys: dict[str, str]) -> No
     version = response.get_json()
     assert version["format"] == "onnx"
     assert version["feature_order"] == [f["name"] for f in manifest["features"]]
-    import hashlib
-
     assert version["artifact_sha256"] == hashlib.sha256(artifact).hexdigest()
 
 
@@ -145,6 +149,15 @@ def test_session_runs_on_the_cpu_provider_with_one_thread(served: Served) -> Non
     assert session.get_providers() == ["CPUExecutionProvider"]
     options = session.get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    # copied by libraries: a pickle rebuilds the session from the bytes, copies share it
+    coded_rows = model.encode(rows_of("onnx-credit", 5))
+    expected = model.parts.estimator.predict_proba(coded_rows)
+    for copied in (
+        pickle.loads(pickle.dumps(model.estimator)),
+        copy.deepcopy(model.estimator),
+        clone(model.estimator),
+    ):
+        np.testing.assert_array_equal(copied[-1].predict_proba(coded_rows), expected)
 
 
 # -- SHAP --------------------------------------------------------------------------------------------------
@@ -178,6 +191,33 @@ def test_permutation_shap_equals_shap_called_directly(served: Served, name: str)
         assert result["base_value"] == pytest.approx(base[i, k], abs=1e-12)
         assert result["output_value"] == pytest.approx(outputs[i, k], abs=1e-12)
         assert result["base_value"] + sum(got.values()) == pytest.approx(outputs[i, k], abs=1e-9)
+
+
+def test_kernel_shap_equals_shap_called_directly(served: Served) -> None:
+    """Kernel SHAP on the matrix model equals shap's KernelExplainer over onnxruntime with the same
+    40-row background (the backend's summary when it has at most 50 rows), seed and nsamples."""
+    name = "onnx-matrix"
+    manifest, _, reference = BUILDERS[name]()
+    features = [f["name"] for f in manifest["features"]]
+    rows = rows_of(name, 2, start=20)
+    options = {"algorithm": "kernel", "seed": 5, "max_evals": 200, "background_rows": 40}
+    envelope = ok_json(
+        served.client.post(
+            url(name, "explain/shap"), json={"instances": rows, **options}, headers=served.auth
+        )
+    )
+    assert envelope["method"]["algorithm"] == "kernel"
+    direct = oracle(name)
+    background = coded(manifest, reference[features].sample(n=40, random_state=0))
+    explainer = shap.KernelExplainer(direct.outputs_coded, background)
+    np.random.seed(5)
+    values = np.asarray(explainer.shap_values(coded(manifest, pd.DataFrame(rows)), nsamples=200, silent=True))
+    values = values.reshape(len(rows), len(features), -1)
+    for i, result in enumerate(envelope["results"]):
+        k = manifest["classes"].index(result["target"])
+        got = {a["feature"]: a["attribution"] for a in result["attributions"]}
+        np.testing.assert_allclose([got[f] for f in features], values[i, :, k], rtol=0, atol=1e-9)
+        assert result["base_value"] == pytest.approx(np.ravel(explainer.expected_value)[k], abs=1e-9)
 
 
 def test_exact_shap_algorithms_are_refused_by_name(served: Served) -> None:
@@ -231,7 +271,7 @@ def test_methods_answer_record_and_replay(served: Served, auditor: dict[str, str
     assert replay["within_tolerance"] is True and replay["differences"] == [], replay
 
 
-@pytest.mark.parametrize("tail", ["importance", "profile"])
+@pytest.mark.parametrize("tail", ["importance", "profile", "segments"])
 def test_version_summaries_answer(served: Served, tail: str) -> None:
     """Importance is permutation SHAP on 50 reference rows at the server's defaults (~6 s here)."""
     body = ok_json(served.client.get(url("onnx-credit", tail), headers=served.auth))
@@ -348,6 +388,19 @@ def test_a_label_output_that_disagrees_with_the_probabilities_is_refused(served:
     assert "labels on the reference rows" in response.get_json()["errors"]["classes"][0]
 
 
+def test_a_graph_that_fails_on_the_reference_rows_is_refused(served: Served) -> None:
+    """The softmax graph with a symbolic input width (accepted when loaded) and weights for 7 features: it
+    fails when it scores the 8-feature reference rows, a 422 naming ``reference``."""
+    manifest, artifact, reference = softmax_classifier()
+    proto = onnx.load_model_from_string(artifact)
+    proto.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "width"
+    (weights,) = [t for t in proto.graph.initializer if t.name == "W"]
+    weights.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weights)[:7], "W"))
+    response = register(served, {**manifest, "name": "onnx-narrow-w"}, proto.SerializeToString(), reference)
+    assert response.status_code == 422 and response.mimetype == PROBLEM
+    assert "cannot score" in response.get_json()["errors"]["reference"][0]
+
+
 def test_limits_refuse_oversize_files_and_graphs(tmp_path: Path) -> None:
     manifest, artifact, reference = per_feature_classifier()
     for setting, phrase in (
@@ -362,3 +415,50 @@ def test_limits_refuse_oversize_files_and_graphs(tmp_path: Path) -> None:
             assert phrase in response.get_json()["errors"]["artifact"][0]
         finally:
             app.extensions["candor"].store.close()
+
+
+# -- end to end on the real gunicorn -----------------------------------------------------------------------
+@pytest.mark.e2e
+def test_gunicorn_registers_serves_and_refuses_over_its_settings(tmp_path: Path) -> None:
+    """Two gunicorn workers: the ONNX model registered over real HTTP predicts what onnxruntime does,
+    whichever worker loads it, and its SHAP adds up; CANDOR_MAX_ONNX_BYTES (read from the environment)
+    refuses a bigger file."""
+    manifest, artifact, reference = per_feature_classifier()
+    data = tmp_path.resolve()
+    store = Store(data, f"sqlite:///{data}/candor.db")
+    token, _ = store.keys.create("e2e", ["models:write", "explain"])
+    store.close()
+    headers = {"Authorization": f"Bearer {token}"}
+    env = server_env(
+        data, free_port(), CANDOR_WORKERS="2", CANDOR_LOG_LEVEL="warning", CANDOR_MAX_ONNX_BYTES="100000"
+    )
+    with running_gunicorn(env, data / "gunicorn.log") as gunicorn:
+
+        def upload(name: str, body: bytes) -> requests.Response:
+            files = {
+                "manifest": (None, json.dumps({**manifest, "name": name})),
+                "artifact": ("model.onnx", body),
+                "reference": ("reference.parquet", to_parquet(reference)),
+            }
+            return requests.post(f"{gunicorn.base}/v1/models/{name}/versions", files=files, headers=headers)
+
+        response = upload("onnx-e2e", artifact)
+        assert response.status_code == 201, response.text
+        assert response.json()["artifact_sha256"] == hashlib.sha256(artifact).hexdigest()
+        big = upload("onnx-big", artifact + b"\0" * 100_000)
+        assert big.status_code == 422 and big.headers["Content-Type"].startswith(PROBLEM), big.text
+        assert "at most 100000 bytes" in big.json()["errors"]["artifact"][0]
+
+        rows = rows_of("onnx-credit", 20)
+        expected = oracle("onnx-credit").predict_proba(pd.DataFrame(rows))
+        base = f"{gunicorn.base}/v1/models/onnx-e2e/versions/1"
+        for _ in range(4):  # both workers load and answer
+            answer = requests.post(f"{base}/predict", json={"instances": rows}, headers=headers).json()
+            got = [[p["probabilities"][c] for c in manifest["classes"]] for p in answer["predictions"]]
+            np.testing.assert_array_equal(got, expected)
+        body = {"instances": rows[:2], "max_evals": 64, "background_rows": 20}
+        shap_answer = requests.post(f"{base}/explain/shap", json=body, headers=headers)
+        assert shap_answer.status_code == 200, shap_answer.text
+        for result in shap_answer.json()["results"]:
+            total = result["base_value"] + sum(a["attribution"] for a in result["attributions"])
+            assert total == pytest.approx(result["output_value"], abs=1e-9)

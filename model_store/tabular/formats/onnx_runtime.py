@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 from sklearn.base import ClassifierMixin, RegressorMixin
 
-from model_store.errors import InvalidInput, InvalidManifest
+from model_store.errors import ExplainerFailed, InvalidManifest
 from model_store.tabular.formats.base import LoadedEstimator
 from model_store.tabular.formats.onnx_checks import refuse
 
@@ -41,8 +41,8 @@ class OnnxSession:
     def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[Any]:
         try:
             return list(self.session.run(outputs, feeds))
-        except Exception as exc:  # a graph that cannot score these rows (shape or type clash at run time)
-            raise InvalidInput.field("instances", "The ONNX model cannot score these rows.") from exc
+        except Exception as exc:  # a graph that fails on validated rows (a shape or type clash inside it)
+            raise ExplainerFailed("The ONNX model failed on these rows.") from exc
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (OnnxSession, (self.artifact,))
