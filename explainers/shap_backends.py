@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import shap
 
+from explainers.batched_permutation import permutation_shap
 from explainers.path_table import PathTable, TableTooLarge
 from explainers.raw_codec import RawCodec
 from model_store.errors import InvalidInput
@@ -213,12 +214,21 @@ class PermutationBackend(_AgnosticBackend):
         rows = self.codec.encode(self.model.frame(records))
         n_features = rows.shape[1]
         evals = max(max_evals, 2 * n_features + 1)
+        if self.model.calls_are_round_trips:
+            values, base = permutation_shap(self.predict, rows, self.background, evals, seed)
+            return _as_outputs(self.model, self.space, values, base, len(rows))
         masker = shap.maskers.Independent(self.background, max_samples=len(self.background))
         with GLOBAL_RNG_LOCK:
             explainer = shap.PermutationExplainer(self.predict, masker, seed=seed)
             result = explainer(rows, max_evals=evals, silent=True)
         values, base = _as_outputs(self.model, self.space, result.values, result.base_values, len(rows))
         return values, base
+
+    def params(self) -> dict[str, Any]:
+        params = super().params()
+        if self.model.calls_are_round_trips:
+            params["implementation"] = "batched"
+        return params
 
 
 class KernelBackend(_AgnosticBackend):

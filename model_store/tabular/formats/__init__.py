@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from model_store.errors import InvalidManifest
 from model_store.manifest import Manifest
-from model_store.tabular.formats import skops_format
+from model_store.tabular.formats import remote_format, skops_format
 from model_store.tabular.formats.base import ArtifactFormat
 
 FORMATS: dict[str, ArtifactFormat] = {
     "skops": skops_format.FORMAT,
+    "remote": remote_format.FORMAT,
 }
 
 
