@@ -1,11 +1,12 @@
 """shap's permutation explainer (``shap.PermutationExplainer`` with an Independent masker and the identity
-link, no main effects) with every masked row of many permutations and instances evaluated in a few large
-calls of the model, for models where each call is a round trip (a remote predictor). shap evaluates one
+link, no main effects) with the distinct masked rows of many permutations and instances evaluated in a few
+large calls of the model, for models where each call is a round trip (a remote predictor). shap evaluates one
 permutation per call (``max_evals / (2 k + 1)`` calls per instance).
 
-The same permutations are drawn in the same order as shap draws them (NumPy's legacy generator seeded with
-``seed``, one in-place shuffle of the varying features per permutation), so the attributions equal shap's
-up to floating-point summation order.
+Each row's permutations are drawn as shap draws a one-row request's (NumPy's legacy generator seeded with
+``seed``, one in-place shuffle of the varying features per permutation), so a one-row request's
+attributions equal shap's up to floating-point summation order. shap draws the rows of a longer request
+from one generator in turn; here every row gets what it alone gets, so a job computes a chunk in one call.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 
 MAX_ROWS_PER_CALL = 100_000
 """Masked rows evaluated per call of the model (more instances are split into more calls)."""
@@ -36,8 +38,7 @@ def permutation_shap(
     predict: Predict, rows: np.ndarray, background: np.ndarray, max_evals: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Attributions (rows, features, outputs) and base values (rows, outputs), as shap computes them."""
-    generator = np.random.RandomState(seed)
-    plans = [_plan(row, background, max_evals, generator) for row in rows]
+    plans = [_plan(row, background, max_evals, np.random.RandomState(seed)) for row in rows]
     means = _evaluate(predict, plans, background)
     values, base = [], []
     for plan, outputs in zip(plans, means, strict=True):
@@ -91,11 +92,21 @@ def _evaluate(predict: Predict, plans: list[_Plan], background: np.ndarray) -> l
         for plan in group:
             masks = _masks(plan, n_features)
             blocks.append(np.where(masks[:, None, :], plan.row[None, None, :], background[None, :, :]))
-        outputs = np.asarray(predict(np.concatenate(blocks).reshape(-1, n_features)), dtype=float)
+        unique, inverse = _unique_rows(np.concatenate(blocks).reshape(-1, n_features))
+        outputs = np.asarray(predict(unique), dtype=float)[inverse]
         outputs = outputs.reshape(states, n_background, -1).mean(axis=1)
         offsets = np.cumsum([0] + [plan.states for plan in group])
         out.extend(outputs[offsets[i] : offsets[i + 1]] for i in range(len(group)))
     return out
+
+
+def _unique_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct row once, and where each row is among them (most masked rows repeat: a feature switched
+    on where a background row already has the instance's value, or the same few features left off)."""
+    frame = pd.DataFrame(matrix)
+    inverse = frame.groupby(list(frame.columns), sort=False, dropna=False).ngroup().to_numpy()
+    _, first = np.unique(inverse, return_index=True)
+    return matrix[first], inverse
 
 
 def _attributions(plan: _Plan, outputs: np.ndarray, n_features: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 import requests
@@ -150,13 +151,26 @@ def test_permutation_shap_and_counterfactuals_equal_the_local_model(
     ok(register(client, writer, local, frame, dump_skops(pipeline)))
     sent = rows(frame, 4)
 
-    body = {"instances": sent, "algorithm": "permutation", "seed": 3, "max_evals": 200}
-    remote = ok(client.post("/v1/models/tiny-remote/versions/1/explain/shap", json=body, headers=explain))
-    held = ok(client.post("/v1/models/tiny-local/versions/1/explain/shap", json=body, headers=explain))
-    assert remote["method"]["algorithm"] == held["method"]["algorithm"] == "permutation"
-    assert remote["method"]["params"]["implementation"] == "batched"
+    options = {"algorithm": "permutation", "seed": 3, "max_evals": 200}
+    shap_remote, shap_local = [], []
+    for row in sent:  # shap draws a longer request's rows from one generator in turn; here each its own
+        body = {"instances": [row], **options}
+        remote = ok(client.post("/v1/models/tiny-remote/versions/1/explain/shap", json=body, headers=explain))
+        held = ok(client.post("/v1/models/tiny-local/versions/1/explain/shap", json=body, headers=explain))
+        assert remote["method"]["algorithm"] == held["method"]["algorithm"] == "permutation"
+        assert remote["method"]["params"]["implementation"] == "batched"
+        shap_remote += remote["results"]
+        shap_local += held["results"]
     # OOD scores are computed on the encoded rows: category codes here, one-hot columns in the Pipeline
-    assert_close(without_ood(remote["results"]), without_ood(held["results"]))
+    assert_close(without_ood(shap_remote), without_ood(shap_local))
+    together = ok(
+        client.post(
+            "/v1/models/tiny-remote/versions/1/explain/shap",
+            json={"instances": sent, **options},
+            headers=explain,
+        )
+    )
+    assert_close(together["results"], shap_remote)
 
     declined = [r for r in rows(frame, 40) if pipeline.predict(pd.DataFrame([r]))[0] == "no"][:3]
     body = {"instances": declined, "seed": 5, "total_cfs": 2}
@@ -344,3 +358,65 @@ def test_registration_needs_an_answering_predictor(
     bad_endpoint = remote_manifest("tiny-remote", endpoint="lower-case")
     refused = register(client, writer, bad_endpoint, frame)
     assert refused.status_code == 422 and "manifest.predictor.endpoint" in refused.get_json()["errors"]
+
+
+def test_a_job_on_a_remote_model_asks_the_predictor_per_chunk_not_per_row(
+    monkeypatch: pytest.MonkeyPatch,
+    app: Flask,
+    client: FlaskClient,
+    keys: dict[str, str],
+    fitted: tuple[pd.DataFrame, Pipeline],
+    v1_server: str,
+) -> None:
+    from distributed import Client
+
+    from api.jobs.cluster import local_cluster
+    from api.jobs.runner import Runner
+    from api.settings import Settings
+    from model_store.audit import RecordFilter
+
+    frame, _ = fitted
+    monkeypatch.setenv("CANDOR_PREDICTOR_TINY_URL", v1_server)  # before the cluster: its workers read it
+    ok(register(client, keys["models:write"], remote_manifest("tiny-remote", "v1"), frame))
+    token = keys["explain"]
+    sent = frame[FEATURES].iloc[:30]
+    options = {"algorithm": "permutation", "max_evals": 50, "seed": 2}
+    form = {
+        "model": "tiny-remote",
+        "version": "1",
+        "kind": "shap",
+        "options": json.dumps(options),
+        "file": (io.BytesIO(sent.to_csv(index=False).encode()), "rows.csv"),
+    }
+    submitted = client.post("/v1/jobs", data=form, headers=bearer(token), content_type="multipart/form-data")
+    assert submitted.status_code == 202, submitted.get_data(as_text=True)
+    job = submitted.get_json()
+    before = posts(v1_server)
+    context = app.extensions["candor"]
+    with local_cluster(Settings.load({"dask_workers": 1}, environ={})) as cluster, Client(cluster) as dask:
+        assert Runner(context.settings, store=context.store).run(once=True, client=dask) == 1
+    requests_sent = posts(v1_server) - before
+    status = ok(client.get(f"/v1/jobs/{job['id']}", headers=bearer(token)))
+    assert status["status"] == "succeeded" and status["progress"]["errors"] == 0, status
+    chunks = status["progress"]["chunks_total"]
+    # per chunk: the masked rows of all its rows (30 x 7 permutations x 7 states x 100 background rows: two
+    # requests of at most 100,000 rows), then their outputs and probabilities; not per row
+    assert 1 <= requests_sent <= 4 * chunks and requests_sent <= len(sent) / 5, (requests_sent, chunks)
+
+    lines = [
+        orjson.loads(x)
+        for x in client.get(f"/v1/jobs/{job['id']}/result", headers=bearer(token)).data.splitlines()
+    ]
+    alone = ok(
+        client.post(
+            "/v1/models/tiny-remote/versions/1/explain/shap",
+            json={"instances": rows(frame, 1, start=17), **options},
+            headers=bearer(token),
+        )
+    )
+    assert_close(lines[17]["result"], alone["results"][0], "row 17")
+    records = [
+        r for r in context.store.audit.stream(RecordFilter()) if r["source"].get("job_id") == job["id"]
+    ]
+    assert len(records) == 30
+    assert all(r["remote"] == {"protocol": "v1", "endpoint": "TINY", "model": REMOTE_NAME} for r in records)
