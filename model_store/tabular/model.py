@@ -46,7 +46,8 @@ class TabularModel:
     @property
     def calls_are_round_trips(self) -> bool:
         """Whether each call of the model is a request to a predictor elsewhere (``format: remote``):
-        explainers then evaluate many rows per call."""
+        explainers then evaluate many rows per call. Such a model reads the manifest's codes
+        (``formats.codes``): its encoded matrix is the raw features, categories as their index."""
         return self.manifest.format == "remote"
 
     # -- inputs -------------------------------------------------------------------------------------------
