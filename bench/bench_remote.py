@@ -13,7 +13,9 @@ Run from the repository root: ``.venv/bin/python bench/bench_remote.py [--quick]
   method ``random``, seed 0) on the first 5 declined applications in one request. Every call is recorded, as
   over HTTP. One untimed warm-up per side, then the sides alternate call by call; medians.
 - Predictor requests per explanation: the ``requests`` the record of each remote explanation states (the
-  explanation's computation; the record's answer for the explained rows is one more).
+  explanation's computation; the record's answer for the explained rows is one more). Waiting for the
+  predictor: the time the client spent in those requests and the record's (sending, the predictor's work,
+  receiving), measured around the requests (``model_store.predictors.counting_calls``).
 Prints a markdown table; writes ``bench/results/remote.json``.
 """
 
@@ -43,6 +45,7 @@ from predictor_servers import running_mlserver  # noqa: E402
 from api.demo import LOAN_TARGET, loan_model  # noqa: E402
 from api.http.app import create_app  # noqa: E402
 from model_store.manifest import parse_manifest  # noqa: E402
+from model_store.predictors import counting_calls  # noqa: E402
 from model_store.reference import to_parquet  # noqa: E402
 from model_store.safe_load import dump_skops  # noqa: E402
 
@@ -99,11 +102,13 @@ def run(app: Any, manifest: dict[str, Any], pipeline: Any, features: Any, repeat
     figures: dict[str, Any] = {"date": dt.date.today().isoformat(), "machine": machine(), "repeats": repeats}
     for method, body in bodies.items():
         times: dict[str, list[float]] = {"loan-local": [], "loan-remote": []}
-        requests_per_explanation = []
+        requests_per_explanation: list[int] = []
+        waiting: list[float] = []
         for attempt in range(repeats + 1):
             for name in times:
                 url = f"/v1/models/{name}/versions/1/explain/{method}"
-                seconds, response = timed(partial(client.post, url, json=body, headers=headers))
+                with counting_calls() as tally:
+                    seconds, response = timed(partial(client.post, url, json=body, headers=headers))
                 if response.status_code != 200:
                     raise SystemExit(
                         f"{name} {method}: {response.status_code} {response.get_data(as_text=True)}"
@@ -112,6 +117,7 @@ def run(app: Any, manifest: dict[str, Any], pipeline: Any, features: Any, repeat
                     continue  # the warm-up
                 times[name].append(seconds)
                 if name == "loan-remote":
+                    waiting.append(tally.seconds)
                     record = store.audit.get(orjson.loads(response.data)["id"])
                     requests_per_explanation.append(record["remote"]["requests"])
         held, served = statistics.median(times["loan-local"]), statistics.median(times["loan-remote"])
@@ -121,6 +127,7 @@ def run(app: Any, manifest: dict[str, Any], pipeline: Any, features: Any, repeat
             "remote_s": round(served, 4),
             "ratio": round(served / held, 3),
             "predictor_requests_per_explanation": statistics.median(requests_per_explanation),
+            "waiting_for_predictor_s": round(statistics.median(waiting), 4),
         }
     return figures
 
@@ -128,14 +135,14 @@ def run(app: Any, manifest: dict[str, Any], pipeline: Any, features: Any, repeat
 def table(figures: dict[str, Any]) -> str:
     lines = [
         "| method | rows | in-process (skops) s | remote (MLServer V2) s | ratio (<= 1.5) "
-        "| predictor requests |",
-        "|---|---|---|---|---|---|",
+        "| predictor requests | waiting for the predictor s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method in ("shap", "counterfactuals"):
         f = figures[method]
         lines.append(
             f"| {method} | {f['rows']} | {f['in_process_s']} | {f['remote_s']} | {f['ratio']} | "
-            f"{f['predictor_requests_per_explanation']} |"
+            f"{f['predictor_requests_per_explanation']} | {f['waiting_for_predictor_s']} |"
         )
     return "\n".join(lines)
 

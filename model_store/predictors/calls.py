@@ -22,6 +22,8 @@ class Tally:
         """Requests sent (every attempt, retries included)."""
         self.rows = 0
         """Rows the predictor answered."""
+        self.seconds = 0.0
+        """Time spent in requests answered (sending the body, the predictor's work, receiving)."""
 
 
 _current: contextvars.ContextVar[tuple[Tally, ...]] = contextvars.ContextVar("predictor_tally", default=())
@@ -42,9 +44,11 @@ def record_retry(endpoint: str) -> None:
     CALLS.labels(endpoint, "retried").inc()
 
 
-def record_call(endpoint: str, outcome: str, rows: int = 0) -> None:
-    """One request sent, answered ``ok`` (``rows`` rows), or failed (``error``, ``timeout``)."""
+def record_call(endpoint: str, outcome: str, rows: int = 0, seconds: float = 0.0) -> None:
+    """One request sent, answered ``ok`` (``rows`` rows), or failed (``error``, ``timeout``), after
+    ``seconds``."""
     CALLS.labels(endpoint, outcome).inc()
     for tally in _current.get():
         tally.requests += 1
         tally.rows += rows
+        tally.seconds += seconds

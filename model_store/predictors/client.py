@@ -97,6 +97,7 @@ class PredictorClient:
 
     def _attempt(self, body: bytes, rows: int) -> Any:
         name = self.endpoint.name
+        started = time.perf_counter()
         try:
             response = self.session.post(self.url, data=body, timeout=self.endpoint.timeout)
         except requests.ConnectionError as exc:
@@ -117,7 +118,7 @@ class PredictorClient:
         if response.status_code != 200:
             record_call(name, "error")
             raise self._failed(f"answered {response.status_code}")
-        record_call(name, "ok", rows)
+        record_call(name, "ok", rows, time.perf_counter() - started)
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
