@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,89 +18,27 @@ import requests
 from cf_oracles import feature_rules, violations
 from flask import Flask
 from flask.testing import FlaskClient
-from predictor_servers import free_port, posts, running_mlserver, running_stub
+from predictor_servers import posts
+from remote_fixtures import (  # noqa: F401 (fixtures)
+    FEATURES,
+    REMOTE_NAME,
+    assert_close,
+    bearer,
+    fitted_fixture,
+    mlserver_fixture,
+    ok,
+    proba_of,
+    register,
+    regressor_fixture,
+    remote_manifest,
+    rows,
+    v1_server_fixture,
+    without_ood,
+)
 from sklearn.pipeline import Pipeline
-from tiny_models import tiny_frame, tiny_manifest, tiny_pipeline
+from tiny_models import tiny_manifest
 
-from model_store.manifest import parse_manifest
-from model_store.reference import to_parquet
 from model_store.safe_load import dump_skops
-
-PROBLEM = "application/problem+json"
-FEATURES = ["size", "colour", "weight"]
-REMOTE_NAME = "tiny-sklearn"
-
-
-@pytest.fixture(scope="module")
-def fitted() -> tuple[pd.DataFrame, Pipeline]:
-    frame = tiny_frame(200)
-    return frame, tiny_pipeline(frame)
-
-
-@pytest.fixture(scope="module")
-def mlserver(
-    tmp_path_factory: pytest.TempPathFactory, fitted: tuple[pd.DataFrame, Pipeline]
-) -> Iterator[str]:
-    with running_mlserver(tmp_path_factory.mktemp("mlserver"), {REMOTE_NAME: fitted[1]}) as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def v1_server(
-    tmp_path_factory: pytest.TempPathFactory, fitted: tuple[pd.DataFrame, Pipeline]
-) -> Iterator[str]:
-    import joblib
-
-    path = tmp_path_factory.mktemp("v1") / "model.joblib"
-    joblib.dump(fitted[1], path)
-    with running_stub("v1", path) as base:
-        yield base
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def remote_manifest(name: str, protocol: str = "v2", endpoint: str = "TINY") -> dict[str, Any]:
-    manifest = tiny_manifest(name)
-    manifest["features"][1]["categories"] = ["blue", "green", "red"]
-    manifest["format"] = "remote"
-    manifest["predictor"] = {"protocol": protocol, "model": REMOTE_NAME, "endpoint": endpoint}
-    return manifest
-
-
-def register(
-    client: FlaskClient,
-    token: str,
-    manifest: dict[str, Any],
-    frame: pd.DataFrame,
-    artifact: bytes | None = None,
-) -> Any:
-    data: dict[str, Any] = {
-        "manifest": json.dumps(manifest),
-        "reference": (io.BytesIO(to_parquet(frame[FEATURES])), "reference.parquet"),
-    }
-    if artifact is not None:
-        data["artifact"] = (io.BytesIO(artifact), "model.skops")
-    return client.post(
-        f"/v1/models/{manifest['name']}/versions",
-        data=data,
-        headers=bearer(token),
-        content_type="multipart/form-data",
-    )
-
-
-def rows(frame: pd.DataFrame, n: int, start: int = 0) -> list[dict[str, Any]]:
-    return json.loads(frame[FEATURES].iloc[start : start + n].to_json(orient="records"))
-
-
-def ok(response: Any) -> dict[str, Any]:
-    assert response.status_code in (200, 201), response.get_data(as_text=True)
-    return response.get_json()
-
-
-def proba_of(predictions: list[dict[str, Any]]) -> np.ndarray:
-    return np.array([[p["probabilities"]["no"], p["probabilities"]["yes"]] for p in predictions])
 
 
 @pytest.mark.parametrize("protocol", ["v2", "v1"])
@@ -132,6 +69,32 @@ def test_a_remote_model_answers_as_the_model_itself(
     np.testing.assert_allclose(proba_of(answer["predictions"]), expected, rtol=0, atol=1e-12)
     labels = [p["label"] for p in answer["predictions"]]
     assert labels == list(pipeline.predict(pd.DataFrame(sent)))
+
+
+def test_a_remote_regressor_answers_its_values(
+    monkeypatch: pytest.MonkeyPatch,
+    client: FlaskClient,
+    keys: dict[str, str],
+    fitted: tuple[pd.DataFrame, Pipeline],
+    regressor: Pipeline,
+    mlserver: str,
+) -> None:
+    frame, _ = fitted
+    monkeypatch.setenv("CANDOR_PREDICTOR_TINY_URL", mlserver)
+    manifest = remote_manifest("tiny-remote-regressor")
+    del manifest["classes"], manifest["favourable_class"]
+    manifest.update(task="regression", target="score")
+    manifest["predictor"]["model"] = "tiny-regressor"
+    ok(register(client, keys["models:write"], manifest, frame))
+    sent = rows(frame, 20)
+    url = "/v1/models/tiny-remote-regressor/versions/1/predict"
+    answer = ok(client.post(url, json={"instances": sent}, headers=bearer(keys["explain"])))
+    values = [p["value"] for p in answer["predictions"]]
+    np.testing.assert_allclose(values, regressor.predict(pd.DataFrame(sent)), rtol=0, atol=1e-12)
+    body = {"instances": sent[:2], "algorithm": "permutation", "max_evals": 50}
+    shap_url = "/v1/models/tiny-remote-regressor/versions/1/explain/shap"
+    explained = ok(client.post(shap_url, json=body, headers=bearer(keys["explain"])))
+    assert explained["quality"]["additivity_ok"] is True
 
 
 def test_permutation_shap_and_counterfactuals_equal_the_local_model(
@@ -189,26 +152,6 @@ def test_permutation_shap_and_counterfactuals_equal_the_local_model(
             assert violations(query, cf, rules, FEATURES, {}) == []
     rescored = v2_infer(mlserver, [cf for found in found_remote for cf in found])
     assert (rescored[:, 1] > 0.5).all(), rescored
-
-
-def without_ood(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in result.items() if k != "ood"} for result in results]
-
-
-def assert_close(got: Any, expected: Any, path: str = "results") -> None:
-    """The same JSON structure, numbers within 1e-9 (floating summation order), everything else equal."""
-    if isinstance(expected, dict):
-        assert isinstance(got, dict) and set(got) == set(expected), path
-        for key in expected:
-            assert_close(got[key], expected[key], f"{path}.{key}")
-    elif isinstance(expected, list):
-        assert isinstance(got, list) and len(got) == len(expected), path
-        for index, (a, b) in enumerate(zip(got, expected, strict=True)):
-            assert_close(a, b, f"{path}.{index}")
-    elif isinstance(expected, float) and not isinstance(expected, bool):
-        assert got == pytest.approx(expected, rel=0, abs=1e-9), path
-    else:
-        assert got == expected, path
 
 
 def v2_infer(base: str, instances: list[dict[str, Any]]) -> np.ndarray:
@@ -276,88 +219,6 @@ def test_records_of_local_models_have_no_remote_part(
     )
     record = ok(client.get(f"/v1/explanations/{envelope['id']}", headers=bearer(keys["audit:read"])))
     assert "remote" not in record
-
-
-FAULTS = {
-    # mode: (status, words in the detail, POSTs the predictor receives with 2 retries)
-    "slow": (504, "did not answer in 0.5 s", 1),
-    "error": (502, "answered 503", 3),
-    "shape": (502, "answered the wrong shape: predictions are not 2 numbers per row", 1),
-}
-
-
-@pytest.mark.parametrize("mode", [*FAULTS, "unreachable"])
-def test_a_failing_predictor_is_a_502_or_504_and_nothing_is_recorded(
-    mode: str,
-    monkeypatch: pytest.MonkeyPatch,
-    app: Flask,
-    client: FlaskClient,
-    keys: dict[str, str],
-    fitted: tuple[pd.DataFrame, Pipeline],
-    v1_server: str,
-) -> None:
-    frame, _ = fitted
-    monkeypatch.setenv("CANDOR_PREDICTOR_TINY_URL", v1_server)
-    store = app.extensions["candor"].store
-    # registered here, not over HTTP (whose answer loads the model, reading the endpoint's settings then)
-    manifest = parse_manifest(remote_manifest("tiny-remote", "v1"))
-    store.registry.register_tabular(manifest, None, to_parquet(frame[FEATURES]))
-    monkeypatch.setenv("CANDOR_PREDICTOR_TINY_TIMEOUT", "0.5")
-    monkeypatch.setenv("CANDOR_PREDICTOR_TINY_RETRIES", "2")
-    before = store.audit.count()
-    body = {"instances": rows(frame, 2), "algorithm": "permutation", "max_evals": 50}
-    url = "/v1/models/tiny-remote/versions/1/explain/shap"
-    if mode == "unreachable":
-        monkeypatch.setenv("CANDOR_PREDICTOR_TINY_URL", f"http://127.0.0.1:{free_port()}")
-        status, words, expected_posts = 502, "could not be reached", None
-        response = client.post(url, json=body, headers=bearer(keys["explain"]))
-    else:
-        status, words, expected_posts = FAULTS[mode]
-        with running_stub(mode) as base:
-            monkeypatch.setenv("CANDOR_PREDICTOR_TINY_URL", base)
-            response = client.post(url, json=body, headers=bearer(keys["explain"]))
-            received = posts(base)
-        assert received == expected_posts, response.get_data(as_text=True)
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM
-    problem = response.get_json()
-    assert problem["detail"].startswith(f"The predictor TINY ({REMOTE_NAME}) ")
-    assert words in problem["detail"] and "127.0.0.1" not in problem["detail"]
-    assert problem["type"].endswith("predictor-timeout" if status == 504 else "predictor-failed")
-    assert store.audit.count() == before
-
-
-def test_registration_needs_an_answering_predictor(
-    monkeypatch: pytest.MonkeyPatch,
-    client: FlaskClient,
-    keys: dict[str, str],
-    fitted: tuple[pd.DataFrame, Pipeline],
-) -> None:
-    frame, _ = fitted
-    writer = keys["models:write"]
-    monkeypatch.setenv("CANDOR_PREDICTOR_TINY_URL", f"http://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("CANDOR_PREDICTOR_TINY_RETRIES", "0")
-    refused = register(client, writer, remote_manifest("tiny-remote"), frame)
-    assert refused.status_code == 502 and refused.mimetype == PROBLEM, refused.get_data(as_text=True)
-    assert client.get("/v1/models/tiny-remote", headers=bearer(keys["explain"])).status_code == 404
-    monkeypatch.delenv("CANDOR_PREDICTOR_TINY_URL")
-    unset = register(client, writer, remote_manifest("tiny-remote"), frame)
-    assert unset.status_code == 503 and "CANDOR_PREDICTOR_TINY_URL" in unset.get_json()["detail"]
-
-    with_artifact = register(client, writer, remote_manifest("tiny-remote"), frame, b"not a model")
-    assert with_artifact.status_code == 422 and "artifact" in with_artifact.get_json()["errors"]
-    no_artifact = tiny_manifest("tiny-local")
-    missing = register(client, writer, no_artifact, frame)
-    assert missing.status_code == 422 and "artifact" in missing.get_json()["errors"]
-    for wrong in ({"format": "remote"}, {"predictor": {"protocol": "v2", "model": "m", "endpoint": "TINY"}}):
-        manifest = {**tiny_manifest("tiny-remote"), **wrong}
-        refused = register(client, writer, manifest, frame)
-        assert refused.status_code == 422 and "manifest.predictor" in refused.get_json()["errors"], (
-            refused.get_json()
-        )
-    bad_endpoint = remote_manifest("tiny-remote", endpoint="lower-case")
-    refused = register(client, writer, bad_endpoint, frame)
-    assert refused.status_code == 422 and "manifest.predictor.endpoint" in refused.get_json()["errors"]
 
 
 def test_a_job_on_a_remote_model_asks_the_predictor_per_chunk_not_per_row(
