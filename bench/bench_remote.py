@@ -49,8 +49,6 @@ from model_store.predictors import counting_calls  # noqa: E402
 from model_store.reference import to_parquet  # noqa: E402
 from model_store.safe_load import dump_skops  # noqa: E402
 
-LIMIT = 1.5
-
 
 def main() -> int:
     parser = argparse.ArgumentParser()
