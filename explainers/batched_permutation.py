@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 MAX_ROWS_PER_CALL = 100_000
-"""Masked rows evaluated per call of the model (more instances are split into more calls)."""
+"""Distinct masked rows evaluated per call of the model (more instances are split into more calls)."""
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -76,27 +76,30 @@ def _masks(plan: _Plan, n_features: int) -> np.ndarray:
 
 
 def _evaluate(predict: Predict, plans: list[_Plan], background: np.ndarray) -> list[np.ndarray]:
-    """Per plan, the model's mean output over the background in each state, (states, outputs)."""
+    """Per plan, the model's mean output over the background in each state, (states, outputs): each plan's
+    distinct masked rows, as many plans' together per call as ``MAX_ROWS_PER_CALL`` allows."""
     n_background, n_features = background.shape
-    per_call = max(1, MAX_ROWS_PER_CALL // n_background)
+    distinct = []
+    for plan in plans:
+        masks = _masks(plan, n_features)
+        masked = np.where(masks[:, None, :], plan.row[None, None, :], background[None, :, :])
+        distinct.append(_unique_rows(masked.reshape(-1, n_features)))
     out: list[np.ndarray] = []
     start = 0
     while start < len(plans):
-        group: list[_Plan] = []
-        states = 0
-        while start < len(plans) and (not group or states + plans[start].states <= per_call):
-            group.append(plans[start])
-            states += plans[start].states
-            start += 1
-        blocks = []
-        for plan in group:
-            masks = _masks(plan, n_features)
-            blocks.append(np.where(masks[:, None, :], plan.row[None, None, :], background[None, :, :]))
-        unique, inverse = _unique_rows(np.concatenate(blocks).reshape(-1, n_features))
-        outputs = np.asarray(predict(unique), dtype=float)[inverse]
-        outputs = outputs.reshape(states, n_background, -1).mean(axis=1)
-        offsets = np.cumsum([0] + [plan.states for plan in group])
-        out.extend(outputs[offsets[i] : offsets[i + 1]] for i in range(len(group)))
+        end, rows = start + 1, len(distinct[start][0])
+        while end < len(plans) and rows + len(distinct[end][0]) <= MAX_ROWS_PER_CALL:
+            rows += len(distinct[end][0])
+            end += 1
+        outputs = np.asarray(
+            predict(np.concatenate([unique for unique, _ in distinct[start:end]])), dtype=float
+        )
+        offset = 0
+        for plan, (unique, inverse) in zip(plans[start:end], distinct[start:end], strict=True):
+            mine = outputs[offset : offset + len(unique)][inverse]
+            out.append(mine.reshape(plan.states, n_background, -1).mean(axis=1))
+            offset += len(unique)
+        start = end
     return out
 
 
