@@ -20,10 +20,14 @@ BERTVIZ := bertviz==1.4.1
 # dice-ml requires the full xgboost wheel and with it ~700 MB of CUDA libraries; its other requirements are in
 # pyproject.toml, with xgboost-cpu (the same `xgboost` module, 6 MB).
 DICE := dice-ml==0.12
+# MLServer 1.7.1 with its scikit-learn runtime, the real V2 predictor the remote-model tests and bench start: its
+# pins clash with Candor's, so it has its own environment (tests/mlserver_env.sh, tests/mlserver-constraints.txt).
+MLSERVER_VENV ?= .venv-mlserver
+MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 PYTEST_ARGS ?=
 
-.PHONY: help venv install run test lint fmt typecheck dockerlint pytest bench openapi clean distclean
+.PHONY: help venv install mlserver run test lint fmt typecheck dockerlint pytest bench openapi clean distclean
 
 help:
 	@echo "make run        install, build the demo models, ensure a demo key, serve on 127.0.0.1:8000"
@@ -33,6 +37,7 @@ help:
 	@echo "make bench      run the benchmarks in bench/ (SHAP, counterfactuals, text, batch jobs, XGBoost)"
 	@echo "make openapi    write openapi.yaml"
 	@echo "make venv       create $(VENV) and install the project with its dev extras"
+	@echo "make mlserver   create $(MLSERVER_VENV): MLServer for the remote-model tests and bench"
 	@echo "make clean      remove caches and build artifacts (distclean also removes $(VENV))"
 
 venv install: $(STAMP)
@@ -49,6 +54,11 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	# The offline verifier's wheels, for tests/test_offline_verify.py's clean-venv install (no network there).
 	$(PIP) download $(PIP_FLAGS) --only-binary=:all: -d .cache/wheels cryptography==51.0.1 cffi==2.1.1 pycparser==3.12
 	touch $@
+
+$(MLSERVER_STAMP): tests/mlserver_env.sh tests/mlserver-constraints.txt
+	PYTHON=$(PYTHON) MLSERVER_VENV=$(MLSERVER_VENV) bash tests/mlserver_env.sh
+
+mlserver: $(MLSERVER_STAMP)
 
 # One job runner beside gunicorn; it is stopped (and gives its job back to the queue) when gunicorn stops.
 run: $(STAMP)
@@ -68,17 +78,17 @@ $(VENV)/bin/hadolint Dockerfile
 endef
 
 define PYTEST_RECIPE
-$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+CANDOR_TEST_MLSERVER_VENV=$(MLSERVER_VENV) $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 endef
 
-test: $(STAMP)
+test: $(STAMP) $(MLSERVER_STAMP)
 	$(LINT_RECIPE)
 	$(PYTEST_RECIPE)
 
 lint: $(STAMP)
 	$(LINT_RECIPE)
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(MLSERVER_STAMP)
 	$(PYTEST_RECIPE)
 
 fmt: $(STAMP)
@@ -91,7 +101,7 @@ typecheck: $(STAMP)
 dockerlint: $(STAMP)
 	$(VENV)/bin/hadolint Dockerfile
 
-bench: $(STAMP)
+bench: $(STAMP) $(MLSERVER_STAMP)
 	$(PY) bench/bench_shap.py
 	$(PY) bench/bench_counterfactuals.py
 	$(PY) bench/bench_text.py
@@ -101,6 +111,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_rejections.py
 	$(PY) bench/bench_trees.py
 	$(PY) bench/bench_onnx.py
+	CANDOR_TEST_MLSERVER_VENV=$(MLSERVER_VENV) $(PY) bench/bench_remote.py
 
 openapi: $(STAMP)
 	$(VENV)/bin/candor openapi > openapi.yaml.tmp
@@ -112,4 +123,4 @@ clean:
 	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 | xargs -0r rm -rf
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MLSERVER_VENV)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import shap
 
+from explainers.batched_permutation import permutation_shap
 from explainers.path_table import PathTable, TableTooLarge
 from explainers.raw_codec import RawCodec
 from model_store.errors import InvalidInput
@@ -268,12 +269,26 @@ class PermutationBackend(_AgnosticBackend):
         rows = self.codec.encode(self.model.frame(records))
         n_features = rows.shape[1]
         evals = max(max_evals, 2 * n_features + 1)
+        if self.model.calls_are_round_trips:
+            values, base = permutation_shap(self.predict_codes, rows, self.background, evals, seed)
+            return _as_outputs(self.model, self.space, values, base, len(rows))
         masker = shap.maskers.Independent(self.background, max_samples=len(self.background))
         with GLOBAL_RNG_LOCK:
             explainer = shap.PermutationExplainer(self.predict, masker, seed=seed)
             result = explainer(rows, max_evals=evals, silent=True)
         values, base = _as_outputs(self.model, self.space, result.values, result.base_values, len(rows))
         return values, base
+
+    def predict_codes(self, matrix: np.ndarray) -> np.ndarray:
+        """``predict`` for a model behind the manifest's codes (``formats.codes``: a remote model), which
+        reads this matrix as it is (categories as their index, in manifest order)."""
+        return self.model.output_matrix(self.space, matrix)
+
+    def params(self) -> dict[str, Any]:
+        params = super().params()
+        if self.model.calls_are_round_trips:
+            params["implementation"] = "batched"
+        return params
 
 
 class KernelBackend(_AgnosticBackend):

@@ -14,6 +14,8 @@ path or stack trace is ever put into these messages.
     │   └── VersionNotFound (404)
     ├── Conflict (409)
     ├── IntegrityError (500: a stored artifact no longer matches its sha256)
+    ├── PredictorFailed (502: a remote model's predictor failed or answered wrongly)
+    │   └── PredictorTimeout (504)
     └── ExplainerFailed (500 by default; adapters translate library errors into this)
 """
 
@@ -31,6 +33,8 @@ __all__ = [
     "InvalidManifest",
     "ModelNotFound",
     "NotFound",
+    "PredictorFailed",
+    "PredictorTimeout",
     "UnsafeArtifact",
     "VersionNotFound",
 ]
@@ -113,6 +117,21 @@ class IntegrityError(CandorError):
     status = 500
     title = "Stored artifact failed its integrity check"
     type_slug = "artifact-integrity"
+
+
+class PredictorFailed(CandorError):
+    """A remote model's predictor could not be reached, failed, or answered something unusable; the detail
+    names the endpoint, never its URL or credentials."""
+
+    status = 502
+    title = "Predictor failed"
+    type_slug = "predictor-failed"
+
+
+class PredictorTimeout(PredictorFailed):
+    status = 504
+    title = "Predictor timed out"
+    type_slug = "predictor-timeout"
 
 
 class ExplainerFailed(CandorError):

@@ -24,6 +24,10 @@ ARTIFACT_FORMATS = ("skops", "xgboost", "lightgbm", "onnx", "remote")
 """How a tabular version's model is stored (``model_store.tabular.formats`` loads each)."""
 
 Category = str | int
+PROTOCOLS = ("v1", "v2")
+PREDICTOR_INPUTS = ("columns", "tensor")
+ENDPOINT_PATTERN = r"^[A-Z][A-Z0-9_]{0,31}$"
+REMOTE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +46,25 @@ class FeatureSpec:
     protected: bool = False
     missing: bool = False
     """Numeric features only: a row may leave the value out (``null``; NaN in reference data)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictorSpec:
+    """A model served elsewhere (``format: remote``); its URL, timeout and auth header come from the
+    environment (``CANDOR_PREDICTOR_<ENDPOINT>_*``), never from the manifest."""
+
+    protocol: Literal["v1", "v2"]
+    model: str
+    """The remote model's name (in the predictor's URL path)."""
+    endpoint: str
+    """Short upper-case name of the environment variables holding the URL, timeout and auth header."""
+    version: str | None = None
+    inputs: Literal["columns", "tensor"] = "columns"
+    """``columns``: one named input per feature (V2, MLServer's ``pd`` content type) or one object per row
+    (V1); ``tensor``: one numeric matrix (V2 ``FP64`` input) or one list per row (V1)."""
+    output: str | None = None
+    """V2: the output holding the answer (requested by name); default ``predict_proba`` for classifiers,
+    ``predict`` for regressors."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +92,8 @@ class Manifest:
     server's ``CANDOR_AUDIT_ATTENTION``."""
     format: str = "skops"
     """Tabular models: how the artifact is stored, one of ``ARTIFACT_FORMATS``."""
+    predictor: PredictorSpec | None = None
+    """``format: remote``: the predictor answering for the model."""
 
     @property
     def is_classification(self) -> bool:
@@ -96,6 +121,8 @@ class Manifest:
         ]
         if self.format == "skops":
             del data["format"]  # the default: manifests stored before formats existed stay as they were
+        if data["predictor"] is not None:
+            data["predictor"] = {k: v for k, v in data["predictor"].items() if v is not None}
         if self.is_text:
             return {k: v for k, v in data.items() if v is not None and v != [] and v != {}}
         return {k: v for k, v in data.items() if v is not None}
@@ -157,6 +184,23 @@ class ReasonSchema(Schema):
     text = fields.String(required=True, validate=validate.Length(min=1, max=500))
 
 
+class PredictorSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    protocol = fields.String(required=True, validate=validate.OneOf(PROTOCOLS))
+    model = fields.String(required=True, validate=validate.Regexp(REMOTE_NAME_PATTERN))
+    endpoint = fields.String(required=True, validate=validate.Regexp(ENDPOINT_PATTERN))
+    version = fields.String(validate=validate.Regexp(REMOTE_NAME_PATTERN))
+    inputs = fields.String(validate=validate.OneOf(PREDICTOR_INPUTS))
+    output = fields.String(validate=validate.Regexp(REMOTE_NAME_PATTERN))
+
+    @validates_schema
+    def _check(self, data: dict[str, Any], **_: Any) -> None:
+        if data["protocol"] == "v1" and ("output" in data or "version" in data):
+            raise ValidationError("Only V2 predictors take output and version.", "output")
+
+
 class ManifestSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -178,6 +222,7 @@ class ManifestSchema(Schema):
     store_inputs = fields.String(validate=validate.OneOf(STORE_INPUTS))
     audit_attention = fields.String(validate=validate.OneOf(AUDIT_ATTENTION))
     format = fields.String(validate=validate.OneOf(ARTIFACT_FORMATS))
+    predictor = fields.Nested(PredictorSchema)
 
     @validates_schema
     def _check(self, data: dict[str, Any], **_: Any) -> None:
@@ -194,6 +239,10 @@ class ManifestSchema(Schema):
             raise ValidationError("Only text models take alert_class and max_tokens.", "alert_class")
         if task == "text_classification" and "format" in data:
             raise ValidationError("Text models are a Hugging Face directory; format is tabular.", "format")
+        if (data.get("format") == "remote") != ("predictor" in data):
+            raise ValidationError(
+                "A remote model (format: remote) and only it names a predictor.", "predictor"
+            )
         if task in ("binary_classification", "multiclass_classification", "text_classification"):
             if not classes:
                 raise ValidationError("Classification models declare their classes.", "classes")
@@ -251,6 +300,8 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
     except ValidationError as exc:
         raise InvalidManifest("The manifest is invalid.", flatten_messages(exc.messages, "manifest")) from exc
     features = [FeatureSpec(**f) for f in loaded.pop("features", [])]
+    if "predictor" in loaded:
+        loaded["predictor"] = PredictorSpec(**loaded["predictor"])
     return Manifest(features=features, **loaded)
 
 

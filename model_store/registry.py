@@ -73,7 +73,7 @@ class ModelRegistry:
         completed = complete_tabular_manifest(manifest, estimator, frame)
         reference_sha = self.artifacts.put_bytes(to_parquet(frame))
         files = {REFERENCE_FILE: reference_sha}
-        artifact_sha = sha256_bytes(b"")
+        artifact_sha = sha256_bytes(stored_as.identity(completed) if stored_as.identity else b"")
         if stored_as.file_name is not None and artifact is not None:
             artifact_sha = files[stored_as.file_name] = self.artifacts.put_bytes(artifact)
         return self._insert_version(

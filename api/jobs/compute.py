@@ -49,7 +49,7 @@ from explainers.envelope import Explanation
 from model_store.audit import RecordDraft, StoredRecord, stored_form
 from model_store.audit_chunks import RecordChunk, pack
 from model_store.cache import LoadedModelCache
-from model_store.errors import CandorError
+from model_store.errors import CandorError, PredictorFailed
 from model_store.job_inputs import rows_of
 from model_store.shipped import ShippedModel, ShippedModels
 from model_store.tables import utcnow
@@ -205,6 +205,8 @@ def _in_one_call(
     whether later chunks are worth trying in one call."""
     try:
         _, explanation = computer.compute(_request(task, instances))
+    except PredictorFailed:
+        raise  # a remote model's predictor failed: the chunk fails (row by row would ask it once a row)
     except CandorError:
         return None, True  # some row is bad: this chunk row by row, so only that row fails
     method = spec(task.kind)

@@ -12,9 +12,11 @@ from explainers.shap_tabular import ADDITIVITY_TOLERANCE
 
 
 def row_independent(explanation: Any) -> bool:
-    """Deterministic SHAP (tree, linear: no ``max_evals``) gives each row what it alone gets; seeded
+    """Deterministic SHAP (tree, linear: no ``max_evals``) and the batched permutation SHAP of remote
+    models (each row's permutations drawn from the seed) give each row what it alone gets; shap's seeded
     sampling's draws depend on the row's position in the request."""
-    return explanation.method.params.get("max_evals") is None
+    params = explanation.method.params
+    return params.get("max_evals") is None or params.get("implementation") == "batched"
 
 
 def row_quality(quality: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:

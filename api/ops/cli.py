@@ -50,6 +50,8 @@ def cmd_demo_install(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_models_register(args: argparse.Namespace, settings: Settings) -> int:
     manifest = read_manifest_text(Path(args.manifest).read_text())
     registry = _store(settings).registry
+    if args.artifact is None and (manifest.is_text or manifest.format != "remote"):
+        raise InvalidInput.field("artifact", "Only a remote model (format: remote) has no --artifact.")
     if manifest.is_text:
         from model_store.text.files import read_directory
 
@@ -60,7 +62,7 @@ def cmd_models_register(args: argparse.Namespace, settings: Settings) -> int:
             raise InvalidInput.field("reference", "Tabular models need --reference.")
         info = registry.register_tabular(
             manifest,
-            Path(args.artifact).read_bytes(),
+            Path(args.artifact).read_bytes() if args.artifact is not None else None,
             Path(args.reference).read_bytes(),
             ArchiveLimits.from_settings(settings),
         )
@@ -256,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models").add_subparsers(dest="action", required=True)
     register = models.add_parser("register", help="register a new model version")
     register.add_argument("--manifest", required=True)
-    register.add_argument("--artifact", required=True)
+    register.add_argument("--artifact", help="the model's file or directory (none for format: remote)")
     register.add_argument("--reference", help="reference rows (tabular models)")
     register.set_defaults(func=cmd_models_register)
     models.add_parser("list").set_defaults(func=cmd_models_list)

@@ -12,6 +12,7 @@ from api.service.computing import Computer
 from api.service.explain_request import ExplainRequest
 from api.service.idempotency import fingerprint, once
 from api.service.recording import draft_for, keeps_weights, out_of_line, recorded_envelope
+from api.service.remote_statement import remote_answer
 from api.service.replay import compare, replay_request
 from api.settings import Settings
 from candor_verify.note import load_signer
@@ -26,6 +27,7 @@ from model_store.array_codec import kept_digests
 from model_store.audit import CHECKPOINT
 from model_store.errors import IdempotencyKeyTaken, InvalidInput
 from model_store.explain_keys import ExplainKeys, Idempotency, KeyedRecord
+from model_store.predictors import counting_calls
 from model_store.sqlite_turns import take_write_turn
 from model_store.store import Store
 from model_store.tables import VersionCacheRow
@@ -41,19 +43,23 @@ class ExplanationService(Computer):
         if store.audit_log.signer is None:  # the checkpoint key, when this host holds it
             store.audit_log.signer = load_signer(settings.resolved_audit_key_file)
 
-    def register(self, manifest: Any, artifact: BinaryIO, reference: bytes | None) -> VersionInfo:
+    def register(self, manifest: Any, artifact: BinaryIO | None, reference: bytes | None) -> VersionInfo:
         """Register a version: a text model from an archive of its directory (streamed to disk from the
-        seekable ``artifact``), else a skops artifact."""
+        seekable ``artifact``), else a tabular artifact in the manifest's format (none for a remote model)."""
         limits = ArchiveLimits.from_settings(self.settings)
-        if manifest.is_text:
+        if manifest.is_text and artifact is not None:
+            stream = artifact
             from model_store.text.archive import unpack_archive
 
             return self.store.registry.register_text_from(
-                manifest, lambda staging: unpack_archive(artifact, staging, limits)
+                manifest, lambda staging: unpack_archive(stream, staging, limits)
             )
+        if artifact is None and (manifest.is_text or manifest.format != "remote"):
+            raise InvalidInput.field("artifact", "Only a remote model (format: remote) has no artifact.")
         if reference is None:
             raise InvalidInput.field("reference", "Tabular models need reference rows.")
-        return self.store.registry.register_tabular(manifest, artifact.read(), reference, limits)
+        sent = artifact.read() if artifact is not None else None
+        return self.store.registry.register_tabular(manifest, sent, reference, limits)
 
     def describe_version(self, name: str, version: str) -> dict[str, Any]:
         info, model = self._loaded(name, version)
@@ -117,9 +123,17 @@ class ExplanationService(Computer):
         """Compute an explanation and commit its audit record before returning it. With ``idempotency``, the
         request's key is claimed in the record's transaction: ``IdempotencyKeyTaken`` and nothing recorded
         when another request claimed it first."""
-        info, explanation = self.compute(request)
+        with counting_calls() as tally:
+            info, explanation = self.compute(request)
+        answer = remote_answer(info, self.store.registry.load(info), request.instances, tally)
         draft = draft_for(
-            request.method, explanation, info, request.instances, request.recorded_options, request.key_id
+            request.method,
+            explanation,
+            info,
+            request.instances,
+            request.recorded_options,
+            request.key_id,
+            remote=answer,
         )
         draft, blobs = out_of_line(draft, keeps_weights(info, self.settings.audit_attention))
         try:

@@ -42,9 +42,10 @@ class Models:
         return [str(v.version) for v in self.registry.get_model(name)["versions"]]
 
     def register(
-        self, name: str, manifest_text: str, artifact: BinaryIO, reference: bytes | None
+        self, name: str, manifest_text: str, artifact: BinaryIO | None, reference: bytes | None
     ) -> dict[str, Any]:
-        """Register a version from the manifest's text (JSON or YAML), the artifact and reference rows."""
+        """Register a version from the manifest's text (JSON or YAML), the artifact (none for a remote
+        model) and reference rows."""
         check_name(name)
         manifest = read_manifest_text(manifest_text, name)
         info = self.service.register(manifest, artifact, reference)

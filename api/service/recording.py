@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.methods.registry import spec
+from api.service.remote_statement import remote_statement
 from explainers.envelope import Explanation
 from model_store import array_codec
 from model_store.array_codec import Blob
@@ -67,9 +68,14 @@ def draft_for(
     options: dict[str, Any],
     key_id: str | None,
     source: dict[str, Any] | None = None,
+    remote: dict[str, Any] | None = None,
 ) -> RecordDraft:
     """The record of one explanation (its id is the envelope's id), in the stored form
-    (``model_store.record_format``): the envelope once, the parts many records share named by digest."""
+    (``model_store.record_format``): the envelope once, the parts many records share named by digest. A
+    remote model's record also states its predictor (``remote_statement``) with ``remote`` (what it
+    answered) added."""
+    statement = remote_statement(info)
+    extra = {"remote": {**statement, **(remote or {})}} if statement is not None else {}
     content, parts = compact(
         {
             "model": {
@@ -84,6 +90,7 @@ def draft_for(
             "explanation": explanation.to_dict(),
             "service_version": service_version(),
             "warnings": warnings_of(explanation),
+            **extra,
         }
     )
     return RecordDraft(

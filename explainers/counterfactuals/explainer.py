@@ -19,7 +19,7 @@ from explainers.base import NO_LIMITS, Explainer
 from explainers.counterfactuals.checks import repair, satisfied
 from explainers.counterfactuals.dice_search import GENETIC_MAX_ITERATIONS, DiceSearch
 from explainers.counterfactuals.random_search import BATCH, random_search, select, take_back
-from explainers.counterfactuals.rows import Desired, Distance, RowCodec, Scorer
+from explainers.counterfactuals.rows import Desired, Distance, RowCodec, Scorer, Scoring
 from explainers.counterfactuals.space import SearchSpace
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
 from explainers.rows import Rows, tabular
@@ -56,34 +56,37 @@ class _Search:
         self.distance = Distance(model, self.space)
         self.dropped = {"invalid": 0, "constraint_violations": 0}
 
-    def candidates(self, index: int, row: np.ndarray, record: dict[str, Any]) -> tuple[np.ndarray, bool]:
+    def candidates(
+        self, index: int, row: np.ndarray, record: dict[str, Any]
+    ) -> Scoring[tuple[np.ndarray, bool]]:
         """Valid, constraint-satisfying candidates for one row, and whether the deadline cut the search."""
         seed, total = int(self.opts["seed"]), int(self.opts["total_cfs"])
         if self.opts["method"] == "random":
             rng = np.random.default_rng([seed, index])
-            found = random_search(self.space, row, self.scorer, total, rng, self.deadline)
+            found = yield from random_search(self.space, row, self.scorer, total, rng, self.deadline)
             return found.candidates, found.timed_out
         method = self.opts["method"]
         dice = self.model.derived.get_or_load(("dice", method), partial(DiceSearch, self.model, method))
         raw, timed_out = dice.candidates(
             self.space, self.codec, record, self.desired, total, seed, self.deadline
         )
-        return self.checked(row, repair(self.space, row, raw)), timed_out
+        return (yield from self.checked(row, repair(self.space, row, raw))), timed_out
 
-    def checked(self, row: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    def checked(self, row: np.ndarray, candidates: np.ndarray) -> Scoring[np.ndarray]:
         """Only candidates that change something, satisfy every constraint and reach the desired outcome."""
         candidates = candidates[(candidates != row).any(axis=1)] if len(candidates) else candidates
         ok = satisfied(self.space, row, candidates)
         self.dropped["constraint_violations"] += int((~ok).sum())
         candidates = candidates[ok]
-        valid = self.scorer.valid(candidates)
+        valid = yield from self.scorer.score_valid(candidates)
         self.dropped["invalid"] += int((~valid).sum())
         return candidates[valid]
 
     def explain_row(
         self, index: int, row: np.ndarray, record: dict[str, Any], outputs: np.ndarray
-    ) -> dict[str, Any]:
-        started, scored = time.perf_counter(), self.scorer.rows_scored
+    ) -> Scoring[dict[str, Any]]:
+        """One row's result (``search.rows_scored`` is filled in by ``explain``, which runs the searches)."""
+        started = time.perf_counter()
         result: dict[str, Any] = {
             "instance": self.codec.to_records(row[None, :])[0],
             "prediction": self.model.describe_predictions(outputs[None, :])[0],
@@ -98,8 +101,8 @@ class _Search:
         timed_out = False
         chosen = np.empty((0, len(row)))
         if self.space.varying:
-            pool, timed_out = self.candidates(index, row, record)
-            refined = take_back(self.space, row, pool, self.scorer, self.distance, self.deadline)
+            pool, timed_out = yield from self.candidates(index, row, record)
+            refined = yield from take_back(self.space, row, pool, self.scorer, self.distance, self.deadline)
             pool = np.vstack([refined, pool])
             chosen = select(
                 row,
@@ -109,16 +112,14 @@ class _Search:
                 float(self.opts["proximity_weight"]),
                 float(self.opts["diversity_weight"]),
             )
-            chosen = self.checked(row, chosen)  # the final guarantee, whatever the source
-        counterfactuals = self.describe(row, chosen)
+            chosen = yield from self.checked(row, chosen)  # the final guarantee, whatever the source
+        scored = yield from self.scorer.score(chosen)
+        counterfactuals = self.describe(row, chosen, scored)
         result.update(
             status="ok" if counterfactuals else "no_counterfactual",
             counterfactuals=counterfactuals,
-            metrics=self.metrics(row, chosen),
-            search={
-                "rows_scored": self.scorer.rows_scored - scored,
-                "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
-            },
+            metrics=self.metrics(row, chosen, scored),
+            search={"rows_scored": 0, "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)},
         )
         result["constraints"] = self.space.describe()
         if not counterfactuals:
@@ -133,10 +134,10 @@ class _Search:
             return f"none found by {self.opts['method']} (method random searches every number of changes)"
         return "unreachable within the constraints"
 
-    def describe(self, row: np.ndarray, chosen: np.ndarray) -> list[dict[str, Any]]:
+    def describe(self, row: np.ndarray, chosen: np.ndarray, outputs: np.ndarray) -> list[dict[str, Any]]:
+        """The chosen counterfactuals with the model's ``outputs`` for them."""
         if len(chosen) == 0:
             return []
-        outputs = self.scorer.outputs(chosen)
         predictions = self.model.describe_predictions(outputs)
         valid = self.desired.reached(outputs)
         ok = satisfied(self.space, row, chosen)
@@ -167,7 +168,7 @@ class _Search:
             )
         return out
 
-    def metrics(self, row: np.ndarray, chosen: Any) -> dict[str, Any]:
+    def metrics(self, row: np.ndarray, chosen: Any, outputs: np.ndarray | None = None) -> dict[str, Any]:
         chosen = np.asarray(chosen, dtype=float).reshape(-1, len(row))
         requested = int(self.opts["total_cfs"])
         if len(chosen) == 0:
@@ -184,7 +185,9 @@ class _Search:
         return {
             "found": len(chosen),
             "requested": requested,
-            "validity": float(self.desired.reached(self.scorer.outputs(chosen)).mean()),
+            "validity": float(
+                self.desired.reached(outputs if outputs is not None else self.scorer.outputs(chosen)).mean()
+            ),
             "sparsity": float((chosen != row).sum(axis=1).mean()),
             "proximity": float(self.distance.to_row(row, chosen).mean()),
             "diversity": float(upper.mean()) if len(upper) else 0.0,
@@ -242,7 +245,11 @@ class CounterfactualExplainer(Explainer):
         search = _Search(model, opts, deadline)
         matrix = search.codec.to_matrix(records)
         outputs = search.scorer.outputs(matrix)
-        results = [search.explain_row(i, matrix[i], record, outputs[i]) for i, record in enumerate(records)]
+        searches = [search.explain_row(i, matrix[i], record, outputs[i]) for i, record in enumerate(records)]
+        results, scored = search.scorer.run(searches, together=model.calls_are_round_trips)
+        for result, rows_scored in zip(results, scored, strict=True):
+            if "search" in result:
+                result["search"]["rows_scored"] = rows_scored
         returned = [cf for r in results for cf in r["counterfactuals"]]
         return Explanation(
             kind=self.kind,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from explainers.counterfactuals.checks import satisfied, snap
-from explainers.counterfactuals.rows import Distance, Scorer
+from explainers.counterfactuals.rows import Distance, Scorer, Scoring
 from explainers.counterfactuals.space import FeatureBound, SearchSpace
 
 BATCH = 500
@@ -56,7 +56,7 @@ def random_search(
     total_cfs: int,
     rng: np.random.Generator,
     deadline: float,
-) -> SearchResult:
+) -> Scoring[SearchResult]:
     """Valid, constraint-satisfying candidates changing 1, 2, ... features, until enough or out of time."""
     vary = space.varying
     low, high = space.row_limits(row)
@@ -72,7 +72,7 @@ def random_search(
             batch[rows, j] = sample(space.bounds[j], row[j], low[j], high[j], int(rows.sum()), rng)
         batch = np.unique(batch[(batch != row).any(axis=1)], axis=0)
         batch = batch[satisfied(space, row, batch)]
-        valid = batch[scorer.valid(batch)]
+        valid = batch[(yield from scorer.score_valid(batch))]
         found.append(valid)
         count += len(valid)
         if count >= POOL_FACTOR * total_cfs or (count >= total_cfs and k >= 2):
@@ -92,7 +92,7 @@ def _key(row: np.ndarray, candidates: np.ndarray, distance: Distance) -> tuple[n
 
 def take_back(
     space: SearchSpace, row: np.ndarray, pool: np.ndarray, scorer: Scorer, distance: Distance, deadline: float
-) -> np.ndarray:
+) -> Scoring[np.ndarray]:
     """Each candidate moved back towards the query feature by feature while it stays valid (batched)."""
     if len(pool) == 0:
         return pool
@@ -117,7 +117,7 @@ def take_back(
                     owners.append(owner)
         matrix = np.array(trials)
         keep = satisfied(space, row, matrix) & (matrix != row).any(axis=1)
-        keep[keep] = scorer.valid(matrix[keep])
+        keep[keep] = yield from scorer.score_valid(matrix[keep])
         if not _adopt_better(row, current, matrix[keep], np.array(owners)[keep], distance):
             break
     return current

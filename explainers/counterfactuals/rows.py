@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -83,6 +83,12 @@ class Desired:
         return {"range": [self.low, self.high]}
 
 
+T = TypeVar("T")
+Scoring = Generator[np.ndarray, np.ndarray, T]
+"""A search step by step: it yields each matrix it needs scored and is sent back the model's outputs for it,
+so the driver (``Scorer.run``) can score the matrices of many rows' searches in one call of the model."""
+
+
 class Scorer:
     """Re-scores candidate matrices with the registered model (never with a search library's own scores)."""
 
@@ -98,10 +104,58 @@ class Scorer:
             width = len(self.model.classes) if self.model.is_classifier else 1
             return np.empty((0, width))
         self.rows_scored += len(matrix)
+        if self.model.calls_are_round_trips:  # a remote model reads the manifest's codes: this matrix
+            return self.model.predict_encoded(matrix)
         return self.model.predict_encoded(self.model.encode(self.codec.model_records(matrix)))
 
     def valid(self, matrix: np.ndarray) -> np.ndarray:
         return self.desired.reached(self.outputs(matrix))
+
+    def score(self, matrix: np.ndarray) -> Scoring[np.ndarray]:
+        """``outputs(matrix)`` as a step: yields the matrix to the driver (nothing for no rows)."""
+        if len(matrix) == 0:
+            return self.outputs(matrix)
+        outputs = yield matrix
+        return outputs
+
+    def score_valid(self, matrix: np.ndarray) -> Scoring[np.ndarray]:
+        """``valid(matrix)`` as a step."""
+        return self.desired.reached((yield from self.score(matrix)))
+
+    def run(self, searches: list[Scoring[T]], together: bool) -> tuple[list[T], list[int]]:
+        """Each search's result and the rows it had scored: one after another, or ``together`` (each call
+        of the model scores what every unfinished search needs next: one request per round for a remote
+        model, not one per row)."""
+        results: list[Any] = [None] * len(searches)
+        counts = [0] * len(searches)
+        for group in [list(range(len(searches)))] if together else [[i] for i in range(len(searches))]:
+            pending: dict[int, np.ndarray] = {}
+            for i in group:
+                self._advance(searches, i, None, pending, results)
+            while pending:
+                order = list(pending)
+                matrices = [pending[i] for i in order]
+                outputs = self.outputs(np.vstack(matrices))
+                start = 0
+                for i, matrix in zip(order, matrices, strict=True):
+                    counts[i] += len(matrix)
+                    part, start = outputs[start : start + len(matrix)], start + len(matrix)
+                    self._advance(searches, i, part, pending, results)
+        return results, counts
+
+    @staticmethod
+    def _advance(
+        searches: list[Scoring[Any]],
+        i: int,
+        sent: np.ndarray | None,
+        pending: dict[int, np.ndarray],
+        results: list[Any],
+    ) -> None:
+        try:
+            pending[i] = searches[i].send(sent)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            results[i] = stop.value
+            pending.pop(i, None)
 
 
 class Distance:

@@ -48,6 +48,13 @@ class TabularModel:
         self.derived: LoadedModelCache[Any] = LoadedModelCache(capacity=64)
         """Objects built once per loaded version (explainers, backgrounds), keyed by the builder."""
 
+    @property
+    def calls_are_round_trips(self) -> bool:
+        """Whether each call of the model is a request to a predictor elsewhere (``format: remote``):
+        explainers then evaluate many rows per call. Such a model reads the manifest's codes
+        (``formats.codes``): its encoded matrix is the raw features, categories as their index."""
+        return self.manifest.format == "remote"
+
     # -- inputs -------------------------------------------------------------------------------------------
     def validate(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
         return self.validator.validate(self.validator.rows_from_lists(instances))

@@ -132,6 +132,13 @@ class RecordSchema(Schema):
     library_versions = fields.Dict(keys=fields.String(), values=fields.String())
     service_version = fields.String()
     warnings = fields.List(fields.String())
+    remote = fields.Dict(
+        metadata={
+            "description": "Remote models (format: remote) only: the predictor's protocol, endpoint name and "
+            "remote model (never its URL or credentials); over the API also requests (how many the "
+            "computation sent) and answered (the predictor's predictions for the explained rows)"
+        }
+    )
     purged = fields.Dict(
         metadata={"description": "Version 1 checkpoint records: the purged range and its last hash."}
     )

@@ -12,9 +12,9 @@ from api.schemas.common import StrictSchema
 
 class RegisterFilesSchema(StrictSchema):
     artifact = Upload(
-        required=True,
         metadata={
-            "description": "Tabular: the estimator or Pipeline saved with skops. Text: a zip or tar(.gz) "
+            "description": "Tabular: the model in the manifest's format (default: the estimator or "
+            "Pipeline saved with skops); none for a remote model (format: remote). Text: a zip or tar(.gz) "
             "of the model directory (config.json, safetensors weights, tokenizer files)"
         },
     )

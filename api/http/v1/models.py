@@ -47,10 +47,12 @@ class Versions(MethodView):
     @blp.response(201, VersionDetailSchema)
     @blp.alt_response(422, schema=ProblemSchema)
     def post(self, form: dict[str, Any], files: dict[str, Any], name: str):  # type: ignore[no-untyped-def]
-        """Register a new version: manifest (JSON/YAML text), skops artifact and reference data."""
-        reference = files.get("reference")
+        """Register a new version: manifest (JSON/YAML text), artifact (none for a remote model) and
+        reference data."""
+        reference, artifact = files.get("reference"), files.get("artifact")
         sent = reference.read() if reference is not None else None
-        return candor().models.register(name, form["manifest"], files["artifact"].stream, sent)
+        stream = artifact.stream if artifact is not None else None
+        return candor().models.register(name, form["manifest"], stream, sent)
 
 
 @blp.route("/<name>/versions/<version>")

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from model_store.errors import InvalidManifest
 from model_store.manifest import Manifest
-from model_store.tabular.formats import lightgbm_format, onnx_format, skops_format, xgboost_format
+from model_store.tabular.formats import (
+    lightgbm_format,
+    onnx_format,
+    remote_format,
+    skops_format,
+    xgboost_format,
+)
 from model_store.tabular.formats.base import ArtifactFormat
 
 FORMATS: dict[str, ArtifactFormat] = {
@@ -17,6 +23,7 @@ FORMATS: dict[str, ArtifactFormat] = {
     "xgboost": xgboost_format.FORMAT,
     "lightgbm": lightgbm_format.FORMAT,
     "onnx": onnx_format.FORMAT,
+    "remote": remote_format.FORMAT,
 }
 
 

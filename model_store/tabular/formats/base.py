@@ -22,6 +22,9 @@ class ArtifactFormat:
     file_name: str | None
     """The artifact's name among the version's files; None when the format stores no artifact."""
     load: Loader
+    identity: Callable[[Manifest], bytes] | None = None
+    """A format without an artifact: the bytes its version's ``artifact_sha256`` is the sha256 of (None:
+    the empty string)."""
 
 
 class LoadedEstimator(BaseEstimator):  # type: ignore[misc]
