@@ -99,6 +99,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_cluster.py
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_rejections.py
+	$(PY) bench/bench_fairness.py
 
 openapi: $(STAMP)
 	$(VENV)/bin/candor openapi > openapi.yaml.tmp
