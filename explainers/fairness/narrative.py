@@ -45,8 +45,8 @@ def attribute_sentences(section: dict[str, Any], names: Names) -> str:
     flips = section.get("flip_test")
     if flips:
         text += (
-            f" Changing {name} alone flips the decision in {_rate(flips['flip_rate'])} of {flips['moves']} "
-            "moves."
+            f" Changing {name} alone flips the decision in a share of {_rate(flips['flip_rate'])} of the "
+            f"{flips['moves']} moves."
         )
     strongest = (section.get("proxies") or {}).get("strongest") or []
     if strongest:
