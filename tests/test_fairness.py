@@ -313,6 +313,15 @@ def test_missing_bins_and_models_without_protected_features(
     assert "attributes" in problem["errors"], problem
 
 
+def test_one_row_is_a_report(client: FlaskClient, auth: dict[str, str]) -> None:
+    """One row (the OpenAPI example): its groups are too small to compare, and it is answered."""
+    result = post(client, auth, {"instances": rows_of(loan_frame(1)), "resamples": 5})["results"][0]
+    assert result["rows"] == 1
+    for s in result["attributes"]:
+        assert [g["count"] for g in s["groups"] if g["count"]] == [1]
+        assert s["between"]["demographic_parity_difference"] is None and not s["between"]["four_fifths_flag"]
+
+
 def test_text_models_are_refused() -> None:
     from api.methods.registry import spec
 

@@ -18,6 +18,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from fairlearn.metrics import (
     MetricFrame,
     count,
@@ -46,7 +47,8 @@ def point_estimates(
     attribute: Attribute, decision: np.ndarray, probability: np.ndarray, outcome: np.ndarray | None
 ) -> dict[str, dict[str, float]]:
     """{figure: {group label: value}} for the groups present, from fairlearn's ``MetricFrame``."""
-    groups = np.asarray(attribute.labels, dtype=object)[attribute.codes]
+    # a named Series: fairlearn reads a one-row object array as one row of several features
+    groups = pd.Series(np.asarray(attribute.labels, dtype=object)[attribute.codes], name=attribute.name)
     metrics: dict[str, Any] = {"count": count, "selection_rate": selection_rate}
     if outcome is not None:
         metrics |= {
