@@ -112,6 +112,7 @@ bench: $(STAMP) $(MLSERVER_STAMP)
 	$(PY) bench/bench_trees.py
 	$(PY) bench/bench_onnx.py
 	CANDOR_TEST_MLSERVER_VENV=$(MLSERVER_VENV) $(PY) bench/bench_remote.py
+	$(PY) bench/bench_fairness.py
 
 openapi: $(STAMP)
 	$(VENV)/bin/candor openapi > openapi.yaml.tmp

@@ -7,6 +7,7 @@ plain dataclasses the rest of the code reads.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any, Literal
 
@@ -46,6 +47,8 @@ class FeatureSpec:
     protected: bool = False
     missing: bool = False
     """Numeric features only: a row may leave the value out (``null``; NaN in reference data)."""
+    bins: list[float] | None = None
+    """Numeric protected features: sorted cut points that group the values for a fairness report."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,11 +166,17 @@ class FeatureSchema(Schema):
     monotone = fields.String(load_default="none", validate=validate.OneOf(MONOTONE))
     protected = fields.Boolean(load_default=False)
     missing = fields.Boolean(load_default=False)
+    bins = fields.List(FiniteFloat(), validate=validate.Length(min=1, max=100))
 
     @validates_schema
     def _check(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("categories") is not None and data["type"] != "categorical":
             raise ValidationError("Only categorical features take categories.", "categories")
+        bins = data.get("bins")
+        if bins is not None and data["type"] != "numeric":
+            raise ValidationError("Only numeric features take bins.", "bins")
+        if bins is not None and any(b <= a for a, b in itertools.pairwise(bins)):
+            raise ValidationError("Bin edges must be strictly increasing.", "bins")
         if data.get("min") is not None and data.get("max") is not None and data["min"] > data["max"]:
             raise ValidationError("min is greater than max.", "min")
         if data["type"] != "numeric" and data.get("monotone", "none") != "none":

@@ -22,14 +22,24 @@ from schemathesis import GenerationMode
 from api.methods.registry import specs
 
 VERSION = "/v1/models/{name}/versions/{version}"
-TEXT_ROUTES = tuple(f"{VERSION}/explain/{spec.name}" for spec in specs() if spec.flavour == "text")
+TEXT_ROUTES = tuple(f"{VERSION}{spec.path}" for spec in specs() if spec.flavour == "text")
 TABULAR_ROUTES = (
     f"{VERSION}/predict",
-    *(f"{VERSION}/explain/{spec.name}" for spec in specs() if spec.flavour == "tabular"),
+    *(f"{VERSION}{spec.path}" for spec in specs() if spec.flavour == "tabular"),
     "/v1/models/{name}:predict",
     "/v1/models/{name}:explain",
 )
-NAMED_OPTIONS = ("target", "desired_class", "desired_range", "permitted_range", "layers", "heads")
+NAMED_OPTIONS = (
+    "target",
+    "desired_class",
+    "desired_range",
+    "permitted_range",
+    "layers",
+    "heads",
+    "attributes",
+    "bins",
+    "outcomes",
+)
 """Options whose random values name no class, feature, layer or head of the model: dropped when rewritten."""
 _ROWS: dict[str, Any] = {}
 

@@ -138,7 +138,7 @@ def test_openapi_has_a_route_per_spec(tmp_path: Path) -> None:
     finally:
         app.extensions["candor"].store.close()
     for spec in SPECS:
-        path = "/v1/models/{name}/versions/{version}/explain/" + spec.name
+        path = "/v1/models/{name}/versions/{version}" + spec.path
         assert "post" in document["paths"].get(path, {}), f"{path} is not in the OpenAPI document"
         operation = document["paths"][path]["post"]
         assert {"200", "404", "422"} <= set(operation["responses"]), operation["responses"].keys()
@@ -205,7 +205,7 @@ def models(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def explain(served: Served, spec: MethodSpec, narrative: bool) -> Any:
-    url = f"/v1/models/{served.model}/versions/{served.version}/explain/{spec.name}"
+    url = f"/v1/models/{served.model}/versions/{served.version}{spec.path}"
     body = {"instances": rows_for(spec)[:2], **spec.example}
     query = "?narrative=true" if narrative else ""
     return served.client.post(url + query, json=body, headers=served.headers("explain"))

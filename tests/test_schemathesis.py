@@ -40,6 +40,7 @@ EXAMPLES = int(os.environ.get("CANDOR_FUZZ_EXAMPLES", "20"))
 SEED = os.environ.get("CANDOR_FUZZ_SEED", "20261125")
 pytestmark = pytest.mark.e2e
 CAPS = {
+    "CANDOR_MAX_FAIRNESS_RESAMPLES": "20",
     "CANDOR_MAX_INSTANCES": "4",
     "CANDOR_MAX_CF_INSTANCES": "2",
     "CANDOR_MAX_TEXT_INSTANCES": "2",
@@ -51,7 +52,14 @@ CAPS = {
     "CANDOR_MAX_EFFECTS_EVALUATIONS": "2000",
 }
 """Caps that keep every request the fuzzer can make cheap (the contract publishes them as maxItems)."""
-OPTION_CAPS = {"budget_ms": 500, "max_evals": 128, "background_rows": 20, "grid_resolution": 10, "sample": 20}
+OPTION_CAPS = {
+    "budget_ms": 500,
+    "max_evals": 128,
+    "background_rows": 20,
+    "grid_resolution": 10,
+    "sample": 20,
+    "resamples": 20,
+}
 """The same caps as options: the hooks keep most real requests within them."""
 METHODS = NAMES
 TEXTS = ["Chest pain since this morning.", "Routine follow-up, no complaints.", "Fever and cough for 3 days."]

@@ -40,6 +40,8 @@ LOAN_UNITS = {
     "installment_rate_in_percentage_of_disposable_income": "percent band (1-4)",
     "present_residence_since": "years band (1-4)",
 }
+AGE_BINS = [25.0, 35.0, 50.0]
+"""Cut points of the loan demo's age groups for a fairness report: under 25, 25-34, 35-49, 50 and over."""
 LOAN_STEPS = {"duration_in_month": 1.0, "credit_amount": 1.0, "age_in_years": 1.0}
 LOAN_REASONS = {
     "status_of_existing_checking_account": ("C01", "Balance or status of the existing checking account"),
@@ -145,6 +147,8 @@ def _loan_feature(column: str, categorical: bool) -> dict[str, Any]:
         spec["step"] = LOAN_STEPS[column]
     if column in ("age_in_years", "present_residence_since"):
         spec["monotone"] = "increasing"
+    if column == "age_in_years":
+        spec["bins"] = AGE_BINS
     return spec
 
 

@@ -30,9 +30,10 @@ URI_TOO_LONG = {
 
 
 MODEL_PATH = "/v1/models/{name}/versions/{version}"
-TABULAR_METHODS = [spec.name for spec in specs() if spec.flavour == "tabular"]
+TABULAR_SPECS = [spec for spec in specs() if spec.flavour == "tabular"]
+TABULAR_METHODS = [spec.name for spec in TABULAR_SPECS]
 """The methods a registered tabular version links to (and whose answers link to their record)."""
-EXPLAIN_PATHS = [f"{MODEL_PATH}/explain/{kind}" for kind in TABULAR_METHODS]
+EXPLAIN_PATHS = [f"{MODEL_PATH}{spec.path}" for spec in TABULAR_SPECS]
 RECORD = "/v1/explanations/{record_id}"
 PATH_EXAMPLES = {"name": "loan", "version": "production"}
 UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -53,11 +54,11 @@ def _ref(path: str, method: str) -> str:
 
 LINKS: dict[tuple[str, str, str], dict[str, Any]] = {
     (MODEL_PATH.rsplit("/", 1)[0], "post", "201"): {
-        f"Explain{kind.capitalize()}": {
-            "operationRef": _ref(f"{MODEL_PATH}/explain/{kind}", "post"),
+        f"Explain{spec.name.capitalize()}": {
+            "operationRef": _ref(f"{MODEL_PATH}{spec.path}", "post"),
             "parameters": {"name": "$response.body#/name", "version": "$response.body#/version"},
         }
-        for kind in TABULAR_METHODS
+        for spec in TABULAR_SPECS
     }
     | {
         "GetVersion": {

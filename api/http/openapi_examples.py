@@ -36,11 +36,11 @@ TEXT_MODEL = "notes"
 
 VERSION_PATH = "/v1/models/{name}/versions/{version}"
 JSON = "application/json"
-TEXT_ROUTES = tuple(f"/explain/{spec.name}" for spec in specs() if spec.flavour == "text")
+TEXT_ROUTES = tuple(spec.path for spec in specs() if spec.flavour == "text")
 REQUEST_EXAMPLES: dict[tuple[str, str], Any] = {
     (f"{VERSION_PATH}/predict", JSON): {"instances": [LOAN_ROW]},
     **{
-        (f"{VERSION_PATH}/explain/{spec.name}", JSON): {
+        (f"{VERSION_PATH}{spec.path}", JSON): {
             "instances": [NOTE if spec.flavour == "text" else LOAN_ROW],
             **spec.example,
         }

@@ -16,6 +16,7 @@ MODULES: dict[str, str] = {
     "attention": "api.methods.attention",
     "attributions": "api.methods.attributions",
     "effects": "api.methods.effects",
+    "fairness": "api.methods.fairness",
 }
 NAMES = tuple(MODULES)
 

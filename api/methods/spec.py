@@ -103,6 +103,8 @@ class MethodSpec:
     response_schema: type[Schema]
     summary: str
     """The explain route's OpenAPI summary (first line) and description (the rest)."""
+    route: str | None = None
+    """Its route under the version when not ``/explain/<name>`` (``path``)."""
     job_schema: type[Schema] | None = None
     """A job's options (``instances`` excluded); default ``request_schema``."""
     settings: Mapping[str, int] = dataclasses.field(default_factory=lambda: EMPTY)
@@ -156,6 +158,11 @@ class MethodSpec:
     lacks: frozenset[str] = frozenset()
     """Parts it has none of on purpose (``narrative``, ``picture``, ``summary``: job summary figures); the
     rule test (``tests/test_method_rules.py``) fails for any other part left out."""
+
+    @property
+    def path(self) -> str:
+        """The explain route under ``/v1/models/<name>/versions/<version>``."""
+        return self.route or f"/explain/{self.name}"
 
     @property
     def options_schema(self) -> type[Schema]:

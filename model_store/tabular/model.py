@@ -33,6 +33,11 @@ class TabularModel:
         names_in = getattr(estimator, "feature_names_in_", None)
         self.feature_order: list[str] = list(names_in) if names_in is not None else manifest.feature_names
         self.reference = self.frame(reference[self.feature_order].to_dict("records"))
+        target = manifest.target
+        self.reference_outcomes: list[str] | None = (
+            reference[target].astype(str).tolist() if target and target in reference.columns else None
+        )
+        """The reference rows' true outcomes, when the reference data keeps the manifest's target column."""
         self.validator = InstanceValidator(manifest)
         self.parts: PipelineParts = split_pipeline(estimator, self.feature_order)
         self._fast_encode = None

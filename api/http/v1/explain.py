@@ -114,7 +114,7 @@ def _explain_view(spec: MethodSpec) -> type[MethodView]:
     view = type(
         f"Explain{spec.name.capitalize()}", (MethodView,), {"required_scope": "explain", "post": post}
     )
-    return blp.route(f"/explain/{spec.name}", parameters=[IDEMPOTENCY_PARAMETER])(view)
+    return blp.route(spec.path, parameters=[IDEMPOTENCY_PARAMETER])(view)
 
 
 def _file_doc(spec: MethodSpec) -> dict[str, Any]:
