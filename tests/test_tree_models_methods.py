@@ -311,3 +311,57 @@ def test_booster_requests_never_import_torch() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("name", DEMOS)
+def test_fairness_report_on_the_booster_demos_matches_fairlearn_and_the_booster(
+    served: Served, name: str
+) -> None:
+    """Issue 22 on the XGBoost/LightGBM flavours: group figures equal fairlearn on the booster's own
+    decisions, and every flipping row is what the booster says when re-scored."""
+    from fairlearn.metrics import demographic_parity_difference, selection_rate
+
+    rescorer = Rescorer(served, name)
+    from api.demo import german_credit
+
+    frame = german_credit().head(300)
+    rows = [
+        {k: v for k, v in r.items() if k != LOAN_TARGET}
+        for r in orjson.loads(frame.to_json(orient="records"))
+    ]
+    body = {
+        "instances": rows,
+        "outcomes": frame[LOAN_TARGET].astype(str).tolist(),
+        "resamples": 0,
+        "min_group_size": 1,
+        "limit": 1000,
+    }
+    route = f"/v1/models/{name}/versions/production/fairness"
+    result = ok(served.client.post(route, json=body, headers=served.auth))["results"][0]
+    favourable = rescorer.favourable_probability(rows)
+    y_pred = (favourable > 0.5).astype(int)
+    y_true = (frame[LOAN_TARGET].astype(str) == rescorer.manifest["favourable_class"]).astype(int).to_numpy()
+    for attribute in ("personal_status_and_sex", "foreign_worker"):
+        groups = frame[attribute].astype(str).to_numpy(dtype=object)
+        got = next(s for s in result["attributes"] if s["attribute"] == attribute)
+        assert got["between"]["demographic_parity_difference"] == pytest.approx(
+            demographic_parity_difference(y_true, y_pred, sensitive_features=groups), abs=1e-12
+        )
+        for group in got["groups"]:
+            inside = groups == group["group"]
+            assert group["count"] == int(inside.sum())
+            if not inside.any():  # a category of the manifest absent from these rows
+                assert group["selection_rate"] is None
+                continue
+            assert group["selection_rate"] == pytest.approx(
+                selection_rate(y_true[inside], y_pred[inside]), abs=1e-12
+            )
+            assert group["mean_probability"] == pytest.approx(favourable[inside].mean(), abs=1e-6)
+    listed = result["flipping_rows"]["rows"]
+    assert result["flipping_rows"]["total"] == len(listed)
+    assert listed, "the boosters read the protected features: some decisions flip"
+    moved = [{**rows[f["row"]], f["attribute"]: f["value"]} for f in listed]
+    after = rescorer.favourable_probability(moved)
+    for flip, now in zip(listed, after, strict=True):
+        assert flip["probability_after"] == pytest.approx(now, abs=1e-6)
+        assert (now > 0.5) != (favourable[flip["row"]] > 0.5)
