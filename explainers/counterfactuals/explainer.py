@@ -74,13 +74,21 @@ class _Search:
 
     def checked(self, row: np.ndarray, candidates: np.ndarray) -> Scoring[np.ndarray]:
         """Only candidates that change something, satisfy every constraint and reach the desired outcome."""
+        kept, _outputs = yield from self.checked_scored(row, candidates)
+        return kept
+
+    def checked_scored(
+        self, row: np.ndarray, candidates: np.ndarray
+    ) -> Scoring[tuple[np.ndarray, np.ndarray]]:
+        """``checked`` with the model's outputs for the kept candidates (scored once)."""
         candidates = candidates[(candidates != row).any(axis=1)] if len(candidates) else candidates
         ok = satisfied(self.space, row, candidates)
         self.dropped["constraint_violations"] += int((~ok).sum())
         candidates = candidates[ok]
-        valid = yield from self.scorer.score_valid(candidates)
+        outputs = yield from self.scorer.score(candidates)
+        valid = self.desired.reached(outputs)
         self.dropped["invalid"] += int((~valid).sum())
-        return candidates[valid]
+        return candidates[valid], outputs[valid]
 
     def explain_row(
         self, index: int, row: np.ndarray, record: dict[str, Any], outputs: np.ndarray
@@ -100,6 +108,7 @@ class _Search:
             }
         timed_out = False
         chosen = np.empty((0, len(row)))
+        scored = self.scorer.outputs(chosen)
         if self.space.varying:
             pool, timed_out = yield from self.candidates(index, row, record)
             refined = yield from take_back(self.space, row, pool, self.scorer, self.distance, self.deadline)
@@ -112,8 +121,8 @@ class _Search:
                 float(self.opts["proximity_weight"]),
                 float(self.opts["diversity_weight"]),
             )
-            chosen = yield from self.checked(row, chosen)  # the final guarantee, whatever the source
-        scored = yield from self.scorer.score(chosen)
+            # the final guarantee, whatever the source; its outputs are the ones described
+            chosen, scored = yield from self.checked_scored(row, chosen)
         counterfactuals = self.describe(row, chosen, scored)
         result.update(
             status="ok" if counterfactuals else "no_counterfactual",
