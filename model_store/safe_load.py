@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -85,10 +86,65 @@ def load_skops(data: bytes, limits: ArchiveLimits | None = None) -> Any:
             "The artifact declares types outside the server's allowlist: " + ", ".join(refused[:10]),
             {"artifact": [f"untrusted type: {t}" for t in refused[:10]]},
         )
+    if any(t in BOOSTER_STATE for t in untrusted):
+        check_booster_states(data)
     try:
-        return sio.loads(data, trusted=list(untrusted))
+        loaded = sio.loads(data, trusted=list(untrusted))
     except Exception as exc:
         raise UnsafeArtifact.field("artifact", "the skops file could not be loaded") from exc
+    return loaded
+
+
+BOOSTER_STATE: dict[str, tuple[str, str]] = {
+    "xgboost.core.Booster": ("handle", "BytearrayNode"),
+    "lightgbm.basic.Booster": ("_handle", "JsonNode"),
+}
+"""The attribute that carries each library's own serialised model, and the skops node it must be: a Booster
+rebuilds its native handle from it; one without it (or with ``null``) would hold a null native pointer."""
+
+
+def check_booster_states(data: bytes) -> None:
+    """Refuse an XGBoost or LightGBM Booster whose state does not carry the library's own serialised model
+    (bytes for XGBoost, the model text for LightGBM), and an XGBoost Booster with any other attribute."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise UnsafeArtifact.field("artifact", "unreadable skops file") from exc
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        kind = f"{node.get('__module__')}.{node.get('__class__')}"
+        if kind in BOOSTER_STATE and not _carries_model(node, *BOOSTER_STATE[kind]):
+            raise UnsafeArtifact.field(
+                "artifact", f"a {kind} whose state is not the library's own serialised model"
+            )
+        stack.extend(node.values())
+
+
+def _carries_model(node: dict[str, Any], key: str, loader: str) -> bool:
+    state = node.get("content")
+    if not isinstance(state, dict) or state.get("__loader__") != "DictNode":
+        return False
+    attributes = state.get("content")
+    if not isinstance(attributes, dict) or not isinstance(attributes.get(key), dict):
+        return False
+    if node.get("__module__") == "xgboost.core" and set(attributes) != {key}:
+        return False
+    carried = attributes[key]
+    if carried.get("__loader__") != loader:
+        return False
+    if loader != "JsonNode":
+        return True
+    try:  # a JsonNode holds JSON text: it must decode to the model's text, not to null or a number
+        return carried.get("__class__") == "str" and isinstance(json.loads(carried["content"]), str)
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def check_declared_sizes(data: bytes, limits: ArchiveLimits) -> None:

@@ -4,6 +4,7 @@ the skops allowlist extended by exactly the wrappers' types."""
 from __future__ import annotations
 
 import functools
+import io
 import pickle
 from typing import Any
 
@@ -187,3 +188,75 @@ def test_missing_true_needs_a_model_that_scores_nan(client, keys):
     refused(post(client, keys, spec, dump_skops(fitted), data), "features.0.missing", "cannot score")
     del spec["features"][0]["missing"]
     assert post(client, keys, spec, dump_skops(fitted), data).status_code == 201
+
+
+KEEP: dict[str, Any] = {}
+
+
+def _tampered(model: Any, key: str, node: dict[str, Any] | None) -> bytes:
+    """``model`` in skops with its Booster's ``key`` attribute replaced by ``node`` (None: removed; ``KEEP``:
+    left as it is, the archive only re-written)."""
+    import json
+    import zipfile
+
+    from model_store.safe_load import dump_skops
+
+    source = zipfile.ZipFile(io.BytesIO(dump_skops(model)))
+    schema = json.loads(source.read("schema.json"))
+
+    def edit(n: Any) -> None:
+        if isinstance(n, dict):
+            if n.get("__class__") == "Booster":
+                attributes = n["content"]["content"]
+                if node is None:
+                    del attributes[key]
+                elif node is not KEEP:
+                    attributes[key] = node
+            for v in list(n.values()):
+                edit(v)
+        elif isinstance(n, list):
+            for v in n:
+                edit(v)
+
+    edit(schema)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for member in source.namelist():
+            body = json.dumps(schema) if member == "schema.json" else source.read(member)
+            target.writestr(member, body)
+    return out.getvalue()
+
+
+NULL_JSON = {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "content": "null"}
+NONE_NODE = {"__class__": "NoneType", "__module__": "builtins", "__loader__": "JsonNode", "content": "null"}
+
+
+@pytest.mark.parametrize(
+    ("library", "key", "node"),
+    [
+        ("lightgbm", "_handle", NULL_JSON),
+        ("lightgbm", "_handle", NONE_NODE),
+        ("lightgbm", "_handle", None),
+        ("xgboost", "handle", NONE_NODE),
+        ("xgboost", "handle", None),
+    ],
+)
+def test_a_booster_without_its_serialised_model_is_refused(library: str, key: str, node: Any) -> None:
+    """A Booster whose state would leave it a null native handle (its first prediction would crash the
+    process) is refused before skops builds it."""
+    import lightgbm
+
+    from model_store.errors import UnsafeArtifact
+    from model_store.safe_load import load_skops
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 3)), (rng.normal(size=60) > 0).astype(int)
+    if library == "lightgbm":
+        model: Any = lightgbm.LGBMClassifier(n_estimators=3, verbose=-1).fit(x, y)
+    else:
+        model = xgboost.XGBClassifier(n_estimators=3, n_jobs=1).fit(x, y)
+    with pytest.raises(UnsafeArtifact) as refused:
+        load_skops(_tampered(model, key, node))
+    assert "serialised model" in str(refused.value.errors)
+    loaded = load_skops(_tampered(model, key, KEEP))  # the control: the same archive, re-written
+    np.testing.assert_allclose(loaded.predict_proba(x), model.predict_proba(x))

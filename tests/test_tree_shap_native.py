@@ -205,3 +205,62 @@ def test_fixture_boosters_split_natively_on_the_category_codes(task):
     assert any('"split": "colour", "split_condition": [' in tree for tree in xgb.get_dump(dump_format="json"))
     _, text, _, _ = tm.standalone("lightgbm", task)
     assert "cat_threshold=" in text.decode()
+
+
+@pytest.mark.parametrize("setting", ["missing", "early_stopping"])
+def test_tree_shap_explains_the_wrapper_as_it_predicts(
+    client: Any, keys: dict[str, str], setting: str
+) -> None:
+    """An XGBClassifier's own ``missing`` value and early-stopping ``best_iteration`` are what its
+    ``predict_proba`` uses: TreeSHAP must add up to that wrapper's margin, not to the bare booster's."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from model_store.safe_load import dump_skops
+
+    data = tm.frame()
+    prep = ColumnTransformer(
+        [("categorical", OneHotEncoder(), ["colour"]), ("numeric", "passthrough", ["size", "weight"])]
+    )
+    y = tm.labels(data, "binary")
+    if setting == "missing":
+        model = xgboost.XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1, random_state=0, missing=0.0)
+        fitted = Pipeline([("prep", prep), ("model", model)]).fit(data[tm.FEATURES], y)
+    else:
+        model = xgboost.XGBClassifier(
+            n_estimators=200,
+            max_depth=3,
+            n_jobs=1,
+            random_state=0,
+            early_stopping_rounds=2,
+            learning_rate=0.5,
+        )
+        encoded = prep.fit_transform(data[tm.FEATURES])
+        model.fit(encoded[:200], y[:200], eval_set=[(encoded[200:], y[200:])], verbose=False)
+        assert model.best_iteration + 1 < model.get_booster().num_boosted_rounds()
+        fitted = Pipeline([("prep", prep), ("model", model)])
+    encoded = prep.transform(data[tm.FEATURES])
+    bare = fitted[-1].get_booster().predict(xgboost.DMatrix(encoded), output_margin=True)
+    wrapper = fitted[-1].predict(encoded, output_margin=True)
+    assert np.abs(bare - wrapper).max() > 1e-3  # the setting changes the model's scores
+    spec = tm.manifest(f"xgb-{setting.replace('_', '-')}", "binary", "skops")
+    del spec["format"]
+    spec["classes"], spec["favourable_class"] = ["0", "1"], "1"
+    data = data.assign(binary=data["binary"].map({"no": "0", "yes": "1"}))
+    register(client, keys, spec, dump_skops(fitted), data)
+    rows = request_rows(data)
+    body = {"instances": rows, "algorithm": "tree", "output": "raw", "layout": "columnar"}
+    response = client.post(
+        f"/v1/models/{spec['name']}/versions/1/explain/shap", json=body, headers=bearer(keys["explain"])
+    )
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    frame_rows = pd.DataFrame.from_records(rows, columns=tm.FEATURES).astype({"size": float})
+    expected = fitted[-1].predict(prep.transform(frame_rows), output_margin=True)
+    assert answer["output"]["space"] == "log_odds"
+    assert answer["method"]["params"]["implementation"] == "xgboost pred_contribs"
+    for result, margin in zip(answer["results"], expected, strict=True):
+        assert result["output_value"] == pytest.approx(float(margin), abs=1e-4)
+        total = result["base_value"] + sum(result["attribution_values"])
+        assert total == pytest.approx(float(margin), abs=1e-4)

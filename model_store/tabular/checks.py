@@ -18,6 +18,8 @@ from sklearn.preprocessing import OneHotEncoder
 
 from model_store.errors import CandorError, InvalidManifest
 from model_store.manifest import FeatureSpec, Manifest
+from model_store.tabular.formats.boosters import check_wrapper_agrees
+from model_store.tabular.structure import dense
 
 MAX_REFERENCE_ROWS = 200_000
 
@@ -174,3 +176,15 @@ def _check_model_scores(estimator: Any, reference: pd.DataFrame, manifest: Manif
         raise  # a domain error already says what failed (a remote predictor's 502/504)
     except Exception as exc:  # any failure here means the artifact and the data disagree
         raise InvalidManifest.field("reference", "The model cannot score the reference data.") from exc
+    _check_booster_agrees(estimator, reference[manifest.feature_names].head(200))
+
+
+def _check_booster_agrees(estimator: Any, rows: pd.DataFrame) -> None:
+    """An XGBoost or LightGBM wrapper (alone or ending a Pipeline): its booster must score like it."""
+    names_in = getattr(estimator, "feature_names_in_", None)
+    if names_in is not None:
+        rows = rows[list(names_in)]
+    if isinstance(estimator, Pipeline) and len(estimator.steps) >= 2:
+        check_wrapper_agrees(estimator.steps[-1][1], dense(estimator[:-1].transform(rows)))
+    elif not isinstance(estimator, Pipeline):
+        check_wrapper_agrees(estimator, rows.to_numpy(dtype=float))

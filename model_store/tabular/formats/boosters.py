@@ -159,7 +159,9 @@ def native_runtime(estimator: Any) -> BoosterRuntime | None:
     if module.startswith("xgboost.") and hasattr(estimator, "get_booster"):
         from model_store.tabular.formats.xgboost_format import XGBoostRuntime
 
-        return XGBoostRuntime(estimator.get_booster())
+        missing = np.nan if estimator.missing is None else float(estimator.missing)
+        iteration_range = estimator._get_iteration_range(None)  # the wrapper's own (best_iteration)
+        return XGBoostRuntime(estimator.get_booster(), missing, tuple(iteration_range))
     if module.startswith("lightgbm.") and hasattr(estimator, "booster_"):
         from model_store.tabular.formats.lightgbm_format import LightGBMRuntime
 
@@ -176,3 +178,24 @@ def margin_function(estimator: Any) -> Any:
         return None
     runtime = native_runtime(estimator)
     return runtime.margin if runtime is not None else None
+
+
+def check_wrapper_agrees(estimator: Any, encoded: np.ndarray) -> None:
+    """An XGBoost or LightGBM scikit-learn wrapper's booster, called as Candor calls it for TreeSHAP and the
+    margin, must give the wrapper's own raw scores on ``encoded`` reference rows; else a 422 (a wrapper
+    setting Candor does not reproduce would make the explanation describe another model)."""
+    runtime = native_runtime(estimator)
+    if runtime is None or isinstance(estimator, BoosterModel):
+        return
+    if type(estimator).__module__.startswith("xgboost."):
+        expected = estimator.predict(encoded, output_margin=True)
+    else:
+        expected = estimator.predict(encoded, raw_score=True)
+    got = runtime.margin(encoded)
+    expected = np.asarray(expected, dtype=float).reshape(np.shape(got))
+    if not np.allclose(got, expected, rtol=1e-5, atol=1e-5, equal_nan=True):
+        raise InvalidManifest.field(
+            "artifact",
+            "The wrapper's booster does not reproduce the wrapper's scores on the reference rows "
+            "(a setting Candor does not read); save the booster itself with format xgboost or lightgbm.",
+        )

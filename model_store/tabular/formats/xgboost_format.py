@@ -32,18 +32,24 @@ class XGBoostRuntime(BoosterRuntime):
     library = "xgboost"
     implementation = "xgboost pred_contribs"
 
-    def __init__(self, booster: Any) -> None:
+    def __init__(
+        self, booster: Any, missing: float = np.nan, iteration_range: tuple[int, int] = (0, 0)
+    ) -> None:
+        """``missing`` and ``iteration_range``: a scikit-learn wrapper's own (its ``missing`` value, the trees
+        up to its early-stopping ``best_iteration``), so the booster computes what the wrapper predicts."""
         booster.set_param({"nthread": THREADS})
         self.booster = booster
         self.names = booster.feature_names
         self.types = booster.feature_types
+        self.missing = missing
+        self.iteration_range = iteration_range
 
     def _matrix(self, matrix: np.ndarray) -> Any:
         import xgboost
 
         return xgboost.DMatrix(
             np.asarray(matrix, dtype=np.float32),
-            missing=np.nan,
+            missing=self.missing,
             feature_names=self.names,
             feature_types=self.types,
             enable_categorical=True,
@@ -51,13 +57,21 @@ class XGBoostRuntime(BoosterRuntime):
         )
 
     def margin(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(self._matrix(matrix), output_margin=True), dtype=float)
+        margin = self.booster.predict(
+            self._matrix(matrix), output_margin=True, iteration_range=self.iteration_range
+        )
+        return np.asarray(margin, dtype=float)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(self._matrix(matrix)), dtype=float)
+        return np.asarray(
+            self.booster.predict(self._matrix(matrix), iteration_range=self.iteration_range), dtype=float
+        )
 
     def raw_contributions(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(self._matrix(matrix), pred_contribs=True))
+        contributions = self.booster.predict(
+            self._matrix(matrix), pred_contribs=True, iteration_range=self.iteration_range
+        )
+        return np.asarray(contributions)
 
 
 def sniff(data: bytes) -> None:
