@@ -2,11 +2,15 @@
 onnxruntime session exists (a session folds constant subgraphs while it is created).
 
 Shape inference runs on a copy whose declared ``value_info`` and output shapes are dropped (an upload cannot
-hide a big tensor behind a small declared shape) and without data propagation (which materialises integer
-tensors and can itself grow exponentially with the graph). A tensor is refused when its least possible size
-exceeds ``max_onnx_tensor_bytes``: static dimensions multiplied, the first open dimension (the batch)
-counted as ``BATCH_ROWS`` rows, any other open dimension as 1. A tensor computed from constants alone (what a
-session may fold while loading) must have a fully known shape.
+hide a big tensor behind a small declared shape), first without data propagation; then again with it (which
+resolves shapes computed from ``Shape`` of the input) after every 1-D integer tensor not known to have at most
+``SHAPE_DATA_ELEMENTS`` elements is cut from the graph (made an input of its inferred type): propagation
+materialises those tensors and could otherwise grow exponentially with the graph.
+
+A tensor is refused when its least possible size exceeds ``max_onnx_tensor_bytes``: static dimensions
+multiplied, the first open dimension (the batch) counted as ``BATCH_ROWS`` rows, any other open dimension as
+1. A tensor computed from constants alone (what a session may fold while loading) must have a fully known
+shape.
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ BATCH_ROWS = 256
 """Rows an open (batch) dimension counts for."""
 STRING_BYTES = 32
 """What onnxruntime keeps per string element (a std::string), before its characters."""
+SHAPE_DATA_ELEMENTS = 64
+"""Longest 1-D integer tensor (a shape) data propagation may see."""
+INTEGER_TYPES = frozenset(
+    getattr(onnx.TensorProto, name)
+    for name in ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+)
 INFERENCE_ERRORS = (
     onnx.shape_inference.InferenceError,
     onnx.checker.ValidationError,
@@ -35,26 +45,28 @@ Dims = list[int | None]
 def check_tensor_sizes(model: onnx.ModelProto, max_bytes: int) -> None:
     """``UnsafeArtifact`` naming the first tensor of ``model`` (any subgraph) that may cost more than
     ``max_bytes``, or computed from constants with a size shape inference cannot tell."""
-    inferred = _inferred(model)
-    for graph, constants in _graphs_with_constants(inferred.graph, set()):
+    known: set[str] = set()
+    for inferred in _inferred(model):
+        for graph in graphs(inferred.graph):
+            for info in _infos(graph):
+                dims = _dims(info)
+                if dims is not None:
+                    _check_size(info.name, info.type.tensor_type.elem_type, dims, max_bytes)
+                    if None not in dims:
+                        known.add(info.name)
+    for graph, constants in _graphs_with_constants(model.graph, set()):
         for tensor in graph.initializer:
             _check_size(tensor.name, tensor.data_type, list(tensor.dims), max_bytes)
         for sparse in graph.sparse_initializer:  # onnxruntime makes it dense
             _check_size(sparse.values.name, sparse.values.data_type, list(sparse.dims), max_bytes)
-        known = {info.name for info in _infos(graph)}
-        for info in _infos(graph):
-            dims = _dims(info)
-            if info.name in constants and (dims is None or None in dims):
-                raise refuse(_unknown_constant(info.name))
-            if dims is not None:
-                _check_size(info.name, info.type.tensor_type.elem_type, dims, max_bytes)
-        unknown = [name for name in constants if name not in known and not _initializer(graph, name)]
+        unknown = sorted(constants - known)
         if unknown:
-            raise refuse(_unknown_constant(sorted(unknown)[0]))
+            raise refuse(_unknown_constant(unknown[0]))
 
 
-def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with every tensor's type and shape inferred afresh."""
+def _inferred(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ...]:
+    """The model with every tensor's type and shape inferred afresh; and again with data propagation over
+    its short integer tensors (when that does not fail)."""
     bare = onnx.ModelProto()
     bare.CopyFrom(model)
     for graph in graphs(bare.graph):
@@ -63,9 +75,55 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
             if output.type.HasField("tensor_type"):
                 output.type.tensor_type.ClearField("shape")
     try:
-        return onnx.shape_inference.infer_shapes(bare, check_type=True, strict_mode=False, data_prop=False)
+        first = onnx.shape_inference.infer_shapes(bare, check_type=True, strict_mode=False, data_prop=False)
     except INFERENCE_ERRORS as exc:
         raise refuse("the graph's types or shapes are inconsistent (ONNX shape inference fails)") from exc
+    _cut_long_integers(bare, first)
+    try:
+        return first, onnx.shape_inference.infer_shapes(
+            bare, check_type=True, strict_mode=False, data_prop=True
+        )
+    except INFERENCE_ERRORS:
+        return (first,)
+
+
+def _cut_long_integers(bare: onnx.ModelProto, first: onnx.ModelProto) -> None:
+    """Make each 1-D integer tensor of ``bare`` not known (per ``first``) to be short a main graph input of
+    unknown shape, and forget the shape of such inputs: propagation works over every element of a 1-D
+    integer tensor of known length, its values known or not."""
+    inferred = {info.name: info for graph in graphs(first.graph) for info in _infos(graph)}
+    cut: list[onnx.ValueInfoProto] = []
+    for graph in graphs(bare.graph):
+        for graph_input in graph.input:
+            if _long_integers(graph_input):
+                graph_input.type.tensor_type.ClearField("shape")
+        for tensor in list(graph.initializer):
+            if (
+                tensor.data_type in INTEGER_TYPES
+                and len(tensor.dims) == 1
+                and tensor.dims[0] > SHAPE_DATA_ELEMENTS
+            ):
+                graph.initializer.remove(tensor)
+                cut.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, None))
+        for node in graph.node:
+            for i, name in enumerate(node.output):
+                info = inferred.get(name)
+                if info is not None and _long_integers(info):
+                    node.output[i] = f"{name}::cut"
+                    cut.append(
+                        onnx.helper.make_tensor_value_info(name, info.type.tensor_type.elem_type, None)
+                    )
+    bare.graph.input.extend(cut)
+
+
+def _long_integers(info: onnx.ValueInfoProto) -> bool:
+    tensor_type = info.type.tensor_type
+    if tensor_type.elem_type not in INTEGER_TYPES:
+        return False
+    if not tensor_type.HasField("shape"):
+        return True  # pass 2 might learn it
+    dims = tensor_type.shape.dim
+    return len(dims) == 1 and not (dims[0].HasField("dim_value") and dims[0].dim_value <= SHAPE_DATA_ELEMENTS)
 
 
 def _graphs_with_constants(
@@ -92,10 +150,6 @@ def _graphs_with_constants(
 def _infos(graph: onnx.GraphProto) -> Iterable[onnx.ValueInfoProto]:
     yield from graph.value_info
     yield from graph.output
-
-
-def _initializer(graph: onnx.GraphProto, name: str) -> bool:
-    return any(t.name == name for t in graph.initializer)
 
 
 def _dims(info: onnx.ValueInfoProto) -> Dims | None:
