@@ -74,6 +74,7 @@ def _inferred(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ...]:
         for output in graph.output:
             if output.type.HasField("tensor_type"):
                 output.type.tensor_type.ClearField("shape")
+    _strip_big_initializers(bare)
     try:
         first = onnx.shape_inference.infer_shapes(bare, check_type=True, strict_mode=False, data_prop=False)
     except INFERENCE_ERRORS as exc:
@@ -87,24 +88,32 @@ def _inferred(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ...]:
         return (first,)
 
 
+def _strip_big_initializers(bare: onnx.ModelProto) -> None:
+    """Make each initializer of more than ``SHAPE_DATA_ELEMENTS`` elements a main graph input of its type and
+    shape: inference reads only short ones (shapes, axes, scales), and the copies it makes stay small."""
+    declared: list[onnx.ValueInfoProto] = []
+    for graph in graphs(bare.graph):
+        inputs = {graph_input.name for graph_input in graph.input}
+        for tensor in list(graph.initializer):
+            if math.prod(tensor.dims) > SHAPE_DATA_ELEMENTS:
+                graph.initializer.remove(tensor)
+                if tensor.name not in inputs:
+                    declared.append(
+                        onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+                    )
+    bare.graph.input.extend(declared)
+
+
 def _cut_long_integers(bare: onnx.ModelProto, first: onnx.ModelProto) -> None:
     """Make each 1-D integer tensor of ``bare`` not known (per ``first``) to be short a main graph input of
-    unknown shape, and forget the shape of such inputs: propagation works over every element of a 1-D
-    integer tensor of known length, its values known or not."""
+    unknown shape, and forget the shape of such inputs (big initializers are inputs already): propagation
+    works over every element of a 1-D integer tensor of known length, its values known or not."""
     inferred = {info.name: info for graph in graphs(first.graph) for info in _infos(graph)}
     cut: list[onnx.ValueInfoProto] = []
     for graph in graphs(bare.graph):
         for graph_input in graph.input:
             if _long_integers(graph_input):
                 graph_input.type.tensor_type.ClearField("shape")
-        for tensor in list(graph.initializer):
-            if (
-                tensor.data_type in INTEGER_TYPES
-                and len(tensor.dims) == 1
-                and tensor.dims[0] > SHAPE_DATA_ELEMENTS
-            ):
-                graph.initializer.remove(tensor)
-                cut.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, None))
         for node in graph.node:
             for i, name in enumerate(node.output):
                 info = inferred.get(name)
