@@ -124,6 +124,20 @@ def shape_expand() -> bytes:
     )
 
 
+def rank_chain() -> bytes:
+    """An extra input declaring 100,000 dimensions, passed along 100 Identity nodes: ONNX shape inference
+    itself took 785 MB and 7 s over it."""
+    _, artifact, _ = softmax_classifier()
+    proto = onnx.load_model_from_string(artifact)
+    proto.graph.input.append(helper.make_tensor_value_info("wide", FLOAT, [1] * 100_000))
+    previous = "wide"
+    for i in range(100):
+        proto.graph.node.append(helper.make_node("Identity", [previous], [f"passed{i}"]))
+        previous = f"passed{i}"
+    proto.graph.output.append(helper.make_tensor_value_info(previous, FLOAT, None))
+    return proto.SerializeToString()
+
+
 def doubling(times: int = 20) -> bytes:
     """A 64-element integer constant concatenated with itself ``times`` times (20: 64M int64, 512 MB).
     What ONNX data propagation would materialise: 14 times cost it 300 MB, 16 times 1.2 GB."""
@@ -147,6 +161,7 @@ BOMBS: dict[str, tuple[Callable[[], bytes], str]] = {
     "declared small": (declared_small, "'zeros' (100000000)"),
     "Concat doubling": (doubling, "'twice"),
     "Shape Expand": (shape_expand, "'shaped' (Nx8x10000000) would take"),
+    "rank chain": (rank_chain, "ONNX shape inference on this graph needs over"),
 }
 """Each bomb and what its refusal must say."""
 

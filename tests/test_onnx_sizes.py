@@ -63,17 +63,18 @@ def registered_in_a_process(tmp_path: Path, max_tensor_bytes: int, *names: str) 
 
 def test_bombs_are_refused_quickly_and_with_little_memory(tmp_path: Path) -> None:
     """ConstantOfShape (folded at load), Expand (on the reference rows, its shape constant or computed from
-    ``Shape`` of the input) and Tile (folded) bombs registered in a fresh process: each refused within 2 s,
-    the process's peak RSS growing by less than 300 MB, also over a graph that would make ONNX's data
-    propagation materialise 300 MB (registered: harmless to onnxruntime). The ConstantOfShape upload with the
-    guard lifted costs that process more than 300 MB (the measure sees it)."""
-    bombs = ("ConstantOfShape", "Expand", "Shape Expand", "Tile")
+    ``Shape`` of the input), Tile (folded) and rank-chain (shape inference itself) bombs registered in a
+    fresh process: each refused within 5 s (inference runs in a child process), the process's peak RSS
+    growing by less than 300 MB, also over a graph that would make ONNX's data propagation materialise
+    300 MB (registered: harmless to onnxruntime). The ConstantOfShape upload with the guard lifted costs that
+    process more than 300 MB (the measure sees it)."""
+    bombs = ("ConstantOfShape", "Expand", "Shape Expand", "Tile", "rank chain")
     results = registered_in_a_process(tmp_path, 64 * 1024 * 1024, *bombs, "bait")
     assert results["bait"]["status"] == 201, results["bait"]
     for name in bombs:
         assert results[name]["status"] == 422, results[name]
         assert BOMBS[name][1] in results[name]["problem"]["errors"]["artifact"][0]
-        assert results[name]["seconds"] < 2, results[name]
+        assert results[name]["seconds"] < 5, results[name]
     assert results["growth_mb"] < 300, results
     unguarded = registered_in_a_process(tmp_path, 2**62, "ConstantOfShape")
     assert unguarded["growth_mb"] > 300, unguarded

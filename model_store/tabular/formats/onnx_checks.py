@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 
 from model_store.archive_limits import ArchiveLimits
 from model_store.errors import InvalidInput, UnsafeArtifact
+from model_store.tabular.formats.onnx_inference import graphs
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 """The operator sets onnxruntime's CPU provider implements without any custom-op library."""
@@ -67,17 +68,6 @@ def _check_domain(domain: str, where: str) -> None:
         raise refuse(f"{where} uses the training domain '{domain}'")
     if domain not in STANDARD_DOMAINS:
         raise refuse(f"{where} uses the custom domain '{domain}'; only ai.onnx and ai.onnx.ml are run")
-
-
-def graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """The graph and every subgraph inside its nodes' attributes (If, Loop, Scan bodies)."""
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                yield from graphs(attribute.g)
-            for sub in attribute.graphs:
-                yield from graphs(sub)
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

@@ -1,11 +1,10 @@
 """What the tensors of an uploaded ONNX graph would cost, worked out by ONNX shape inference before any
 onnxruntime session exists (a session folds constant subgraphs while it is created).
 
-Shape inference runs on a copy whose declared ``value_info`` and output shapes are dropped (an upload cannot
-hide a big tensor behind a small declared shape), first without data propagation; then again with it (which
-resolves shapes computed from ``Shape`` of the input) after every 1-D integer tensor not known to have at most
-``SHAPE_DATA_ELEMENTS`` elements is cut from the graph (made an input of its inferred type): propagation
-materialises those tensors and could otherwise grow exponentially with the graph.
+Shape inference runs in a child process (``onnx_inference``) on a copy whose declared ``value_info`` and
+output shapes are dropped (an upload cannot hide a big tensor behind a small declared shape) and whose
+initializers of more than ``SHAPE_DATA_ELEMENTS`` elements are declared inputs (inference reads only short
+tensors' values; the copy stays small).
 
 A tensor is refused when its least possible size exceeds ``max_onnx_tensor_bytes``: static dimensions
 multiplied, the first open dimension (the batch) counted as ``BATCH_ROWS`` rows, any other open dimension as
@@ -16,29 +15,23 @@ shape.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import onnx
 
-from model_store.tabular.formats.onnx_checks import graphs, refuse
+from model_store.tabular.formats.onnx_checks import refuse
+from model_store.tabular.formats.onnx_inference import (
+    SHAPE_DATA_ELEMENTS,
+    InferenceRefused,
+    graphs,
+    infer,
+    infos,
+)
 
 BATCH_ROWS = 256
 """Rows an open (batch) dimension counts for."""
 STRING_BYTES = 32
 """What onnxruntime keeps per string element (a std::string), before its characters."""
-SHAPE_DATA_ELEMENTS = 64
-"""Longest 1-D integer tensor (a shape) data propagation may see."""
-INTEGER_TYPES = frozenset(
-    getattr(onnx.TensorProto, name)
-    for name in ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
-)
-INFERENCE_ERRORS = (
-    onnx.shape_inference.InferenceError,
-    onnx.checker.ValidationError,
-    RuntimeError,
-    ValueError,
-)
-
 Dims = list[int | None]
 
 
@@ -48,7 +41,7 @@ def check_tensor_sizes(model: onnx.ModelProto, max_bytes: int) -> None:
     known: set[str] = set()
     for inferred in _inferred(model):
         for graph in graphs(inferred.graph):
-            for info in _infos(graph):
+            for info in infos(graph):
                 dims = _dims(info)
                 if dims is not None:
                     _check_size(info.name, info.type.tensor_type.elem_type, dims, max_bytes)
@@ -76,16 +69,9 @@ def _inferred(model: onnx.ModelProto) -> tuple[onnx.ModelProto, ...]:
                 output.type.tensor_type.ClearField("shape")
     _strip_big_initializers(bare)
     try:
-        first = onnx.shape_inference.infer_shapes(bare, check_type=True, strict_mode=False, data_prop=False)
-    except INFERENCE_ERRORS as exc:
-        raise refuse("the graph's types or shapes are inconsistent (ONNX shape inference fails)") from exc
-    _cut_long_integers(bare, first)
-    try:
-        return first, onnx.shape_inference.infer_shapes(
-            bare, check_type=True, strict_mode=False, data_prop=True
-        )
-    except INFERENCE_ERRORS:
-        return (first,)
+        return infer(bare)
+    except InferenceRefused as exc:
+        raise refuse(str(exc)) from exc
 
 
 def _strip_big_initializers(bare: onnx.ModelProto) -> None:
@@ -102,37 +88,6 @@ def _strip_big_initializers(bare: onnx.ModelProto) -> None:
                         onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
                     )
     bare.graph.input.extend(declared)
-
-
-def _cut_long_integers(bare: onnx.ModelProto, first: onnx.ModelProto) -> None:
-    """Make each 1-D integer tensor of ``bare`` not known (per ``first``) to be short a main graph input of
-    unknown shape, and forget the shape of such inputs (big initializers are inputs already): propagation
-    works over every element of a 1-D integer tensor of known length, its values known or not."""
-    inferred = {info.name: info for graph in graphs(first.graph) for info in _infos(graph)}
-    cut: list[onnx.ValueInfoProto] = []
-    for graph in graphs(bare.graph):
-        for graph_input in graph.input:
-            if _long_integers(graph_input):
-                graph_input.type.tensor_type.ClearField("shape")
-        for node in graph.node:
-            for i, name in enumerate(node.output):
-                info = inferred.get(name)
-                if info is not None and _long_integers(info):
-                    node.output[i] = f"{name}::cut"
-                    cut.append(
-                        onnx.helper.make_tensor_value_info(name, info.type.tensor_type.elem_type, None)
-                    )
-    bare.graph.input.extend(cut)
-
-
-def _long_integers(info: onnx.ValueInfoProto) -> bool:
-    tensor_type = info.type.tensor_type
-    if tensor_type.elem_type not in INTEGER_TYPES:
-        return False
-    if not tensor_type.HasField("shape"):
-        return True  # pass 2 might learn it
-    dims = tensor_type.shape.dim
-    return len(dims) == 1 and not (dims[0].HasField("dim_value") and dims[0].dim_value <= SHAPE_DATA_ELEMENTS)
 
 
 def _graphs_with_constants(
@@ -154,11 +109,6 @@ def _graphs_with_constants(
         for attribute in node.attribute:
             for sub in [attribute.g] if attribute.HasField("g") else attribute.graphs:
                 yield from _graphs_with_constants(sub, available - {i.name for i in sub.input})
-
-
-def _infos(graph: onnx.GraphProto) -> Iterable[onnx.ValueInfoProto]:
-    yield from graph.value_info
-    yield from graph.output
 
 
 def _dims(info: onnx.ValueInfoProto) -> Dims | None:
