@@ -161,7 +161,7 @@ BOMBS: dict[str, tuple[Callable[[], bytes], str]] = {
     "declared small": (declared_small, "'zeros' (100000000)"),
     "Concat doubling": (doubling, "'twice"),
     "Shape Expand": (shape_expand, "'shaped' (Nx8x10000000) would take"),
-    "rank chain": (rank_chain, "ONNX shape inference on this graph needs over"),
+    "rank chain": (rank_chain, "ONNX shape inference could not finish on this graph within"),
 }
 """Each bomb and what its refusal must say."""
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from cf_oracles import Served, serve
-from onnx_bombs import BOMBS
+from onnx import helper
+from onnx_bombs import BOMBS, bomb, ints
 from onnx_models import softmax_classifier
 from test_onnx_format import PROBLEM, register
 
@@ -42,6 +43,15 @@ def test_a_bomb_is_refused_naming_the_tensor_and_its_bytes(served: Served, name:
     (message,) = response.get_json()["errors"]["artifact"]
     assert phrase in message and "bytes" in message, message
     assert served.client.get("/v1/models/onnx-bomb", headers=served.auth).status_code == 404
+
+
+def test_a_graph_inference_finds_inconsistent_is_refused(served: Served) -> None:
+    """A float input added to an int64 initializer: ONNX shape inference's type check fails (in the child)."""
+    manifest, _, reference = softmax_classifier()
+    clash = bomb([helper.make_node("Add", ["X", "ints"], ["clash"])], [ints("ints", [1] * 8)])
+    response = register(served, {**manifest, "name": "onnx-clash"}, clash, reference)
+    assert response.status_code == 422 and response.mimetype == PROBLEM, response.get_data(as_text=True)
+    assert "inconsistent" in response.get_json()["errors"]["artifact"][0]
 
 
 def registered_in_a_process(tmp_path: Path, max_tensor_bytes: int, *names: str) -> dict[str, Any]:

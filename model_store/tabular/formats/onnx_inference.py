@@ -38,11 +38,7 @@ INFERENCE_ERRORS = (
 
 
 class InferenceRefused(Exception):
-    """Inference found the graph inconsistent (``inconsistent``) or went over its memory or time."""
-
-    def __init__(self, why: str, inconsistent: bool = False) -> None:
-        super().__init__(why)
-        self.inconsistent = inconsistent
+    """Inference found the graph inconsistent, went over its memory or time, or stopped otherwise."""
 
 
 def infer(bare: onnx.ModelProto) -> tuple[onnx.ModelProto, ...]:
@@ -60,11 +56,9 @@ def infer(bare: onnx.ModelProto) -> tuple[onnx.ModelProto, ...]:
     except subprocess.TimeoutExpired as exc:
         raise InferenceRefused(f"ONNX shape inference on this graph took over {TIMEOUT_SECONDS} s") from exc
     if done.returncode == EXIT_INCONSISTENT:
-        raise InferenceRefused(
-            "the graph's types or shapes are inconsistent (ONNX shape inference fails)", True
-        )
-    if done.returncode != 0:
-        raise InferenceRefused(f"ONNX shape inference on this graph needs over {limit} bytes of memory")
+        raise InferenceRefused("the graph's types or shapes are inconsistent (ONNX shape inference fails)")
+    if done.returncode != 0:  # out of memory shows as a MemoryError, a C++ abort or glibc's exit 127
+        raise InferenceRefused(f"ONNX shape inference could not finish on this graph within {limit} bytes")
     return tuple(onnx.load_model_from_string(part) for part in _unpack(done.stdout))
 
 
@@ -140,9 +134,8 @@ def _unpack(data: bytes) -> list[bytes]:
 
 def _main(limit: int) -> int:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    bare = onnx.load_model_from_string(sys.stdin.buffer.read())
     try:
-        parts = _both(bare)
+        parts = _both(onnx.load_model_from_string(sys.stdin.buffer.read()))
     except INFERENCE_ERRORS:
         return EXIT_INCONSISTENT
     sys.stdout.buffer.write(_pack(parts))
