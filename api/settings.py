@@ -64,6 +64,9 @@ class Settings:
     """Largest ONNX model upload (refused before it is parsed)."""
     max_onnx_nodes: int = ArchiveLimits.max_onnx_nodes
     """Most nodes an uploaded ONNX graph may have, subgraphs included."""
+    max_onnx_tensor_bytes: int = ArchiveLimits.max_onnx_tensor_bytes
+    """Largest tensor an uploaded ONNX graph may make, as shape inference sizes it before any session is
+    created (an open batch dimension counted for 256 rows)."""
     max_text_instances: int = 32
     """Most texts one attention or attributions request may carry."""
     max_text_chars: int = 100_000

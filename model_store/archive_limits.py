@@ -23,6 +23,9 @@ class ArchiveLimits:
     """Largest ONNX model file (checked before it is parsed)."""
     max_onnx_nodes: int = 10_000
     """Most nodes an ONNX graph may have, subgraphs included."""
+    max_onnx_tensor_bytes: int = 64 * 1024 * 1024
+    """Largest tensor an ONNX graph may make, as shape inference sizes it (an open dimension counted for
+    256 rows)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> ArchiveLimits:
@@ -35,6 +38,7 @@ class ArchiveLimits:
             settings.max_skops_schema_bytes,
             max_onnx_bytes=settings.max_onnx_bytes,
             max_onnx_nodes=settings.max_onnx_nodes,
+            max_onnx_tensor_bytes=settings.max_onnx_tensor_bytes,
         )
 
     def expanded_cap(self, archive_bytes: int) -> int:

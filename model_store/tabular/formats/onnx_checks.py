@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 
 from model_store.archive_limits import ArchiveLimits
 from model_store.errors import InvalidInput, UnsafeArtifact
+from model_store.tabular.formats.onnx_inference import graphs
 
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 """The operator sets onnxruntime's CPU provider implements without any custom-op library."""
@@ -51,7 +52,7 @@ def check_graph(model: onnx.ModelProto, limits: ArchiveLimits | None) -> None:
     if len(model.functions) > 0:
         raise refuse("model-local ONNX functions are not accepted (custom operators)")
     nodes = 0
-    for graph in _graphs(model.graph):
+    for graph in graphs(model.graph):
         for node in graph.node:
             nodes += 1
             _check_domain(node.domain, f"node {node.op_type}")
@@ -67,17 +68,6 @@ def _check_domain(domain: str, where: str) -> None:
         raise refuse(f"{where} uses the training domain '{domain}'")
     if domain not in STANDARD_DOMAINS:
         raise refuse(f"{where} uses the custom domain '{domain}'; only ai.onnx and ai.onnx.ml are run")
-
-
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """The graph and every subgraph inside its nodes' attributes (If, Loop, Scan bodies)."""
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                yield from _graphs(attribute.g)
-            for sub in attribute.graphs:
-                yield from _graphs(sub)
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

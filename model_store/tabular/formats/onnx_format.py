@@ -25,6 +25,7 @@ from model_store.tabular.formats.base import ArtifactFormat
 from model_store.tabular.formats.codes import coded_pipeline
 from model_store.tabular.formats.onnx_checks import parse_model
 from model_store.tabular.formats.onnx_runtime import Column, Feeds, OnnxClassifier, OnnxRegressor, OnnxSession
+from model_store.tabular.formats.onnx_sizes import check_tensor_sizes
 
 NUMBER_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64}
 FEATURE_TYPES: dict[str, dict[str, Any]] = {
@@ -122,6 +123,8 @@ def load(artifact: bytes | None, manifest: Manifest, limits: ArchiveLimits | Non
     if artifact is None:
         raise InvalidInput.field("artifact", "An ONNX model needs its artifact (model.onnx).")
     proto = parse_model(artifact, limits)
+    if limits is not None:
+        check_tensor_sizes(proto, limits.max_onnx_tensor_bytes)
     session = OnnxSession(artifact)
     feeds = input_feeds(session, manifest)
     n_features = len(manifest.features)
