@@ -16,7 +16,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from model_store.errors import CandorError, InvalidManifest
+from model_store.errors import InvalidInput, InvalidManifest, PredictorFailed
 from model_store.manifest import FeatureSpec, Manifest
 from model_store.tabular.formats.boosters import check_wrapper_agrees
 from model_store.tabular.structure import dense
@@ -172,8 +172,8 @@ def _check_model_scores(estimator: Any, reference: pd.DataFrame, manifest: Manif
         sample = sample[list(names_in)]
     try:
         (estimator.predict_proba if manifest.is_classification else estimator.predict)(sample)
-    except CandorError:
-        raise  # a domain error already says what failed (a remote predictor's 502/504)
+    except (InvalidInput, PredictorFailed):
+        raise  # already says what failed: a loaded model naming a field, a remote predictor's 502/504
     except Exception as exc:  # any failure here means the artifact and the data disagree
         raise InvalidManifest.field("reference", "The model cannot score the reference data.") from exc
     _check_booster_agrees(estimator, reference[manifest.feature_names].head(200))
