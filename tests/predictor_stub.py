@@ -4,8 +4,8 @@
 (``POST /v1/models/NAME:predict``, ``{"instances": [{feature: value}, ...]}`` ->
 ``{"predictions": [[p, ...], ...]}``) from the scikit-learn model in the joblib file MODEL (run with
 .venv-mlserver's Python, which has scikit-learn and joblib); the fault modes answer every POST: ``slow``
-after 3 s, ``error`` with 503, ``shape`` with one probability too many. ``GET /count`` answers how many
-POSTs it received.
+after 3 s, ``error`` with 503, ``shape`` with one probability too many, ``scores`` with raw scores.
+``GET /count`` answers how many POSTs it received.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ def handler(mode: str, model: Any) -> type[BaseHTTPRequestHandler]:
                 self._send(200, {"predictions": []})
             elif mode == "error":
                 self._send(503, {"error": "overloaded"})
+            elif mode == "scores":  # raw scores where probabilities belong (a model without its softmax)
+                rows = len(body.get("instances") or body["inputs"][0]["data"])
+                self._send(200, {"predictions": [[-1.5, 2.5]] * rows})
             else:  # shape
                 rows = len(body.get("instances") or body["inputs"][0]["data"])
                 self._send(200, {"predictions": [[0.2, 0.3, 0.5]] * rows})

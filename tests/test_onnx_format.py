@@ -388,6 +388,19 @@ def test_a_label_output_that_disagrees_with_the_probabilities_is_refused(served:
     assert "labels on the reference rows" in response.get_json()["errors"]["classes"][0]
 
 
+def test_a_graph_answering_scores_where_probabilities_belong_is_refused(served: Served) -> None:
+    """The softmax graph with its Softmax replaced by Identity: its "probabilities" are raw logits."""
+    manifest, artifact, reference = softmax_classifier()
+    proto = onnx.load_model_from_string(artifact)
+    (softmax,) = [node for node in proto.graph.node if node.op_type == "Softmax"]
+    softmax.op_type = "Identity"
+    del softmax.attribute[:]
+    response = register(served, {**manifest, "name": "onnx-logits"}, proto.SerializeToString(), reference)
+    assert response.status_code == 422 and response.mimetype == PROBLEM
+    message = response.get_json()["errors"]["artifact"][0]
+    assert "probabilities output has" in message and ("outside [0, 1]" in message or "sum to 1" in message)
+
+
 def test_a_graph_that_fails_on_the_reference_rows_is_refused(served: Served) -> None:
     """The softmax graph with a symbolic input width (accepted when loaded) and weights for 7 features: it
     fails when it scores the 8-feature reference rows, a 422 naming ``reference``."""

@@ -31,6 +31,7 @@ FAULTS = {
     "slow": (504, "did not answer in 0.5 s", 1),
     "error": (502, "answered 503", 3),
     "shape": (502, "answered the wrong shape: predictions are not 2 numbers per row", 1),
+    "scores": (502, "answered values outside [0, 1] (from -1.5 to 2.5) as class probabilities", 1),
 }
 
 

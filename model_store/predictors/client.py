@@ -81,7 +81,7 @@ class PredictorClient:
         try:
             return self.protocol.answer(payload, self.spec, self.output, batch.rows, self.width)
         except WrongAnswer as exc:
-            raise self._failed(f"answered the wrong shape: {exc}") from None
+            raise self.failed(f"answered the wrong shape: {exc}") from None
 
     def _post(self, body: bytes, rows: int) -> Any:
         attempts = self.endpoint.retries + 1
@@ -105,26 +105,27 @@ class PredictorClient:
                 record_call(name, "timeout")
                 raise _Retry(self._timed_out()) from None
             record_call(name, "error")
-            raise _Retry(self._failed("could not be reached")) from None
+            raise _Retry(self.failed("could not be reached")) from None
         except requests.Timeout:
             record_call(name, "timeout")
             raise self._timed_out() from None
         except requests.RequestException:
             record_call(name, "error")
-            raise self._failed("could not be asked") from None
+            raise self.failed("could not be asked") from None
         if response.status_code >= 500:
             record_call(name, "error")
-            raise _Retry(self._failed(f"answered {response.status_code}"))
+            raise _Retry(self.failed(f"answered {response.status_code}"))
         if response.status_code != 200:
             record_call(name, "error")
-            raise self._failed(f"answered {response.status_code}")
+            raise self.failed(f"answered {response.status_code}")
         record_call(name, "ok", rows, time.perf_counter() - started)
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            raise self._failed("answered something that is not JSON") from None
+            raise self.failed("answered something that is not JSON") from None
 
-    def _failed(self, what: str) -> PredictorFailed:
+    def failed(self, what: str) -> PredictorFailed:
+        """A 502 naming this endpoint and its model (``what``: what the predictor did)."""
         return PredictorFailed(f"The predictor {self.endpoint.name} ({self.spec.model}) {what}.")
 
     def _timed_out(self) -> PredictorTimeout:

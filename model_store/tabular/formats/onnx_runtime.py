@@ -15,6 +15,7 @@ from sklearn.base import ClassifierMixin, RegressorMixin
 from model_store.errors import ExplainerFailed, InvalidManifest
 from model_store.tabular.formats.base import LoadedEstimator
 from model_store.tabular.formats.onnx_checks import refuse
+from model_store.tabular.formats.probabilities import not_probabilities
 
 PROVIDER = "CPUExecutionProvider"
 
@@ -157,6 +158,9 @@ class OnnxClassifier(ClassifierMixin, OnnxModel):
             )
         if len(answers) == 2:
             self._check_labels(np.asarray(answers[1]).reshape(-1), proba)
+        why = not_probabilities(proba) if self.verify else None
+        if why is not None:
+            raise InvalidManifest.field("artifact", f"The ONNX graph's {self.output} output has {why}.")
         return proba
 
     def predict(self, X: Any) -> np.ndarray:

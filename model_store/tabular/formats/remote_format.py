@@ -19,6 +19,7 @@ from model_store.predictors.protocols import Batch
 from model_store.stored_form import canonical_json
 from model_store.tabular.formats.base import ArtifactFormat, LoadedEstimator
 from model_store.tabular.formats.codes import coded_pipeline
+from model_store.tabular.formats.probabilities import not_probabilities
 
 
 class RemoteEstimator(LoadedEstimator):
@@ -51,7 +52,11 @@ class RemoteEstimator(LoadedEstimator):
         return Batch(self.manifest.feature_names, columns, datatypes, len(matrix))
 
     def predict_proba(self, coded: Any) -> np.ndarray:
-        return self.client.infer(self.batch(coded))
+        answer = self.client.infer(self.batch(coded))
+        why = not_probabilities(answer)
+        if why is not None:
+            raise self.client.failed(f"answered {why} as class probabilities")
+        return answer
 
     def predict(self, coded: Any) -> np.ndarray:
         answer = self.client.infer(self.batch(coded))
