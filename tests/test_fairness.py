@@ -400,3 +400,20 @@ def test_job_over_uploaded_rows(make_app: Any, dask_client: Any) -> None:  # noq
     assert row_flips == sync["flipping_rows"]["total"]
     replay = client.post(f"/v1/explanations/{lines[7]['explanation_id']}/replay", headers=auth).get_json()
     assert replay["identical"], replay
+
+
+def test_reference_larger_than_the_row_cap_is_refused_and_a_job_takes_it(make_app: Any) -> None:
+    app = make_app(max_fairness_rows=999)  # the loan reference holds 1,000 rows
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {app.extensions['candor'].store.keys.create('f', ['explain'])[0]}"}
+    assert len(model_of(app, "loan").reference) == 1000
+    problem = assert_problem(client.post(LOAN, json={"data": "reference"}, headers=auth), 422)
+    assert "data" in problem["errors"] and "job" in problem["errors"]["data"][0], problem
+    body = {"model": "loan", "version": "1", "kind": "fairness", "dataset": "reference", "options": {}}
+    assert client.post("/v1/jobs", json=body, headers=auth).status_code == 202
+    fits = make_app(max_fairness_rows=1000)
+    key = fits.extensions["candor"].store.keys.create("f", ["explain"])[0]
+    report = post(
+        fits.test_client(), {"Authorization": f"Bearer {key}"}, {"data": "reference", "resamples": 0}
+    )
+    assert report["results"][0]["rows"] == 1000
