@@ -417,3 +417,74 @@ def test_reference_larger_than_the_row_cap_is_refused_and_a_job_takes_it(make_ap
         fits.test_client(), {"Authorization": f"Bearer {key}"}, {"data": "reference", "resamples": 0}
     )
     assert report["results"][0]["rows"] == 1000
+
+
+def with_missing_ages() -> tuple[dict[str, Any], Any, pd.DataFrame]:
+    """A HistGradientBoostingClassifier (it scores NaN natively) on a protected age that may be missing."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(3)
+    n = 300
+    frame = pd.DataFrame({"age": rng.uniform(18, 80, n), "income": rng.normal(50, 15, n)})
+    score = (frame["income"] - 50) / 15 + (frame["age"] - 40) / 10
+    label = np.where(score + rng.normal(0, 0.3, n) > 0, "approve", "deny")
+    frame.loc[rng.random(n) < 0.2, "age"] = np.nan
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(frame, label)
+    manifest = {
+        "name": "ages_missing",
+        "task": "binary_classification",
+        "classes": ["approve", "deny"],
+        "favourable_class": "approve",
+        "features": [
+            {"name": "age", "type": "numeric", "missing": True, "protected": True, "bins": [30, 50]},
+            {"name": "income", "type": "numeric"},
+        ],
+    }
+    return manifest, model, frame
+
+
+def test_missing_values_of_a_numeric_attribute_are_their_own_group(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    manifest, estimator, frame = with_missing_ages()
+    registry = app.extensions["candor"].store.registry
+    registry.register_tabular(parse_manifest(manifest), dump_skops(estimator), to_parquet(frame))
+    instances = json.loads(frame.head(120).to_json(orient="records"))
+    rows = pd.DataFrame(instances, columns=["age", "income"], dtype=float)  # the values as sent
+    assert any(row["age"] is None for row in instances)
+    body = {"instances": instances, "resamples": 10, "min_group_size": 1, "limit": 1000}
+    result = post(client, auth, body, "/v1/models/ages_missing/versions/1/fairness")["results"][0]
+    ages = section(result, "age")
+    labels = ["< 30", "30 to < 50", ">= 50", "missing"]
+    assert [g["group"] for g in ages["groups"]] == labels
+    age = rows["age"].to_numpy()
+    codes = np.where(np.isnan(age), 3, np.searchsorted([30.0, 50.0], age, side="right"))
+    assert [g["count"] for g in ages["groups"]] == np.bincount(codes, minlength=4).tolist()
+    reference = frame["age"].to_numpy()
+    bins = np.searchsorted([30.0, 50.0], reference, side="right")
+    for index, group in enumerate(ages["groups"][:3]):  # each bin's stand-in: its median, NaN left out
+        inside = reference[(bins == index) & ~np.isnan(reference)]
+        assert group["value"] == pytest.approx(float(np.median(inside)), abs=TOL)
+    flips = ages["flip_test"]
+    assert all(pair["to"] != "missing" for pair in flips["pairs"])
+    missing = int(np.isnan(age).sum())
+    assert flips["moves"] == 2 * (len(rows) - missing) + 3 * missing
+    favourable = list(estimator.classes_).index("approve")
+    before = estimator.predict_proba(rows)[:, favourable]
+    for group in ages["groups"][:3]:  # the missing rows moved to each stand-in, re-scored
+        pair = next(p for p in flips["pairs"] if p["from"] == "missing" and p["to"] == group["group"])
+        moved = rows[np.isnan(age)].assign(age=group["value"])
+        change = estimator.predict_proba(moved)[:, favourable] - before[np.isnan(age)]
+        assert pair["rows"] == missing and pair["mean_change"] == pytest.approx(change.mean(), abs=TOL)
+
+
+def test_bin_labels_stay_distinct_when_edges_are_close(client: FlaskClient, auth: dict[str, str]) -> None:
+    from explainers.fairness.groups import bin_labels
+
+    assert bin_labels([25.0, 35.0, 50.0]) == ["< 25", "25 to < 35", "35 to < 50", ">= 50"]
+    edges = [30.0000001, 30.0000002, 30.0000003]
+    body = {"data": "reference", "attributes": ["age_in_years"], "bins": {"age_in_years": edges}}
+    result = post(client, auth, {**body, "resamples": 0})["results"][0]
+    labels = [g["group"] for g in section(result, "age_in_years")["groups"]]
+    assert labels == bin_labels(edges) and len(set(labels)) == 4, labels
+    assert labels[1] == "30.0000001 to < 30.0000002", labels
