@@ -260,6 +260,10 @@ def test_flip_rate_is_high_when_the_model_reads_the_attribute_and_zero_when_not(
         ),
         ({"data": "reference", "bins": {"age_in_years": [40.0, 30.0]}}, "bins.age_in_years"),
         ({"data": "reference", "resamples": 201}, "resamples"),
+        (
+            {"data": "reference", "bins": {"age_in_years": [float(i) for i in range(101)]}},
+            "bins.age_in_years",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(
@@ -488,3 +492,12 @@ def test_bin_labels_stay_distinct_when_edges_are_close(client: FlaskClient, auth
     labels = [g["group"] for g in section(result, "age_in_years")["groups"]]
     assert labels == bin_labels(edges) and len(set(labels)) == 4, labels
     assert labels[1] == "30.0000001 to < 30.0000002", labels
+
+
+def test_bins_hold_at_most_100_attributes(client: FlaskClient, auth: dict[str, str]) -> None:
+    bins = {f"f{i}": [1.0] for i in range(101)}
+    problem = assert_problem(client.post(LOAN, json={"data": "reference", "bins": bins}, headers=auth), 422)
+    assert list(problem["errors"]) == ["bins"], problem
+    within = {**dict(list(bins.items())[:99]), "age_in_years": [30.0]}
+    problem = assert_problem(client.post(LOAN, json={"data": "reference", "bins": within}, headers=auth), 422)
+    assert list(problem["errors"]) == ["bins.f0"], problem  # past the schema: the report's own check
