@@ -501,3 +501,35 @@ def test_bins_hold_at_most_100_attributes(client: FlaskClient, auth: dict[str, s
     within = {**dict(list(bins.items())[:99]), "age_in_years": [30.0]}
     problem = assert_problem(client.post(LOAN, json={"data": "reference", "bins": within}, headers=auth), 422)
     assert list(problem["errors"]) == ["bins.f0"], problem  # past the schema: the report's own check
+
+
+def test_job_summary_lists_empty_groups_and_names_its_interval_method(
+    make_app: Any,
+    dask_client: Any,  # noqa: F811
+) -> None:
+    app = make_app(job_chunk_rows=10)
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {app.extensions['candor'].store.keys.create('j', ['explain'])[0]}"}
+    frame = loan_frame(200).drop(columns=[LOAN_TARGET])
+    frame = frame[frame["age_in_years"] >= 25].head(30)  # no row in "< 25"
+    options = {"attributes": ["age_in_years"], "resamples": 10, "min_group_size": 1}
+    form = {
+        "model": "loan",
+        "version": "1",
+        "kind": "fairness",
+        "options": json.dumps(options),
+        "file": (io.BytesIO(frame.to_csv(index=False).encode()), "rows.csv"),
+    }
+    submitted = client.post("/v1/jobs", data=form, headers=auth, content_type="multipart/form-data")
+    assert submitted.status_code == 202, submitted.data
+    assert run_jobs(app, dask_client) == 1
+    job = client.get(f"/v1/jobs/{submitted.get_json()['id']}", headers=auth).get_json()
+    assert job["status"] == "succeeded", job
+    fairness = job["summary"]["fairness"]
+    assert fairness["interval_method"] == "cell_multinomial_normal"
+    sync = post(client, auth, {"instances": json.loads(frame.to_json(orient="records")), **options})
+    want = {g["group"]: g["count"] for g in section(sync["results"][0], "age_in_years")["groups"]}
+    got = {g["group"]: g["count"] for g in fairness["attributes"][0]["groups"]}
+    assert want["< 25"] == 0 and got == want, (got, want)
+    empty = next(g for g in fairness["attributes"][0]["groups"] if g["group"] == "< 25")
+    assert empty["too_small"] and empty["selection_rate"] is None
