@@ -260,6 +260,10 @@ def test_flip_rate_is_high_when_the_model_reads_the_attribute_and_zero_when_not(
         ),
         ({"data": "reference", "bins": {"age_in_years": [40.0, 30.0]}}, "bins.age_in_years"),
         ({"data": "reference", "resamples": 201}, "resamples"),
+        (
+            {"data": "reference", "bins": {"age_in_years": [float(i) for i in range(101)]}},
+            "bins.age_in_years",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(
@@ -400,3 +404,132 @@ def test_job_over_uploaded_rows(make_app: Any, dask_client: Any) -> None:  # noq
     assert row_flips == sync["flipping_rows"]["total"]
     replay = client.post(f"/v1/explanations/{lines[7]['explanation_id']}/replay", headers=auth).get_json()
     assert replay["identical"], replay
+
+
+def test_reference_larger_than_the_row_cap_is_refused_and_a_job_takes_it(make_app: Any) -> None:
+    app = make_app(max_fairness_rows=999)  # the loan reference holds 1,000 rows
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {app.extensions['candor'].store.keys.create('f', ['explain'])[0]}"}
+    assert len(model_of(app, "loan").reference) == 1000
+    problem = assert_problem(client.post(LOAN, json={"data": "reference"}, headers=auth), 422)
+    assert "data" in problem["errors"] and "job" in problem["errors"]["data"][0], problem
+    body = {"model": "loan", "version": "1", "kind": "fairness", "dataset": "reference", "options": {}}
+    assert client.post("/v1/jobs", json=body, headers=auth).status_code == 202
+    fits = make_app(max_fairness_rows=1000)
+    key = fits.extensions["candor"].store.keys.create("f", ["explain"])[0]
+    report = post(
+        fits.test_client(), {"Authorization": f"Bearer {key}"}, {"data": "reference", "resamples": 0}
+    )
+    assert report["results"][0]["rows"] == 1000
+
+
+def with_missing_ages() -> tuple[dict[str, Any], Any, pd.DataFrame]:
+    """A HistGradientBoostingClassifier (it scores NaN natively) on a protected age that may be missing."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(3)
+    n = 300
+    frame = pd.DataFrame({"age": rng.uniform(18, 80, n), "income": rng.normal(50, 15, n)})
+    score = (frame["income"] - 50) / 15 + (frame["age"] - 40) / 10
+    label = np.where(score + rng.normal(0, 0.3, n) > 0, "approve", "deny")
+    frame.loc[rng.random(n) < 0.2, "age"] = np.nan
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(frame, label)
+    manifest = {
+        "name": "ages_missing",
+        "task": "binary_classification",
+        "classes": ["approve", "deny"],
+        "favourable_class": "approve",
+        "features": [
+            {"name": "age", "type": "numeric", "missing": True, "protected": True, "bins": [30, 50]},
+            {"name": "income", "type": "numeric"},
+        ],
+    }
+    return manifest, model, frame
+
+
+def test_missing_values_of_a_numeric_attribute_are_their_own_group(
+    app: Flask, client: FlaskClient, auth: dict[str, str]
+) -> None:
+    manifest, estimator, frame = with_missing_ages()
+    registry = app.extensions["candor"].store.registry
+    registry.register_tabular(parse_manifest(manifest), dump_skops(estimator), to_parquet(frame))
+    instances = json.loads(frame.head(120).to_json(orient="records"))
+    rows = pd.DataFrame(instances, columns=["age", "income"], dtype=float)  # the values as sent
+    assert any(row["age"] is None for row in instances)
+    body = {"instances": instances, "resamples": 10, "min_group_size": 1, "limit": 1000}
+    result = post(client, auth, body, "/v1/models/ages_missing/versions/1/fairness")["results"][0]
+    ages = section(result, "age")
+    labels = ["< 30", "30 to < 50", ">= 50", "missing"]
+    assert [g["group"] for g in ages["groups"]] == labels
+    age = rows["age"].to_numpy()
+    codes = np.where(np.isnan(age), 3, np.searchsorted([30.0, 50.0], age, side="right"))
+    assert [g["count"] for g in ages["groups"]] == np.bincount(codes, minlength=4).tolist()
+    reference = frame["age"].to_numpy()
+    bins = np.searchsorted([30.0, 50.0], reference, side="right")
+    for index, group in enumerate(ages["groups"][:3]):  # each bin's stand-in: its median, NaN left out
+        inside = reference[(bins == index) & ~np.isnan(reference)]
+        assert group["value"] == pytest.approx(float(np.median(inside)), abs=TOL)
+    flips = ages["flip_test"]
+    assert all(pair["to"] != "missing" for pair in flips["pairs"])
+    missing = int(np.isnan(age).sum())
+    assert flips["moves"] == 2 * (len(rows) - missing) + 3 * missing
+    favourable = list(estimator.classes_).index("approve")
+    before = estimator.predict_proba(rows)[:, favourable]
+    for group in ages["groups"][:3]:  # the missing rows moved to each stand-in, re-scored
+        pair = next(p for p in flips["pairs"] if p["from"] == "missing" and p["to"] == group["group"])
+        moved = rows[np.isnan(age)].assign(age=group["value"])
+        change = estimator.predict_proba(moved)[:, favourable] - before[np.isnan(age)]
+        assert pair["rows"] == missing and pair["mean_change"] == pytest.approx(change.mean(), abs=TOL)
+
+
+def test_bin_labels_stay_distinct_when_edges_are_close(client: FlaskClient, auth: dict[str, str]) -> None:
+    from explainers.fairness.groups import bin_labels
+
+    assert bin_labels([25.0, 35.0, 50.0]) == ["< 25", "25 to < 35", "35 to < 50", ">= 50"]
+    edges = [30.0000001, 30.0000002, 30.0000003]
+    body = {"data": "reference", "attributes": ["age_in_years"], "bins": {"age_in_years": edges}}
+    result = post(client, auth, {**body, "resamples": 0})["results"][0]
+    labels = [g["group"] for g in section(result, "age_in_years")["groups"]]
+    assert labels == bin_labels(edges) and len(set(labels)) == 4, labels
+    assert labels[1] == "30.0000001 to < 30.0000002", labels
+
+
+def test_bins_hold_at_most_100_attributes(client: FlaskClient, auth: dict[str, str]) -> None:
+    bins = {f"f{i}": [1.0] for i in range(101)}
+    problem = assert_problem(client.post(LOAN, json={"data": "reference", "bins": bins}, headers=auth), 422)
+    assert list(problem["errors"]) == ["bins"], problem
+    within = {**dict(list(bins.items())[:99]), "age_in_years": [30.0]}
+    problem = assert_problem(client.post(LOAN, json={"data": "reference", "bins": within}, headers=auth), 422)
+    assert list(problem["errors"]) == ["bins.f0"], problem  # past the schema: the report's own check
+
+
+def test_job_summary_lists_empty_groups_and_names_its_interval_method(
+    make_app: Any,
+    dask_client: Any,  # noqa: F811
+) -> None:
+    app = make_app(job_chunk_rows=10)
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {app.extensions['candor'].store.keys.create('j', ['explain'])[0]}"}
+    frame = loan_frame(200).drop(columns=[LOAN_TARGET])
+    frame = frame[frame["age_in_years"] >= 25].head(30)  # no row in "< 25"
+    options = {"attributes": ["age_in_years"], "resamples": 10, "min_group_size": 1}
+    form = {
+        "model": "loan",
+        "version": "1",
+        "kind": "fairness",
+        "options": json.dumps(options),
+        "file": (io.BytesIO(frame.to_csv(index=False).encode()), "rows.csv"),
+    }
+    submitted = client.post("/v1/jobs", data=form, headers=auth, content_type="multipart/form-data")
+    assert submitted.status_code == 202, submitted.data
+    assert run_jobs(app, dask_client) == 1
+    job = client.get(f"/v1/jobs/{submitted.get_json()['id']}", headers=auth).get_json()
+    assert job["status"] == "succeeded", job
+    fairness = job["summary"]["fairness"]
+    assert fairness["interval_method"] == "cell_multinomial_normal"
+    sync = post(client, auth, {"instances": json.loads(frame.to_json(orient="records")), **options})
+    want = {g["group"]: g["count"] for g in section(sync["results"][0], "age_in_years")["groups"]}
+    got = {g["group"]: g["count"] for g in fairness["attributes"][0]["groups"]}
+    assert want["< 25"] == 0 and got == want, (got, want)
+    empty = next(g for g in fairness["attributes"][0]["groups"] if g["group"] == "< 25")
+    assert empty["too_small"] and empty["selection_rate"] is None

@@ -18,6 +18,7 @@ from explainers.fairness import summary as job_summary
 from explainers.fairness.report import favourable_of, report, row_parts
 from explainers.plots import Drawer
 from explainers.rows import Rows, tabular
+from model_store.errors import InvalidInput
 from model_store.versions import VersionInfo
 
 SETTINGS = {
@@ -49,8 +50,16 @@ def _resolved(options: dict[str, Any], limits: Mapping[str, Any]) -> dict[str, A
     return opts
 
 
-def _reference(model: Any) -> tuple[list[dict[str, Any]], list[Any] | None]:
-    """The reference rows and, when it keeps the manifest's target column, their true outcomes."""
+def _reference(model: Any, limits: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[Any] | None]:
+    """The reference rows and, when it keeps the manifest's target column, their true outcomes (422 naming
+    ``data`` when they are more than a request may hold: a job over ``dataset: reference`` takes them)."""
+    most = limits.get("max_rows")
+    if most is not None and len(model.reference) > most:
+        raise InvalidInput.field(
+            "data",
+            f"The reference data has {len(model.reference)} rows, more than the {most} a fairness request "
+            'may hold: submit a job (POST /v1/jobs with kind "fairness" and dataset "reference").',
+        )
     records = model.reference.to_dict("records")
     return records, getattr(model, "reference_outcomes", None)
 
@@ -75,7 +84,7 @@ class FairnessExplainer(Explainer):
             results = row_parts(model, rows.records, rows.encoded, opts)
             count = len(results)
         elif opts["data"] == "reference":
-            records, outcomes = _reference(model)
+            records, outcomes = _reference(model, limits)
             results = [report(model, records, model.encode(records), {**opts, "outcomes": outcomes})]
             count = len(records)
         else:
@@ -132,6 +141,7 @@ SPEC = MethodSpec(
     max_instances=lambda s: s.method_setting("max_fairness_rows"),
     caps=lambda s: {"resamples": s.method_setting("max_fairness_resamples")},
     limits=lambda s: {
+        "max_rows": s.method_setting("max_fairness_rows"),
         "default_resamples": s.method_setting("max_fairness_resamples"),
         "default_min_group_size": s.method_setting("fairness_min_group_size"),
     },

@@ -35,6 +35,15 @@ def _increasing(edges: list[float]) -> None:
         raise ValidationError("Bin edges must be strictly increasing.")
 
 
+MAX_BINNED = 100
+"""Most attributes a request's ``bins`` names."""
+
+
+def _few_attributes(bins: dict[str, Any]) -> None:
+    if len(bins) > MAX_BINNED:
+        raise ValidationError(f"At most {MAX_BINNED} attributes.")
+
+
 class _FairnessOptions(StrictSchema):
     attributes = _described(
         UniqueList(text(MAX_FEATURE_NAME, min_length=1), 100, min_items=1, load_default=None),
@@ -44,9 +53,12 @@ class _FairnessOptions(StrictSchema):
         fields.Dict(
             keys=text(MAX_FEATURE_NAME, min_length=1),
             values=BoundedList(fields.Float(allow_nan=False), 100, min_items=1, validate=_increasing),
+            validate=_few_attributes,
             load_default=None,
+            metadata={"maxProperties": MAX_BINNED},
         ),
-        "Cut points per numeric attribute, overriding the manifest's bins",
+        "Cut points per numeric attribute (at most 100 attributes, 100 edges each), overriding the "
+        "manifest's bins",
     )
     seed = _described(integer(0, 2**32 - 1, load_default=0), "Bootstrap seed")
     resamples = _described(

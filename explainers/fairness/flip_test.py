@@ -17,13 +17,13 @@ Records = list[dict[str, Any]]
 
 
 def moved(records: Records, attribute: Attribute) -> tuple[Records, np.ndarray, np.ndarray]:
-    """Each row once per other group, with the attribute set to that group's value: the varied rows, and
-    for each the row's index and the group it was moved to."""
+    """Each row once per other group (never into the missing values' group), with the attribute set to that
+    group's value: the varied rows, and for each the row's index and the group it was moved to."""
     groups = len(attribute.labels)
     rows, targets = [], []
     for index, (_row, code) in enumerate(zip(records, attribute.codes.tolist(), strict=True)):
         for target in range(groups):
-            if target != code:
+            if target not in (code, attribute.missing):
                 rows.append(index)
                 targets.append(target)
     varied = [{**records[i], attribute.name: attribute.values[t]} for i, t in zip(rows, targets, strict=True)]

@@ -1,5 +1,7 @@
 """The groups of a protected attribute: its categories, or the bins of a numeric one; each row's group, and
-the value that stands for each group when a row is moved into it (the flip test)."""
+the value that stands for each group when a row is moved into it (the flip test). A numeric attribute whose
+manifest feature may be missing has a last group, ``missing``, for its missing values: no row is moved into
+it, and its rows are moved to each bin's stand-in."""
 
 from __future__ import annotations
 
@@ -12,17 +14,22 @@ import numpy as np
 
 from model_store.errors import InvalidInput
 
+MISSING = "missing"
+"""The group of a numeric attribute's missing values."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Attribute:
     """A protected feature grouped: ``labels[codes[i]]`` is row i's group, ``values[g]`` the feature value a
-    row gets when moved into group g."""
+    row gets when moved into group g; ``missing`` the index of the missing values' group (no row is moved
+    into it), if any."""
 
     name: str
     labels: list[str]
     values: list[Any]
     codes: np.ndarray
     bins: list[float] | None = None
+    missing: int | None = None
 
 
 def protected_names(model: Any) -> list[str]:
@@ -67,15 +74,23 @@ def bins_of(model: Any, names: list[str], asked: Mapping[str, list[float]]) -> d
     return out
 
 
+def _shown(edge: float) -> str:
+    short = f"{edge:g}"
+    return short if float(short) == edge else repr(float(edge))
+
+
 def bin_labels(edges: list[float]) -> list[str]:
-    """``< a``, ``a to < b``, ..., ``>= z`` for cut points a..z."""
-    shown = [f"{edge:g}" for edge in edges]
+    """``< a``, ``a to < b``, ..., ``>= z`` for cut points a..z, each shown short (``25``) when that reads
+    back as the same number, else in full (``1.0000001``), so distinct edges give distinct labels."""
+    shown = [_shown(edge) for edge in edges]
     middle = [f"{low} to < {high}" for low, high in itertools.pairwise(shown)]
     return [f"< {shown[0]}", *middle, f">= {shown[-1]}"]
 
 
 def _bin_values(edges: list[float], reference: np.ndarray) -> list[float]:
-    """The value standing for each bin: the median of the reference values in it, else a value inside it."""
+    """The value standing for each bin: the median of the reference values in it (missing ones left out),
+    else a value inside it."""
+    reference = reference[~np.isnan(reference)]
     codes = np.searchsorted(edges, reference, side="right")
     values = []
     for group in range(len(edges) + 1):
@@ -101,14 +116,24 @@ def _categories(model: Any, name: str, records: list[dict[str, Any]]) -> list[An
     return sorted(seen, key=lambda v: (type(v).__name__, v))
 
 
+def _binned(model: Any, name: str, column: list[Any], edges: list[float]) -> Attribute:
+    """A numeric attribute by its bins, and a last group ``missing`` when the feature may be missing."""
+    numbers = np.asarray(column, dtype=float)
+    codes = np.searchsorted(edges, numbers, side="right")
+    labels = bin_labels(edges)
+    values: list[Any] = _bin_values(edges, model.reference[name].to_numpy(dtype=float))
+    spec = next(s for s in model.manifest.features if s.name == name)
+    if not spec.missing:
+        return Attribute(name, labels, values, codes, edges)
+    codes[np.isnan(numbers)] = len(labels)
+    return Attribute(name, [*labels, MISSING], [*values, None], codes, edges, missing=len(labels))
+
+
 def grouped(model: Any, name: str, records: list[dict[str, Any]], edges: list[float] | None) -> Attribute:
     """Attribute ``name`` over ``records``: binned by ``edges`` when numeric, else by category."""
     column = [row[name] for row in records]
     if edges is not None:
-        numbers = np.asarray(column, dtype=float)
-        codes = np.searchsorted(edges, numbers, side="right")
-        reference = model.reference[name].to_numpy(dtype=float)
-        return Attribute(name, bin_labels(edges), _bin_values(edges, reference), codes, edges)
+        return _binned(model, name, column, edges)
     values = _categories(model, name, records)
     index = {value: position for position, value in enumerate(values)}
     codes = np.asarray([index[value] for value in column], dtype=np.int64)

@@ -1,5 +1,6 @@
 """A fairness job's summary: each row's part (``report.row_parts``) added into group sums, and the report's
-figures from them once the job is done.
+figures from them once the job is done. Every group a row could be moved into is listed, with count 0 when
+no row falls in it; a numeric attribute's ``missing`` group only when a row is missing the value.
 
 The sums are additive (a job adds one accumulator per chunk), so the intervals resample the job's rows by
 their cells: per group, the favourable and unfavourable decisions are drawn together from a multinomial over
@@ -19,6 +20,9 @@ from explainers.fairness import group_metrics as gm
 
 Acc = dict[str, Any]
 SHOWN = ("selection_rate", "mean_probability", "dppl", "di")
+INTERVAL_METHOD = "cell_multinomial_normal"
+"""How the summary's intervals resample (not a row bootstrap): decision cells from a multinomial, a cell's
+probability sum from its normal approximation."""
 
 
 def _add(node: dict[str, Any], key: str, amount: float) -> None:
@@ -37,6 +41,7 @@ def accumulate(acc: Acc, result: dict[str, Any]) -> None:
         _add(cell, f"{side}_probability", probability)
         _add(cell, f"{side}_probability2", probability * probability)
     for move in row["moves"]:
+        fair["groups"][move["attribute"]].setdefault(move["to"], {})  # a group no row falls in: count 0
         source = row["groups"][move["attribute"]]
         pair = fair.setdefault("moves", {}).setdefault(move["attribute"], {}).setdefault(source, {})
         entry = pair.setdefault(move["to"], {})
@@ -160,4 +165,11 @@ def finalize(acc: Acc) -> dict[str, Any]:
         attribute_summary(name, groups, fair.get("moves", {}).get(name, {}), settings)
         for name, groups in sorted(fair.get("groups", {}).items())
     ]
-    return {"fairness": {"seed": settings[0], "resamples": settings[1], "attributes": attributes}}
+    return {
+        "fairness": {
+            "seed": settings[0],
+            "resamples": settings[1],
+            "interval_method": INTERVAL_METHOD,
+            "attributes": attributes,
+        }
+    }
