@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api.http.auth import required_scope
-from api.methods.registry import NAMES
+from api.methods.registry import NAMES, spec
 
 PROBLEM = "application/problem+json"
 PUBLIC = {
@@ -33,7 +33,7 @@ SCOPES = {
     ("GET", "/v1/models/<name>/versions/<version>"): "explain",
     ("POST", "/v1/models/<name>/versions/<version>/promote"): "models:write",
     ("POST", "/v1/models/<name>/versions/<version>/predict"): "explain",
-    **{("POST", f"/v1/models/<name>/versions/<version>/explain/{name}"): "explain" for name in NAMES},
+    **{("POST", f"/v1/models/<name>/versions/<version>{spec(name).path}"): "explain" for name in NAMES},
     ("GET", "/v1/models/<name>/versions/<version>/importance"): "explain",
     ("GET", "/v1/models/<name>/versions/<version>/importance/plot"): "explain",
     ("GET", "/v1/models/<name>/versions/<version>/profile/plot"): "explain",

@@ -125,7 +125,7 @@ class ExplanationService(Computer):
         when another request claimed it first."""
         with counting_calls() as tally:
             info, explanation = self.compute(request)
-        answer = remote_answer(info, self.store.registry.load(info), request.instances, tally)
+        answer = remote_answer(info, lambda: self.store.registry.load(info), request.instances, tally)
         draft = draft_for(
             request.method,
             explanation,

@@ -5,6 +5,7 @@ explained rows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from model_store.predictors.calls import Tally
@@ -24,13 +25,16 @@ def remote_statement(info: VersionInfo) -> dict[str, Any] | None:
     return {key: predictor[key] for key in keys if predictor.get(key) is not None}
 
 
-def remote_answer(info: VersionInfo, model: Any, instances: list[Any], tally: Tally) -> dict[str, Any] | None:
+def remote_answer(
+    info: VersionInfo, loaded: Callable[[], Any], instances: list[Any], tally: Tally
+) -> dict[str, Any] | None:
     """The requests ``tally`` counted and the predictor's answer for ``instances`` (asked once more, in one
-    request); None for a model held here."""
+    request, of the model ``loaded`` returns); None for a model held here (nothing loaded)."""
     if not is_remote(info):
         return None
     answer: dict[str, Any] = {"requests": tally.requests}
     if instances:
+        model = loaded()
         rows = model.validate(instances)
         answer["answered"] = model.describe_predictions(model.predict_encoded(model.encode(rows)))
     return answer
