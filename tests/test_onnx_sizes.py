@@ -77,8 +77,8 @@ def test_bombs_are_refused_quickly_and_with_little_memory(tmp_path: Path) -> Non
     fresh process: each refused within 5 s (inference runs in a child process), the process's peak RSS
     growing by less than 300 MB, also over a graph that would make ONNX's data propagation materialise
     300 MB (registered: harmless to onnxruntime). The Tile upload with the guard lifted costs that process
-    more than 300 MB (the measure sees it: Tile writes every byte, where a zero-filled ConstantOfShape may leave
-    its pages untouched, depending on the allocator)."""
+    more than 300 MB (the measure sees it: Tile writes every byte, where a zero-filled ConstantOfShape may
+    leave its pages untouched, depending on the allocator)."""
     bombs = ("ConstantOfShape", "Expand", "Shape Expand", "Tile", "rank chain")
     results = registered_in_a_process(tmp_path, 64 * 1024 * 1024, *bombs, "bait")
     assert results["bait"]["status"] == 201, results["bait"]
