@@ -526,7 +526,7 @@ def test_job_summary_lists_empty_groups_and_names_its_interval_method(
     job = client.get(f"/v1/jobs/{submitted.get_json()['id']}", headers=auth).get_json()
     assert job["status"] == "succeeded", job
     fairness = job["summary"]["fairness"]
-    assert fairness["interval_method"] == "cell_multinomial_normal"
+    assert fairness["interval_method"] == "poisson_bootstrap"
     sync = post(client, auth, {"instances": json.loads(frame.to_json(orient="records")), **options})
     want = {g["group"]: g["count"] for g in section(sync["results"][0], "age_in_years")["groups"]}
     got = {g["group"]: g["count"] for g in fairness["attributes"][0]["groups"]}

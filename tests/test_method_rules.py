@@ -318,6 +318,8 @@ def own_figures(spec: MethodSpec, lines: list[dict[str, Any]], feature_order: li
     """The spec's job summary figures computed from the result lines by its own accumulate and finalize, in
     one pass (the runner merges one accumulator per chunk)."""
     acc: dict[str, Any] = {}
+    if spec.accumulate_rows is not None:
+        spec.accumulate_rows(acc, [(line["row"], line["result"]) for line in lines])
     for line in lines:
         spec.accumulate(acc, line["result"], feature_order)
     return spec.finalize(acc)

@@ -5,11 +5,12 @@ per chunk (the job's stored input chunks, ``model_store.job_inputs``), so memory
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -29,8 +30,9 @@ class TooManyRows(InvalidInput):
     type_slug = "too-many-rows"
 
 
-def target_schema(manifest: Manifest) -> pa.Schema:
-    """The columns a job's rows must have, in the model's order, with the types its validator accepts."""
+def target_schema(manifest: Manifest, label_columns: Sequence[str] = ()) -> pa.Schema:
+    """The columns a job's rows must have, in the model's order, with the types its validator accepts, then
+    the columns of class labels the job's method reads (as text)."""
     if manifest.is_text:
         return pa.schema([(TEXT_COLUMN, pa.string())])
     columns = []
@@ -44,7 +46,26 @@ def target_schema(manifest: Manifest) -> pa.Schema:
         else:
             kind = pa.string()
         columns.append((spec.name, kind))
-    return pa.schema(columns)
+    return pa.schema(columns + [(name, pa.string()) for name in label_columns])
+
+
+def check_labels(path: Path, columns: Mapping[str, str], classes: Sequence[str]) -> None:
+    """Every value of each label column (``{column: the option naming it}``) is one of ``classes``: a 422
+    naming the option otherwise. Read column by column from the stored rows."""
+    if not columns:
+        return
+    table = pq.read_table(path, columns=list(columns))
+    for column, option in columns.items():
+        values = table.column(column)
+        if values.null_count:
+            raise InvalidInput.field(option, f"The column {column!r} has {values.null_count} empty values.")
+        unknown = sorted(set(pc.unique(values).to_pylist()) - set(classes))
+        if unknown:
+            shown = ", ".join(repr(v) for v in unknown[:5])
+            listed = ", ".join(classes)
+            raise InvalidInput.field(
+                option, f"Column {column!r} holds values that are not classes ({shown}); classes: {listed}."
+            )
 
 
 def _check_columns(names: list[str], schema: pa.Schema, field: str, extra_allowed: bool) -> None:

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from marshmallow import ValidationError
 
-from api.jobs.inputs import target_schema, write_input
+from api.jobs.inputs import check_labels, target_schema, write_input
 from api.methods.registry import spec
 from api.service.explain_request import ExplainRequest
 from api.service.explanations import ExplanationService
@@ -119,9 +119,13 @@ class Submission:
         checked = validate_options(kind, request.options)
         self._check_caps(kind, checked)
         self._probe(info, loaded, kind, checked)
+        labels = {column: f"options.{option}" for column, option in spec(kind).label_columns(checked).items()}
+        self._check_label_columns(info, labels)
         with self.jobs.files.staging() as staging:
             input_path = staging / "input.parquet"
-            total, source = self._write_rows(request, info, input_path)
+            total, source = self._write_rows(request, info, input_path, list(labels))
+            if labels:
+                check_labels(input_path, labels, [str(c) for c in loaded.classes])
             return self.jobs.create(
                 NewJob(
                     model_name=info.name,
@@ -138,10 +142,20 @@ class Submission:
                 input_path,
             )
 
-    def _write_rows(self, request: JobRequest, info: VersionInfo, dest: Path) -> tuple[int, dict[str, Any]]:
+    @staticmethod
+    def _check_label_columns(info: VersionInfo, labels: dict[str, str]) -> None:
+        """A label column is not one of the model's features (a 422 naming the option)."""
+        features = {feature.name for feature in info.manifest.features}
+        for column, option in labels.items():
+            if column in features:
+                raise InvalidInput.field(option, f"{column!r} is a feature of the model, not a label column.")
+
+    def _write_rows(
+        self, request: JobRequest, info: VersionInfo, dest: Path, label_columns: list[str]
+    ) -> tuple[int, dict[str, Any]]:
         """The request's rows (a stored dataset or the upload) normalised into ``dest``: their count and
         the job's ``source``."""
-        schema = target_schema(info.manifest)
+        schema = target_schema(info.manifest, label_columns)
         chunk_rows, max_rows = self.settings.job_chunk_rows, self.settings.max_job_rows
         if request.dataset is not None:
             stream = self._dataset(info, request.dataset)

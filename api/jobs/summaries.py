@@ -35,7 +35,8 @@ def merge(left: Acc, right: Acc) -> Acc:
 def accumulate(kind: str, lines: Iterable[dict[str, Any]], feature_order: list[str] | None = None) -> Acc:
     """The accumulator of one chunk's result lines."""
     acc: Acc = {}
-    add_result = spec(kind).accumulate
+    method = spec(kind)
+    ok: list[tuple[int, dict[str, Any]]] = []
     for line in lines:
         if line["status"] != "ok":
             add(acc, ("rows", "error"), 1)
@@ -45,7 +46,12 @@ def accumulate(kind: str, lines: Iterable[dict[str, Any]], feature_order: list[s
         label = (result.get("prediction") or {}).get("label")
         if label is not None:
             add(acc, ("labels", str(label)), 1)
-        add_result(acc, result, feature_order)
+        if method.accumulate_rows is None:
+            method.accumulate(acc, result, feature_order)
+        else:
+            ok.append((int(line["row"]), result))
+    if method.accumulate_rows is not None and ok:
+        method.accumulate_rows(acc, ok)
     return acc
 
 

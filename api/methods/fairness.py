@@ -9,13 +9,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from api.methods.spec import Acc, MethodSpec, Narrative, Picture
+from api.methods.spec import MethodSpec, Narrative, Picture
 from api.schemas.fairness import FairnessExplanationSchema, FairnessJobSchema, FairnessRequestSchema
 from explainers.base import NO_LIMITS, Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
 from explainers.fairness import narrative as fairness_narrative
 from explainers.fairness import summary as job_summary
-from explainers.fairness.report import favourable_of, report, row_parts
+from explainers.fairness.report import favourable_of, report, row_parts, with_outcome_column
 from explainers.plots import Drawer
 from explainers.rows import Rows, tabular
 from model_store.errors import InvalidInput
@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "min_group_size": None,
     "data": "instances",
     "outcomes": None,
+    "outcome_column": None,
     "offset": 0,
     "limit": 20,
 }
@@ -90,7 +91,7 @@ class FairnessExplainer(Explainer):
         else:
             results = [report(model, rows.records, rows.encoded, opts)]
             count = len(rows.records)
-        keys = ("attributes", "bins", "seed", "resamples", "min_group_size", "data")
+        keys = ("attributes", "bins", "seed", "resamples", "min_group_size", "data", "outcome_column")
         params = {**{k: opts[k] for k in keys}, "per_row": bool(opts.get("per_row"))}
         return Explanation(
             kind=self.kind,
@@ -115,8 +116,10 @@ def row_quality(quality: dict[str, Any], _result: dict[str, Any]) -> dict[str, A
     return {**quality, "rows": 1}
 
 
-def accumulate(acc: Acc, result: dict[str, Any], _feature_order: list[str] | None) -> None:
-    job_summary.accumulate(acc, result)
+def outcome_label_column(options: dict[str, Any]) -> dict[str, str]:
+    """A job's outcome column, which its rows keep beside the model's features."""
+    column = options.get("outcome_column")
+    return {column: "outcome_column"} if column else {}
 
 
 def narrative(result: dict[str, Any], _envelope: dict[str, Any], context: Narrative) -> str:
@@ -145,12 +148,14 @@ SPEC = MethodSpec(
         "default_resamples": s.method_setting("max_fairness_resamples"),
         "default_min_group_size": s.method_setting("fairness_min_group_size"),
     },
-    probe_options={"resamples": 0},
+    probe_options={"resamples": 0, "outcome_column": None},  # a reference row has no outcome column
     batched=True,
     row_independent=row_independent,
     row_quality=row_quality,
-    accumulate=accumulate,
+    accumulate_rows=job_summary.accumulate_rows,
     finalize=job_summary.finalize,
+    prepare=with_outcome_column,
+    label_columns=outcome_label_column,
     narrative=narrative,
     picture=Picture(Drawer("explainers.plots.fairness:draw", (10.0, 8.0)), names=True),
     example={"attributes": ["age_in_years", "foreign_worker"], "resamples": 20, "min_group_size": 1},

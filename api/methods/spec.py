@@ -62,6 +62,14 @@ def _no_figures(_acc: Acc) -> dict[str, Any]:
     return {}
 
 
+def _as_sent(instances: list[Any], options: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    return instances, options
+
+
+def _no_columns(_options: dict[str, Any]) -> dict[str, str]:
+    return {}
+
+
 @dataclasses.dataclass(frozen=True)
 class Narrative:
     """What a narrative writer gets besides the result and its envelope: the manifest's display names and
@@ -135,6 +143,15 @@ class MethodSpec:
     """A split row's quality figures from the chunk's and the row's result (batched methods)."""
     accumulate: Callable[[Acc, dict[str, Any], list[str] | None], None] = _add_nothing
     """Adds one ok result to a job's summary accumulator (rows and labels are counted for every method)."""
+    accumulate_rows: Callable[[Acc, list[tuple[int, dict[str, Any]]]], None] | None = None
+    """Adds a chunk's ok results, each with its row number in the job, at once (instead of ``accumulate``)."""
+    prepare: Callable[[list[Any], dict[str, Any]], tuple[list[Any], dict[str, Any]]] = _as_sent
+    """The instances and options the adapter gets from those sent: what rows carry beside the model's
+    features (a fairness report's outcome column) moved into the options before the rows are validated;
+    the record keeps what was sent."""
+    label_columns: Callable[[dict[str, Any]], dict[str, str]] = _no_columns
+    """Columns of class labels a job's rows keep beside the model's, for ``prepare``: ``{column: the option
+    naming it}`` from the job's options (every value must be one of the model's classes)."""
     finalize: Callable[[Acc], dict[str, Any]] = _no_figures
     """The method's figures of a job summary from its accumulator."""
     replay_tolerance: float = DEFAULT_REPLAY_TOLERANCE

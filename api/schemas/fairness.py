@@ -70,6 +70,11 @@ class _FairnessOptions(StrictSchema):
         "Groups with fewer rows are marked too_small and left out of the between-group figures (default: "
         "CANDOR_FAIRNESS_MIN_GROUP_SIZE)",
     )
+    outcome_column = _described(
+        text(MAX_FEATURE_NAME, min_length=1, allow_none=True, load_default=None),
+        "A column each row carries beside the model's features: its true outcome (a class label). A job's "
+        "uploaded file (or dataset) has it as a column",
+    )
 
 
 class FairnessRequestSchema(_FairnessOptions):
@@ -87,8 +92,12 @@ class FairnessRequestSchema(_FairnessOptions):
 
     @validates_schema
     def _rows(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if data.get("outcomes") and data.get("outcome_column"):
+            raise ValidationError(
+                "Send the outcomes as a list or as a column of the rows, not both.", "outcomes"
+            )
         if data.get("data") == "reference":
-            for name in ("instances", "outcomes"):
+            for name in ("instances", "outcomes", "outcome_column"):
                 if data.get(name):
                     raise ValidationError("Not with data: reference (its own rows and outcomes).", name)
         elif not data.get("instances"):
@@ -212,6 +221,8 @@ class RowPartSchema(StrictSchema):
     groups = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     probability = fields.Float(required=True)
     decision = fields.Boolean(required=True)
+    outcome = _described(fields.String(), "The row's true outcome, when the job has an outcome column")
+    outcome_favourable = _described(fields.Boolean(), "Whether that outcome is the favourable class")
     moves = fields.List(fields.Nested(MoveSchema), required=True)
     settings = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
 

@@ -58,10 +58,9 @@ class Computer:
         if not spec.applies(model):
             raise InvalidInput.field("method", f"{spec.name} does not apply to {info.flavour} models.")
         with EXPLANATION_SECONDS.labels(spec.name).time():
-            rows = rows_of(model, request.instances, request.options)
-            explanation = spec.explainer().explain(
-                info, model, rows, request.options, spec.limits(self.settings)
-            )
+            instances, options = spec.prepare(request.instances, request.options)
+            rows = rows_of(model, instances, options)
+            explanation = spec.explainer().explain(info, model, rows, options, spec.limits(self.settings))
             if isinstance(rows, TabularRows):
                 attach_ood(model, explanation, rows)  # results[i]["ood"], quality["ood"]
         if request.narrative:

@@ -39,8 +39,10 @@ def favourable_of(model: Any) -> tuple[int, str]:
     return model.class_index(label), label
 
 
-def outcome_of(model: Any, labels: list[Any] | None, rows: int, favourable: str) -> np.ndarray | None:
-    """The true outcomes as favourable or not (422 naming ``outcomes`` or ``outcomes.<i>``)."""
+def outcome_of(model: Any, opts: dict[str, Any], rows: int, favourable: str) -> np.ndarray | None:
+    """The true outcomes as favourable or not (422 naming ``outcomes``, ``outcomes.<i>``, or with an
+    outcome column ``instances.<i>.<column>``)."""
+    labels, column = opts.get("outcomes"), opts.get("outcome_column")
     if labels is None:
         return None
     if len(labels) != rows:
@@ -48,9 +50,26 @@ def outcome_of(model: Any, labels: list[Any] | None, rows: int, favourable: str)
     for index, label in enumerate(labels):
         if label not in model.classes:
             raise InvalidInput.field(
-                f"outcomes.{index}", f"Not a class; classes are {', '.join(model.classes)}."
+                f"instances.{index}.{column}" if column else f"outcomes.{index}",
+                f"Not a class; classes are {', '.join(model.classes)}.",
             )
     return np.asarray([label == favourable for label in labels], dtype=bool)
+
+
+def with_outcome_column(instances: list[Any], options: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """With ``outcome_column``, the rows without it and their values as ``outcomes`` (a 422 naming
+    ``instances.<i>.<column>`` for a row that lacks it or holds no text there)."""
+    column = options.get("outcome_column")
+    if not column:
+        return instances, options
+    rows, outcomes = [], []
+    for index, instance in enumerate(instances):
+        value = instance.get(column) if isinstance(instance, dict) else None
+        if not isinstance(value, str):
+            raise InvalidInput.field(f"instances.{index}.{column}", "The row's true outcome (a class label).")
+        rows.append({k: v for k, v in instance.items() if k != column})
+        outcomes.append(value)
+    return rows, {**options, "outcomes": outcomes}
 
 
 def scored(model: Any, encoded: np.ndarray, outcome: np.ndarray | None) -> Scored:
@@ -131,7 +150,7 @@ def report(model: Any, records: Records, encoded: np.ndarray, opts: dict[str, An
     min_group_size, offset, limit)."""
     attributes = attributes_of(model, records, opts)
     _, label = favourable_of(model)
-    rows = scored(model, encoded, outcome_of(model, opts.get("outcomes"), len(records), label))
+    rows = scored(model, encoded, outcome_of(model, opts, len(records), label))
     min_size = int(opts["min_group_size"])
     compared = [np.bincount(a.codes, minlength=len(a.labels)) >= min_size for a in attributes]
     columns = gm.columns_of(rows.decision, rows.probability, rows.outcome)
@@ -164,7 +183,9 @@ def row_parts(model: Any, records: Records, encoded: np.ndarray, opts: dict[str,
     """Each row's own part of a report (a job's rows): its groups, probability and decision, and each move
     of the flip test (the group it was moved to, its new probability, whether its decision flipped)."""
     attributes = attributes_of(model, records, opts)
-    rows = scored(model, encoded, None)
+    _, label = favourable_of(model)
+    labels = opts.get("outcomes")
+    rows = scored(model, encoded, outcome_of(model, opts, len(records), label))
     plans = rescored(model, records, attributes)
     moves: list[list[dict[str, Any]]] = [[] for _ in records]
     for attribute, plan in zip(attributes, plans, strict=True):
@@ -182,15 +203,17 @@ def row_parts(model: Any, records: Records, encoded: np.ndarray, opts: dict[str,
                 }
             )
     settings = {k: int(opts[k]) for k in ("seed", "resamples", "min_group_size")}
-    return [
-        {
-            "row": {
-                "groups": {a.name: a.labels[int(a.codes[index])] for a in attributes},
-                "probability": float(rows.probability[index]),
-                "decision": bool(rows.decision[index]),
-                "moves": moves[index],
-                "settings": settings,
-            }
+    parts = []
+    for index in range(len(records)):
+        part: dict[str, Any] = {
+            "groups": {a.name: a.labels[int(a.codes[index])] for a in attributes},
+            "probability": float(rows.probability[index]),
+            "decision": bool(rows.decision[index]),
+            "moves": moves[index],
+            "settings": settings,
         }
-        for index in range(len(records))
-    ]
+        if labels is not None and rows.outcome is not None:
+            part["outcome"] = str(labels[index])
+            part["outcome_favourable"] = bool(rows.outcome[index])
+        parts.append({"row": part})
+    return parts

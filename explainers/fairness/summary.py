@@ -2,12 +2,12 @@
 figures from them once the job is done. Every group a row could be moved into is listed, with count 0 when
 no row falls in it; a numeric attribute's ``missing`` group only when a row is missing the value.
 
-The sums are additive (a job adds one accumulator per chunk), so the intervals resample the job's rows by
-their cells: per group, the favourable and unfavourable decisions are drawn together from a multinomial over
-all rows (``numpy.random.default_rng(seed)``), which gives every count-based figure exactly the distribution
-that resampling the rows gives; a resampled cell's sum of probabilities is drawn from its normal
-approximation (its count times its mean, plus its standard deviation times the square root of its count
-times a standard normal draw).
+The intervals are a Poisson bootstrap of the job's rows (``explainers.fairness.poisson``): each chunk adds,
+per group, its rows' sums weighted by each row's fixed Poisson(1) count in each resample, so the resampled
+sums are those of resampled rows, the same for every split of the job into chunks, and repeat with the seed.
+Every figure (selection rate, mean probability, DPPL, DI and, with an outcome column, the true and false
+positive rates, precision, accuracy and equalized odds) is recomputed on each resample from its sums, as the
+request's bootstrap does. The resamples are drawn once per row for all attributes.
 """
 
 from __future__ import annotations
@@ -17,39 +17,74 @@ from typing import Any
 import numpy as np
 
 from explainers.fairness import group_metrics as gm
+from explainers.fairness import poisson
 
 Acc = dict[str, Any]
 SHOWN = ("selection_rate", "mean_probability", "dppl", "di")
-INTERVAL_METHOD = "cell_multinomial_normal"
-"""How the summary's intervals resample (not a row bootstrap): decision cells from a multinomial, a cell's
-probability sum from its normal approximation."""
+INTERVAL_METHOD = "poisson_bootstrap"
+COLUMNS = ("n", "positive", "probability")
+OUTCOME_COLUMNS = ("actual", "tp", "correct")
 
 
 def _add(node: dict[str, Any], key: str, amount: float) -> None:
     node[key] = node.get(key, 0.0) + amount
 
 
-def accumulate(acc: Acc, result: dict[str, Any]) -> None:
-    """Add one row's part: its cell of each attribute, each move, and the job's settings (as counts)."""
-    row = result["row"]
+def _columns(parts: list[dict[str, Any]]) -> np.ndarray:
+    """Per row its summed columns: 1, decision, probability and, with outcomes, actual, tp, correct."""
+    decision = np.asarray([p["decision"] for p in parts], dtype=float)
+    probability = np.asarray([p["probability"] for p in parts], dtype=float)
+    columns = [np.ones(len(parts)), decision, probability]
+    if all("outcome_favourable" in p for p in parts):
+        actual = np.asarray([p["outcome_favourable"] for p in parts], dtype=float)
+        columns += [actual, decision * actual, (decision == actual).astype(float)]
+    return np.stack(columns, axis=1)
+
+
+def accumulate_rows(acc: Acc, rows: list[tuple[int, dict[str, Any]]]) -> None:
+    """Add a chunk's row parts (with their row numbers in the job): per attribute and group the plain sums
+    and the resampled sums, each move of the flip test, the job's settings (as counts) and how many rows
+    carried an outcome."""
+    parts = [result["row"] for _, result in rows]
     fair = acc.setdefault("fairness", {})
-    decision, probability = row["decision"], row["probability"]
-    side = "positive" if decision else "negative"
-    for name, group in row["groups"].items():
-        cell = fair.setdefault("groups", {}).setdefault(name, {}).setdefault(group, {})
-        _add(cell, f"{side}_n", 1.0)
-        _add(cell, f"{side}_probability", probability)
-        _add(cell, f"{side}_probability2", probability * probability)
-    for move in row["moves"]:
-        fair["groups"][move["attribute"]].setdefault(move["to"], {})  # a group no row falls in: count 0
-        source = row["groups"][move["attribute"]]
-        pair = fair.setdefault("moves", {}).setdefault(move["attribute"], {}).setdefault(source, {})
-        entry = pair.setdefault(move["to"], {})
-        _add(entry, "rows", 1.0)
-        _add(entry, "flips", 1.0 if move["flipped"] else 0.0)
-        _add(entry, "change", move["probability"] - probability)
-    for key, value in row["settings"].items():
-        _add(fair.setdefault("settings", {}).setdefault(key, {}), str(value), 1.0)
+    settings = parts[0]["settings"]
+    for part in parts:
+        for key, value in part["settings"].items():
+            _add(fair.setdefault("settings", {}).setdefault(key, {}), str(value), 1.0)
+    columns = _columns(parts)
+    names = [*COLUMNS, *OUTCOME_COLUMNS][: columns.shape[1]]
+    counted = fair.setdefault("rows", {})
+    _add(counted, "total", float(len(parts)))
+    _add(counted, "with_outcome", float(len(parts) if columns.shape[1] > len(COLUMNS) else 0))
+    resamples = int(settings["resamples"])
+    drawn = poisson.weights(int(settings["seed"]), np.asarray([row for row, _ in rows]), resamples)
+    for attribute in parts[0]["groups"]:
+        labels = np.asarray([p["groups"][attribute] for p in parts], dtype=object)
+        groups = fair.setdefault("groups", {}).setdefault(attribute, {})
+        for label in sorted(set(labels.tolist())):
+            mask = labels == label
+            cell = groups.setdefault(label, {})
+            plain = columns[mask].sum(axis=0)
+            boot = columns[mask].T @ drawn[mask] if resamples else np.zeros((len(names), 0))
+            for index, name in enumerate(names):
+                _add(cell, name, float(plain[index]))
+                resampled = cell.setdefault("resampled", {})
+                current = resampled.get(name)
+                row = boot[index]
+                resampled[name] = (row if current is None else np.asarray(current) + row).tolist()
+    _add_moves(fair, parts)
+
+
+def _add_moves(fair: dict[str, Any], parts: list[dict[str, Any]]) -> None:
+    for part in parts:
+        for move in part["moves"]:
+            fair["groups"][move["attribute"]].setdefault(move["to"], {})  # a group no row falls in: count 0
+            source = part["groups"][move["attribute"]]
+            pair = fair.setdefault("moves", {}).setdefault(move["attribute"], {}).setdefault(source, {})
+            entry = pair.setdefault(move["to"], {})
+            _add(entry, "rows", 1.0)
+            _add(entry, "flips", 1.0 if move["flipped"] else 0.0)
+            _add(entry, "change", move["probability"] - part["probability"])
 
 
 def _setting(fair: dict[str, Any], key: str) -> int:
@@ -57,37 +92,16 @@ def _setting(fair: dict[str, Any], key: str) -> int:
     return int(max(counts, key=counts.get)) if counts else 0
 
 
-def _cells(groups: dict[str, Any], labels: list[str], side: str, what: str) -> np.ndarray:
-    return np.asarray([groups[g].get(f"{side}_{what}", 0.0) for g in labels], dtype=float)
-
-
-def _resampled(cells: dict[str, np.ndarray], rng: np.random.Generator, resamples: int) -> list[dict]:
-    """Per resample the group sums: decision cells drawn from a multinomial, probability sums from the
-    normal approximation of each drawn cell."""
-    counts = np.concatenate([cells["positive_n"], cells["negative_n"]])
-    total = int(counts.sum())
-    draws = rng.multinomial(total, counts / total, size=resamples)
-    means = {s: cells[f"{s}_probability"] / np.maximum(cells[f"{s}_n"], 1) for s in ("positive", "negative")}
-    spread = {
-        s: np.sqrt(np.maximum(cells[f"{s}_probability2"] / np.maximum(cells[f"{s}_n"], 1) - means[s] ** 2, 0))
-        for s in ("positive", "negative")
+def _sums(groups: dict[str, Any], labels: list[str], names: tuple[str, ...], resamples: int) -> tuple:
+    """The plain sums (arrays over groups) and the resampled ones (arrays of groups by resamples)."""
+    plain = {name: np.asarray([groups[g].get(name, 0.0) for g in labels], dtype=float) for name in names}
+    resampled = {
+        name: np.asarray(
+            [groups[g].get("resampled", {}).get(name) or [0.0] * resamples for g in labels], dtype=float
+        ).reshape(len(labels), resamples)
+        for name in names
     }
-    groups = len(cells["positive_n"])
-    out = []
-    for draw in draws:
-        noise = rng.standard_normal(2 * groups)
-        sums = {}
-        for offset, s in ((0, "positive"), (groups, "negative")):
-            k = draw[offset : offset + groups].astype(float)
-            sums[s] = (k, k * means[s] + np.sqrt(k) * spread[s] * noise[offset : offset + groups])
-        out.append(
-            {
-                "n": sums["positive"][0] + sums["negative"][0],
-                "positive": sums["positive"][0],
-                "probability": sums["positive"][1] + sums["negative"][1],
-            }
-        )
-    return out
+    return plain, resampled
 
 
 def attribute_summary(
@@ -95,39 +109,32 @@ def attribute_summary(
     groups: dict[str, Any],
     moves: dict[str, Any],
     settings: tuple[int, int, int],
+    outcomes: bool,
 ) -> dict[str, Any]:
-    seed, resamples, min_size = settings
+    _, resamples, min_size = settings
     labels = sorted(groups)
-    cells = {
-        f"{s}_{w}": _cells(groups, labels, s, w)
-        for s in ("positive", "negative")
-        for w in ("n", "probability", "probability2")
-    }
-    point_sums = {
-        "n": cells["positive_n"] + cells["negative_n"],
-        "positive": cells["positive_n"],
-        "probability": cells["positive_probability"] + cells["negative_probability"],
-    }
-    compared = point_sums["n"] >= min_size
-    point = gm.figures(point_sums, compared, False)
+    names = (*COLUMNS, *OUTCOME_COLUMNS) if outcomes else COLUMNS
+    plain, resampled = _sums(groups, labels, names, resamples)
+    compared = plain["n"] >= min_size
+    point = gm.figures(plain, compared, outcomes)
     drawn = [
-        gm.figures(s, compared, False) for s in _resampled(cells, np.random.default_rng(seed), resamples)
+        gm.figures({k: v[:, b] for k, v in resampled.items()}, compared, outcomes) for b in range(resamples)
     ]
     stacked = {k: np.asarray([d[k] for d in drawn], dtype=float) for k in point} if drawn else {}
+    shown = (*SHOWN, *gm.OUTCOME_FIGURES) if outcomes else SHOWN
     rows = []
     for index, label in enumerate(labels):
-        entry: dict[str, Any] = {
-            "group": label,
-            "count": int(point_sums["n"][index]),
-            "too_small": bool(not compared[index]),
-        }
-        for figure in SHOWN:
+        size = int(plain["n"][index])
+        entry: dict[str, Any] = {"group": label, "count": size, "too_small": bool(not compared[index])}
+        for figure in shown:
             value = point[figure][index]
-            entry[figure] = float(value) if np.isfinite(value) else None
+            entry[figure] = float(value) if size and np.isfinite(value) else None
             entry[f"{figure}_interval"] = gm.interval(stacked[figure][:, index]) if stacked else [None, None]
         rows.append(entry)
     between: dict[str, Any] = {"groups_compared": [g for g, c in zip(labels, compared, strict=True) if c]}
-    for figure in ("demographic_parity_difference", "demographic_parity_ratio"):
+    for figure in gm.BETWEEN:
+        if figure not in point:
+            continue
         value = point[figure]
         between[figure] = float(value) if np.isfinite(value) else None
         between[f"{figure}_interval"] = gm.interval(stacked[figure]) if stacked else [None, None]
@@ -156,13 +163,16 @@ def flip_summary(moves: dict[str, Any]) -> dict[str, Any]:
 
 
 def finalize(acc: Acc) -> dict[str, Any]:
-    """The job's fairness figures (none before a row is done)."""
+    """The job's fairness figures (none before a row is done). The outcome figures need every row's
+    outcome."""
     fair = acc.get("fairness")
     if not fair:
         return {}
     settings = (_setting(fair, "seed"), _setting(fair, "resamples"), _setting(fair, "min_group_size"))
+    counted = fair.get("rows", {})
+    outcomes = bool(counted.get("total")) and counted.get("with_outcome") == counted.get("total")
     attributes = [
-        attribute_summary(name, groups, fair.get("moves", {}).get(name, {}), settings)
+        attribute_summary(name, groups, fair.get("moves", {}).get(name, {}), settings, outcomes)
         for name, groups in sorted(fair.get("groups", {}).items())
     ]
     return {
@@ -170,6 +180,7 @@ def finalize(acc: Acc) -> dict[str, Any]:
             "seed": settings[0],
             "resamples": settings[1],
             "interval_method": INTERVAL_METHOD,
+            "with_outcomes": outcomes,
             "attributes": attributes,
         }
     }

@@ -1,0 +1,182 @@
+"""True outcomes in a fairness report sent as a column of the rows (``outcome_column``): in a request, and in
+a job's uploaded file, whose summary then has the outcome figures; the job's intervals checked against
+fairlearn on the Poisson-weighted rows, and the same for any split of the job into chunks."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from fairlearn.metrics import (
+    MetricFrame,
+    demographic_parity_difference,
+    equalized_odds_difference,
+    false_positive_rate,
+    selection_rate,
+    true_positive_rate,
+)
+from flask import Flask
+from sklearn.metrics import accuracy_score, precision_score
+from test_api_auth import assert_problem
+from test_fairness import LOAN, TOL, loan_frame, model_of, oracle_groups, post, rows_of
+from test_jobs import dask_client, result_lines, run_jobs  # noqa: F401 (a fixture)
+
+from api.demo import LOAN_TARGET
+from explainers.fairness import poisson
+
+ATTRIBUTE = "age_in_years"
+OPTIONS = {"attributes": [ATTRIBUTE], "resamples": 30, "seed": 5, "min_group_size": 1}
+
+
+def token_of(app: Flask) -> str:
+    return app.extensions["candor"].store.keys.create("f", ["explain", "audit:read"])[0]  # type: ignore[no-any-return]
+
+
+def submit(app: Flask, csv: bytes, options: dict[str, Any], token: str | None = None) -> Any:
+    form = {
+        "model": "loan",
+        "version": "1",
+        "kind": "fairness",
+        "options": json.dumps(options),
+        "file": (io.BytesIO(csv), "rows.csv"),
+    }
+    auth = {"Authorization": f"Bearer {token or token_of(app)}"}
+    return app.test_client().post("/v1/jobs", data=form, headers=auth, content_type="multipart/form-data")
+
+
+def finished_job(
+    app: Flask,
+    dask_client: Any,  # noqa: F811
+    csv: bytes,
+    options: dict[str, Any],
+    token: str,
+) -> dict[str, Any]:
+    submitted = submit(app, csv, options, token)
+    assert submitted.status_code == 202, submitted.data
+    assert run_jobs(app, dask_client) == 1
+    auth = {"Authorization": f"Bearer {token}"}
+    job = app.test_client().get(f"/v1/jobs/{submitted.get_json()['id']}", headers=auth).get_json()
+    assert job["status"] == "succeeded", job
+    return job  # type: ignore[no-any-return]
+
+
+def test_a_job_with_an_outcome_column_has_fairlearns_figures_and_a_poisson_bootstrap(
+    make_app: Any,
+    dask_client: Any,  # noqa: F811
+) -> None:
+    frame = loan_frame(200)
+    csv = frame.to_csv(index=False).encode()  # the true outcome is the file's LOAN_TARGET column
+    options = {**OPTIONS, "outcome_column": LOAN_TARGET}
+    app = make_app(job_chunk_rows=25)
+    token = token_of(app)
+    job = finished_job(app, dask_client, csv, options, token)
+    fairness = job["summary"]["fairness"]
+    assert fairness["with_outcomes"] and fairness["interval_method"] == "poisson_bootstrap"
+    got = fairness["attributes"][0]
+
+    model = model_of(app, "loan")
+    probabilities = model.predict_encoded(model.encode(model.validate(rows_of(frame))))
+    y_pred = (probabilities.argmax(axis=1) == model.class_index("good")).astype(int)
+    y_true = (frame[LOAN_TARGET] == "good").astype(int).to_numpy()
+    groups = oracle_groups(frame, ATTRIBUTE)
+    assert got["between"]["equalized_odds_difference"] == pytest.approx(
+        equalized_odds_difference(y_true, y_pred, sensitive_features=groups), abs=TOL
+    )
+    for group in got["groups"]:
+        inside = groups == group["group"]
+        t, p = y_true[inside], y_pred[inside]
+        assert group["count"] == int(inside.sum()) > 10
+        assert group["true_positive_rate"] == pytest.approx(true_positive_rate(t, p), abs=TOL)
+        assert group["false_positive_rate"] == pytest.approx(false_positive_rate(t, p), abs=TOL)
+        assert group["precision"] == pytest.approx(precision_score(t, p, zero_division=0), abs=TOL)
+        assert group["accuracy"] == pytest.approx(accuracy_score(t, p), abs=TOL)
+
+    # each resample is the rows weighted by their Poisson counts: fairlearn given those weights
+    weights = poisson.weights(5, np.arange(len(frame)), 30)
+    parity, rates = [], []
+    for b in range(30):
+        w = weights[:, b]
+        parity.append(
+            demographic_parity_difference(y_true, y_pred, sensitive_features=groups, sample_weight=w)
+        )
+        frame_b = MetricFrame(
+            metrics={"tpr": true_positive_rate, "rate": selection_rate},
+            y_true=y_true,
+            y_pred=y_pred,
+            sensitive_features=groups,
+            sample_params={"tpr": {"sample_weight": w}, "rate": {"sample_weight": w}},
+        )
+        rates.append(frame_b.by_group)
+    assert got["between"]["demographic_parity_difference_interval"] == pytest.approx(
+        list(np.percentile(parity, [2.5, 97.5])), abs=TOL
+    )
+    for group in got["groups"]:
+        for figure, column in (("true_positive_rate", "tpr"), ("selection_rate", "rate")):
+            drawn = [r.loc[group["group"], column] for r in rates]
+            assert group[f"{figure}_interval"] == pytest.approx(
+                list(np.percentile(drawn, [2.5, 97.5])), abs=TOL
+            )
+
+    lines = result_lines(app.test_client(), token, job["id"])
+    assert [line["result"]["row"]["outcome"] for line in lines] == frame[LOAN_TARGET].tolist()
+    auth = {"Authorization": f"Bearer {token}"}
+    replay = app.test_client().post(f"/v1/explanations/{lines[30]['explanation_id']}/replay", headers=auth)
+    assert replay.get_json()["identical"], replay.get_json()
+
+    # another split into chunks: the same figures and intervals
+    split = make_app(job_chunk_rows=7)
+    other = finished_job(split, dask_client, csv, options, token_of(split))["summary"]["fairness"]
+    assert other["attributes"][0] == _approx(got)
+
+
+def _approx(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _approx(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_approx(v) for v in value]
+    if isinstance(value, float):
+        return pytest.approx(value, abs=TOL)
+    return value
+
+
+def test_a_request_may_send_outcomes_as_a_column(app: Flask, client: Any, auth: dict[str, str]) -> None:
+    frame = loan_frame(80)
+    listed = post(
+        client, auth, {"instances": rows_of(frame), "outcomes": frame[LOAN_TARGET].tolist(), **OPTIONS}
+    )
+    rows = json.loads(frame.to_json(orient="records"))
+    column = post(client, auth, {"instances": rows, "outcome_column": LOAN_TARGET, **OPTIONS})
+    assert column["results"][0]["attributes"] == listed["results"][0]["attributes"]
+    assert column["results"][0]["with_outcomes"]
+    rows[3][LOAN_TARGET] = "maybe"
+    bad = client.post(LOAN, json={"instances": rows, "outcome_column": LOAN_TARGET, **OPTIONS}, headers=auth)
+    assert list(assert_problem(bad, 422)["errors"]) == [f"instances.3.{LOAN_TARGET}"]
+    del rows[3][LOAN_TARGET]
+    bad = client.post(LOAN, json={"instances": rows, "outcome_column": LOAN_TARGET, **OPTIONS}, headers=auth)
+    assert list(assert_problem(bad, 422)["errors"]) == [f"instances.3.{LOAN_TARGET}"]
+    both = {"instances": rows_of(frame), "outcomes": ["good"] * 80, "outcome_column": LOAN_TARGET}
+    assert list(assert_problem(client.post(LOAN, json=both, headers=auth), 422)["errors"]) == ["outcomes"]
+
+
+def test_a_jobs_outcome_column_is_checked_before_the_job_is_queued(make_app: Any) -> None:
+    app = make_app()
+    frame = loan_frame(40)
+    options = {**OPTIONS, "outcome_column": LOAN_TARGET}
+    unknown = frame.assign(**{LOAN_TARGET: frame[LOAN_TARGET].where(frame.index != 5, "maybe")})
+    problem = assert_problem(submit(app, unknown.to_csv(index=False).encode(), options), 422)
+    assert list(problem["errors"]) == ["options.outcome_column"] and "'maybe'" in problem["detail"], problem
+    empty = frame.assign(**{LOAN_TARGET: frame[LOAN_TARGET].where(frame.index != 5, None)})
+    problem = assert_problem(submit(app, empty.to_csv(index=False).encode(), options), 422)
+    assert list(problem["errors"]) == ["options.outcome_column"], problem
+    missing = frame.drop(columns=[LOAN_TARGET]).to_csv(index=False).encode()
+    problem = assert_problem(submit(app, missing, options), 422)
+    assert list(problem["errors"]) == ["file"] and LOAN_TARGET in problem["detail"], problem
+    feature = {**OPTIONS, "outcome_column": ATTRIBUTE}
+    problem = assert_problem(submit(app, frame.to_csv(index=False).encode(), feature), 422)
+    assert list(problem["errors"]) == ["options.outcome_column"], problem
+    without = frame.to_csv(index=False).encode()  # an extra column and no outcome_column: refused as before
+    problem = assert_problem(submit(app, without, OPTIONS), 422)
+    assert list(problem["errors"]) == ["file"], problem
