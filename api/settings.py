@@ -51,6 +51,9 @@ class Settings:
     """Upper bound on a counterfactual request's ``budget_ms`` (kept below the gunicorn timeout)."""
     torch_threads: int = 1
     """torch intra-op threads per worker process (text models)."""
+    booster_threads: int = 1
+    """Threads per XGBoost or LightGBM call (TreeSHAP contributions, predictions): 1 when every core has a
+    busy request thread; the cores per busy request thread otherwise (one worker, large batches)."""
     max_archive_members: int = ArchiveLimits.max_members
     """Most files in a text model upload."""
     max_archive_bytes: int = ArchiveLimits.max_bytes

@@ -6,8 +6,9 @@ Run from the repository root: ``.venv/bin/python bench/bench_trees.py [--quick]`
   depth 3, seeded) in a scikit-learn Pipeline, stored with skops, registered over HTTP as ``loan-xgb-pipe``.
 - In-process, what a user writes: ``X = pipeline[:-1].transform(rows)``, then
   ``booster.predict(DMatrix(X), pred_contribs=True)`` and the one-hot columns summed per raw feature.
-- API: gunicorn with ``api/ops/gunicorn_conf.py`` (1 worker, 1 thread), one keep-alive session, ``columnar``
-  layout for the 1,000-row calls. (a) one raw row per call, N calls: p50/p95; (b) 1,000 rows per call, R
+- API: gunicorn with ``api/ops/gunicorn_conf.py`` (1 worker, 1 thread; ``CANDOR_BOOSTER_THREADS`` the
+  cores, as the README advises for one busy request thread), one keep-alive session, ``columnar`` layout
+  for the 1,000-row calls. (a) one raw row per call, N calls: p50/p95; (b) 1,000 rows per call, R
   calls: throughput from the median. The two sides alternate call by call.
 The API's attributions are checked against the in-process ones (exit status 1 above 1e-5: float32).
 Prints a markdown table; writes ``bench/results/trees.json``.
@@ -106,13 +107,14 @@ def api_values(answer: dict[str, Any], features: list[str]) -> np.ndarray:
     return matrix[:, [order.index(f) for f in features]]
 
 
-def run(n_single: int, n_bulk: int) -> dict[str, Any]:
+def run(n_single: int, n_bulk: int, booster_threads: int) -> dict[str, Any]:
     data = german_credit()
     frame = data.drop(columns=[LOAN_TARGET])
     records = json.loads(frame.to_json(orient="records"))
     local = InProcess(data)
     with tempfile.TemporaryDirectory() as tmp:
-        server = BenchServer(Path(tmp), scopes=("explain", "models:write"), demos=())
+        env = {"CANDOR_BOOSTER_THREADS": str(booster_threads)}
+        server = BenchServer(Path(tmp), env, scopes=("explain", "models:write"), demos=())
         try:
             register(server, local, data)
             explain = lambda body: server.post(PATH, body)  # noqa: E731
@@ -145,6 +147,7 @@ def run(n_single: int, n_bulk: int) -> dict[str, Any]:
     rows_per_s = {k: len(records) / statistics.median(v) for k, v in bulk.items()}
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "booster_threads": booster_threads,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -166,7 +169,8 @@ def markdown(r: dict[str, Any]) -> str:
     throughput = "met" if r["bulk_ratio"] >= GOAL_THROUGHPUT_RATIO else "missed"
     return "\n".join(
         [
-            f"Run {r['date']}, {r['machine']}, API implementation: {r['implementation']}",
+            f"Run {r['date']}, {r['machine']}, API implementation: {r['implementation']}, "
+            f"CANDOR_BOOSTER_THREADS={r['booster_threads']}",
             "",
             "| Measure | In-process | API | Ratio | Goal |",
             "|---|---|---|---|---|",
@@ -191,8 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a smoke run: 30 single-row calls, 3 bulk calls (full: 300 and 20)",
     )
+    parser.add_argument(
+        "--booster-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="the server's CANDOR_BOOSTER_THREADS (default: the cores, as for its one worker of one thread)",
+    )
     args = parser.parse_args(argv)
-    result = run(30, 3) if args.quick else run(300, 20)
+    result = run(30, 3, args.booster_threads) if args.quick else run(300, 20, args.booster_threads)
     print(markdown(result))
     out = ROOT / "bench" / "results" / "trees.json"
     out.parent.mkdir(exist_ok=True)

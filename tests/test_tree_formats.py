@@ -260,3 +260,38 @@ def test_a_booster_without_its_serialised_model_is_refused(library: str, key: st
     assert "serialised model" in str(refused.value.errors)
     loaded = load_skops(_tampered(model, key, KEEP))  # the control: the same archive, re-written
     np.testing.assert_allclose(loaded.predict_proba(x), model.predict_proba(x))
+
+
+def test_booster_threads_setting_reaches_the_boosters(make_app):
+    """``CANDOR_BOOSTER_THREADS``: the server sets it before it loads a version, and a booster explained
+    after runs that many threads (XGBoost's own config says so)."""
+    import json
+
+    from model_store.tabular.formats.boosters import booster_threads, set_booster_threads
+
+    app = make_app(booster_threads=2)
+    client = app.test_client()
+    keys = {
+        scope: app.extensions["candor"].store.keys.create(scope, [scope])[0]
+        for scope in ("models:write", "explain")
+    }
+    spec, artifact, data, _ = tm.standalone("xgboost", "binary")
+    try:
+        assert post(client, keys, spec, artifact, data).status_code == 201
+        row = {
+            k: (None if isinstance(v, float) and np.isnan(v) else v)
+            for k, v in data[tm.FEATURES].iloc[0].items()
+        }
+        response = client.post(
+            f"/v1/models/{spec['name']}/versions/1/explain/shap",
+            json={"instances": [row]},
+            headers=bearer(keys["explain"]),
+        )
+        assert response.status_code == 200, response.get_json()
+        assert booster_threads() == 2
+        registry = app.extensions["candor"].store.registry
+        runtime = registry.load(registry.resolve(spec["name"], "1")).parts.estimator.runtime
+        config = json.loads(runtime.booster.save_config())
+        assert config["learner"]["generic_param"]["nthread"] == "2"
+    finally:
+        set_booster_threads(1)

@@ -15,6 +15,7 @@ from explainers.envelope import Explanation
 from explainers.ood import attach as attach_ood
 from explainers.rows import TabularRows, rows_of
 from model_store.errors import InvalidInput
+from model_store.tabular.formats.boosters import set_booster_threads
 from model_store.versions import VersionInfo
 
 
@@ -37,6 +38,8 @@ class Computer:
             from model_store.text.model import set_torch_threads
 
             set_torch_threads(self.settings.torch_threads)
+        else:
+            set_booster_threads(self.settings.booster_threads)
         return info, self.models.load(info)
 
     def _check_count(self, instances: list[Any]) -> None:

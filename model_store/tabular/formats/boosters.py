@@ -16,8 +16,21 @@ from model_store.errors import InvalidManifest
 from model_store.manifest import Manifest
 from model_store.tabular.formats.base import LoadedEstimator
 
-THREADS = 1
-"""Threads a booster uses per call: the server runs one call per request worker, so one is enough."""
+_threads = 1
+"""Threads a booster uses per call (``set_booster_threads``)."""
+
+
+def set_booster_threads(threads: int) -> None:
+    """Threads each XGBoost or LightGBM call uses from now on (XGBoost boosters take it when loaded): one by
+    default, right when every core has a busy request thread; more for a server with fewer (one worker
+    explaining large batches)."""
+    global _threads
+    if threads > 0:
+        _threads = threads
+
+
+def booster_threads() -> int:
+    return _threads
 
 
 class BoosterRuntime:

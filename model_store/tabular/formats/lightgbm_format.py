@@ -14,9 +14,9 @@ from model_store.errors import InvalidManifest, UnsafeArtifact
 from model_store.manifest import Manifest
 from model_store.tabular.formats.base import ArtifactFormat
 from model_store.tabular.formats.boosters import (
-    THREADS,
     BoosterRuntime,
     adapter_for,
+    booster_threads,
     check_booster,
     check_feature_count,
 )
@@ -37,13 +37,15 @@ class LightGBMRuntime(BoosterRuntime):
         self.booster = booster
 
     def margin(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(matrix, raw_score=True, num_threads=THREADS), dtype=float)
+        return np.asarray(
+            self.booster.predict(matrix, raw_score=True, num_threads=booster_threads()), dtype=float
+        )
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(matrix, num_threads=THREADS), dtype=float)
+        return np.asarray(self.booster.predict(matrix, num_threads=booster_threads()), dtype=float)
 
     def raw_contributions(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(matrix, pred_contrib=True, num_threads=THREADS))
+        return np.asarray(self.booster.predict(matrix, pred_contrib=True, num_threads=booster_threads()))
 
 
 def decode(data: bytes) -> str:

@@ -13,9 +13,9 @@ from model_store.errors import UnsafeArtifact
 from model_store.manifest import Manifest
 from model_store.tabular.formats.base import ArtifactFormat
 from model_store.tabular.formats.boosters import (
-    THREADS,
     BoosterRuntime,
     adapter_for,
+    booster_threads,
     check_booster,
     check_feature_count,
 )
@@ -37,7 +37,7 @@ class XGBoostRuntime(BoosterRuntime):
     ) -> None:
         """``missing`` and ``iteration_range``: a scikit-learn wrapper's own (its ``missing`` value, the trees
         up to its early-stopping ``best_iteration``), so the booster computes what the wrapper predicts."""
-        booster.set_param({"nthread": THREADS})
+        booster.set_param({"nthread": booster_threads()})
         self.booster = booster
         self.names = booster.feature_names
         self.types = booster.feature_types
@@ -53,7 +53,7 @@ class XGBoostRuntime(BoosterRuntime):
             feature_names=self.names,
             feature_types=self.types,
             enable_categorical=True,
-            nthread=THREADS,
+            nthread=booster_threads(),
         )
 
     def margin(self, matrix: np.ndarray) -> np.ndarray:
@@ -92,7 +92,7 @@ def sniff(data: bytes) -> None:
 def read_booster(data: bytes) -> Any:
     import xgboost
 
-    booster = xgboost.Booster(params={"nthread": THREADS})
+    booster = xgboost.Booster(params={"nthread": booster_threads()})
     try:
         booster.load_model(bytearray(data))
     except xgboost.core.XGBoostError as exc:
