@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from fairlearn.metrics import (
     MetricFrame,
@@ -19,6 +20,13 @@ from fairlearn.metrics import (
     true_positive_rate,
 )
 from flask import Flask
+from remote_fixtures import (  # noqa: F401 (fixtures)
+    fitted_fixture,
+    register,
+    remote_manifest,
+    v1_server_fixture,
+)
+from remote_fixtures import rows as remote_rows
 from sklearn.metrics import accuracy_score, precision_score
 from test_api_auth import assert_problem
 from test_fairness import LOAN, TOL, loan_frame, model_of, oracle_groups, post, rows_of
@@ -26,6 +34,10 @@ from test_jobs import dask_client, result_lines, run_jobs  # noqa: F401 (a fixtu
 
 from api.demo import LOAN_TARGET
 from explainers.fairness import poisson
+from explainers.fairness import summary as job_summary
+from model_store.manifest import parse_manifest
+from model_store.reference import to_parquet
+from model_store.safe_load import dump_skops
 
 ATTRIBUTE = "age_in_years"
 OPTIONS = {"attributes": [ATTRIBUTE], "resamples": 30, "seed": 5, "min_group_size": 1}
@@ -180,3 +192,102 @@ def test_a_jobs_outcome_column_is_checked_before_the_job_is_queued(make_app: Any
     without = frame.to_csv(index=False).encode()  # an extra column and no outcome_column: refused as before
     problem = assert_problem(submit(app, without, OPTIONS), 422)
     assert list(problem["errors"]) == ["file"], problem
+
+
+def test_an_outcome_column_that_is_a_feature_is_named(client: Any, auth: dict[str, str]) -> None:
+    rows = json.loads(loan_frame(40).to_json(orient="records"))
+    body = {"instances": rows, "outcome_column": "foreign_worker", **OPTIONS}
+    assert list(assert_problem(client.post(LOAN, json=body, headers=auth), 422)["errors"]) == [
+        "outcome_column"
+    ]
+
+
+def test_a_remote_model_takes_an_outcome_column(
+    monkeypatch: pytest.MonkeyPatch,
+    client: Any,
+    keys: dict[str, str],
+    fitted: Any,
+    v1_server: str,
+) -> None:
+    """The predictor's answer, stated in the record, is asked for the model's rows (the column moved out)."""
+    frame, _ = fitted
+    monkeypatch.setenv("CANDOR_PREDICTOR_TINY_URL", v1_server)
+    manifest = remote_manifest("remote-fair", "v1")
+    manifest["features"][1]["protected"] = True  # colour
+    assert register(client, keys["models:write"], manifest, frame).status_code == 201
+    sent, labels = remote_rows(frame, 30), frame["label"].astype(str).tolist()[:30]
+    options = {"resamples": 5, "min_group_size": 1}
+    url = "/v1/models/remote-fair/versions/1/fairness"
+    auth = {"Authorization": f"Bearer {keys['explain']}"}
+    listed = post(client, auth, {"instances": sent, "outcomes": labels, **options}, url)
+    column = [{**row, "truth": label} for row, label in zip(sent, labels, strict=True)]
+    carried = post(client, auth, {"instances": column, "outcome_column": "truth", **options}, url)
+    assert carried["results"][0]["attributes"] == listed["results"][0]["attributes"]
+
+
+def test_a_job_reads_a_bool_target_as_the_manifest_names_its_classes(
+    make_app: Any,
+    dask_client: Any,  # noqa: F811
+) -> None:
+    """Label columns are text as Python writes the values (``True``), as the manifest's classes are."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=200), "g": rng.integers(0, 2, 200).astype(float)})
+    target = (frame["x"] + rng.normal(0, 0.5, 200)) > 0
+    manifest = {
+        "name": "booly",
+        "task": "binary_classification",
+        "target": "y",
+        "classes": ["False", "True"],
+        "favourable_class": "True",
+        "features": [
+            {"name": "x", "type": "numeric"},
+            {"name": "g", "type": "numeric", "protected": True, "bins": [0.5]},
+        ],
+    }
+    app = make_app(job_chunk_rows=50)
+    registry = app.extensions["candor"].store.registry
+    model = LogisticRegression().fit(frame[["x", "g"]], target)
+    registry.register_tabular(parse_manifest(manifest), dump_skops(model), to_parquet(frame.assign(y=target)))
+    token = token_of(app)
+    auth = {"Authorization": f"Bearer {token}"}
+    options = {"resamples": 0, "min_group_size": 1}
+    body = {"model": "booly", "version": "1", "kind": "fairness", "dataset": "reference"}
+    submitted = app.test_client().post(
+        "/v1/jobs", json={**body, "options": {**options, "outcome_column": "y"}}, headers=auth
+    )
+    assert submitted.status_code == 202, submitted.get_json()
+    assert run_jobs(app, dask_client) == 1
+    job = app.test_client().get(f"/v1/jobs/{submitted.get_json()['id']}", headers=auth).get_json()
+    want = post(
+        app.test_client(), auth, {"data": "reference", **options}, "/v1/models/booly/versions/1/fairness"
+    )
+    assert job["summary"]["fairness"]["with_outcomes"] and want["results"][0]["with_outcomes"]
+    got = {g["group"]: g for g in job["summary"]["fairness"]["attributes"][0]["groups"]}
+    for group in want["results"][0]["attributes"][0]["groups"]:
+        for figure in ("count", "selection_rate", "true_positive_rate", "false_positive_rate", "accuracy"):
+            assert got[group["group"]][figure] == pytest.approx(group[figure], abs=TOL), figure
+
+
+def test_a_summary_stored_before_the_poisson_bootstrap_keeps_its_figures() -> None:
+    """Group sums kept by decision (before the Poisson bootstrap), alone or with later chunks' sums: the same
+    counts and rates, and no intervals (the resamples would cover only some rows)."""
+    settings = {"seed": {"0": 5.0}, "resamples": {"20": 5.0}, "min_group_size": {"1": 5.0}}
+    earlier = {
+        "a": {"positive_n": 2.0, "positive_probability": 1.5, "negative_n": 1.0, "negative_probability": 0.2},
+        "b": {"positive_n": 1.0, "positive_probability": 0.9, "negative_n": 1.0, "negative_probability": 0.4},
+    }
+    acc = {"fairness": {"groups": {"sex": earlier}, "settings": settings}}
+    fairness = job_summary.finalize(acc)["fairness"]
+    groups = {g["group"]: g for g in fairness["attributes"][0]["groups"]}
+    assert (groups["a"]["count"], groups["b"]["count"]) == (3, 2)
+    assert groups["a"]["selection_rate"] == pytest.approx(2 / 3) and groups["b"]["mean_probability"] == 0.65
+    assert groups["a"]["selection_rate_interval"] == [None, None]
+    assert fairness["interval_method"].startswith("none")
+    later = {"groups": {"sex": "a"}, "probability": 0.8, "decision": True, "moves": [], "settings": {}}
+    later["settings"] = {"seed": 0, "resamples": 20, "min_group_size": 1}
+    job_summary.accumulate_rows(acc, [(5, {"row": later})])
+    groups = {g["group"]: g for g in job_summary.finalize(acc)["fairness"]["attributes"][0]["groups"]}
+    assert groups["a"]["count"] == 4 and groups["a"]["selection_rate"] == pytest.approx(3 / 4)
+    assert groups["a"]["mean_probability"] == pytest.approx((1.5 + 0.2 + 0.8) / 4)

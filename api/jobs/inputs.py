@@ -61,7 +61,7 @@ def check_labels(path: Path, columns: Mapping[str, str], classes: Sequence[str])
             raise InvalidInput.field(option, f"The column {column!r} has {values.null_count} empty values.")
         unknown = sorted(set(pc.unique(values).to_pylist()) - set(classes))
         if unknown:
-            shown = ", ".join(repr(v) for v in unknown[:5])
+            shown = ", ".join(repr(v[:40]) for v in unknown[:5])
             listed = ", ".join(classes)
             raise InvalidInput.field(
                 option, f"Column {column!r} holds values that are not classes ({shown}); classes: {listed}."
@@ -117,8 +117,21 @@ def _parquet_batches(
         raise InvalidInput.field(field, "Not a readable Parquet file.") from exc
 
 
-def _conformed(batch: pa.RecordBatch, schema: pa.Schema, field: str) -> pa.Table:
-    table = pa.Table.from_batches([batch]).select(schema.names)
+def _as_text(table: pa.Table, label_columns: Sequence[str]) -> pa.Table:
+    """Label columns as text the way Python writes their values (``True``, ``1.0``), as the manifest's classes
+    and a version's reference outcomes are; Arrow's own cast would write ``true`` and ``1``."""
+    for name in label_columns:
+        column = table.column(name)
+        if not pa.types.is_string(column.type):
+            texts = pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+            table = table.set_column(table.schema.get_field_index(name), name, texts)
+    return table
+
+
+def _conformed(
+    batch: pa.RecordBatch, schema: pa.Schema, field: str, label_columns: Sequence[str]
+) -> pa.Table:
+    table = _as_text(pa.Table.from_batches([batch]).select(schema.names), label_columns)
     try:
         return table.cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
@@ -139,6 +152,7 @@ def write_input(
     max_rows: int,
     field: str = "file",
     extra_columns_allowed: bool = False,
+    label_columns: Sequence[str] = (),
 ) -> int:
     """Normalise a CSV or Parquet stream into ``dest`` (row groups of ``chunk_rows``); the number of rows.
     Unreadable files, wrong columns or types are a 422 naming ``field``; more than ``max_rows`` rows a 413."""
@@ -158,7 +172,7 @@ def write_input(
                 raise TooManyRows(
                     f"{field}: at most {max_rows} rows per job.", {field: [f"At most {max_rows} rows."]}
                 )
-            pending.append(_conformed(batch, schema, field))
+            pending.append(_conformed(batch, schema, field, label_columns))
             pending_rows += batch.num_rows
             if pending_rows >= chunk_rows:
                 whole = pending_rows - pending_rows % chunk_rows

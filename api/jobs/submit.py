@@ -17,6 +17,7 @@ from marshmallow import ValidationError
 
 from api.jobs.inputs import check_labels, target_schema, write_input
 from api.methods.registry import spec
+from api.service.computing import check_label_columns
 from api.service.explain_request import ExplainRequest
 from api.service.explanations import ExplanationService
 from api.service.idempotency import fingerprint, once
@@ -120,7 +121,7 @@ class Submission:
         self._check_caps(kind, checked)
         self._probe(info, loaded, kind, checked)
         labels = {column: f"options.{option}" for column, option in spec(kind).label_columns(checked).items()}
-        self._check_label_columns(info, labels)
+        check_label_columns(info, labels)
         with self.jobs.files.staging() as staging:
             input_path = staging / "input.parquet"
             total, source = self._write_rows(request, info, input_path, list(labels))
@@ -142,14 +143,6 @@ class Submission:
                 input_path,
             )
 
-    @staticmethod
-    def _check_label_columns(info: VersionInfo, labels: dict[str, str]) -> None:
-        """A label column is not one of the model's features (a 422 naming the option)."""
-        features = {feature.name for feature in info.manifest.features}
-        for column, option in labels.items():
-            if column in features:
-                raise InvalidInput.field(option, f"{column!r} is a feature of the model, not a label column.")
-
     def _write_rows(
         self, request: JobRequest, info: VersionInfo, dest: Path, label_columns: list[str]
     ) -> tuple[int, dict[str, Any]]:
@@ -160,12 +153,19 @@ class Submission:
         if request.dataset is not None:
             stream = self._dataset(info, request.dataset)
             total = write_input(
-                stream, schema, dest, chunk_rows, max_rows, field="dataset", extra_columns_allowed=True
+                stream,
+                schema,
+                dest,
+                chunk_rows,
+                max_rows,
+                field="dataset",
+                extra_columns_allowed=True,
+                label_columns=label_columns,
             )
             return total, {"type": "dataset", "name": request.dataset}
         if request.upload is None:
             raise InvalidInput.field("file", "Send a CSV or Parquet file, or name a dataset.")
-        total = write_input(request.upload, schema, dest, chunk_rows, max_rows)
+        total = write_input(request.upload, schema, dest, chunk_rows, max_rows, label_columns=label_columns)
         return total, {"type": "upload", "filename": (request.filename or "")[:200]}
 
     def _check_caps(self, kind: str, options: dict[str, Any]) -> None:

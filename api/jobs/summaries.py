@@ -1,8 +1,9 @@
 """Global summaries of a job, accumulated chunk by chunk.
 
-Each chunk yields a small accumulator of sums and counts (JSON, bounded by the number of features or
-labels, never by rows); the runner merges it into the job row in the chunk's own transaction, so a resumed
-job neither loses nor double-counts a chunk. ``finalize`` turns the sums into the figures a reader wants:
+Each chunk yields an accumulator of sums and counts (JSON, bounded by the number of features, labels or
+groups, and for a fairness job's bootstrap by groups times resamples, never by rows); the runner merges it
+into the job row in the chunk's own transaction, so a resumed job neither loses nor double-counts a chunk.
+``finalize`` turns the sums into the figures a reader wants:
 
 - every kind: rows ok / with errors, predicted label counts;
 - then the method's own figures, from its spec's ``accumulate`` and ``finalize`` (``api.methods``).

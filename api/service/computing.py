@@ -61,6 +61,7 @@ class Computer:
         if not spec.applies(model):
             raise InvalidInput.field("method", f"{spec.name} does not apply to {info.flavour} models.")
         with EXPLANATION_SECONDS.labels(spec.name).time():
+            check_label_columns(info, spec.label_columns(request.options))
             instances, options = spec.prepare(request.instances, request.options)
             rows = rows_of(model, instances, options)
             explanation = spec.explainer().explain(info, model, rows, options, spec.limits(self.settings))
@@ -90,3 +91,12 @@ class Computer:
             text = row.get("text") if isinstance(row, dict) else None
             if isinstance(text, str) and len(text) > cap:
                 raise InvalidInput.field(f"instances.{index}.text", f"At most {cap} characters.")
+
+
+def check_label_columns(info: VersionInfo, labels: dict[str, str]) -> None:
+    """A column of class labels the rows carry (``{column: the option naming it}``) is not one of the model's
+    features (a 422 naming the option)."""
+    features = {feature.name for feature in info.manifest.features}
+    for column, option in labels.items():
+        if column in features:
+            raise InvalidInput.field(option, f"{column!r} is a feature of the model, not a label column.")

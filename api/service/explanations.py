@@ -7,7 +7,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import exc as sa_exc
 
-from api.methods.registry import methods_for
+from api.methods.registry import known, methods_for
 from api.service.computing import Computer
 from api.service.explain_request import ExplainRequest
 from api.service.idempotency import fingerprint, once
@@ -125,7 +125,8 @@ class ExplanationService(Computer):
         when another request claimed it first."""
         with counting_calls() as tally:
             info, explanation = self.compute(request)
-        answer = remote_answer(info, lambda: self.store.registry.load(info), request.instances, tally)
+        explained, _ = known(request.method).prepare(request.instances, request.options)  # the model's rows
+        answer = remote_answer(info, lambda: self.store.registry.load(info), explained, tally)
         draft = draft_for(
             request.method,
             explanation,

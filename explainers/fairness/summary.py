@@ -22,8 +22,11 @@ from explainers.fairness import poisson
 Acc = dict[str, Any]
 SHOWN = ("selection_rate", "mean_probability", "dppl", "di")
 INTERVAL_METHOD = "poisson_bootstrap"
+NO_INTERVALS = "none: some rows were summed before the Poisson bootstrap"
 COLUMNS = ("n", "positive", "probability")
 OUTCOME_COLUMNS = ("actual", "tp", "correct")
+DECISION_CELLS = ("positive_n", "negative_n", "positive_probability", "negative_probability")
+"""Sums stored before the Poisson bootstrap: per group and decision, its rows and probabilities."""
 
 
 def _add(node: dict[str, Any], key: str, amount: float) -> None:
@@ -87,6 +90,20 @@ def _add_moves(fair: dict[str, Any], parts: list[dict[str, Any]]) -> None:
             _add(entry, "change", move["probability"] - part["probability"])
 
 
+def _from_decision_cells(cell: dict[str, Any]) -> dict[str, Any]:
+    """A group's sums with those stored before the Poisson bootstrap added in (they have no resamples)."""
+    if not any(key in cell for key in DECISION_CELLS):
+        return cell
+    positive, negative = cell.get("positive_n", 0.0), cell.get("negative_n", 0.0)
+    probability = cell.get("positive_probability", 0.0) + cell.get("negative_probability", 0.0)
+    return {
+        **cell,
+        "n": cell.get("n", 0.0) + positive + negative,
+        "positive": cell.get("positive", 0.0) + positive,
+        "probability": cell.get("probability", 0.0) + probability,
+    }
+
+
 def _setting(fair: dict[str, Any], key: str) -> int:
     counts = fair.get("settings", {}).get(key, {})
     return int(max(counts, key=counts.get)) if counts else 0
@@ -95,6 +112,8 @@ def _setting(fair: dict[str, Any], key: str) -> int:
 def _sums(groups: dict[str, Any], labels: list[str], names: tuple[str, ...], resamples: int) -> tuple:
     """The plain sums (arrays over groups) and the resampled ones (arrays of groups by resamples)."""
     plain = {name: np.asarray([groups[g].get(name, 0.0) for g in labels], dtype=float) for name in names}
+    if not resamples:
+        return plain, {name: np.zeros((len(labels), 0)) for name in names}
     resampled = {
         name: np.asarray(
             [groups[g].get("resampled", {}).get(name) or [0.0] * resamples for g in labels], dtype=float
@@ -171,15 +190,20 @@ def finalize(acc: Acc) -> dict[str, Any]:
     settings = (_setting(fair, "seed"), _setting(fair, "resamples"), _setting(fair, "min_group_size"))
     counted = fair.get("rows", {})
     outcomes = bool(counted.get("total")) and counted.get("with_outcome") == counted.get("total")
+    stored = fair.get("groups", {})
+    earlier = any(k in cell for groups in stored.values() for cell in groups.values() for k in DECISION_CELLS)
+    if earlier:  # the point figures stay exact; the resamples cover only some rows, so no intervals
+        stored = {a: {g: _from_decision_cells(c) for g, c in groups.items()} for a, groups in stored.items()}
+        settings = (settings[0], 0, settings[2])
     attributes = [
         attribute_summary(name, groups, fair.get("moves", {}).get(name, {}), settings, outcomes)
-        for name, groups in sorted(fair.get("groups", {}).items())
+        for name, groups in sorted(stored.items())
     ]
     return {
         "fairness": {
             "seed": settings[0],
-            "resamples": settings[1],
-            "interval_method": INTERVAL_METHOD,
+            "resamples": _setting(fair, "resamples"),
+            "interval_method": NO_INTERVALS if earlier else INTERVAL_METHOD,
             "with_outcomes": outcomes,
             "attributes": attributes,
         }
