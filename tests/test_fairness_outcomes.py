@@ -291,3 +291,16 @@ def test_a_summary_stored_before_the_poisson_bootstrap_keeps_its_figures() -> No
     groups = {g["group"]: g for g in job_summary.finalize(acc)["fairness"]["attributes"][0]["groups"]}
     assert groups["a"]["count"] == 4 and groups["a"]["selection_rate"] == pytest.approx(3 / 4)
     assert groups["a"]["mean_probability"] == pytest.approx((1.5 + 0.2 + 0.8) / 4)
+
+
+def test_poisson_weights_are_poisson_1_and_fixed_by_seed_row_and_resample() -> None:
+    rows = np.arange(50_000)
+    drawn = poisson.weights(7, rows, 40)
+    counts = np.bincount(drawn.astype(int).ravel(), minlength=6)[:6] / drawn.size
+    expected = [np.exp(-1.0) / np.prod(np.arange(1, k + 1)) for k in range(6)]
+    np.testing.assert_allclose(counts, expected, atol=2e-3)
+    assert abs(np.corrcoef(drawn[:, 0], drawn[:, 1])[0, 1]) < 0.02
+    assert abs(np.corrcoef(drawn[:-1, 0], drawn[1:, 0])[0, 1]) < 0.02
+    np.testing.assert_array_equal(poisson.weights(7, rows[100:200], 40), drawn[100:200])  # any chunk
+    np.testing.assert_array_equal(poisson.weights(7, rows[:100], 10), drawn[:100, :10])  # any resample count
+    assert not np.array_equal(poisson.weights(8, rows[:100], 40), drawn[:100])

@@ -20,6 +20,9 @@ import numpy as np
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX_2 = np.uint64(0x94D049BB133111EB)
+RESAMPLE_BITS = np.uint64(17)
+"""A counter is the row's number shifted by this, plus the resample (at most 2**17 - 1, above the schema's
+100,000): a resample's draws do not depend on how many resamples are asked for."""
 POISSON_CDF = np.cumsum([math.exp(-1.0) / math.factorial(k) for k in range(24)])
 """P(X <= k) for X ~ Poisson(1): a uniform below entry k and at or above entry k - 1 draws k."""
 
@@ -32,9 +35,11 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def weights(seed: int, rows: np.ndarray, resamples: int) -> np.ndarray:
     """Each row's Poisson(1) count in each resample: a (rows, resamples) float array."""
+    if resamples >= 1 << int(RESAMPLE_BITS):
+        raise ValueError(f"at most {(1 << int(RESAMPLE_BITS)) - 1} resamples")
     with np.errstate(over="ignore"):
         key = _mix(np.asarray([seed], dtype=np.uint64) * GOLDEN + np.uint64(1))
-        counter = np.asarray(rows, dtype=np.uint64)[:, None] * np.uint64(resamples) + np.arange(
+        counter = (np.asarray(rows, dtype=np.uint64)[:, None] << RESAMPLE_BITS) + np.arange(
             resamples, dtype=np.uint64
         )
         hashed = _mix(_mix(counter + key))
