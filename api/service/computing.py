@@ -96,6 +96,8 @@ class Computer:
 def check_label_columns(info: VersionInfo, labels: dict[str, str]) -> None:
     """A column of class labels the rows carry (``{column: the option naming it}``) is not one of the model's
     features (a 422 naming the option)."""
+    if not labels:
+        return  # (reading the manifest parses it)
     features = {feature.name for feature in info.manifest.features}
     for column, option in labels.items():
         if column in features:
