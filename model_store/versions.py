@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from typing import Any
 
 from model_store.manifest import Manifest, parse_manifest
@@ -25,8 +26,9 @@ class VersionInfo:
     """Every file by relative path: its sha256 in the artifact store (None: a legacy version directory,
     ``artifact_dir``; empty for content-addressed versions)."""
 
-    @property
+    @functools.cached_property
     def manifest(self) -> Manifest:
+        """The parsed manifest, parsed once per ``VersionInfo`` (a request's, a loaded model's)."""
         return parse_manifest(self.manifest_data)
 
     @property
