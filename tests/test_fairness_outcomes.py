@@ -304,3 +304,51 @@ def test_poisson_weights_are_poisson_1_and_fixed_by_seed_row_and_resample() -> N
     np.testing.assert_array_equal(poisson.weights(7, rows[100:200], 40), drawn[100:200])  # any chunk
     np.testing.assert_array_equal(poisson.weights(7, rows[:100], 10), drawn[:100, :10])  # any resample count
     assert not np.array_equal(poisson.weights(8, rows[:100], 40), drawn[:100])
+
+
+def test_parquet_outcome_columns_of_other_types_read_as_their_labels(make_app: Any) -> None:
+    """A binary, dictionary or string outcome column holds the labels as they are; a float32 0/1 column reads
+    as ``0.0``/``1.0`` (not classes of the loan model: named in the 422)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    app = make_app()
+    frame = loan_frame(40)
+    options = {**OPTIONS, "outcome_column": LOAN_TARGET}
+    labels = frame[LOAN_TARGET].tolist()
+    for column in (
+        pa.array([label.encode() for label in labels], pa.binary()),
+        pa.array(labels, pa.string()).dictionary_encode(),
+        pa.array(labels, pa.large_string()),
+    ):
+        table = pa.Table.from_pandas(frame.drop(columns=[LOAN_TARGET]), preserve_index=False)
+        sink = io.BytesIO()
+        pq.write_table(table.append_column(LOAN_TARGET, column), sink)
+        form = {
+            "model": "loan",
+            "version": "1",
+            "kind": "fairness",
+            "options": json.dumps(options),
+            "file": (io.BytesIO(sink.getvalue()), "rows.parquet"),
+        }
+        auth = {"Authorization": f"Bearer {token_of(app)}"}
+        answer = app.test_client().post(
+            "/v1/jobs", data=form, headers=auth, content_type="multipart/form-data"
+        )
+        assert answer.status_code == 202, (column.type, answer.get_json())
+    table = pa.Table.from_pandas(frame.drop(columns=[LOAN_TARGET]), preserve_index=False)
+    floats = pa.array([1.0 if label == "good" else 0.0 for label in labels], pa.float32())
+    sink = io.BytesIO()
+    pq.write_table(table.append_column(LOAN_TARGET, floats), sink)
+    form = {
+        "model": "loan",
+        "version": "1",
+        "kind": "fairness",
+        "options": json.dumps(options),
+        "file": (io.BytesIO(sink.getvalue()), "rows.parquet"),
+    }
+    auth = {"Authorization": f"Bearer {token_of(app)}"}
+    problem = assert_problem(
+        app.test_client().post("/v1/jobs", data=form, headers=auth, content_type="multipart/form-data"), 422
+    )
+    assert "'0.0', '1.0'" in problem["detail"], problem

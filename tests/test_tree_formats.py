@@ -295,3 +295,32 @@ def test_booster_threads_setting_reaches_the_boosters(make_app):
         assert config["learner"]["generic_param"]["nthread"] == "2"
     finally:
         set_booster_threads(1)
+
+
+@pytest.mark.parametrize("library", tm.LIBRARIES)
+def test_booster_threads_follow_the_setting_at_each_call(client, keys, app, library):
+    """Loaded first, set after (a warm-up, a cached version): the next call runs on the setting, for a
+    standalone booster and for a library's scikit-learn wrapper in a Pipeline (its own predictions too)."""
+    import json
+
+    from model_store.tabular.formats.boosters import native_runtime, set_booster_threads
+
+    registry = app.extensions["candor"].store.registry
+    try:
+        for build in (tm.standalone, tm.pipeline):
+            spec, artifact, data, _ = build(library, "binary", f"{library[:3]}-{build.__name__}")
+            assert post(client, keys, spec, artifact, data).status_code == 201
+            model = registry.load(registry.resolve(spec["name"], "1"))
+            encoded = model.encode(model.reference.head(5).to_dict("records"))
+            for threads in (2, 1):
+                set_booster_threads(threads)
+                model.predict_encoded(encoded)
+                runtime = native_runtime(model.parts.estimator)
+                runtime.contributions(encoded)
+                if build is tm.pipeline:
+                    assert model.parts.estimator.n_jobs == threads
+                if library == "xgboost":
+                    config = json.loads(runtime.booster.save_config())
+                    assert config["learner"]["generic_param"]["nthread"] == str(threads)
+    finally:
+        set_booster_threads(1)

@@ -143,7 +143,8 @@ def compute_chunk(settings: Settings, task: ChunkTask, shipped: ShippedModel | N
     if shipped is None:
         raise ModelNotShipped(task.model)
     _freeze_after_first_chunk()
-    computer = Computer(ShippedModels(shipped, _models), settings)
+    one_thread = dataclasses.replace(settings, booster_threads=1)  # a worker process per core
+    computer = Computer(ShippedModels(shipped, _models), one_thread)
     instances = rows_of(task.rows)
     info = shipped.info
     explained: list[Explanation | BaseException] | None = None

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -118,12 +119,20 @@ def _parquet_batches(
 
 
 def _as_text(table: pa.Table, label_columns: Sequence[str]) -> pa.Table:
-    """Label columns as text the way Python writes their values (``True``, ``1.0``), as the manifest's classes
-    and a version's reference outcomes are; Arrow's own cast would write ``true`` and ``1``."""
+    """Boolean and numeric label columns as text the way Python writes their values (``True``, ``1.0``), as
+    the manifest's classes and a version's reference outcomes are; Arrow's own cast would write ``true`` and
+    ``1``. Other columns are cast as the features are."""
     for name in label_columns:
         column = table.column(name)
-        if not pa.types.is_string(column.type):
-            texts = pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+        kind = column.type
+        if pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            single = pa.types.is_float32(
+                kind
+            )  # written as its shortest float32 text (0.1, not 0.10000000149)
+            texts = pa.array(
+                [None if v is None else str(np.float32(v)) if single else str(v) for v in column.to_pylist()],
+                pa.string(),
+            )
             table = table.set_column(table.schema.get_field_index(name), name, texts)
     return table
 

@@ -31,6 +31,7 @@ class Computer:
     def __init__(self, models: ModelSource, settings: Settings) -> None:
         self.models = models
         self.settings = settings
+        set_booster_threads(settings.booster_threads)  # before any version loads, and at each call below
 
     def _loaded(self, name: str, version: str) -> tuple[VersionInfo, Any]:
         info = self.models.resolve(name, version)

@@ -13,7 +13,7 @@ from model_store.cache import LoadedModelCache
 from model_store.errors import InvalidInput
 from model_store.manifest import Manifest
 from model_store.tabular.fast_encoder import compile_encoder
-from model_store.tabular.formats.boosters import margin_function
+from model_store.tabular.formats.boosters import follow_threads, margin_function
 from model_store.tabular.instances import InstanceValidator
 from model_store.tabular.structure import PipelineParts, dense, split_pipeline
 
@@ -45,9 +45,8 @@ class TabularModel:
             self._fast_encode = compile_encoder(self.parts.preprocessor, self.reference.head(VERIFY_ROWS))
         self.classes: list[str] = list(manifest.classes or [])
         self.is_classifier = manifest.is_classification
-        self.margin: Callable[[np.ndarray], Any] | None = (
-            margin_function(self.parts.estimator) if self.is_classifier else None
-        )
+        margin = margin_function(self.parts.estimator) if self.is_classifier else None
+        self.margin: Callable[[np.ndarray], Any] | None = None if margin is None else self._threaded(margin)
         """The final estimator's margin (decision_function, or a booster's raw score), or None."""
         self._sigmoid_margin = self._probabilities_are_sigmoid_of_margin()
         self.derived: LoadedModelCache[Any] = LoadedModelCache(capacity=64)
@@ -101,8 +100,16 @@ class TabularModel:
                 "target", f"Unknown class; classes are {', '.join(self.classes)}."
             ) from None
 
+    def _threaded(self, call: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
+        def on_booster_threads(matrix: np.ndarray) -> Any:
+            follow_threads(self.parts.estimator)
+            return call(matrix)
+
+        return on_booster_threads
+
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for classifiers, values (n, 1) for regressors."""
+        follow_threads(self.parts.estimator)
         if self.is_classifier:
             return np.asarray(self.parts.estimator.predict_proba(encoded), dtype=float)
         return np.asarray(self.parts.estimator.predict(encoded), dtype=float).reshape(-1, 1)

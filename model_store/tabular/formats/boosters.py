@@ -33,6 +33,18 @@ def booster_threads() -> int:
     return _threads
 
 
+def is_library_wrapper(estimator: Any) -> bool:
+    """An XGBoost or LightGBM scikit-learn wrapper (XGBClassifier, LGBMRegressor, ...)."""
+    module = type(estimator).__module__
+    return module.startswith(("xgboost.", "lightgbm.")) and hasattr(estimator, "n_jobs")
+
+
+def follow_threads(estimator: Any) -> None:
+    """A library wrapper's own calls (``predict_proba``, ``decision_function``) on ``booster_threads()``."""
+    if is_library_wrapper(estimator) and estimator.n_jobs != _threads:
+        estimator.set_params(n_jobs=_threads)
+
+
 class BoosterRuntime:
     """One library's booster: subclasses implement the four calls on a float matrix (NaN = missing)."""
 

@@ -37,16 +37,24 @@ class XGBoostRuntime(BoosterRuntime):
     ) -> None:
         """``missing`` and ``iteration_range``: a scikit-learn wrapper's own (its ``missing`` value, the trees
         up to its early-stopping ``best_iteration``), so the booster computes what the wrapper predicts."""
-        booster.set_param({"nthread": booster_threads()})
         self.booster = booster
+        self._threads = 0
+        self._follow_threads()
         self.names = booster.feature_names
         self.types = booster.feature_types
         self.missing = missing
         self.iteration_range = iteration_range
 
+    def _follow_threads(self) -> None:
+        """The booster on ``booster_threads()`` as it is at the call (set when it changes)."""
+        if self._threads != booster_threads():
+            self._threads = booster_threads()
+            self.booster.set_param({"nthread": self._threads})
+
     def _matrix(self, matrix: np.ndarray) -> Any:
         import xgboost
 
+        self._follow_threads()
         return xgboost.DMatrix(
             np.asarray(matrix, dtype=np.float32),
             missing=self.missing,
