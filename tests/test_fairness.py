@@ -62,6 +62,38 @@ def section(result: dict[str, Any], attribute: str) -> dict[str, Any]:
     return next(s for s in result["attributes"] if s["attribute"] == attribute)
 
 
+def submit_job(
+    app: Flask, data: bytes, options: dict[str, Any], token: str, filename: str = "rows.csv"
+) -> Any:
+    """``POST /v1/jobs`` of a fairness job on ``loan`` over the file ``data``."""
+    form = {
+        "model": "loan",
+        "version": "1",
+        "kind": "fairness",
+        "options": json.dumps(options),
+        "file": (io.BytesIO(data), filename),
+    }
+    auth = {"Authorization": f"Bearer {token}"}
+    return app.test_client().post("/v1/jobs", data=form, headers=auth, content_type="multipart/form-data")
+
+
+def finished_job(
+    app: Flask,
+    dask_client: Any,  # noqa: F811
+    data: bytes,
+    options: dict[str, Any],
+    token: str,
+) -> dict[str, Any]:
+    """The fairness job over ``data``, submitted, run on ``dask_client`` and succeeded."""
+    submitted = submit_job(app, data, options, token)
+    assert submitted.status_code == 202, submitted.data
+    assert run_jobs(app, dask_client) == 1
+    auth = {"Authorization": f"Bearer {token}"}
+    job = app.test_client().get(f"/v1/jobs/{submitted.get_json()['id']}", headers=auth).get_json()
+    assert job["status"] == "succeeded", job
+    return job  # type: ignore[no-any-return]
+
+
 def oracle_groups(frame: pd.DataFrame, attribute: str) -> np.ndarray:
     if attribute == "age_in_years":
         labels = np.asarray(["< 25", "25 to < 35", "35 to < 50", ">= 50"], dtype=object)
@@ -368,18 +400,7 @@ def test_job_over_uploaded_rows(make_app: Any, dask_client: Any) -> None:  # noq
     auth = {"Authorization": f"Bearer {token}"}
     frame = loan_frame(60).drop(columns=[LOAN_TARGET])
     options = {"attributes": ["foreign_worker", "age_in_years"], "resamples": 40, "min_group_size": 1}
-    form = {
-        "model": "loan",
-        "version": "1",
-        "kind": "fairness",
-        "options": json.dumps(options),
-        "file": (io.BytesIO(frame.to_csv(index=False).encode()), "rows.csv"),
-    }
-    submitted = client.post("/v1/jobs", data=form, headers=auth, content_type="multipart/form-data")
-    assert submitted.status_code == 202, submitted.data
-    assert run_jobs(app, dask_client) == 1
-    job = client.get(f"/v1/jobs/{submitted.get_json()['id']}", headers=auth).get_json()
-    assert job["status"] == "succeeded", job
+    job = finished_job(app, dask_client, frame.to_csv(index=False).encode(), options, token)
     lines = result_lines(client, token, job["id"])
     assert len(lines) == 60 and all(line["status"] == "ok" for line in lines)
     sync = post(
@@ -509,22 +530,12 @@ def test_job_summary_lists_empty_groups_and_names_its_interval_method(
 ) -> None:
     app = make_app(job_chunk_rows=10)
     client = app.test_client()
-    auth = {"Authorization": f"Bearer {app.extensions['candor'].store.keys.create('j', ['explain'])[0]}"}
+    token = app.extensions["candor"].store.keys.create("j", ["explain"])[0]
+    auth = {"Authorization": f"Bearer {token}"}
     frame = loan_frame(200).drop(columns=[LOAN_TARGET])
     frame = frame[frame["age_in_years"] >= 25].head(30)  # no row in "< 25"
     options = {"attributes": ["age_in_years"], "resamples": 10, "min_group_size": 1}
-    form = {
-        "model": "loan",
-        "version": "1",
-        "kind": "fairness",
-        "options": json.dumps(options),
-        "file": (io.BytesIO(frame.to_csv(index=False).encode()), "rows.csv"),
-    }
-    submitted = client.post("/v1/jobs", data=form, headers=auth, content_type="multipart/form-data")
-    assert submitted.status_code == 202, submitted.data
-    assert run_jobs(app, dask_client) == 1
-    job = client.get(f"/v1/jobs/{submitted.get_json()['id']}", headers=auth).get_json()
-    assert job["status"] == "succeeded", job
+    job = finished_job(app, dask_client, frame.to_csv(index=False).encode(), options, token)
     fairness = job["summary"]["fairness"]
     assert fairness["interval_method"] == "poisson_bootstrap"
     sync = post(client, auth, {"instances": json.loads(frame.to_json(orient="records")), **options})

@@ -29,7 +29,17 @@ from remote_fixtures import (  # noqa: F401 (fixtures)
 from remote_fixtures import rows as remote_rows
 from sklearn.metrics import accuracy_score, precision_score
 from test_api_auth import assert_problem
-from test_fairness import LOAN, TOL, loan_frame, model_of, oracle_groups, post, rows_of
+from test_fairness import (
+    LOAN,
+    TOL,
+    finished_job,
+    loan_frame,
+    model_of,
+    oracle_groups,
+    post,
+    rows_of,
+    submit_job,
+)
 from test_jobs import dask_client, result_lines, run_jobs  # noqa: F401 (a fixture)
 
 from api.demo import LOAN_TARGET
@@ -45,34 +55,6 @@ OPTIONS = {"attributes": [ATTRIBUTE], "resamples": 30, "seed": 5, "min_group_siz
 
 def token_of(app: Flask) -> str:
     return app.extensions["candor"].store.keys.create("f", ["explain", "audit:read"])[0]  # type: ignore[no-any-return]
-
-
-def submit(app: Flask, csv: bytes, options: dict[str, Any], token: str | None = None) -> Any:
-    form = {
-        "model": "loan",
-        "version": "1",
-        "kind": "fairness",
-        "options": json.dumps(options),
-        "file": (io.BytesIO(csv), "rows.csv"),
-    }
-    auth = {"Authorization": f"Bearer {token or token_of(app)}"}
-    return app.test_client().post("/v1/jobs", data=form, headers=auth, content_type="multipart/form-data")
-
-
-def finished_job(
-    app: Flask,
-    dask_client: Any,  # noqa: F811
-    csv: bytes,
-    options: dict[str, Any],
-    token: str,
-) -> dict[str, Any]:
-    submitted = submit(app, csv, options, token)
-    assert submitted.status_code == 202, submitted.data
-    assert run_jobs(app, dask_client) == 1
-    auth = {"Authorization": f"Bearer {token}"}
-    job = app.test_client().get(f"/v1/jobs/{submitted.get_json()['id']}", headers=auth).get_json()
-    assert job["status"] == "succeeded", job
-    return job  # type: ignore[no-any-return]
 
 
 def test_a_job_with_an_outcome_column_has_fairlearns_figures_and_a_poisson_bootstrap(
@@ -175,22 +157,23 @@ def test_a_request_may_send_outcomes_as_a_column(app: Flask, client: Any, auth: 
 
 def test_a_jobs_outcome_column_is_checked_before_the_job_is_queued(make_app: Any) -> None:
     app = make_app()
+    token = token_of(app)
     frame = loan_frame(40)
     options = {**OPTIONS, "outcome_column": LOAN_TARGET}
     unknown = frame.assign(**{LOAN_TARGET: frame[LOAN_TARGET].where(frame.index != 5, "maybe")})
-    problem = assert_problem(submit(app, unknown.to_csv(index=False).encode(), options), 422)
+    problem = assert_problem(submit_job(app, unknown.to_csv(index=False).encode(), options, token), 422)
     assert list(problem["errors"]) == ["options.outcome_column"] and "'maybe'" in problem["detail"], problem
     empty = frame.assign(**{LOAN_TARGET: frame[LOAN_TARGET].where(frame.index != 5, None)})
-    problem = assert_problem(submit(app, empty.to_csv(index=False).encode(), options), 422)
+    problem = assert_problem(submit_job(app, empty.to_csv(index=False).encode(), options, token), 422)
     assert list(problem["errors"]) == ["options.outcome_column"], problem
     missing = frame.drop(columns=[LOAN_TARGET]).to_csv(index=False).encode()
-    problem = assert_problem(submit(app, missing, options), 422)
+    problem = assert_problem(submit_job(app, missing, options, token), 422)
     assert list(problem["errors"]) == ["file"] and LOAN_TARGET in problem["detail"], problem
     feature = {**OPTIONS, "outcome_column": ATTRIBUTE}
-    problem = assert_problem(submit(app, frame.to_csv(index=False).encode(), feature), 422)
+    problem = assert_problem(submit_job(app, frame.to_csv(index=False).encode(), feature, token), 422)
     assert list(problem["errors"]) == ["options.outcome_column"], problem
     without = frame.to_csv(index=False).encode()  # an extra column and no outcome_column: refused as before
-    problem = assert_problem(submit(app, without, OPTIONS), 422)
+    problem = assert_problem(submit_job(app, without, OPTIONS, token), 422)
     assert list(problem["errors"]) == ["file"], problem
 
 
@@ -313,42 +296,24 @@ def test_parquet_outcome_columns_of_other_types_read_as_their_labels(make_app: A
     import pyarrow.parquet as pq
 
     app = make_app()
+    token = token_of(app)
     frame = loan_frame(40)
     options = {**OPTIONS, "outcome_column": LOAN_TARGET}
     labels = frame[LOAN_TARGET].tolist()
+    table = pa.Table.from_pandas(frame.drop(columns=[LOAN_TARGET]), preserve_index=False)
+
+    def submitted(column: Any) -> Any:
+        sink = io.BytesIO()
+        pq.write_table(table.append_column(LOAN_TARGET, column), sink)
+        return submit_job(app, sink.getvalue(), options, token, "rows.parquet")
+
     for column in (
         pa.array([label.encode() for label in labels], pa.binary()),
         pa.array(labels, pa.string()).dictionary_encode(),
         pa.array(labels, pa.large_string()),
     ):
-        table = pa.Table.from_pandas(frame.drop(columns=[LOAN_TARGET]), preserve_index=False)
-        sink = io.BytesIO()
-        pq.write_table(table.append_column(LOAN_TARGET, column), sink)
-        form = {
-            "model": "loan",
-            "version": "1",
-            "kind": "fairness",
-            "options": json.dumps(options),
-            "file": (io.BytesIO(sink.getvalue()), "rows.parquet"),
-        }
-        auth = {"Authorization": f"Bearer {token_of(app)}"}
-        answer = app.test_client().post(
-            "/v1/jobs", data=form, headers=auth, content_type="multipart/form-data"
-        )
+        answer = submitted(column)
         assert answer.status_code == 202, (column.type, answer.get_json())
-    table = pa.Table.from_pandas(frame.drop(columns=[LOAN_TARGET]), preserve_index=False)
     floats = pa.array([1.0 if label == "good" else 0.0 for label in labels], pa.float32())
-    sink = io.BytesIO()
-    pq.write_table(table.append_column(LOAN_TARGET, floats), sink)
-    form = {
-        "model": "loan",
-        "version": "1",
-        "kind": "fairness",
-        "options": json.dumps(options),
-        "file": (io.BytesIO(sink.getvalue()), "rows.parquet"),
-    }
-    auth = {"Authorization": f"Bearer {token_of(app)}"}
-    problem = assert_problem(
-        app.test_client().post("/v1/jobs", data=form, headers=auth, content_type="multipart/form-data"), 422
-    )
+    problem = assert_problem(submitted(floats), 422)
     assert "'0.0', '1.0'" in problem["detail"], problem

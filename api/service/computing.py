@@ -31,7 +31,7 @@ class Computer:
     def __init__(self, models: ModelSource, settings: Settings) -> None:
         self.models = models
         self.settings = settings
-        set_booster_threads(settings.booster_threads)  # before any version loads, and at each call below
+        set_booster_threads(settings.booster_threads)  # the boosters follow it at each call
 
     def _loaded(self, name: str, version: str) -> tuple[VersionInfo, Any]:
         info = self.models.resolve(name, version)
@@ -39,8 +39,6 @@ class Computer:
             from model_store.text.model import set_torch_threads
 
             set_torch_threads(self.settings.torch_threads)
-        else:
-            set_booster_threads(self.settings.booster_threads)
         return info, self.models.load(info)
 
     def _check_count(self, instances: list[Any]) -> None:

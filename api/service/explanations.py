@@ -125,8 +125,12 @@ class ExplanationService(Computer):
         when another request claimed it first."""
         with counting_calls() as tally:
             info, explanation = self.compute(request)
-        explained, _ = known(request.method).prepare(request.instances, request.options)  # the model's rows
-        answer = remote_answer(info, lambda: self.store.registry.load(info), explained, tally)
+        answer = remote_answer(
+            info,
+            lambda: self.store.registry.load(info),
+            lambda: known(request.method).prepare(request.instances, request.options)[0],  # the model's rows
+            tally,
+        )
         draft = draft_for(
             request.method,
             explanation,

@@ -26,13 +26,15 @@ def remote_statement(info: VersionInfo) -> dict[str, Any] | None:
 
 
 def remote_answer(
-    info: VersionInfo, loaded: Callable[[], Any], instances: list[Any], tally: Tally
+    info: VersionInfo, loaded: Callable[[], Any], explained: Callable[[], list[Any]], tally: Tally
 ) -> dict[str, Any] | None:
-    """The requests ``tally`` counted and the predictor's answer for ``instances`` (asked once more, in one
-    request, of the model ``loaded`` returns); None for a model held here (nothing loaded)."""
+    """The requests ``tally`` counted and the predictor's answer for the rows ``explained`` returns (asked
+    once more, in one request, of the model ``loaded`` returns); None for a model held here (neither is
+    called)."""
     if not is_remote(info):
         return None
     answer: dict[str, Any] = {"requests": tally.requests}
+    instances = explained()
     if instances:
         model = loaded()
         rows = model.validate(instances)

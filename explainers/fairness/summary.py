@@ -33,6 +33,10 @@ def _add(node: dict[str, Any], key: str, amount: float) -> None:
     node[key] = node.get(key, 0.0) + amount
 
 
+def _add_list(node: dict[str, Any], key: str, amounts: np.ndarray) -> None:
+    node[key] = (amounts + node[key] if key in node else amounts).tolist()
+
+
 def _columns(parts: list[dict[str, Any]]) -> np.ndarray:
     """Per row its summed columns: 1, decision, probability and, with outcomes, actual, tp, correct."""
     decision = np.asarray([p["decision"] for p in parts], dtype=float)
@@ -59,22 +63,20 @@ def accumulate_rows(acc: Acc, rows: list[tuple[int, dict[str, Any]]]) -> None:
     counted = fair.setdefault("rows", {})
     _add(counted, "total", float(len(parts)))
     _add(counted, "with_outcome", float(len(parts) if columns.shape[1] > len(COLUMNS) else 0))
-    resamples = int(settings["resamples"])
-    drawn = poisson.weights(int(settings["seed"]), np.asarray([row for row, _ in rows]), resamples)
+    drawn = poisson.weights(
+        int(settings["seed"]), np.asarray([row for row, _ in rows]), int(settings["resamples"])
+    )
     for attribute in parts[0]["groups"]:
         labels = np.asarray([p["groups"][attribute] for p in parts], dtype=object)
         groups = fair.setdefault("groups", {}).setdefault(attribute, {})
         for label in sorted(set(labels.tolist())):
             mask = labels == label
             cell = groups.setdefault(label, {})
-            plain = columns[mask].sum(axis=0)
-            boot = columns[mask].T @ drawn[mask] if resamples else np.zeros((len(names), 0))
+            resampled = cell.setdefault("resampled", {})
+            plain, boot = columns[mask].sum(axis=0), columns[mask].T @ drawn[mask]
             for index, name in enumerate(names):
                 _add(cell, name, float(plain[index]))
-                resampled = cell.setdefault("resampled", {})
-                current = resampled.get(name)
-                row = boot[index]
-                resampled[name] = (row if current is None else np.asarray(current) + row).tolist()
+                _add_list(resampled, name, boot[index])
     _add_moves(fair, parts)
 
 
@@ -187,22 +189,22 @@ def finalize(acc: Acc) -> dict[str, Any]:
     fair = acc.get("fairness")
     if not fair:
         return {}
-    settings = (_setting(fair, "seed"), _setting(fair, "resamples"), _setting(fair, "min_group_size"))
+    seed, resamples = _setting(fair, "seed"), _setting(fair, "resamples")
     counted = fair.get("rows", {})
     outcomes = bool(counted.get("total")) and counted.get("with_outcome") == counted.get("total")
     stored = fair.get("groups", {})
     earlier = any(k in cell for groups in stored.values() for cell in groups.values() for k in DECISION_CELLS)
     if earlier:  # the point figures stay exact; the resamples cover only some rows, so no intervals
         stored = {a: {g: _from_decision_cells(c) for g, c in groups.items()} for a, groups in stored.items()}
-        settings = (settings[0], 0, settings[2])
+    settings = (seed, 0 if earlier else resamples, _setting(fair, "min_group_size"))
     attributes = [
         attribute_summary(name, groups, fair.get("moves", {}).get(name, {}), settings, outcomes)
         for name, groups in sorted(stored.items())
     ]
     return {
         "fairness": {
-            "seed": settings[0],
-            "resamples": _setting(fair, "resamples"),
+            "seed": seed,
+            "resamples": resamples,
             "interval_method": NO_INTERVALS if earlier else INTERVAL_METHOD,
             "with_outcomes": outcomes,
             "attributes": attributes,
