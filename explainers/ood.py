@@ -19,13 +19,14 @@ row, where scikit-learn's scorer costs ~10 ms), and above that finds each tree's
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from explainers.envelope import Explanation, library_versions
+from explainers.row_blocks import by_row_blocks
 from explainers.rows import TabularRows
 from model_store.tabular import TabularModel
 
@@ -147,20 +148,23 @@ class OodDetector:
 
     def scores(self, encoded: np.ndarray) -> np.ndarray:
         if self.scorer is not None:
-            return self.scorer.score_samples(encoded)
+            return by_row_blocks(self.scorer.score_samples, encoded)
         return np.asarray(self.forest.score_samples(encoded), dtype=float)
 
-    def outside_range(self, records: Sequence[dict[str, Any]]) -> list[list[str]]:
-        """Per row, the features (in the model's order) whose value the reference data never holds."""
+    def outside_range(
+        self, records: Sequence[dict[str, Any]], columns: Mapping[str, list[Any]] | None = None
+    ) -> list[list[str]]:
+        """Per row, the features (in the model's order) whose value the reference data never holds
+        (``columns``: the records' values per feature, when the caller has them)."""
         names = self.model.feature_order
         outside = np.zeros((len(records), len(names)), dtype=bool)
         for column, name in enumerate(names):
-            values = [record[name] for record in records]
+            values = columns[name] if columns is not None else [record[name] for record in records]
             if name in self.bounds:
                 outside[:, column] = self._outside_bounds(values, *self.bounds[name])
             elif name in self.categories:
-                known = self.categories[name]
-                outside[:, column] = [value not in known for value in values]
+                known = self.categories[name].__contains__
+                outside[:, column] = ~np.fromiter(map(known, values), dtype=bool, count=len(values))
         out: list[list[str]] = [[] for _ in records]
         for row in np.flatnonzero(outside.any(axis=1)).tolist():
             out[row] = [names[column] for column in np.flatnonzero(outside[row]).tolist()]
@@ -169,11 +173,11 @@ class OodDetector:
     @staticmethod
     def _outside_bounds(values: list[Any], low: float, high: float) -> np.ndarray:
         """Whether each value is not a finite number within [low, high]."""
-        if all(
-            type(v) is float or (type(v) is int and abs(v) <= EXACT_INT) for v in values
-        ):  # one NumPy pass
+        kinds = set(map(type, values))
+        if kinds <= {float, int}:  # one NumPy pass, when every integer converts to float exactly
             numbers = np.array(values, dtype=float)
-            return ~(np.isfinite(numbers) & (numbers >= low) & (numbers <= high))
+            if int not in kinds or not (np.abs(numbers) > EXACT_INT).any():
+                return ~(np.isfinite(numbers) & (numbers >= low) & (numbers <= high))
         return np.array(
             [
                 not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high)
@@ -183,10 +187,13 @@ class OodDetector:
         )
 
     def flags(
-        self, records: Sequence[dict[str, Any]], encoded: np.ndarray | None = None
+        self,
+        records: Sequence[dict[str, Any]],
+        encoded: np.ndarray | None = None,
+        columns: Mapping[str, list[Any]] | None = None,
     ) -> list[dict[str, Any]]:
-        """``{score, score_outlier, is_outlier, features_outside_range}`` per validated row (``encoded``: the
-        rows' encoding, when the caller has it already)."""
+        """``{score, score_outlier, is_outlier, features_outside_range}`` per validated row (``encoded`` and
+        ``columns``: the rows' encoding and values per feature, when the caller has them already)."""
         scores = self.scores(self.model.encode(records) if encoded is None else encoded).tolist()
         return [
             {
@@ -195,7 +202,7 @@ class OodDetector:
                 "is_outlier": score < self.threshold or bool(outside),
                 "features_outside_range": outside,
             }
-            for score, outside in zip(scores, self.outside_range(records), strict=True)
+            for score, outside in zip(scores, self.outside_range(records, columns), strict=True)
         ]
 
     def describe(self) -> dict[str, Any]:
@@ -229,7 +236,7 @@ def attach(model: TabularModel, explanation: Explanation, rows: TabularRows) -> 
     if len(explanation.results) != len(rows):
         return
     found = detector(model)
-    flags = found.flags(rows.records, rows.encoded)
+    flags = found.flags(rows.records, rows.encoded, rows.columns)
     for result, flag in zip(explanation.results, flags, strict=True):
         result["ood"] = flag
     explanation.quality["ood"] = found.describe()

@@ -6,7 +6,9 @@ splits on feature ``k`` along the path and ``o_k`` is 1 when the row satisfies a
 enters only through its pattern of satisfied features, so each leaf's Shapley values are tabulated once per
 pattern (``2**d`` patterns for ``d`` unique features: the idea of Fast TreeSHAP v2, Yang 2021). Explaining a
 row is then a few comparisons and one table lookup per leaf, in a compiled loop that releases the GIL.
-Ensembles whose paths are too deep to tabulate raise ``TableTooLarge`` and stay with shap.
+Ensembles whose paths are too deep to tabulate raise ``TableTooLarge`` and stay with shap. A missing value
+(NaN) follows each split's default branch, as in XGBoost and LightGBM, only in a table made with
+``missing_follows_default``; other tables refuse it (scikit-learn's trees are left to shap).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 import numpy as np
 from numba import njit
+
+from explainers.row_blocks import by_row_blocks
 
 MAX_UNIQUE_DEPTH = 10
 MAX_TABLE_ENTRIES = 4_000_000
@@ -33,16 +37,17 @@ class _Leaf:
     features: tuple[int, ...]
     """Unique features on the path, in order of first split."""
     zero_fractions: tuple[float, ...]
-    conditions: tuple[tuple[int, float, bool], ...]
-    """(index into ``features``, threshold, goes left) for every split on the path."""
+    conditions: tuple[tuple[int, float, bool, bool], ...]
+    """(index into ``features``, threshold, goes left, a missing value goes this way) for every split on the
+    path."""
 
 
 def _leaves(model: Any) -> list[_Leaf]:
     """Every leaf of shap's dense ``TreeEnsemble``, with its path summarised per unique feature."""
     leaves = []
-    left, right = model.children_left, model.children_right
+    left, right, default = model.children_left, model.children_right, model.children_default
     for tree in range(left.shape[0]):
-        stack: list[tuple[int, tuple[tuple[int, float, bool, float], ...]]] = [(0, ())]
+        stack: list[tuple[int, tuple[tuple[int, float, bool, bool, float], ...]]] = [(0, ())]
         while stack:
             node, path = stack.pop()
             if right[tree, node] < 0:
@@ -52,20 +57,21 @@ def _leaves(model: Any) -> list[_Leaf]:
             split = (int(model.features[tree, node]), float(model.thresholds[tree, node]))
             for child, goes_left in ((int(left[tree, node]), True), (int(right[tree, node]), False)):
                 fraction = model.node_sample_weight[tree, child] / weight
-                stack.append((child, (*path, (*split, goes_left, fraction))))
+                missing_here = bool(default[tree, node] == child)
+                stack.append((child, (*path, (*split, goes_left, missing_here, fraction))))
     return leaves
 
 
-def _summarise(tree: int, node: int, path: tuple[tuple[int, float, bool, float], ...]) -> _Leaf:
+def _summarise(tree: int, node: int, path: tuple[tuple[int, float, bool, bool, float], ...]) -> _Leaf:
     order: list[int] = []
     zero: dict[int, float] = {}
     conditions = []
-    for feature, threshold, goes_left, fraction in path:
+    for feature, threshold, goes_left, missing_here, fraction in path:
         if feature not in zero:
             order.append(feature)
             zero[feature] = 1.0
         zero[feature] *= fraction
-        conditions.append((order.index(feature), threshold, goes_left))
+        conditions.append((order.index(feature), threshold, goes_left, missing_here))
     return _Leaf(tree, node, tuple(order), tuple(zero[f] for f in order), tuple(conditions))
 
 
@@ -97,6 +103,7 @@ def _accumulate_rows(
     cond_feature: np.ndarray,
     cond_threshold: np.ndarray,
     cond_left: np.ndarray,
+    cond_missing: np.ndarray,
     cond_slot: np.ndarray,
     leaf_depth: np.ndarray,
     leaf_table: np.ndarray,
@@ -105,7 +112,8 @@ def _accumulate_rows(
     table: np.ndarray,
     phi: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Add every leaf's tabulated values to ``phi`` (columns, outputs, rows); ``xt`` is (inputs, rows)."""
+    """Add every leaf's tabulated values to ``phi`` (columns, outputs, rows); ``xt`` is (inputs, rows). A
+    missing value satisfies a split when it goes that split's way (``cond_missing``)."""
     n_rows = xt.shape[1]
     pattern = np.empty(n_rows, np.int64)
     for leaf in range(leaf_depth.shape[0]):
@@ -113,9 +121,14 @@ def _accumulate_rows(
         pattern[:] = (1 << d) - 1
         for c in range(cond_start[leaf], cond_start[leaf + 1]):
             feature, threshold, goes_left = cond_feature[c], cond_threshold[c], cond_left[c]
+            missing_here = cond_missing[c]
             unset = ~(1 << cond_slot[c])
             for i in range(n_rows):
-                if (xt[feature, i] <= threshold) != goes_left:
+                value = xt[feature, i]
+                if value != value:  # NaN
+                    if not missing_here:
+                        pattern[i] &= unset
+                elif (value <= threshold) != goes_left:
                     pattern[i] &= unset
         first_row = leaf_table[leaf]
         for k in range(d):
@@ -138,6 +151,7 @@ def compile_now() -> None:
         ints,
         empty,
         np.zeros(0),
+        np.zeros(0, dtype=np.bool_),
         np.zeros(0, dtype=np.bool_),
         empty,
         empty,
@@ -165,9 +179,16 @@ def _unit_tables(leaves: list[_Leaf]) -> list[np.ndarray]:
 class PathTable:
     """Tabulated path-dependent TreeSHAP for one shap ``TreeEnsemble`` (raw model output)."""
 
-    def __init__(self, model: Any, columns: np.ndarray | None = None, n_columns: int | None = None) -> None:
-        """``columns`` maps input columns to ``n_columns`` outputs (one-hot columns to their feature)."""
-        if np.any(model.threshold_types != 0):
+    def __init__(
+        self,
+        model: Any,
+        columns: np.ndarray | None = None,
+        n_columns: int | None = None,
+        missing_follows_default: bool = False,
+    ) -> None:
+        """``columns`` maps input columns to ``n_columns`` outputs (one-hot columns to their feature);
+        ``missing_follows_default``: a NaN input takes each split's default branch (else NaN is refused)."""
+        if np.any(model.threshold_types > 0):  # 1: a categorical split (LightGBM marks leaves -1)
             raise TableTooLarge("categorical splits are not tabulated")
         leaves = [leaf for leaf in _leaves(model) if leaf.features]
         depth = max((len(leaf.features) for leaf in leaves), default=0)
@@ -179,6 +200,7 @@ class PathTable:
         self.n_columns = int(self.columns.max()) + 1 if n_columns is None else n_columns
         self.input_dtype = model.input_dtype
         self.num_outputs = int(model.num_outputs)
+        self.missing_follows_default = missing_follows_default
         self._arrays = self._compile(leaves, model)
 
     def _compile(self, leaves: list[_Leaf], model: Any) -> tuple[np.ndarray, ...]:
@@ -186,7 +208,7 @@ class PathTable:
         unit = _unit_tables(leaves)
         tables: list[np.ndarray] = []
         slot_columns: list[int] = []
-        cond_start, cond_feature, cond_threshold, cond_left, cond_slot = [0], [], [], [], []
+        cond_start, cond_feature, cond_threshold, cond_left, cond_missing, cond_slot = [0], [], [], [], [], []
         leaf_depth, leaf_table, leaf_slot = [], [], []
         rows = slots = 0
         for leaf, coefficients in zip(leaves, unit, strict=True):
@@ -198,10 +220,11 @@ class PathTable:
             rows += 2**d * d
             slots += d
             slot_columns.extend(self.columns[list(leaf.features)])
-            for slot, threshold, goes_left in leaf.conditions:
+            for slot, threshold, goes_left, missing_here in leaf.conditions:
                 cond_feature.append(leaf.features[slot])
                 cond_threshold.append(threshold)
                 cond_left.append(goes_left)
+                cond_missing.append(missing_here)
                 cond_slot.append(slot)
             cond_start.append(len(cond_feature))
         return (
@@ -209,6 +232,7 @@ class PathTable:
             np.array(cond_feature, dtype=np.int64),
             np.array(cond_threshold, dtype=np.float64),
             np.array(cond_left, dtype=np.bool_),
+            np.array(cond_missing, dtype=np.bool_),
             np.array(cond_slot, dtype=np.int64),
             np.array(leaf_depth, dtype=np.int64),
             np.array(leaf_table, dtype=np.int64),
@@ -218,10 +242,14 @@ class PathTable:
         )
 
     def shap_values(self, matrix: np.ndarray) -> np.ndarray:
-        """(rows, inputs) -> (rows, output columns, outputs): shap's ``shap_values``, summed by column."""
+        """(rows, inputs) -> (rows, output columns, outputs): shap's ``shap_values``, summed by column; large
+        batches in row blocks on the booster threads (``row_blocks``)."""
         x = np.asarray(matrix).astype(self.input_dtype).astype(np.float64)
-        if np.isnan(x).any():
+        if not self.missing_follows_default and np.isnan(x).any():
             raise TableTooLarge("missing values follow default branches; left to shap")
+        return by_row_blocks(self._block_values, x)
+
+    def _block_values(self, x: np.ndarray) -> np.ndarray:
         phi = np.zeros((self.n_columns, self.num_outputs, len(x)))
         _accumulate(np.ascontiguousarray(x.T), *self._arrays, phi)
         return phi.transpose(2, 0, 1)

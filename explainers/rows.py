@@ -25,19 +25,28 @@ class TabularRows:
         self.instances = instances
         self._records = records
         self._encoded = encoded
+        self._columns: dict[str, list[Any]] | None = None
 
     @property
     def records(self) -> list[dict[str, Any]]:
         """The rows as the manifest's validator returns them (a 422 naming ``instances.<i>.<feature>``)."""
         if self._records is None:
-            self._records = self.model.validate(self.instances)
+            self._records, self._columns = self.model.validate_columns(self.instances)
         return self._records
+
+    @property
+    def columns(self) -> dict[str, list[Any]]:
+        """The records' values per feature (read once, by validation when it could)."""
+        records = self.records
+        if self._columns is None:
+            self._columns = {name: [r[name] for r in records] for name in self.model.feature_order}
+        return self._columns
 
     @property
     def encoded(self) -> np.ndarray:
         """The matrix the final estimator reads, one row per record."""
         if self._encoded is None:
-            self._encoded = self.model.encode(self.records)
+            self._encoded = self.model.encode(self.records, self.columns)
         return self._encoded
 
     def subset(self, indices: Sequence[int]) -> TabularRows:

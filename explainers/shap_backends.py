@@ -29,6 +29,9 @@ BACKGROUND_SEED = 0
 KERNEL_BACKGROUND_ROWS = 50
 TABLE_CHECK_ROWS = 100
 TABLE_TOLERANCE = 1e-9
+NATIVE_TABLE_TOLERANCE = 1e-5
+"""The table against a booster's own float32 contributions (relative to their largest magnitude)."""
+MISSING_CHECK_ROWS = 20
 GLOBAL_RNG_LOCK = threading.Lock()
 """shap's permutation and kernel explainers draw from NumPy's global generator; runs hold this lock."""
 
@@ -95,6 +98,8 @@ class _EncodedBackend(Backend):
         mapping = model.parts.encoded_to_raw
         if mapping is None:
             raise Unsupported("the preprocessing cannot be mapped back to raw features")
+        self.mapping = mapping
+        """The raw feature of each encoded column."""
         self.regroup = np.zeros((len(mapping), len(model.feature_order)))
         self.regroup[np.arange(len(mapping)), mapping] = 1.0
 
@@ -169,7 +174,9 @@ class TreeBackend(_EncodedBackend):
 
 
 class NativeTreeBackend(_EncodedBackend):
-    """Exact TreeSHAP from XGBoost's or LightGBM's own contributions, in the booster's margin space."""
+    """Exact TreeSHAP of an XGBoost or LightGBM booster, in its margin space: the tabulated TreeSHAP when it
+    reproduces the booster's own contributions (``pred_contribs``) on reference rows, missing values
+    included, else those contributions."""
 
     algorithm = "tree"
     relative_tolerance = 1e-4
@@ -183,16 +190,57 @@ class NativeTreeBackend(_EncodedBackend):
             raise Unsupported(f"the booster's contributions are in its margin, not {space}")
         self.runtime = runtime
         self.libraries = (_distribution(runtime.library), "scikit-learn", "numpy")
+        self.table, self.base = self._verified_table()
+
+    def _verified_table(self) -> tuple[PathTable | None, np.ndarray]:
+        """The table and the booster's bias per output (the same for every row), or no table."""
+        rows = self._check_rows()
+        contributions = self.runtime.contributions(rows)  # (rows, outputs, encoded + 1)
+        bias = contributions[:, :, -1]
+        expected, _ = self._regrouped(contributions[:, :, :-1].transpose(0, 2, 1), bias, len(rows))
+        if not np.all(bias == bias[:1]) or (trees := self.runtime.trees()) is None:
+            return None, bias[0]
+        try:
+            ensemble = shap.TreeExplainer(trees).model
+            n_features = len(self.model.feature_order)
+            table = PathTable(ensemble, self.mapping, n_features, missing_follows_default=True)
+            got, _ = _as_outputs(self.model, self.space, table.shap_values(rows), bias[0], len(rows))
+        except Exception:  # shap cannot read or tabulate it: the booster's own contributions
+            return None, bias[0]
+        scale = 1.0 + float(np.abs(expected).max())
+        verified = float(np.abs(got - expected).max()) <= NATIVE_TABLE_TOLERANCE * scale
+        return (table if verified else None), bias[0]
+
+    def _check_rows(self) -> np.ndarray:
+        """Reference rows, and copies of the first with each column a missing feature encodes to set NaN."""
+        reference = self.model.reference.head(TABLE_CHECK_ROWS).to_dict("records")
+        rows = self.model.encode(reference)
+        missing = {spec.name for spec in self.model.manifest.features if spec.missing}
+        raw = self.model.feature_order
+        columns = [c for c, f in enumerate(self.mapping) if raw[f] in missing]
+        variants = [rows]
+        for column in columns:
+            variant = rows[:MISSING_CHECK_ROWS].copy()
+            variant[:, column] = np.nan
+            variants.append(variant)
+        if columns:
+            variant = rows[:MISSING_CHECK_ROWS].copy()
+            variant[:, columns] = np.nan
+            variants.append(variant)
+        return np.vstack(variants)
 
     def run(
         self, records: Sequence[dict[Any, Any]], encoded: np.ndarray, seed: int, max_evals: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        contributions = self.runtime.contributions(encoded)  # (rows, outputs, encoded + 1)
-        values = contributions[:, :, :-1].transpose(0, 2, 1)
-        return self._regrouped(values, contributions[:, :, -1], len(encoded))
+        if self.table is None:
+            contributions = self.runtime.contributions(encoded)  # (rows, outputs, encoded + 1)
+            values = contributions[:, :, :-1].transpose(0, 2, 1)
+            return self._regrouped(values, contributions[:, :, -1], len(encoded))
+        return _as_outputs(self.model, self.space, self.table.shap_values(encoded), self.base, len(encoded))
 
     def params(self) -> dict[str, Any]:
-        return {"feature_perturbation": "tree_path_dependent", "implementation": self.runtime.implementation}
+        implementation = "path_table" if self.table is not None else self.runtime.implementation
+        return {"feature_perturbation": "tree_path_dependent", "implementation": implementation}
 
 
 def _distribution(library: str) -> str:

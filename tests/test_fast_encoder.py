@@ -59,10 +59,13 @@ def fit(preprocessor: Any, frame: pd.DataFrame = FRAME) -> Any:
 
 def assert_same_as_sklearn(preprocessor: Any, encode: Any, frame: pd.DataFrame) -> None:
     expected = dense(preprocessor.transform(frame))
-    got = encode(frame.to_dict("records"))
+    records = frame.to_dict("records")
+    got = encode(records)
     assert got.shape == expected.shape
     assert got.dtype == np.float64
     np.testing.assert_array_equal(got, expected)
+    columns = {name: [r[name] for r in records] for name in frame.columns}  # as validation reads them
+    np.testing.assert_array_equal(encode(records, columns), expected)
 
 
 SUPPORTED = {

@@ -89,3 +89,36 @@ def test_deep_paths_and_missing_values_are_left_to_shap() -> None:
     x[0, 0] = np.nan
     with pytest.raises(TableTooLarge):
         table.shap_values(x)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_boosters_missing_values_follow_each_splits_default(library: str) -> None:
+    """XGBoost and LightGBM route a missing value to each split's default branch: a table made with
+    ``missing_follows_default`` equals the libraries' own contributions, NaN cells included."""
+    x, targets = _data(n=400)
+    x[::7, 0] = np.nan
+    x[::5, 2] = np.nan
+    if library == "xgboost":
+        import xgboost
+
+        booster = xgboost.train(
+            {"max_depth": 4, "objective": "binary:logistic", "nthread": 1},
+            xgboost.DMatrix(x, label=targets[:, 0]),
+            num_boost_round=30,
+        )
+        expected = booster.predict(xgboost.DMatrix(x), pred_contribs=True)[:, :-1]
+    else:
+        import lightgbm
+
+        booster = lightgbm.train(
+            {"num_leaves": 12, "min_data_in_leaf": 5, "objective": "binary", "verbose": -1, "num_threads": 1},
+            lightgbm.Dataset(x, label=targets[:, 0]),
+            num_boost_round=30,
+        )
+        expected = booster.predict(x, pred_contrib=True)[:, :-1]
+    table = PathTable(shap.TreeExplainer(booster).model, missing_follows_default=True)
+    got = table.shap_values(x)[:, :, 0]
+    assert np.isnan(x).any(axis=1).sum() > 100
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)  # the boosters add in float32
+    with pytest.raises(TableTooLarge):  # without the flag, missing values are still refused
+        PathTable(shap.TreeExplainer(booster).model).shap_values(x)

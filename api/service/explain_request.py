@@ -14,7 +14,9 @@ class ExplainRequest:
     """``method`` on ``instances`` of model ``model`` at ``version`` (the version to compute on; ``asked``:
     as the client named it, e.g. ``production`` or KServe's ``default``, which is what a retry repeats), with
     the client's ``options`` (the method's schema; never the server's limits), the plain-language summaries
-    when ``narrative``, for API key ``key_id``, once per ``idempotency_key`` when one is sent."""
+    when ``narrative``, for API key ``key_id``, once per ``idempotency_key`` when one is sent. With
+    ``results_as_json`` the answer's results may come as their JSON (an ``orjson.Fragment``, the record's
+    own bytes), for a caller that only serialises the envelope."""
 
     method: str
     model: str
@@ -25,6 +27,7 @@ class ExplainRequest:
     asked: str | None = None
     key_id: str | None = None
     idempotency_key: str | None = None
+    results_as_json: bool = False
 
     @property
     def asked_version(self) -> str:

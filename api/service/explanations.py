@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+import orjson
 from sqlalchemy import exc as sa_exc
 
 from api.methods.registry import known, methods_for
 from api.service.computing import Computer
 from api.service.explain_request import ExplainRequest
 from api.service.idempotency import fingerprint, once
-from api.service.recording import draft_for, keeps_weights, out_of_line, recorded_envelope
+from api.service.recording import draft_for, keeps_weights, out_of_line, recorded_envelope, results_json
 from api.service.remote_statement import remote_answer
 from api.service.replay import compare, replay_request
 from api.settings import Settings
@@ -96,7 +97,7 @@ class ExplanationService(Computer):
         record of the same request sent earlier with the same ``idempotency_key``
         (``api.service.idempotency``)."""
         if request.idempotency_key is None or request.key_id is None:
-            return self.explain(request).to_dict(), False
+            return self._answered(request), False
         key_id, key = request.key_id, request.idempotency_key
         sha = fingerprint(
             {
@@ -115,14 +116,30 @@ class ExplanationService(Computer):
             answer_of=lambda earlier: recorded_envelope(
                 self.store, earlier.record_id, lambda record: self.recomputed(record, request.instances)
             ),
-            run=lambda: self.explain(request, Idempotency(key, sha)).to_dict(),
+            run=lambda: self._answered(request, Idempotency(key, sha)),
             what="explanation",
         )
+
+    def _answered(self, request: ExplainRequest, idempotency: Idempotency | None = None) -> dict[str, Any]:
+        """The envelope of a new explanation (its results as the record's JSON bytes when the request
+        allows it: written once for both)."""
+        explanation, results = self._explained(request, idempotency)
+        envelope = explanation.to_dict()
+        if request.results_as_json and results is not None:
+            envelope["results"] = results
+        return envelope
 
     def explain(self, request: ExplainRequest, idempotency: Idempotency | None = None) -> Explanation:
         """Compute an explanation and commit its audit record before returning it. With ``idempotency``, the
         request's key is claimed in the record's transaction: ``IdempotencyKeyTaken`` and nothing recorded
         when another request claimed it first."""
+        return self._explained(request, idempotency)[0]
+
+    def _explained(
+        self, request: ExplainRequest, idempotency: Idempotency | None
+    ) -> tuple[Explanation, orjson.Fragment | None]:
+        """``explain``, and the results' canonical JSON as the record holds them (None for a method whose
+        record keeps its arrays apart)."""
         with counting_calls() as tally:
             info, explanation = self.compute(request)
         answer = remote_answer(
@@ -131,6 +148,7 @@ class ExplanationService(Computer):
             lambda: known(request.method).prepare(request.instances, request.options)[0],  # the model's rows
             tally,
         )
+        results = None if known(request.method).arrays_out_of_line else results_json(explanation)
         draft = draft_for(
             request.method,
             explanation,
@@ -139,6 +157,7 @@ class ExplanationService(Computer):
             request.recorded_options,
             request.key_id,
             remote=answer,
+            results=results,
         )
         draft, blobs = out_of_line(draft, keeps_weights(info, self.settings.audit_attention))
         try:
@@ -152,7 +171,7 @@ class ExplanationService(Computer):
             if idempotency is None:
                 raise
             raise IdempotencyKeyTaken(idempotency.key) from exc
-        return explanation
+        return explanation, results
 
     def recomputed(self, record: dict[str, Any], instances: list[Any] | None = None) -> dict[str, Any]:
         """The explanation ``record`` describes, computed again with its recorded version and options

@@ -8,6 +8,7 @@ from functools import cache
 from importlib import metadata
 from typing import Any
 
+import orjson
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.methods.registry import spec
@@ -34,21 +35,25 @@ def service_version() -> str:
         return "unknown"
 
 
-def request_sha256(instances: list[Any], options: dict[str, Any]) -> str:
-    """The hash of a request as recorded: canonical JSON of its instances and options."""
+def request_sha256(instances: list[Any] | orjson.Fragment, options: dict[str, Any]) -> str:
+    """The hash of a request as recorded: canonical JSON of its instances (or their canonical JSON, as a
+    ``Fragment``) and options."""
     return sha256_hex(canonical_json({"instances": instances, "options": options}))
 
 
-def recorded_request(info: VersionInfo, instances: list[Any], options: dict[str, Any]) -> dict[str, Any]:
+def recorded_request(
+    info: VersionInfo, instances: list[Any], options: dict[str, Any], sent: orjson.Fragment | None = None
+) -> dict[str, Any]:
     """The request as the manifest allows it to be kept: in full, or (``store_inputs: hash``) its options and
-    the sha256 of its instances only."""
+    the sha256 of its instances only (``sent``: the instances' canonical JSON, when made already)."""
+    kept = instances if sent is None else sent
     if info.manifest_data.get("store_inputs", "full") == "hash":
         return {
             "options": options,
-            "instances_sha256": sha256_hex(canonical_json(instances)),
+            "instances_sha256": sha256_hex(canonical_json(kept)),
             "instance_count": len(instances),
         }
-    return {"options": options, "instances": instances}
+    return {"options": options, "instances": kept}
 
 
 def warnings_of(explanation: Explanation) -> list[str]:
@@ -69,13 +74,15 @@ def draft_for(
     key_id: str | None,
     source: dict[str, Any] | None = None,
     remote: dict[str, Any] | None = None,
+    results: orjson.Fragment | None = None,
 ) -> RecordDraft:
     """The record of one explanation (its id is the envelope's id), in the stored form
     (``model_store.record_format``): the envelope once, the parts many records share named by digest. A
     remote model's record also states its predictor (``remote_statement``) with ``remote`` (what it
-    answered) added."""
+    answered) added. ``results``: the explanation's results as ``results_json`` wrote them, when made."""
     statement = remote_statement(info)
     extra = {"remote": {**statement, **(remote or {})}} if statement is not None else {}
+    sent = orjson.Fragment(canonical_json(instances))  # written once: the record's request and its hash
     content, parts = compact(
         {
             "model": {
@@ -85,9 +92,9 @@ def draft_for(
                 "reference_sha256": info.reference_sha256,
             },
             "source": source or {"type": "api"},
-            "request": recorded_request(info, instances, options),
-            "request_sha256": request_sha256(instances, options),
-            "explanation": explanation.to_dict(),
+            "request": recorded_request(info, instances, options, sent),
+            "request_sha256": request_sha256(sent, options),
+            "explanation": {**explanation.to_dict(), **({"results": results} if results is not None else {})},
             "service_version": service_version(),
             "warnings": warnings_of(explanation),
             **extra,
@@ -103,6 +110,12 @@ def draft_for(
         content=content,
         parts=parts,
     )
+
+
+def results_json(explanation: Explanation) -> orjson.Fragment:
+    """The explanation's results in the record's canonical JSON, written once for the record and the answer
+    (its keys sorted: the same JSON value)."""
+    return orjson.Fragment(canonical_json(explanation.results))
 
 
 def keeps_weights(info: VersionInfo, setting: str) -> bool:

@@ -8,7 +8,8 @@ rows (missing numbers, NaN, compare equal).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,13 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, S
 from model_store.tabular.structure import column_indices, dense, is_passthrough
 
 Records = Sequence[dict[Any, Any]]
-BlockEncoder = Callable[[Records], np.ndarray]
+Columns = Mapping[str, list[Any]]
+BlockEncoder = Callable[[Records, Columns | None], np.ndarray]
+"""Encodes records; from their values per feature (``columns``) when the caller has them."""
+Encoder = Callable[[Records, Columns | None], np.ndarray]
 
 
-def compile_encoder(preprocessor: Any, verify_on: pd.DataFrame) -> Callable[[Records], np.ndarray] | None:
+def compile_encoder(preprocessor: Any, verify_on: pd.DataFrame) -> Encoder | None:
     """A fast encoder equal to ``preprocessor.transform``, or None when it cannot be built or verified."""
     ct = preprocessor
     if isinstance(ct, Pipeline) and len(ct.steps) == 1:
@@ -43,8 +47,10 @@ def compile_encoder(preprocessor: Any, verify_on: pd.DataFrame) -> Callable[[Rec
             return None
         blocks.append(block)
 
-    def encode(records: Records) -> np.ndarray:
-        return np.hstack([block(records) for block in blocks]) if blocks else np.empty((len(records), 0))
+    def encode(records: Records, columns: Columns | None = None) -> np.ndarray:
+        if not blocks:
+            return np.empty((len(records), 0))
+        return np.hstack([block(records, columns) for block in blocks])
 
     try:
         expected = dense(preprocessor.transform(verify_on))
@@ -56,21 +62,28 @@ def compile_encoder(preprocessor: Any, verify_on: pd.DataFrame) -> Callable[[Rec
     return encode
 
 
-def _numeric(records: Records, cols: list[str]) -> np.ndarray:
-    return np.array([[float(r[c]) for c in cols] for r in records], dtype=float).reshape(
-        len(records), len(cols)
-    )
+def _column(records: Records, columns: Columns | None, col: str) -> list[Any]:
+    return columns[col] if columns is not None else [r[col] for r in records]
+
+
+def _numeric(records: Records, columns: Columns | None, cols: list[str]) -> np.ndarray:
+    out = np.empty((len(records), len(cols)))
+    for index, col in enumerate(cols):  # a column at a time: one NumPy conversion each
+        out[:, index] = np.array(_column(records, columns, col), dtype=float)
+    return out
 
 
 def _block(transformer: Any, cols: list[str]) -> BlockEncoder | None:
     if is_passthrough(transformer):
-        return lambda records: _numeric(records, cols)
+        return lambda records, columns: _numeric(records, columns, cols)
     if type(transformer) is StandardScaler:
         mean = transformer.mean_ if transformer.with_mean else np.zeros(len(cols))
         scale = transformer.scale_ if transformer.with_std else np.ones(len(cols))
-        return lambda records: (_numeric(records, cols) - mean) / scale
+        return lambda records, columns: (_numeric(records, columns, cols) - mean) / scale
     if type(transformer) is MinMaxScaler and not transformer.clip:
-        return lambda records: _numeric(records, cols) * transformer.scale_ + transformer.min_
+        return lambda records, columns: (
+            _numeric(records, columns, cols) * transformer.scale_ + transformer.min_
+        )
     if type(transformer) is OneHotEncoder and not getattr(transformer, "_infrequent_enabled", False):
         return _one_hot(transformer, cols)
     if type(transformer) is OrdinalEncoder and transformer.handle_unknown == "error":
@@ -84,11 +97,12 @@ def _ordinal(encoder: OrdinalEncoder, cols: list[str]) -> BlockEncoder | None:
         return None
     lookups = [{_key(c): float(i) for i, c in enumerate(categories)} for categories in encoder.categories_]
 
-    def encode(records: Records) -> np.ndarray:
-        return np.array(
-            [[lookup[r[col]] for col, lookup in zip(cols, lookups, strict=True)] for r in records],
-            dtype=float,
-        ).reshape(len(records), len(cols))
+    def encode(records: Records, columns: Columns | None) -> np.ndarray:
+        out = np.empty((len(records), len(cols)))
+        for index, (col, lookup) in enumerate(zip(cols, lookups, strict=True)):
+            values = _column(records, columns, col)
+            out[:, index] = np.fromiter(map(lookup.__getitem__, values), float, len(records))
+        return out
 
     return encode
 
@@ -111,11 +125,12 @@ def _one_hot(encoder: OneHotEncoder, cols: list[str]) -> BlockEncoder:
         offsets.append(width)
         width += slot
 
-    def encode(records: Records) -> np.ndarray:
+    def encode(records: Records, columns: Columns | None) -> np.ndarray:
         out = np.zeros((len(records), width))
         rows = np.arange(len(records))
         for col, lookup, offset in zip(cols, lookups, offsets, strict=True):
-            found = (lookup.get(r[col], -1) for r in records)  # validated records hold plain values
+            values = _column(records, columns, col)
+            found = map(lookup.get, values, repeat(-1))  # validated records hold plain values
             slots = np.fromiter(found, dtype=np.intp, count=len(records))
             known = slots >= 0  # unknown categories encode as all zeros (handle_unknown="ignore")
             out[rows[known], offset + slots[known]] = 1.0

@@ -11,6 +11,8 @@ import numpy as np
 from model_store.errors import InvalidInput
 from model_store.manifest import FeatureSpec, Manifest
 
+Columns = dict[str, list[Any]]
+"""Validated rows' values per feature, in row order (read once, by whoever reads whole columns)."""
 MAX_REPORTED_ERRORS = 50
 MAX_MAGNITUDE = float(np.finfo(np.float32).max)
 """Numbers beyond float32's range cannot reach tree models (their thresholds are float32)."""
@@ -39,31 +41,38 @@ class InstanceValidator:
 
     def validate(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
         """Rows checked column by column in bulk; any failure re-checks row by row to name each field."""
-        if self._bulk_valid(instances):
-            return list(instances)
-        return self._validate_rows(instances)
+        return self.validate_columns(instances)[0]
 
-    def _bulk_valid(self, instances: Sequence[Any]) -> bool:
+    def validate_columns(self, instances: Sequence[Any]) -> tuple[list[dict[str, Any]], Columns | None]:
+        """``validate``, and the rows' values per feature when the bulk check read them (else None)."""
+        columns = self._bulk_valid(instances)
+        if columns is not None:
+            return list(instances), columns
+        return self._validate_rows(instances), None
+
+    def _bulk_valid(self, instances: Sequence[Any]) -> Columns | None:
+        """The values per feature when every row is valid as it is, else None."""
         keys = self.features.keys()
         if not all(type(row) is dict and row.keys() == keys for row in instances):
-            return False
+            return None
+        columns: Columns = {}
         for name, spec in self.features.items():
-            column = [row[name] for row in instances]
+            columns[name] = column = [row[name] for row in instances]
             kinds = set(map(type, column))
             if spec.type == "numeric":
                 if (
                     not kinds <= {int, float}
                     or not (np.abs(np.asarray(column, dtype=float)) <= MAX_MAGNITUDE).all()
                 ):
-                    return False
+                    return None
             elif spec.type == "boolean":
                 if kinds != {bool}:
-                    return False
+                    return None
             else:
                 allowed = self._categories.get(name)
                 if not kinds <= {str, int} or (allowed is not None and not allowed.issuperset(column)):
-                    return False
-        return True
+                    return None
+        return columns
 
     def _validate_rows(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
         errors: dict[str, list[str]] = {}

@@ -14,7 +14,7 @@ from model_store.errors import InvalidInput
 from model_store.manifest import Manifest
 from model_store.tabular.fast_encoder import compile_encoder
 from model_store.tabular.formats.boosters import follow_threads, margin_function
-from model_store.tabular.instances import InstanceValidator
+from model_store.tabular.instances import Columns, InstanceValidator
 from model_store.tabular.structure import PipelineParts, dense, split_pipeline
 
 Records = Sequence[dict[Any, Any]]
@@ -63,6 +63,10 @@ class TabularModel:
     def validate(self, instances: Sequence[Any]) -> list[dict[str, Any]]:
         return self.validator.validate(self.validator.rows_from_lists(instances))
 
+    def validate_columns(self, instances: Sequence[Any]) -> tuple[list[dict[str, Any]], Columns | None]:
+        """``validate``, and the rows' values per feature when the check read them whole (else None)."""
+        return self.validator.validate_columns(self.validator.rows_from_lists(instances))
+
     def frame(self, records: Records) -> pd.DataFrame:
         """Records as a DataFrame in the model's column order and dtypes."""
         df = pd.DataFrame.from_records(list(records), columns=self.feature_order)
@@ -79,10 +83,10 @@ class TabularModel:
     def has_fast_encoder(self) -> bool:
         return self._fast_encode is not None
 
-    def encode(self, records: Records) -> np.ndarray:
-        """The matrix the final estimator reads."""
+    def encode(self, records: Records, columns: Columns | None = None) -> np.ndarray:
+        """The matrix the final estimator reads (``columns``: the records' values per feature, if known)."""
         if self._fast_encode is not None:
-            return self._fast_encode(records)
+            return self._fast_encode(records, columns)
         return self._transform(self.frame(records))
 
     def _transform(self, frame: pd.DataFrame) -> np.ndarray:
@@ -102,14 +106,14 @@ class TabularModel:
 
     def _threaded(self, call: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
         def on_booster_threads(matrix: np.ndarray) -> Any:
-            follow_threads(self.parts.estimator)
+            follow_threads(self.parts.estimator, len(matrix))
             return call(matrix)
 
         return on_booster_threads
 
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for classifiers, values (n, 1) for regressors."""
-        follow_threads(self.parts.estimator)
+        follow_threads(self.parts.estimator, len(encoded))
         if self.is_classifier:
             return np.asarray(self.parts.estimator.predict_proba(encoded), dtype=float)
         return np.asarray(self.parts.estimator.predict(encoded), dtype=float).reshape(-1, 1)

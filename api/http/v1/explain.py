@@ -38,7 +38,8 @@ def _answer(
     when the query asks for it): the envelope and the answer's headers (``Idempotent-Replayed`` when an
     ``Idempotency-Key`` sent again with the same request is answered from its record)."""
     instances = body.pop("instances", [])  # none sent: a method with instances_optional draws its own
-    return explain_answer(method, name, version, instances, body, narrative=bool(query["narrative"]))
+    narrative = bool(query["narrative"])
+    return explain_answer(method, name, version, instances, body, narrative=narrative, results_as_json=True)
 
 
 def explain_answer(
@@ -49,9 +50,11 @@ def explain_answer(
     options: dict[str, Any],
     asked: str | None = None,
     narrative: bool = False,
+    results_as_json: bool = False,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """An explain route's envelope and headers, computed and recorded, or read back for a repeated key;
-    ``asked``: the version as the route names it, when ``version`` is resolved from it (KServe)."""
+    ``asked``: the version as the route names it, when ``version`` is resolved from it (KServe);
+    ``results_as_json``: the route only serialises the envelope (``ExplainRequest``)."""
     request = ExplainRequest(
         method,
         name,
@@ -62,6 +65,7 @@ def explain_answer(
         asked=asked,
         key_id=caller_key_id(),
         idempotency_key=idempotency_key(flask.request.headers),
+        results_as_json=results_as_json,
     )
     envelope, replayed = candor().service.answer(request)
     return envelope, {REPLAYED_HEADER: "true"} if replayed else {}

@@ -62,5 +62,7 @@ class KServeExplain(MethodView):
         """KServe V1 explain: SHAP attributions with the model's defaults, as an Explanation envelope."""
         version, instances = default_version(name), body["instances"]
         narrative = bool(query["narrative"])
-        envelope, headers = explain_answer("shap", name, version, instances, {}, "default", narrative)
+        envelope, headers = explain_answer(
+            "shap", name, version, instances, {}, "default", narrative, results_as_json=True
+        )
         return json_response(envelope, headers=headers)

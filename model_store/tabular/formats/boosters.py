@@ -29,8 +29,17 @@ def set_booster_threads(threads: int) -> None:
         _threads = threads
 
 
-def booster_threads() -> int:
-    return _threads
+MIN_ROWS_PER_THREAD = 256
+"""A call on fewer rows per thread runs on one: handing rows to a second thread costs more than it saves
+there, and waits whenever the other core is busy."""
+
+
+def booster_threads(rows: int | None = None) -> int:
+    """The setting, or for a call on ``rows`` rows, as many of its threads as have ``MIN_ROWS_PER_THREAD``
+    rows each (at least one)."""
+    if rows is None:
+        return _threads
+    return max(1, min(_threads, rows // MIN_ROWS_PER_THREAD))
 
 
 def is_library_wrapper(estimator: Any) -> bool:
@@ -39,10 +48,12 @@ def is_library_wrapper(estimator: Any) -> bool:
     return module.startswith(("xgboost.", "lightgbm.")) and hasattr(estimator, "n_jobs")
 
 
-def follow_threads(estimator: Any) -> None:
-    """A library wrapper's own calls (``predict_proba``, ``decision_function``) on ``booster_threads()``."""
-    if is_library_wrapper(estimator) and estimator.n_jobs != _threads:
-        estimator.set_params(n_jobs=_threads)
+def follow_threads(estimator: Any, rows: int) -> None:
+    """A library wrapper's own calls (``predict_proba``, ``decision_function``) on ``rows`` rows on
+    ``booster_threads(rows)``."""
+    threads = booster_threads(rows)
+    if is_library_wrapper(estimator) and estimator.n_jobs != threads:
+        estimator.set_params(n_jobs=threads)
 
 
 class BoosterRuntime:
@@ -60,6 +71,11 @@ class BoosterRuntime:
 
     def raw_contributions(self, matrix: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def trees(self) -> Any:
+        """The booster for shap's tree reader when its trees alone compute what this runtime predicts (every
+        tree, NaN the only missing value), else None."""
+        return None
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
         """Margin-space contributions shaped (rows, outputs, features + 1); the last column is the bias."""

@@ -37,15 +37,20 @@ class LightGBMRuntime(BoosterRuntime):
         self.booster = booster
 
     def margin(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(
-            self.booster.predict(matrix, raw_score=True, num_threads=booster_threads()), dtype=float
-        )
+        return np.asarray(self._predict(matrix, raw_score=True), dtype=float)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(matrix, num_threads=booster_threads()), dtype=float)
+        return np.asarray(self._predict(matrix), dtype=float)
 
     def raw_contributions(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(matrix, pred_contrib=True, num_threads=booster_threads()))
+        return np.asarray(self._predict(matrix, pred_contrib=True))
+
+    def _predict(self, matrix: np.ndarray, **kind: bool) -> Any:
+        return self.booster.predict(matrix, num_threads=booster_threads(len(matrix)), **kind)
+
+    def trees(self) -> Any:
+        best = self.booster.best_iteration  # predictions stop there (0 or -1: every tree)
+        return self.booster if best <= 0 or best == self.booster.current_iteration() else None
 
 
 def decode(data: bytes) -> str:

@@ -44,42 +44,68 @@ class XGBoostRuntime(BoosterRuntime):
         self.types = booster.feature_types
         self.missing = missing
         self.iteration_range = iteration_range
+        self._inplace = "c" not in (self.types or [])
+        """Numeric features only: predictions read the array in place (categorical ones go via a DMatrix
+        that declares them)."""
 
-    def _follow_threads(self) -> None:
-        """The booster on ``booster_threads()`` as it is at the call (set when it changes)."""
-        if self._threads != booster_threads():
-            self._threads = booster_threads()
-            self.booster.set_param({"nthread": self._threads})
+    def _follow_threads(self, rows: int | None = None) -> int:
+        """The booster on ``booster_threads(rows)`` at the call (set when it changes)."""
+        threads = booster_threads(rows)
+        if self._threads != threads:
+            self._threads = threads
+            self.booster.set_param({"nthread": threads})
+        return threads
 
     def _matrix(self, matrix: np.ndarray) -> Any:
         import xgboost
 
-        self._follow_threads()
+        threads = self._follow_threads(len(matrix))
         return xgboost.DMatrix(
             np.asarray(matrix, dtype=np.float32),
             missing=self.missing,
             feature_names=self.names,
             feature_types=self.types,
             enable_categorical=True,
-            nthread=booster_threads(),
+            nthread=threads,
         )
 
     def margin(self, matrix: np.ndarray) -> np.ndarray:
+        if self._inplace:
+            return self._inplace_predict(matrix, "margin")
         margin = self.booster.predict(
             self._matrix(matrix), output_margin=True, iteration_range=self.iteration_range
         )
         return np.asarray(margin, dtype=float)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
+        if self._inplace:
+            return self._inplace_predict(matrix, "value")
         return np.asarray(
             self.booster.predict(self._matrix(matrix), iteration_range=self.iteration_range), dtype=float
         )
+
+    def _inplace_predict(self, matrix: np.ndarray, kind: str) -> np.ndarray:
+        """The booster's prediction straight from the array (no DMatrix: most of a batch's prediction)."""
+        self._follow_threads(len(matrix))
+        values = self.booster.inplace_predict(
+            np.asarray(matrix, dtype=np.float32),
+            iteration_range=self.iteration_range,
+            predict_type=kind,
+            missing=self.missing,
+            validate_features=False,
+        )
+        return np.asarray(values, dtype=float)
 
     def raw_contributions(self, matrix: np.ndarray) -> np.ndarray:
         contributions = self.booster.predict(
             self._matrix(matrix), pred_contribs=True, iteration_range=self.iteration_range
         )
         return np.asarray(contributions)
+
+    def trees(self) -> Any:
+        first, stop = self.iteration_range
+        every_tree = first == 0 and stop in (0, self.booster.num_boosted_rounds())
+        return self.booster if every_tree and np.isnan(self.missing) else None
 
 
 def sniff(data: bytes) -> None:
