@@ -241,13 +241,13 @@ class PathTable:
             np.concatenate(tables) if tables else np.zeros((0, self.num_outputs)),
         )
 
-    def shap_values(self, matrix: np.ndarray) -> np.ndarray:
+    def shap_values(self, matrix: np.ndarray, in_blocks: bool = True) -> np.ndarray:
         """(rows, inputs) -> (rows, output columns, outputs): shap's ``shap_values``, summed by column; large
-        batches in row blocks on the booster threads (``row_blocks``)."""
+        batches in row blocks on the booster threads (``row_blocks``) unless ``in_blocks`` is false."""
         x = np.asarray(matrix).astype(self.input_dtype).astype(np.float64)
         if not self.missing_follows_default and np.isnan(x).any():
             raise TableTooLarge("missing values follow default branches; left to shap")
-        return by_row_blocks(self._block_values, x)
+        return by_row_blocks(self._block_values, x) if in_blocks else self._block_values(x)
 
     def _block_values(self, x: np.ndarray) -> np.ndarray:
         phi = np.zeros((self.n_columns, self.num_outputs, len(x)))

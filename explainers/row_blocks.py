@@ -4,6 +4,7 @@ computed as it would be alone, so the split never changes a value."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,13 +13,16 @@ import numpy as np
 from model_store.tabular.formats.boosters import booster_threads
 
 _pools: dict[int, ThreadPoolExecutor] = {}
+_making = threading.Lock()
 
 
 def _executor(threads: int) -> ThreadPoolExecutor:
-    """One pool per size and process, made on first use (in a gunicorn worker: after it forks)."""
-    if threads not in _pools:
-        _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="candor-rows")
-    return _pools[threads]
+    """One pool per size and process, made on first use by a request (in a gunicorn worker: after it forks;
+    its threads take the maker's priority, so a warm-up thread, which runs niced, never makes one)."""
+    with _making:
+        if threads not in _pools:
+            _pools[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="candor-rows")
+        return _pools[threads]
 
 
 def by_row_blocks(compute: Callable[[np.ndarray], np.ndarray], matrix: np.ndarray) -> np.ndarray:

@@ -194,30 +194,36 @@ class NativeTreeBackend(_EncodedBackend):
 
     def _verified_table(self) -> tuple[PathTable | None, np.ndarray]:
         """The table and the booster's bias per output (the same for every row), or no table."""
-        rows = self._check_rows()
+        missing = self._missing_columns()
+        rows = self._check_rows(missing)
         contributions = self.runtime.contributions(rows)  # (rows, outputs, encoded + 1)
         bias = contributions[:, :, -1]
         expected, _ = self._regrouped(contributions[:, :, :-1].transpose(0, 2, 1), bias, len(rows))
-        if not np.all(bias == bias[:1]) or (trees := self.runtime.trees()) is None:
+        if not np.all(bias == bias[:1]) or (trees := self.runtime.trees(missing)) is None:
             return None, bias[0]
         try:
             ensemble = shap.TreeExplainer(trees).model
+            ensemble.input_dtype = self.runtime.input_dtype  # compared as the booster compares (float32)
             n_features = len(self.model.feature_order)
             table = PathTable(ensemble, self.mapping, n_features, missing_follows_default=True)
-            got, _ = _as_outputs(self.model, self.space, table.shap_values(rows), bias[0], len(rows))
+            values = table.shap_values(rows, in_blocks=False)  # (a warm-up thread must not make the pool)
+            got, _ = _as_outputs(self.model, self.space, values, bias[0], len(rows))
         except Exception:  # shap cannot read or tabulate it: the booster's own contributions
             return None, bias[0]
         scale = 1.0 + float(np.abs(expected).max())
         verified = float(np.abs(got - expected).max()) <= NATIVE_TABLE_TOLERANCE * scale
         return (table if verified else None), bias[0]
 
-    def _check_rows(self) -> np.ndarray:
-        """Reference rows, and copies of the first with each column a missing feature encodes to set NaN."""
-        reference = self.model.reference.head(TABLE_CHECK_ROWS).to_dict("records")
-        rows = self.model.encode(reference)
+    def _missing_columns(self) -> list[int]:
+        """The encoded columns a missing value can reach (those of features declared ``missing``)."""
         missing = {spec.name for spec in self.model.manifest.features if spec.missing}
         raw = self.model.feature_order
-        columns = [c for c, f in enumerate(self.mapping) if raw[f] in missing]
+        return [c for c, f in enumerate(self.mapping) if raw[f] in missing]
+
+    def _check_rows(self, columns: list[int]) -> np.ndarray:
+        """Reference rows, and copies of the first with each of ``columns`` set missing (NaN)."""
+        reference = self.model.reference.head(TABLE_CHECK_ROWS).to_dict("records")
+        rows = self.model.encode(reference)
         variants = [rows]
         for column in columns:
             variant = rows[:MISSING_CHECK_ROWS].copy()

@@ -263,12 +263,11 @@ def test_a_booster_without_its_serialised_model_is_refused(library: str, key: st
 
 
 def test_booster_threads_setting_reaches_the_boosters(make_app):
-    """``CANDOR_BOOSTER_THREADS``: the server sets it before it loads a version, and a booster explaining a
-    batch after runs that many threads (XGBoost's own config says so); a batch too small to share runs on
-    one."""
+    """``CANDOR_BOOSTER_THREADS``: the server sets it before it loads a version, and a booster explained
+    after runs that many threads (XGBoost's own config says so)."""
     import json
 
-    from model_store.tabular.formats.boosters import MIN_ROWS_PER_THREAD, booster_threads, set_booster_threads
+    from model_store.tabular.formats.boosters import booster_threads, set_booster_threads
 
     app = make_app(booster_threads=2)
     client = app.test_client()
@@ -277,37 +276,34 @@ def test_booster_threads_setting_reaches_the_boosters(make_app):
         for scope in ("models:write", "explain")
     }
     spec, artifact, data, _ = tm.standalone("xgboost", "binary")
-    rows = [
-        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-        for row in data[tm.FEATURES].to_dict("records")
-    ]
     try:
         assert post(client, keys, spec, artifact, data).status_code == 201
+        row = {
+            k: (None if isinstance(v, float) and np.isnan(v) else v)
+            for k, v in data[tm.FEATURES].iloc[0].items()
+        }
+        response = client.post(
+            f"/v1/models/{spec['name']}/versions/1/explain/shap",
+            json={"instances": [row]},
+            headers=bearer(keys["explain"]),
+        )
+        assert response.status_code == 200, response.get_json()
+        assert booster_threads() == 2
         registry = app.extensions["candor"].store.registry
-        for count, threads in ((2 * MIN_ROWS_PER_THREAD, "2"), (1, "1")):
-            batch = (rows * (count // len(rows) + 1))[:count]
-            response = client.post(
-                f"/v1/models/{spec['name']}/versions/1/explain/shap",
-                json={"instances": batch, "layout": "columnar"},
-                headers=bearer(keys["explain"]),
-            )
-            assert response.status_code == 200, response.get_json()
-            assert booster_threads() == 2
-            runtime = registry.load(registry.resolve(spec["name"], "1")).parts.estimator.runtime
-            config = json.loads(runtime.booster.save_config())
-            assert config["learner"]["generic_param"]["nthread"] == threads, count
+        runtime = registry.load(registry.resolve(spec["name"], "1")).parts.estimator.runtime
+        config = json.loads(runtime.booster.save_config())
+        assert config["learner"]["generic_param"]["nthread"] == "2"
     finally:
         set_booster_threads(1)
 
 
 @pytest.mark.parametrize("library", tm.LIBRARIES)
 def test_booster_threads_follow_the_setting_at_each_call(client, keys, app, library):
-    """Loaded first, set after (a warm-up, a cached version): the next call on a batch large enough to
-    share runs on the setting, for a standalone booster and for a library's scikit-learn wrapper in a
-    Pipeline (its own predictions too)."""
+    """Loaded first, set after (a warm-up, a cached version): the next call runs on the setting, for a
+    standalone booster and for a library's scikit-learn wrapper in a Pipeline (its own predictions too)."""
     import json
 
-    from model_store.tabular.formats.boosters import MIN_ROWS_PER_THREAD, native_runtime, set_booster_threads
+    from model_store.tabular.formats.boosters import native_runtime, set_booster_threads
 
     registry = app.extensions["candor"].store.registry
     try:
@@ -316,7 +312,6 @@ def test_booster_threads_follow_the_setting_at_each_call(client, keys, app, libr
             assert post(client, keys, spec, artifact, data).status_code == 201
             model = registry.load(registry.resolve(spec["name"], "1"))
             encoded = model.encode(model.reference.head(5).to_dict("records"))
-            encoded = np.tile(encoded, (2 * MIN_ROWS_PER_THREAD // len(encoded) + 1, 1))
             for threads in (2, 1):
                 set_booster_threads(threads)
                 model.predict_encoded(encoded)

@@ -106,14 +106,14 @@ class TabularModel:
 
     def _threaded(self, call: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], Any]:
         def on_booster_threads(matrix: np.ndarray) -> Any:
-            follow_threads(self.parts.estimator, len(matrix))
+            follow_threads(self.parts.estimator)
             return call(matrix)
 
         return on_booster_threads
 
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for classifiers, values (n, 1) for regressors."""
-        follow_threads(self.parts.estimator, len(encoded))
+        follow_threads(self.parts.estimator)
         if self.is_classifier:
             return np.asarray(self.parts.estimator.predict_proba(encoded), dtype=float)
         return np.asarray(self.parts.estimator.predict(encoded), dtype=float).reshape(-1, 1)

@@ -8,6 +8,7 @@ booster behind such an adapter or behind the libraries' own scikit-learn wrapper
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,9 @@ def set_booster_threads(threads: int) -> None:
 
 
 MIN_ROWS_PER_THREAD = 256
-"""A call on fewer rows per thread runs on one: handing rows to a second thread costs more than it saves
-there, and waits whenever the other core is busy."""
+"""A call that takes its threads per call (LightGBM's, Candor's row blocks) on fewer rows per thread runs on
+fewer: handing rows to a second thread costs more than it saves there, and waits whenever the other core is
+busy."""
 
 
 def booster_threads(rows: int | None = None) -> int:
@@ -48,12 +50,12 @@ def is_library_wrapper(estimator: Any) -> bool:
     return module.startswith(("xgboost.", "lightgbm.")) and hasattr(estimator, "n_jobs")
 
 
-def follow_threads(estimator: Any, rows: int) -> None:
-    """A library wrapper's own calls (``predict_proba``, ``decision_function``) on ``rows`` rows on
-    ``booster_threads(rows)``."""
-    threads = booster_threads(rows)
-    if is_library_wrapper(estimator) and estimator.n_jobs != threads:
-        estimator.set_params(n_jobs=threads)
+def follow_threads(estimator: Any) -> None:
+    """A library wrapper's own calls (``predict_proba``, ``decision_function``) on ``booster_threads()``
+    (changed only with the setting: an XGBoost wrapper reconfigures its booster, which concurrent requests
+    share)."""
+    if is_library_wrapper(estimator) and estimator.n_jobs != _threads:
+        estimator.set_params(n_jobs=_threads)
 
 
 class BoosterRuntime:
@@ -72,9 +74,13 @@ class BoosterRuntime:
     def raw_contributions(self, matrix: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def trees(self) -> Any:
+    input_dtype: Any = np.float64
+    """The type the booster compares its inputs in."""
+
+    def trees(self, missing_columns: Collection[int]) -> Any:
         """The booster for shap's tree reader when its trees alone compute what this runtime predicts (every
-        tree, NaN the only missing value), else None."""
+        tree; a missing value, possible only in ``missing_columns``, taking each split's default branch),
+        else None."""
         return None
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:

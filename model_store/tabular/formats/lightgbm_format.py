@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,30 @@ class LightGBMRuntime(BoosterRuntime):
     def _predict(self, matrix: np.ndarray, **kind: bool) -> Any:
         return self.booster.predict(matrix, num_threads=booster_threads(len(matrix)), **kind)
 
-    def trees(self) -> Any:
+    def trees(self, missing_columns: Collection[int]) -> Any:
         best = self.booster.best_iteration  # predictions stop there (0 or -1: every tree)
-        return self.booster if best <= 0 or best == self.booster.current_iteration() else None
+        if best > 0 and best != self.booster.current_iteration():
+            return None
+        model = self.booster.dump_model()
+        if not all(_defaults_hold(tree["tree_structure"], missing_columns) for tree in model["tree_info"]):
+            return None
+        return self.booster
+
+
+def _defaults_hold(node: dict[str, Any], missing_columns: Collection[int]) -> bool:
+    """Whether every split below ``node`` sends a missing value down its default branch and compares every
+    other value, as the tabulated TreeSHAP does: no ``zero_as_missing`` split (zeros take the default branch),
+    and no split treating a missing value as 0 (``missing_type: None``) on a column that can be missing."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if "split_feature" not in node:
+            continue
+        kind = node.get("missing_type")
+        if kind == "Zero" or (kind == "None" and node["split_feature"] in missing_columns):
+            return False
+        stack.extend((node["left_child"], node["right_child"]))
+    return True
 
 
 def decode(data: bytes) -> str:

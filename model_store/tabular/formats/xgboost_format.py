@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ UBJSON_AFTER_BRACE = b"}#$iUIlLdDSCHTFNZ"
 class XGBoostRuntime(BoosterRuntime):
     library = "xgboost"
     implementation = "xgboost pred_contribs"
+    input_dtype = np.float32
 
     def __init__(
         self, booster: Any, missing: float = np.nan, iteration_range: tuple[int, int] = (0, 0)
@@ -44,29 +46,29 @@ class XGBoostRuntime(BoosterRuntime):
         self.types = booster.feature_types
         self.missing = missing
         self.iteration_range = iteration_range
-        self._inplace = "c" not in (self.types or [])
-        """Numeric features only: predictions read the array in place (categorical ones go via a DMatrix
-        that declares them)."""
+        self.gbtree = json.loads(booster.save_config())["learner"]["gradient_booster"]["name"] == "gbtree"
+        self._inplace = self.gbtree and "c" not in (self.types or [])
+        """Trees on numeric features only: predictions read the array in place (categorical features go via
+        a DMatrix that declares them; gblinear cannot predict in place)."""
 
-    def _follow_threads(self, rows: int | None = None) -> int:
-        """The booster on ``booster_threads(rows)`` at the call (set when it changes)."""
-        threads = booster_threads(rows)
-        if self._threads != threads:
-            self._threads = threads
-            self.booster.set_param({"nthread": threads})
-        return threads
+    def _follow_threads(self) -> None:
+        """The booster on ``booster_threads()`` as it is at the call (set when the setting changes, which a
+        service does once: a booster shared by request threads is never reconfigured per call)."""
+        if self._threads != booster_threads():
+            self._threads = booster_threads()
+            self.booster.set_param({"nthread": self._threads})
 
     def _matrix(self, matrix: np.ndarray) -> Any:
         import xgboost
 
-        threads = self._follow_threads(len(matrix))
+        self._follow_threads()
         return xgboost.DMatrix(
             np.asarray(matrix, dtype=np.float32),
             missing=self.missing,
             feature_names=self.names,
             feature_types=self.types,
             enable_categorical=True,
-            nthread=threads,
+            nthread=booster_threads(),
         )
 
     def margin(self, matrix: np.ndarray) -> np.ndarray:
@@ -86,7 +88,7 @@ class XGBoostRuntime(BoosterRuntime):
 
     def _inplace_predict(self, matrix: np.ndarray, kind: str) -> np.ndarray:
         """The booster's prediction straight from the array (no DMatrix: most of a batch's prediction)."""
-        self._follow_threads(len(matrix))
+        self._follow_threads()
         values = self.booster.inplace_predict(
             np.asarray(matrix, dtype=np.float32),
             iteration_range=self.iteration_range,
@@ -102,10 +104,11 @@ class XGBoostRuntime(BoosterRuntime):
         )
         return np.asarray(contributions)
 
-    def trees(self) -> Any:
+    def trees(self, missing_columns: Collection[int]) -> Any:
         first, stop = self.iteration_range
         every_tree = first == 0 and stop in (0, self.booster.num_boosted_rounds())
-        return self.booster if every_tree and np.isnan(self.missing) else None
+        plain = self._inplace and np.isnan(self.missing)  # gbtree (not dart), numeric splits, NaN as missing
+        return self.booster if every_tree and plain else None
 
 
 def sniff(data: bytes) -> None:

@@ -1,0 +1,74 @@
+"""When Candor's tabulated TreeSHAP may stand in for a booster's own contributions: XGBoost compares its
+inputs in float32 (the table must too), LightGBM splits that treat zeros as missing or a missing value as 0
+are not tabulated, and boosters that are not plain trees (gblinear, dart) keep their own predictions."""
+
+from __future__ import annotations
+
+import lightgbm
+import numpy as np
+import shap
+import xgboost
+
+from explainers.path_table import PathTable
+from model_store.tabular.formats.lightgbm_format import LightGBMRuntime
+from model_store.tabular.formats.xgboost_format import XGBoostRuntime
+
+
+def _timestamps(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = rng.integers(1_600_000_000, 1_700_000_000, size=400).astype(float)
+    return t[:, None], (t > 1_650_000_000).astype(int)
+
+
+def test_xgboost_inputs_are_compared_in_float32() -> None:
+    """A value within a float32 step below a split goes left in XGBoost (it rounds onto the split's float32
+    neighbour) but right if compared in float64: the table compares as the booster does."""
+    x, y = _timestamps()
+    booster = xgboost.train(
+        {"max_depth": 3, "objective": "binary:logistic", "nthread": 1}, xgboost.DMatrix(x, label=y), 10
+    )
+    runtime = XGBoostRuntime(booster)
+    ensemble = shap.TreeExplainer(runtime.trees([])).model
+    # shap keeps XGBoost's "x < split" as "x <= the float32 just below the split"
+    below = np.unique(ensemble.thresholds[ensemble.children_left >= 0]).astype(np.float32)
+    split = np.nextafter(below, np.float32(np.inf)).astype(float)
+    rows = (below + 0.4 * (split - below))[:, None]  # above `below` in float64, onto it in float32
+    expected = booster.predict(xgboost.DMatrix(rows), pred_contribs=True)[:, :-1]
+    assert ensemble.input_dtype == np.float64, "shap reads a bare booster as float64: the fixture matters"
+    as_float64 = PathTable(ensemble, missing_follows_default=True).shap_values(rows)[:, :, 0]
+    assert np.abs(as_float64 - expected).max() > 1e-2
+    ensemble.input_dtype = runtime.input_dtype
+    as_booster = PathTable(ensemble, missing_follows_default=True).shap_values(rows)[:, :, 0]
+    np.testing.assert_allclose(as_booster, expected, rtol=0, atol=1e-5)
+
+
+def _lightgbm(params: dict[str, object], x: np.ndarray, y: np.ndarray) -> lightgbm.Booster:
+    base = {"objective": "binary", "num_leaves": 8, "min_data_in_leaf": 5, "verbose": -1, "num_threads": 1}
+    return lightgbm.train({**base, **params}, lightgbm.Dataset(x, label=y), num_boost_round=10)
+
+
+def test_lightgbm_zero_as_missing_and_missing_as_zero_are_not_tabulated() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 2))
+    x[::50, 0] = 0.0
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    trained_without_missing = _lightgbm({}, x, y)  # its splits treat a missing value as 0
+    assert LightGBMRuntime(trained_without_missing).trees([]) is not None
+    assert LightGBMRuntime(_lightgbm({"zero_as_missing": True}, x, y)).trees([]) is None
+    with_nan = x.copy()
+    with_nan[::7, 0] = np.nan
+    assert LightGBMRuntime(_lightgbm({}, with_nan, y)).trees([0]) is not None
+    assert LightGBMRuntime(trained_without_missing).trees([0]) is None
+
+
+def test_gblinear_and_dart_keep_the_boosters_own_predictions() -> None:
+    x, y = _timestamps()
+    x = (x - 1.65e9) / 1e8
+    for params in ({"booster": "gblinear"}, {"booster": "dart", "rate_drop": 0.1, "max_depth": 3}):
+        booster = xgboost.train(
+            {**params, "objective": "binary:logistic", "nthread": 1}, xgboost.DMatrix(x, label=y), 5
+        )
+        runtime = XGBoostRuntime(booster)
+        assert runtime.trees([]) is None
+        margin = booster.predict(xgboost.DMatrix(x[:20]), output_margin=True)
+        np.testing.assert_allclose(runtime.margin(x[:20]), margin, rtol=0, atol=1e-6)
