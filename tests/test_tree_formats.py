@@ -263,11 +263,12 @@ def test_a_booster_without_its_serialised_model_is_refused(library: str, key: st
 
 
 def test_booster_threads_setting_reaches_the_boosters(make_app):
-    """``CANDOR_BOOSTER_THREADS``: the server sets it before it loads a version, and a booster explained
-    after runs that many threads (XGBoost's own config says so)."""
+    """``CANDOR_BOOSTER_THREADS``: the server sets it before it loads a version; a booster explaining a batch
+    large enough to share runs that many threads, a one-row call one (XGBoost's own config of the booster copy
+    each call used says so); the loaded booster itself is never reconfigured."""
     import json
 
-    from model_store.tabular.formats.boosters import booster_threads, set_booster_threads
+    from model_store.tabular.formats.boosters import MIN_ROWS_PER_THREAD, booster_threads, set_booster_threads
 
     app = make_app(booster_threads=2)
     client = app.test_client()
@@ -276,34 +277,39 @@ def test_booster_threads_setting_reaches_the_boosters(make_app):
         for scope in ("models:write", "explain")
     }
     spec, artifact, data, _ = tm.standalone("xgboost", "binary")
+    rows = [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        for row in data[tm.FEATURES].to_dict("records")
+    ]
     try:
         assert post(client, keys, spec, artifact, data).status_code == 201
-        row = {
-            k: (None if isinstance(v, float) and np.isnan(v) else v)
-            for k, v in data[tm.FEATURES].iloc[0].items()
-        }
-        response = client.post(
-            f"/v1/models/{spec['name']}/versions/1/explain/shap",
-            json={"instances": [row]},
-            headers=bearer(keys["explain"]),
-        )
-        assert response.status_code == 200, response.get_json()
-        assert booster_threads() == 2
         registry = app.extensions["candor"].store.registry
         runtime = registry.load(registry.resolve(spec["name"], "1")).parts.estimator.runtime
-        config = json.loads(runtime.booster.save_config())
-        assert config["learner"]["generic_param"]["nthread"] == "2"
+        for count, threads in ((1, 1), (2 * MIN_ROWS_PER_THREAD, 2)):
+            batch = (rows * (count // len(rows) + 1))[:count]
+            response = client.post(
+                f"/v1/models/{spec['name']}/versions/1/explain/shap",
+                json={"instances": batch, "layout": "columnar"},
+                headers=bearer(keys["explain"]),
+            )
+            assert response.status_code == 200, response.get_json()
+            assert booster_threads() == 2
+            assert threads in runtime._by_threads, "the call made the booster copy for its thread count"
+            config = json.loads(runtime._by_threads[threads].save_config())
+            assert config["learner"]["generic_param"]["nthread"] == str(threads)
+        assert all(copy is not runtime.booster for copy in runtime._by_threads.values())
     finally:
         set_booster_threads(1)
 
 
 @pytest.mark.parametrize("library", tm.LIBRARIES)
 def test_booster_threads_follow_the_setting_at_each_call(client, keys, app, library):
-    """Loaded first, set after (a warm-up, a cached version): the next call runs on the setting, for a
-    standalone booster and for a library's scikit-learn wrapper in a Pipeline (its own predictions too)."""
+    """Loaded first, set after (a warm-up, a cached version): the next call on a batch large enough to share
+    runs on the setting, for a standalone booster and for a library's scikit-learn wrapper in a Pipeline (an
+    XGBoost wrapper's own predictions through its booster's copies)."""
     import json
 
-    from model_store.tabular.formats.boosters import native_runtime, set_booster_threads
+    from model_store.tabular.formats.boosters import MIN_ROWS_PER_THREAD, native_runtime, set_booster_threads
 
     registry = app.extensions["candor"].store.registry
     try:
@@ -312,15 +318,20 @@ def test_booster_threads_follow_the_setting_at_each_call(client, keys, app, libr
             assert post(client, keys, spec, artifact, data).status_code == 201
             model = registry.load(registry.resolve(spec["name"], "1"))
             encoded = model.encode(model.reference.head(5).to_dict("records"))
+            encoded = np.tile(encoded, (2 * MIN_ROWS_PER_THREAD // len(encoded) + 1, 1))
             for threads in (2, 1):
                 set_booster_threads(threads)
                 model.predict_encoded(encoded)
                 runtime = native_runtime(model.parts.estimator)
                 runtime.contributions(encoded)
-                if build is tm.pipeline:
+                if build is tm.pipeline and library == "lightgbm":
                     assert model.parts.estimator.n_jobs == threads
+                if build is tm.pipeline and library == "xgboost":  # the wrapper's own values, bit for bit
+                    assert model._booster_predictions is not None
+                    own = model.parts.estimator.predict_proba(encoded)
+                    assert np.array_equal(model.predict_encoded(encoded), np.asarray(own, dtype=float))
                 if library == "xgboost":
-                    config = json.loads(runtime.booster.save_config())
+                    config = json.loads(runtime.booster_for(len(encoded)).save_config())
                     assert config["learner"]["generic_param"]["nthread"] == str(threads)
     finally:
         set_booster_threads(1)

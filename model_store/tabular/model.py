@@ -13,7 +13,12 @@ from model_store.cache import LoadedModelCache
 from model_store.errors import InvalidInput
 from model_store.manifest import Manifest
 from model_store.tabular.fast_encoder import compile_encoder
-from model_store.tabular.formats.boosters import follow_threads, margin_function
+from model_store.tabular.formats.boosters import (
+    follow_threads,
+    is_library_wrapper,
+    margin_function,
+    wrapper_predictions,
+)
 from model_store.tabular.instances import Columns, InstanceValidator
 from model_store.tabular.structure import PipelineParts, dense, split_pipeline
 
@@ -48,6 +53,8 @@ class TabularModel:
         margin = margin_function(self.parts.estimator) if self.is_classifier else None
         self.margin: Callable[[np.ndarray], Any] | None = None if margin is None else self._threaded(margin)
         """The final estimator's margin (decision_function, or a booster's raw score), or None."""
+        self._booster_predictions: Callable[[np.ndarray], np.ndarray] | None = None
+        self._booster_predictions = self._verified_booster_predictions()
         self._sigmoid_margin = self._probabilities_are_sigmoid_of_margin()
         self.derived: LoadedModelCache[Any] = LoadedModelCache(capacity=64)
         """Objects built once per loaded version (explainers, backgrounds), keyed by the builder."""
@@ -111,8 +118,17 @@ class TabularModel:
 
         return on_booster_threads
 
+    def _verified_booster_predictions(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """An XGBoost wrapper's predictions through its booster, if they equal the wrapper's own."""
+        if not is_library_wrapper(self.parts.estimator):
+            return None
+        check = self.encode(self.reference.head(VERIFY_ROWS).to_dict("records"))
+        return wrapper_predictions(self.parts.estimator, check)
+
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for classifiers, values (n, 1) for regressors."""
+        if self._booster_predictions is not None:
+            return self._booster_predictions(encoded)
         follow_threads(self.parts.estimator)
         if self.is_classifier:
             return np.asarray(self.parts.estimator.predict_proba(encoded), dtype=float)

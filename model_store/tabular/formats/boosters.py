@@ -8,7 +8,7 @@ booster behind such an adapter or behind the libraries' own scikit-learn wrapper
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -214,6 +214,34 @@ def native_runtime(estimator: Any) -> BoosterRuntime | None:
 
         return LightGBMRuntime(estimator.booster_)
     return None
+
+
+def wrapper_predictions(estimator: Any, check: np.ndarray) -> Callable[[np.ndarray], np.ndarray] | None:
+    """An XGBoost wrapper's ``predict_proba`` (classifiers) or ``predict`` as a column, computed through its
+    booster on the threads each batch warrants (``booster_threads(rows)``: the wrapper's own calls run on
+    its ``n_jobs`` whatever the batch), when it reproduces the wrapper's own on ``check`` rows exactly;
+    else None."""
+    if not (is_library_wrapper(estimator) and type(estimator).__module__.startswith("xgboost.")):
+        return None
+    runtime = native_runtime(estimator)
+    if runtime is None:
+        return None
+    classifier = hasattr(estimator, "predict_proba")
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        out = runtime.predict(matrix).astype(np.float32)  # float32 as the booster wrote it
+        if not classifier:
+            return out.astype(float).reshape(-1, 1)
+        if out.ndim == 1:  # the wrapper's own binary layout, in its float32 arithmetic
+            return np.column_stack([np.float32(1.0) - out, out]).astype(float)
+        return out.astype(float)
+
+    try:
+        own = estimator.predict_proba(check) if classifier else estimator.predict(check).reshape(-1, 1)
+        same = np.array_equal(predict(check), np.asarray(own, dtype=float))
+    except (ValueError, TypeError):
+        return None
+    return predict if same else None
 
 
 def margin_function(estimator: Any) -> Any:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Collection
 from typing import Any
 
@@ -40,8 +41,9 @@ class XGBoostRuntime(BoosterRuntime):
         """``missing`` and ``iteration_range``: a scikit-learn wrapper's own (its ``missing`` value, the trees
         up to its early-stopping ``best_iteration``), so the booster computes what the wrapper predicts."""
         self.booster = booster
-        self._threads = 0
-        self._follow_threads()
+        """The loaded booster (a library wrapper's own, then shared with it): never reconfigured here."""
+        self._by_threads: dict[int, Any] = {}
+        self._making = threading.Lock()
         self.names = booster.feature_names
         self.types = booster.feature_types
         self.missing = missing
@@ -51,30 +53,36 @@ class XGBoostRuntime(BoosterRuntime):
         """Trees on numeric features only: predictions read the array in place (categorical features go via
         a DMatrix that declares them; gblinear cannot predict in place)."""
 
-    def _follow_threads(self) -> None:
-        """The booster on ``booster_threads()`` as it is at the call (set when the setting changes, which a
-        service does once: a booster shared by request threads is never reconfigured per call)."""
-        if self._threads != booster_threads():
-            self._threads = booster_threads()
-            self.booster.set_param({"nthread": self._threads})
+    def booster_for(self, rows: int) -> Any:
+        """The booster on ``booster_threads(rows)`` threads: a copy per thread count, configured once when
+        made (concurrent requests share them; XGBoost must not be reconfigured while it predicts)."""
+        threads = booster_threads(rows)
+        found = self._by_threads.get(threads)
+        if found is None:
+            with self._making:
+                found = self._by_threads.get(threads)
+                if found is None:
+                    found = self.booster.copy()
+                    found.set_param({"nthread": threads})
+                    self._by_threads[threads] = found
+        return found
 
     def _matrix(self, matrix: np.ndarray) -> Any:
         import xgboost
 
-        self._follow_threads()
         return xgboost.DMatrix(
             np.asarray(matrix, dtype=np.float32),
             missing=self.missing,
             feature_names=self.names,
             feature_types=self.types,
             enable_categorical=True,
-            nthread=booster_threads(),
+            nthread=booster_threads(len(matrix)),
         )
 
     def margin(self, matrix: np.ndarray) -> np.ndarray:
         if self._inplace:
             return self._inplace_predict(matrix, "margin")
-        margin = self.booster.predict(
+        margin = self.booster_for(len(matrix)).predict(
             self._matrix(matrix), output_margin=True, iteration_range=self.iteration_range
         )
         return np.asarray(margin, dtype=float)
@@ -82,14 +90,14 @@ class XGBoostRuntime(BoosterRuntime):
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         if self._inplace:
             return self._inplace_predict(matrix, "value")
+        booster = self.booster_for(len(matrix))
         return np.asarray(
-            self.booster.predict(self._matrix(matrix), iteration_range=self.iteration_range), dtype=float
+            booster.predict(self._matrix(matrix), iteration_range=self.iteration_range), dtype=float
         )
 
     def _inplace_predict(self, matrix: np.ndarray, kind: str) -> np.ndarray:
         """The booster's prediction straight from the array (no DMatrix: most of a batch's prediction)."""
-        self._follow_threads()
-        values = self.booster.inplace_predict(
+        values = self.booster_for(len(matrix)).inplace_predict(
             np.asarray(matrix, dtype=np.float32),
             iteration_range=self.iteration_range,
             predict_type=kind,
@@ -99,7 +107,7 @@ class XGBoostRuntime(BoosterRuntime):
         return np.asarray(values, dtype=float)
 
     def raw_contributions(self, matrix: np.ndarray) -> np.ndarray:
-        contributions = self.booster.predict(
+        contributions = self.booster_for(len(matrix)).predict(
             self._matrix(matrix), pred_contribs=True, iteration_range=self.iteration_range
         )
         return np.asarray(contributions)
