@@ -8,6 +8,7 @@ booster behind such an adapter or behind the libraries' own scikit-learn wrapper
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -198,10 +199,22 @@ def check_feature_count(manifest: Manifest, n_features: int) -> None:
         )
 
 
+_wrapper_runtimes: weakref.WeakKeyDictionary[Any, BoosterRuntime | None] = weakref.WeakKeyDictionary()
+"""One runtime per loaded wrapper (an XGBoost runtime holds a booster copy per thread count)."""
+
+
 def native_runtime(estimator: Any) -> BoosterRuntime | None:
     """The booster behind a standalone adapter or an XGBoost / LightGBM scikit-learn wrapper, else None."""
     if isinstance(estimator, BoosterModel):
         return estimator.runtime
+    if not is_library_wrapper(estimator):
+        return None
+    if estimator not in _wrapper_runtimes:
+        _wrapper_runtimes[estimator] = _wrapper_runtime(estimator)
+    return _wrapper_runtimes[estimator]
+
+
+def _wrapper_runtime(estimator: Any) -> BoosterRuntime | None:
     module = type(estimator).__module__
     if module.startswith("xgboost.") and hasattr(estimator, "get_booster"):
         from model_store.tabular.formats.xgboost_format import XGBoostRuntime
