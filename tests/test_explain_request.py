@@ -36,19 +36,24 @@ def test_a_reasons_request_validates_its_rows_once(app: Flask, keys: dict[str, s
     service = app.extensions["candor"].service
     model = service.store.registry.load(service.store.registry.resolve("loan", "1"))
     calls: list[int] = []
-    original = model.validate
+    originals = {name: getattr(model, name) for name in ("validate", "validate_columns")}
 
-    def counted(instances: Any) -> Any:
-        calls.append(len(instances))
-        return original(instances)
+    def counting(name: str) -> Any:
+        def counted(instances: Any) -> Any:
+            calls.append(len(instances))
+            return originals[name](instances)
 
-    model.validate = counted
+        return counted
+
+    for name in originals:  # either way of validating (the rows' keeps the values per feature)
+        setattr(model, name, counting(name))
     try:
         rows = [declined_row(), *loan_rows(2)]
         options = {"with_counterfactual": True, "seed": 0, "budget_ms": 2000}
         _, explanation = service.compute(ExplainRequest("reasons", "loan", "1", rows, options))
     finally:
-        del model.validate
+        for name in originals:
+            delattr(model, name)
     assert calls == [3]
     assert explanation.results[0]["status"] == "declined"
     assert all("ood" in r for r in explanation.results)
