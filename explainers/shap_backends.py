@@ -198,7 +198,7 @@ class NativeTreeBackend(_EncodedBackend):
         rows = self._check_rows(missing)
         contributions = self.runtime.contributions(rows)  # (rows, outputs, encoded + 1)
         bias = contributions[:, :, -1]
-        expected, _ = self._regrouped(contributions[:, :, :-1].transpose(0, 2, 1), bias, len(rows))
+        expected, _ = self._booster_values(contributions)
         if not np.all(bias == bias[:1]) or (trees := self.runtime.trees(missing)) is None:
             return None, bias[0]
         try:
@@ -239,10 +239,13 @@ class NativeTreeBackend(_EncodedBackend):
         self, records: Sequence[dict[Any, Any]], encoded: np.ndarray, seed: int, max_evals: int
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.table is None:
-            contributions = self.runtime.contributions(encoded)  # (rows, outputs, encoded + 1)
-            values = contributions[:, :, :-1].transpose(0, 2, 1)
-            return self._regrouped(values, contributions[:, :, -1], len(encoded))
+            return self._booster_values(self.runtime.contributions(encoded))
         return _as_outputs(self.model, self.space, self.table.shap_values(encoded), self.base, len(encoded))
+
+    def _booster_values(self, contributions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The booster's own contributions (rows, outputs, encoded + 1) per raw feature, and its bias."""
+        values = contributions[:, :, :-1].transpose(0, 2, 1)
+        return self._regrouped(values, contributions[:, :, -1], len(contributions))
 
     def params(self) -> dict[str, Any]:
         implementation = "path_table" if self.table is not None else self.runtime.implementation

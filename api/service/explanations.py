@@ -140,15 +140,16 @@ class ExplanationService(Computer):
     ) -> tuple[Explanation, orjson.Fragment | None]:
         """``explain``, and the results' canonical JSON as the record holds them (None for a method whose
         record keeps its arrays apart)."""
+        method = known(request.method)
         with counting_calls() as tally:
             info, explanation = self.compute(request)
         answer = remote_answer(
             info,
             lambda: self.store.registry.load(info),
-            lambda: known(request.method).prepare(request.instances, request.options)[0],  # the model's rows
+            lambda: method.prepare(request.instances, request.options)[0],  # the model's rows
             tally,
         )
-        results = None if known(request.method).arrays_out_of_line else results_json(explanation)
+        results = None if method.arrays_out_of_line else results_json(explanation)
         draft = draft_for(
             request.method,
             explanation,

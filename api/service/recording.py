@@ -83,6 +83,9 @@ def draft_for(
     statement = remote_statement(info)
     extra = {"remote": {**statement, **(remote or {})}} if statement is not None else {}
     sent = orjson.Fragment(canonical_json(instances))  # written once: the record's request and its hash
+    envelope = explanation.to_dict()
+    if results is not None:
+        envelope["results"] = results
     content, parts = compact(
         {
             "model": {
@@ -94,7 +97,7 @@ def draft_for(
             "source": source or {"type": "api"},
             "request": recorded_request(info, instances, options, sent),
             "request_sha256": request_sha256(sent, options),
-            "explanation": {**explanation.to_dict(), **({"results": results} if results is not None else {})},
+            "explanation": envelope,
             "service_version": service_version(),
             "warnings": warnings_of(explanation),
             **extra,
