@@ -52,18 +52,28 @@ class Selected:
             return [None] * len(self.targets)
         return [model.classes[t] for t in self.targets]
 
-    def group_sums(self, model: TabularModel) -> list[list[dict[str, Any]]] | None:
+    def group_matrix(self, model: TabularModel) -> np.ndarray | None:
+        """Each row's attributions summed per manifest group (rows, groups), in the manifest's group order."""
         groups = model.manifest.groups
         if not groups:
             return None
         index = {name: j for j, name in enumerate(model.feature_order)}
-        sums = {
-            g: self.values[:, [index[m] for m in members]].sum(axis=1).tolist()
-            for g, members in groups.items()
-        }
+        return np.column_stack(
+            [self.values[:, [index[m] for m in members]].sum(axis=1) for members in groups.values()]
+        )
+
+    def group_sums(self, model: TabularModel) -> list[list[dict[str, Any]]] | None:
+        """Per row, ``[{group, features, attribution}]`` (the records layout)."""
+        matrix = self.group_matrix(model)
+        if matrix is None:
+            return None
+        groups = model.manifest.groups.items()
         return [
-            [{"group": g, "features": members, "attribution": sums[g][i]} for g, members in groups.items()]
-            for i in range(len(self.targets))
+            [
+                {"group": g, "features": members, "attribution": value}
+                for (g, members), value in zip(groups, row, strict=True)
+            ]
+            for row in matrix.tolist()
         ]
 
 
@@ -94,14 +104,24 @@ def record_results(
 
 
 def columnar_results(model: TabularModel, selected: Selected) -> list[dict[str, Any]]:
-    """Compact layout: per row, ``attribution_values`` in ``output.feature_order``."""
+    """Compact layout: per row, ``attribution_values`` in ``output.feature_order`` and, when the manifest
+    declares groups, ``group_attribution_values`` in the order of ``output.groups`` (``columnar_groups``)."""
     results = _common_fields(model, selected)
-    groups = selected.group_sums(model)
-    for i, (item, row) in enumerate(zip(results, selected.values.tolist(), strict=True)):
+    for item, row in zip(results, selected.values.tolist(), strict=True):
         item["attribution_values"] = row
-        if groups is not None:
-            item["groups"] = groups[i]
+    matrix = selected.group_matrix(model)
+    if matrix is not None:
+        for item, sums in zip(results, matrix.tolist(), strict=True):
+            item["group_attribution_values"] = sums
     return results
+
+
+def columnar_groups(model: TabularModel) -> list[dict[str, Any]] | None:
+    """The columnar layout's group definitions, once per answer: ``[{group, features}]`` in manifest order."""
+    groups = model.manifest.groups
+    if not groups:
+        return None
+    return [{"group": g, "features": members} for g, members in groups.items()]
 
 
 def _common_fields(model: TabularModel, selected: Selected) -> list[dict[str, Any]]:

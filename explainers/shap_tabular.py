@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from explainers.attribution_results import Selected, columnar_results, record_results
+from explainers.attribution_results import Selected, columnar_groups, columnar_results, record_results
 from explainers.base import NO_LIMITS, Explainer
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
 from explainers.rows import Rows, tabular
@@ -122,6 +122,9 @@ class ShapExplainer(Explainer):
         }
         if opts["layout"] == "columnar":
             output["feature_order"] = model.feature_order
+            groups = columnar_groups(model)
+            if groups is not None:
+                output["groups"] = groups
         params = {
             "seed": int(opts["seed"]),
             "max_evals": int(opts["max_evals"]) if backend.stochastic else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from api.demo import german_credit
 
@@ -23,12 +24,20 @@ def test_columnar_layout_equals_records_layout(client, auth):
     order = columnar["output"]["feature_order"]
     assert sorted(order) == sorted(rows[0])
     assert columnar["method"]["params"]["layout"] == "columnar"
+    groups = columnar["output"]["groups"]  # the loan manifest declares groups: defined once per answer
+    assert [g["group"] for g in groups] == ["applicant", "loan"]
     for by_record, by_column in zip(records["results"], columnar["results"], strict=True):
         expected = {a["feature"]: a["attribution"] for a in by_record["attributions"]}
-        assert dict(zip(order, by_column["attribution_values"], strict=True)) == expected
+        by_feature = dict(zip(order, by_column["attribution_values"], strict=True))
+        assert by_feature == expected
         for key in ("prediction", "target", "output_value", "base_value", "additivity_residual"):
             assert by_column[key] == by_record[key]
-        assert "attributions" not in by_column
+        assert "attributions" not in by_column and "groups" not in by_column
+        assert [{"group": g["group"], "features": g["features"]} for g in by_record["groups"]] == groups
+        sums = by_column["group_attribution_values"]
+        assert sums == [g["attribution"] for g in by_record["groups"]]
+        for group, total in zip(groups, sums, strict=True):
+            assert total == pytest.approx(sum(by_feature[f] for f in group["features"]), abs=1e-12)
 
 
 def test_columnar_layout_refuses_top_k(client, auth):

@@ -46,7 +46,8 @@ class ShapOptionsSchema(StrictSchema):
         validate=validate.OneOf(["records", "columnar"]),
         metadata={
             "description": "Default records: sorted [{feature, value, attribution}] per row; columnar: "
-            "attribution_values per row in output.feature_order (compact, for bulk calls)"
+            "attribution_values per row in output.feature_order and group_attribution_values in "
+            "output.groups (compact, for bulk calls)"
         },
     )
 
@@ -79,7 +80,11 @@ class AttributionResultSchema(StrictSchema):
     )
     other_attribution = fields.Float(metadata={"description": "Sum of attributions beyond top_k"})
     additivity_residual = fields.Float(required=True)
-    groups = fields.List(fields.Nested(GroupAttributionSchema))
+    groups = fields.List(fields.Nested(GroupAttributionSchema), metadata={"description": "records layout"})
+    group_attribution_values = fields.List(
+        fields.Float(),
+        metadata={"description": "columnar layout: one sum per group in output.groups"},
+    )
     ood = fields.Nested(OodFlagSchema, metadata={"description": "Out-of-distribution flags of the instance"})
     summary = fields.String(metadata={"description": "Plain-language summary (?narrative=true)"})
 
@@ -91,11 +96,20 @@ class MethodSchema(StrictSchema):
     library_versions = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
 
 
+class FeatureGroupSchema(StrictSchema):
+    group = fields.String(required=True)
+    features = fields.List(fields.String(), required=True)
+
+
 class OutputSchema(StrictSchema):
     space = fields.String(required=True, validate=validate.OneOf(["probability", "log_odds", "raw"]))
     target = fields.String(allow_none=True, required=True)
     target_rule = fields.String(required=True)
     feature_order = fields.List(fields.String(), metadata={"description": "columnar layout only"})
+    groups = fields.List(
+        fields.Nested(FeatureGroupSchema),
+        metadata={"description": "columnar layout, when the manifest declares groups: their order, members"},
+    )
 
 
 class ExplanationSchema(StrictSchema):
