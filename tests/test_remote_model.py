@@ -143,6 +143,13 @@ def test_permutation_shap_and_counterfactuals_equal_the_local_model(
     cf_local = ok(
         client.post("/v1/models/tiny-local/versions/1/explain/counterfactuals", json=body, headers=explain)
     )
+    record = ok(client.get(f"/v1/explanations/{cf_remote['id']}", headers=bearer(keys["audit:read"])))
+    # the query rows and every row's first two rounds in one request, then the walk back's passes: rows the
+    # predictor answered once in an explanation are not sent again (the record's answer included)
+    assert record["remote"]["requests"] <= 3
+    np.testing.assert_allclose(
+        proba_of(record["remote"]["answered"]), pipeline.predict_proba(pd.DataFrame(declined)), atol=1e-12
+    )
     found_remote = [[cf["instance"] for cf in r["counterfactuals"]] for r in cf_remote["results"]]
     found_local = [[cf["instance"] for cf in r["counterfactuals"]] for r in cf_local["results"]]
     assert found_remote == found_local and any(found_remote)

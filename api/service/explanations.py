@@ -29,6 +29,7 @@ from model_store.audit import CHECKPOINT
 from model_store.errors import IdempotencyKeyTaken, InvalidInput
 from model_store.explain_keys import ExplainKeys, Idempotency, KeyedRecord
 from model_store.predictors import counting_calls
+from model_store.predictors.answers import keeping_answers
 from model_store.sqlite_turns import take_write_turn
 from model_store.store import Store
 from model_store.tables import VersionCacheRow
@@ -141,14 +142,15 @@ class ExplanationService(Computer):
         """``explain``, and the results' canonical JSON as the record holds them (None for a method whose
         record keeps its arrays apart)."""
         method = known(request.method)
-        with counting_calls() as tally:
-            info, explanation = self.compute(request)
-        answer = remote_answer(
-            info,
-            lambda: self.store.registry.load(info),
-            lambda: method.prepare(request.instances, request.options)[0],  # the model's rows
-            tally,
-        )
+        with keeping_answers():  # a remote model's rows are asked once per explanation
+            with counting_calls() as tally:
+                info, explanation = self.compute(request)
+            answer = remote_answer(
+                info,
+                lambda: self.store.registry.load(info),
+                lambda: method.prepare(request.instances, request.options)[0],  # the model's rows
+                tally,
+            )
         results = None if method.arrays_out_of_line else results_json(explanation)
         draft = draft_for(
             request.method,

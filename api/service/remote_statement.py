@@ -28,9 +28,9 @@ def remote_statement(info: VersionInfo) -> dict[str, Any] | None:
 def remote_answer(
     info: VersionInfo, loaded: Callable[[], Any], explained: Callable[[], list[Any]], tally: Tally
 ) -> dict[str, Any] | None:
-    """The requests ``tally`` counted and the predictor's answer for the rows ``explained`` returns (asked
-    once more, in one request, of the model ``loaded`` returns); None for a model held here (neither is
-    called)."""
+    """The requests ``tally`` counted and the predictor's answer for the rows ``explained`` returns (of the
+    model ``loaded`` returns: what it answered during the explanation, asked in one more request only for
+    rows it was not asked); None for a model held here (neither is called)."""
     if not is_remote(info):
         return None
     answer: dict[str, Any] = {"requests": tally.requests}

@@ -18,12 +18,13 @@ import numpy as np
 from explainers.base import NO_LIMITS, Explainer
 from explainers.counterfactuals.checks import repair, satisfied
 from explainers.counterfactuals.dice_search import GENETIC_MAX_ITERATIONS, DiceSearch
-from explainers.counterfactuals.random_search import BATCH, random_search, select, take_back
+from explainers.counterfactuals.random_search import BATCH, first_rounds, random_search, select, take_back
 from explainers.counterfactuals.rows import Desired, Distance, RowCodec, Scorer, Scoring
 from explainers.counterfactuals.space import SearchSpace
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
 from explainers.rows import Rows, tabular
 from model_store.errors import InvalidInput
+from model_store.predictors.answers import answers_kept
 from model_store.tabular import TabularModel
 from model_store.versions import VersionInfo
 
@@ -55,6 +56,8 @@ class _Search:
         self.scorer = Scorer(model, self.codec, self.desired)
         self.distance = Distance(model, self.space)
         self.dropped = {"invalid": 0, "constraint_violations": 0}
+        self.drawn: dict[int, tuple[list[np.ndarray], np.random.Generator]] = {}
+        """Per row, the first rounds ``score_ahead`` drew and the generator that drew them."""
 
     def candidates(
         self, index: int, row: np.ndarray, record: dict[str, Any]
@@ -62,8 +65,8 @@ class _Search:
         """Valid, constraint-satisfying candidates for one row, and whether the deadline cut the search."""
         seed, total = int(self.opts["seed"]), int(self.opts["total_cfs"])
         if self.opts["method"] == "random":
-            rng = np.random.default_rng([seed, index])
-            found = yield from random_search(self.space, row, self.scorer, total, rng, self.deadline)
+            drawn, rng = self.drawn.pop(index, ([], self.rng(index)))
+            found = yield from random_search(self.space, row, self.scorer, total, rng, self.deadline, drawn)
             return found.candidates, found.timed_out
         method = self.opts["method"]
         dice = self.model.derived.get_or_load(("dice", method), partial(DiceSearch, self.model, method))
@@ -71,6 +74,24 @@ class _Search:
             self.space, self.codec, record, self.desired, total, seed, self.deadline
         )
         return (yield from self.checked(row, repair(self.space, row, raw))), timed_out
+
+    def rng(self, index: int) -> np.random.Generator:
+        """Row ``index``'s random search draws from its own generator, seeded by the request's seed."""
+        return np.random.default_rng([int(self.opts["seed"]), index])
+
+    def score_ahead(self, matrix: np.ndarray) -> None:
+        """For a remote model whose answers this explanation keeps (``model_store.predictors.answers``): the
+        query rows and every row's first random-search rounds scored in one request, which the searches
+        then find answered (the same draws, the same results: one request instead of three)."""
+        if not (self.model.calls_are_round_trips and answers_kept()):
+            return
+        ahead = [matrix]
+        if self.opts["method"] == "random" and self.space.varying:
+            for i, row in enumerate(matrix):
+                rng = self.rng(i)
+                self.drawn[i] = (first_rounds(self.space, row, rng), rng)
+                ahead += self.drawn[i][0]
+        self.model.predict_encoded(np.vstack(ahead))
 
     def checked(self, row: np.ndarray, candidates: np.ndarray) -> Scoring[np.ndarray]:
         """Only candidates that change something, satisfy every constraint and reach the desired outcome."""
@@ -253,6 +274,7 @@ class CounterfactualExplainer(Explainer):
         records = rows.records
         search = _Search(model, opts, deadline)
         matrix = search.codec.to_matrix(records)
+        search.score_ahead(matrix)
         outputs = search.scorer.outputs(matrix)
         searches = [search.explain_row(i, matrix[i], record, outputs[i]) for i, record in enumerate(records)]
         results, scored = search.scorer.run(searches, together=model.calls_are_round_trips)

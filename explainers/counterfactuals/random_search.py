@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,8 @@ from explainers.counterfactuals.space import FeatureBound, SearchSpace
 BATCH = 500
 POOL_FACTOR = 3
 REFINE_POOL = 40
+AHEAD_ROUNDS = 2
+"""Rounds scored ahead for a remote model (``first_rounds``)."""
 TAKE_BACK = (1.0, 0.75, 0.5, 0.25)
 """Shares of a numeric change tried back towards the query (1.0 restores the query's value)."""
 
@@ -56,28 +59,44 @@ def random_search(
     total_cfs: int,
     rng: np.random.Generator,
     deadline: float,
+    drawn: Sequence[np.ndarray] = (),
 ) -> Scoring[SearchResult]:
-    """Valid, constraint-satisfying candidates changing 1, 2, ... features, until enough or out of time."""
-    vary = space.varying
-    low, high = space.row_limits(row)
+    """Valid, constraint-satisfying candidates changing 1, 2, ... features, until enough or out of time.
+    ``drawn``: the first rounds' candidates as ``first_rounds`` drew them with ``rng`` (then in the state
+    after them)."""
     found: list[np.ndarray] = []
     count = 0
-    for k in range(1, len(vary) + 1):
+    for k in range(1, len(space.varying) + 1):
         if time.monotonic() > deadline:
             return SearchResult(_stack(found, row), timed_out=True)
-        batch = np.repeat(row[None, :], BATCH, axis=0)
-        chosen = np.argsort(rng.random((BATCH, len(vary))), axis=1)[:, :k]
-        for position, j in enumerate(vary):
-            rows = (chosen == position).any(axis=1)
-            batch[rows, j] = sample(space.bounds[j], row[j], low[j], high[j], int(rows.sum()), rng)
-        batch = np.unique(batch[(batch != row).any(axis=1)], axis=0)
-        batch = batch[satisfied(space, row, batch)]
+        batch = drawn[k - 1] if k <= len(drawn) else draw_round(space, row, k, rng)
         valid = batch[(yield from scorer.score_valid(batch))]
         found.append(valid)
         count += len(valid)
         if count >= POOL_FACTOR * total_cfs or (count >= total_cfs and k >= 2):
             break
     return SearchResult(_stack(found, row), timed_out=False)
+
+
+def draw_round(space: SearchSpace, row: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Round ``k``'s candidates: distinct copies of ``row`` with ``k`` of its varying features drawn anew,
+    those satisfying every constraint."""
+    vary = space.varying
+    low, high = space.row_limits(row)
+    batch = np.repeat(row[None, :], BATCH, axis=0)
+    chosen = np.argsort(rng.random((BATCH, len(vary))), axis=1)[:, :k]
+    for position, j in enumerate(vary):
+        rows = (chosen == position).any(axis=1)
+        batch[rows, j] = sample(space.bounds[j], row[j], low[j], high[j], int(rows.sum()), rng)
+    batch = np.unique(batch[(batch != row).any(axis=1)], axis=0)
+    return batch[satisfied(space, row, batch)]
+
+
+def first_rounds(space: SearchSpace, row: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """The candidates of the rounds ``random_search`` nearly always needs (changing 1, then 2 features),
+    drawn with ``rng`` as the search would: to be scored ahead, in one request, for a remote model, and then
+    given to the search with the same ``rng``."""
+    return [draw_round(space, row, k, rng) for k in range(1, min(AHEAD_ROUNDS, len(space.varying)) + 1)]
 
 
 def _stack(found: list[np.ndarray], row: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """A model served elsewhere (``format: remote``): no artifact; the manifest's ``predictor`` names the remote
 model, and an adapter behind the manifest's own encoding (``codes.coded_pipeline``) sends the rows it is given
-back as the values the predictor reads, one request per call (``model_store.predictors``).
+back as the values the predictor reads, one request per call for the rows not answered yet in this explanation
+(``model_store.predictors``).
 
 The version's ``artifact_sha256`` is the sha256 of the canonical JSON of the ``predictor`` block.
 """
@@ -15,6 +16,7 @@ from model_store.archive_limits import ArchiveLimits
 from model_store.errors import InvalidInput, InvalidManifest
 from model_store.manifest import Manifest, PredictorSpec
 from model_store.predictors import PredictorClient, PredictorEndpoint
+from model_store.predictors.answers import answered
 from model_store.predictors.protocols import Batch
 from model_store.stored_form import canonical_json
 from model_store.tabular.formats.base import ArtifactFormat, LoadedEstimator
@@ -51,15 +53,22 @@ class RemoteEstimator(LoadedEstimator):
             datatypes.append(datatype)
         return Batch(self.manifest.feature_names, columns, datatypes, len(matrix))
 
+    def answer(self, coded: Any) -> np.ndarray:
+        """The predictor's answer (rows, width), sent for the rows it has not answered in this explanation
+        (``model_store.predictors.answers``)."""
+        return answered(
+            self.client, np.asarray(coded, dtype=float), lambda m: self.client.infer(self.batch(m))
+        )
+
     def predict_proba(self, coded: Any) -> np.ndarray:
-        answer = self.client.infer(self.batch(coded))
+        answer = self.answer(coded)
         why = not_probabilities(answer)
         if why is not None:
             raise self.client.failed(f"answered {why} as class probabilities")
         return answer
 
     def predict(self, coded: Any) -> np.ndarray:
-        answer = self.client.infer(self.batch(coded))
+        answer = self.answer(coded)
         if self.manifest.is_classification:
             return np.asarray(self.classes_[answer.argmax(axis=1)])
         return answer[:, 0]
