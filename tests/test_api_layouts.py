@@ -86,3 +86,30 @@ def test_manifest_defaults_apply_when_the_request_leaves_options_out(client, aut
     ).get_json()
     assert overridden["method"]["params"]["seed"] == 1
     assert overridden["output"]["space"] == "log_odds"
+
+
+def test_a_columnar_record_from_before_output_groups_replays_as_equal(client, auth):
+    """Columnar records made before the groups moved to ``output.groups`` carried them per row; replay
+    compares their numbers with today's answer."""
+    from api.service.replay import compare
+
+    now = client.post(PATH, json={"instances": loan_rows(3), "layout": "columnar"}, headers=auth).get_json()
+    groups = now["output"]["groups"]
+    before = {
+        **now,
+        "output": {k: v for k, v in now["output"].items() if k != "groups"},
+        "results": [
+            {
+                **{k: v for k, v in r.items() if k != "group_attribution_values"},
+                "groups": [
+                    {**g, "attribution": sum_}
+                    for g, sum_ in zip(groups, r["group_attribution_values"], strict=True)
+                ],
+            }
+            for r in now["results"]
+        ],
+    }
+    assert compare(before, now, "shap")["identical"] is True
+    before["results"][1]["groups"][0]["attribution"] += 1e-3
+    outcome = compare(before, now, "shap")
+    assert outcome["identical"] is False and outcome["max_abs_diff"] == pytest.approx(1e-3)

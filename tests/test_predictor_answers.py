@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model_store.predictors import answers
-from model_store.predictors.answers import answered, answers_kept, keeping_answers
+from model_store.predictors.answers import MAX_KEPT_ROWS, answered, keeping_answers, room_for_answers
 
 
 class Predictor:
@@ -22,7 +22,7 @@ class Predictor:
 
 def test_outside_an_explanation_every_call_is_sent_whole() -> None:
     ask, rows = Predictor(), np.array([[1.0, 2.0], [1.0, 2.0]])
-    assert not answers_kept()
+    assert room_for_answers() == 0
     answered("p", rows, ask)
     answered("p", rows, ask)
     assert [len(m) for m in ask.sent] == [2, 2]
@@ -33,8 +33,9 @@ def test_within_an_explanation_only_rows_not_answered_yet_are_sent_once() -> Non
     first = np.array([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0]])
     second = np.array([[3.0, 4.0], [5.0, 6.0], [5.0, 6.0], [1.0, 2.0]])
     with keeping_answers():
-        assert answers_kept()
+        assert room_for_answers() == MAX_KEPT_ROWS
         got_first = answered("p", first, ask)
+        assert room_for_answers() == MAX_KEPT_ROWS - 2
         got_second = answered("p", second, ask)
         assert answered("p", second, ask).tolist() == got_second.tolist()
     np.testing.assert_array_equal(ask.sent[0], [[1.0, 2.0], [3.0, 4.0]])

@@ -24,7 +24,7 @@ from explainers.counterfactuals.space import SearchSpace
 from explainers.envelope import Explanation, MethodInfo, ModelRef, library_versions
 from explainers.rows import Rows, tabular
 from model_store.errors import InvalidInput
-from model_store.predictors.answers import answers_kept
+from model_store.predictors.answers import room_for_answers
 from model_store.tabular import TabularModel
 from model_store.versions import VersionInfo
 
@@ -82,16 +82,22 @@ class _Search:
     def score_ahead(self, matrix: np.ndarray) -> None:
         """For a remote model whose answers this explanation keeps (``model_store.predictors.answers``): the
         query rows and every row's first random-search rounds scored in one request, which the searches
-        then find answered (the same draws, the same results: one request instead of three)."""
-        if not (self.model.calls_are_round_trips and answers_kept()):
+        then find answered (the same draws, the same results: one request instead of three). Only when
+        they fill at most half the room left for kept answers: else the query rows alone."""
+        room = room_for_answers()
+        if not self.model.calls_are_round_trips or room == 0:
             return
-        ahead = [matrix]
         if self.opts["method"] == "random" and self.space.varying:
+            drawn = {}
             for i, row in enumerate(matrix):
                 rng = self.rng(i)
-                self.drawn[i] = (first_rounds(self.space, row, rng), rng)
-                ahead += self.drawn[i][0]
-        self.model.predict_encoded(np.vstack(ahead))
+                drawn[i] = (first_rounds(self.space, row, rng), rng)
+            ahead = np.vstack([matrix, *(r for rounds, _ in drawn.values() for r in rounds)])
+            if len(ahead) <= room // 2:  # room left for the walk back's rows
+                self.drawn = drawn
+                self.model.predict_encoded(ahead)
+                return
+        self.model.predict_encoded(matrix)
 
     def checked(self, row: np.ndarray, candidates: np.ndarray) -> Scoring[np.ndarray]:
         """Only candidates that change something, satisfy every constraint and reach the desired outcome."""

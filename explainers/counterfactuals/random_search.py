@@ -67,9 +67,10 @@ def random_search(
     found: list[np.ndarray] = []
     count = 0
     for k in range(1, len(space.varying) + 1):
-        if time.monotonic() > deadline:
+        ahead = k <= len(drawn)  # scored already: no time left to save
+        if not ahead and time.monotonic() > deadline:
             return SearchResult(_stack(found, row), timed_out=True)
-        batch = drawn[k - 1] if k <= len(drawn) else draw_round(space, row, k, rng)
+        batch = drawn[k - 1] if ahead else draw_round(space, row, k, rng)
         valid = batch[(yield from scorer.score_valid(batch))]
         found.append(valid)
         count += len(valid)

@@ -36,9 +36,11 @@ def keeping_answers() -> Iterator[KeptAnswers]:
         _current.reset(token)
 
 
-def answers_kept() -> bool:
-    """Whether this context keeps answers (so scoring rows ahead of need saves a later request)."""
-    return _current.get() is not None
+def room_for_answers() -> int:
+    """How many more rows' answers this context can keep (0 when it keeps none): rows scored ahead of need
+    save a later request only if they are kept."""
+    kept = _current.get()
+    return 0 if kept is None else max(0, MAX_KEPT_ROWS - len(kept.rows))
 
 
 def answered(source: Hashable, matrix: np.ndarray, ask: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
