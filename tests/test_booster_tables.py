@@ -72,3 +72,24 @@ def test_gblinear_and_dart_keep_the_boosters_own_predictions() -> None:
         assert runtime.trees([]) is None
         margin = booster.predict(xgboost.DMatrix(x[:20]), output_margin=True)
         np.testing.assert_allclose(runtime.margin(x[:20]), margin, rtol=0, atol=1e-6)
+
+
+def test_the_table_is_held_to_each_rows_own_scale() -> None:
+    """A row of small attributions beside rows of large ones is checked against its own magnitude: an error
+    the large rows would hide (1e-3 on attributions of 1e-2) refuses the table; float32 rounding does not."""
+    from explainers.shap_backends import _within_float32
+
+    expected = np.zeros((3, 4, 2))
+    expected[0, :, 1] = [1e4, -2e4, 5e3, 1.0]
+    expected[1, :, 1] = [1e-2, -2e-2, 5e-3, 1e-3]
+    expected[2, :, 1] = [0.3, -0.7, 0.1, 0.05]
+    expected[:, :, 0] = -expected[:, :, 1]
+    bias = np.full((3, 1), 1e-3)
+    rounded = expected.astype(np.float32).astype(float)  # float32 rounding of every attribution
+    assert _within_float32(rounded, expected, bias)
+    wrong = expected.copy()
+    wrong[1, 0, 1] += 1e-3  # 5% of that row's largest term, far below 1e-5 of the first row's
+    assert not _within_float32(wrong, expected, bias)
+    assert float(np.abs(wrong - expected).max()) <= 1e-5 * (
+        1 + np.abs(expected).max()
+    )  # the old check passed it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -118,12 +119,16 @@ class TabularModel:
 
         return on_booster_threads
 
+    @functools.cached_property
+    def _check_matrix(self) -> np.ndarray:
+        """The first reference rows encoded, for the checks made at load (encoded once for them all)."""
+        return self.encode(self.reference.head(VERIFY_ROWS).to_dict("records"))
+
     def _verified_booster_predictions(self) -> Callable[[np.ndarray], np.ndarray] | None:
         """An XGBoost wrapper's predictions through its booster, if they equal the wrapper's own."""
         if not is_library_wrapper(self.parts.estimator):
             return None
-        check = self.encode(self.reference.head(VERIFY_ROWS).to_dict("records"))
-        return wrapper_predictions(self.parts.estimator, check)
+        return wrapper_predictions(self.parts.estimator, self._check_matrix)
 
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for classifiers, values (n, 1) for regressors."""
@@ -167,7 +172,7 @@ class TabularModel:
         """True when P(class 1) equals sigmoid(decision_function) on reference rows (GBC, HGB, logistic)."""
         if len(self.classes) != 2 or self.margin is None:
             return False
-        encoded = self.encode(self.reference.head(VERIFY_ROWS).to_dict("records"))
+        encoded = self._check_matrix
         margin = np.asarray(self.margin(encoded), dtype=float)
         return margin.ndim == 1 and bool(
             np.allclose(expit(margin), self.predict_encoded(encoded)[:, 1], rtol=0, atol=1e-12)
