@@ -208,9 +208,11 @@ class NativeTreeBackend(_EncodedBackend):
             table = PathTable(ensemble, self.mapping, n_features, missing_follows_default=True)
             values = table.shap_values(rows, in_blocks=False)  # (a warm-up thread must not make the pool)
             got, _ = _as_outputs(self.model, self.space, values, bias[0], len(rows))
+            offset = np.asarray(ensemble.base_offset, dtype=float).reshape(-1)
+            trees_bias = bias - (offset if offset.size in (1, bias.shape[1]) else 0.0)
         except Exception:  # shap cannot read or tabulate it: the booster's own contributions
             return None, bias[0]
-        return (table if _within_float32(got, expected, bias) else None), bias[0]
+        return (table if _within_float32(got, expected, trees_bias) else None), bias[0]
 
     def _missing_columns(self) -> list[int]:
         """The encoded columns a missing value can reach (those of features declared ``missing``)."""
@@ -246,11 +248,12 @@ class NativeTreeBackend(_EncodedBackend):
         return {"feature_perturbation": "tree_path_dependent", "implementation": implementation}
 
 
-def _within_float32(got: np.ndarray, expected: np.ndarray, bias: np.ndarray) -> bool:
+def _within_float32(got: np.ndarray, expected: np.ndarray, trees_bias: np.ndarray) -> bool:
     """Each row's attributions (rows, features, outputs) within ``NATIVE_TABLE_TOLERANCE`` of the booster's,
-    relative to the largest term of that row's sum (its contributions and the bias): float32 sums lose
-    precision in proportion to their terms, so a row of small attributions is held to its own scale."""
-    terms = np.maximum(np.abs(expected).max(axis=1), np.abs(bias))  # (rows, outputs)
+    relative to the largest term its trees add up: its contributions and the trees' share of the bias (the
+    bias without the booster's base score, which no tree computes). Float32 sums lose precision in
+    proportion to their terms, so a row of small attributions is held to its own scale."""
+    terms = np.maximum(np.abs(expected).max(axis=1), np.abs(trees_bias))  # (rows, outputs)
     scale = np.maximum(terms.max(axis=1), np.finfo(np.float32).tiny)  # per row
     error = np.abs(got - expected).max(axis=(1, 2))
     return bool(np.all(error <= NATIVE_TABLE_TOLERANCE * scale))

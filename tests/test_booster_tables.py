@@ -93,3 +93,45 @@ def test_the_table_is_held_to_each_rows_own_scale() -> None:
     assert float(np.abs(wrong - expected).max()) <= 1e-5 * (
         1 + np.abs(expected).max()
     )  # the old check passed it
+
+
+def test_a_large_base_score_does_not_widen_the_check(tmp_path, monkeypatch) -> None:
+    """A regression in large units (a temperature in kelvin): the booster's bias holds its base score, which
+    no tree computes, so the check's scale leaves it out. The true table is kept; one off by 0.002 on one
+    feature (about 4% of its attributions, 7e-6 of the bias) is refused."""
+    import tree_models as tm
+
+    from explainers.shap_backends import NativeTreeBackend
+    from model_store.manifest import parse_manifest
+    from model_store.reference import to_parquet
+    from model_store.store import Store
+    from model_store.tabular.formats.boosters import native_runtime
+
+    data = tm.frame().assign(regression=lambda d: 293.15 + d["regression"] / 10)
+    matrix = xgboost.DMatrix(tm.codes(data), label=data["regression"], feature_names=tm.FEATURES)
+    booster = xgboost.train({"max_depth": 3, "nthread": 1, "seed": 0}, matrix, 30)  # numeric splits only
+    spec = tm.manifest("kelvin", "regression", "xgboost")
+    store = Store(tmp_path, f"sqlite:///{tmp_path / 'candor.db'}")
+    try:
+        store.registry.register_tabular(
+            parse_manifest(spec), bytes(booster.save_raw("ubj")), to_parquet(data)
+        )
+        model = store.registry.load(store.registry.resolve("kelvin", "1"))
+        runtime = native_runtime(model.parts.estimator)
+
+        def backend() -> str:
+            made = NativeTreeBackend(model, "raw", 100, runtime)
+            return str(made.params()["implementation"])
+
+        assert backend() == "path_table"
+        shap_values = PathTable.shap_values
+
+        def off(self: PathTable, matrix: np.ndarray, in_blocks: bool = True) -> np.ndarray:
+            values = np.array(shap_values(self, matrix, in_blocks=in_blocks))
+            values[:, 2] += 0.002  # weight
+            return values
+
+        monkeypatch.setattr(PathTable, "shap_values", off)
+        assert backend() == "xgboost pred_contribs"
+    finally:
+        store.close()

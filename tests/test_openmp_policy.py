@@ -1,6 +1,6 @@
 """The entry points make OpenMP's idle threads yield (``api/ops``): ``OMP_WAIT_POLICY`` is set before any
-OpenMP runtime is loaded (libgomp reads it once, when loaded; XGBoost and scikit-learn bring their own copy),
-and a setting in the environment is kept."""
+OpenMP runtime is loaded (probed when it is set; libgomp reads it once, when loaded, and XGBoost and
+scikit-learn bring their own copy), and a setting in the environment is kept."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ def gomp():
     with open("/proc/self/maps") as maps:
         return sorted({line.split()[-1] for line in maps if "gomp" in line})
 def hook(event, args):
-    if event == "import" and args[0] == "api.ops" and not seen:
+    if event == "os.putenv" and args[0] == b"OMP_WAIT_POLICY" and not seen:
         seen.append(gomp())
 sys.addaudithook(hook)
 """
 REPORT = """import xgboost
-print(json.dumps({"at_api_ops": seen[0] if seen else None, "after": gomp(),
+print(json.dumps({"when_set": seen[0] if seen else None, "after": gomp(),
                   "policy": os.environ.get("OMP_WAIT_POLICY")}))
 """
 ENTRIES = {
@@ -52,7 +52,7 @@ def _probe(entry: str, tmp_path: Path, **extra: str) -> dict[str, Any]:
 @pytest.mark.parametrize("entry", ENTRIES.values(), ids=ENTRIES.keys())
 def test_entry_points_set_the_policy_before_openmp_is_loaded(entry: str, tmp_path: Path) -> None:
     found = _probe(entry, tmp_path)
-    assert found["at_api_ops"] == [], "an OpenMP runtime was loaded before api.ops set the policy"
+    assert found["when_set"] == [], "an OpenMP runtime was loaded before api.ops set the policy"
     assert found["after"], "xgboost loads an OpenMP runtime: the probe looks at the right thing"
     assert found["policy"] == "PASSIVE"
 

@@ -189,7 +189,8 @@ class ExplanationService(Computer):
         recorded = ExplainRequest.recorded(
             record["kind"], model["name"], str(model["version"]), sent, options
         )
-        return self.compute(recorded)
+        with keeping_answers():  # as the recorded explanation was computed (a remote model's rows)
+            return self.compute(recorded)
 
     def replay(self, record_id: str, instances: list[Any] | None = None) -> dict[str, Any]:
         """Recompute a recorded explanation with its recorded version, options and seed, and compare."""
