@@ -55,8 +55,10 @@ class TabularModel:
         self.margin: Callable[[np.ndarray], Any] | None = None if margin is None else self._threaded(margin)
         """The final estimator's margin (decision_function, or a booster's raw score), or None."""
         self._booster_predictions: Callable[[np.ndarray], np.ndarray] | None = None
-        self._booster_predictions = self._verified_booster_predictions()
-        self._sigmoid_margin = self._probabilities_are_sigmoid_of_margin()
+        # the first reference rows encoded once, when a check needs them, and not kept after loading
+        check = functools.cache(lambda: self.encode(self.reference.head(VERIFY_ROWS).to_dict("records")))
+        self._booster_predictions = self._verified_booster_predictions(check)
+        self._sigmoid_margin = self._probabilities_are_sigmoid_of_margin(check)
         self.derived: LoadedModelCache[Any] = LoadedModelCache(capacity=64)
         """Objects built once per loaded version (explainers, backgrounds), keyed by the builder."""
 
@@ -119,16 +121,14 @@ class TabularModel:
 
         return on_booster_threads
 
-    @functools.cached_property
-    def _check_matrix(self) -> np.ndarray:
-        """The first reference rows encoded, for the checks made at load (encoded once for them all)."""
-        return self.encode(self.reference.head(VERIFY_ROWS).to_dict("records"))
-
-    def _verified_booster_predictions(self) -> Callable[[np.ndarray], np.ndarray] | None:
-        """An XGBoost wrapper's predictions through its booster, if they equal the wrapper's own."""
+    def _verified_booster_predictions(
+        self, check: Callable[[], np.ndarray]
+    ) -> Callable[[np.ndarray], np.ndarray] | None:
+        """An XGBoost wrapper's predictions through its booster, if they equal the wrapper's own on the
+        encoded reference rows ``check()``."""
         if not is_library_wrapper(self.parts.estimator):
             return None
-        return wrapper_predictions(self.parts.estimator, self._check_matrix)
+        return wrapper_predictions(self.parts.estimator, check())
 
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Probabilities (n, classes) for classifiers, values (n, 1) for regressors."""
@@ -168,11 +168,11 @@ class TabularModel:
             return np.column_stack([-margin, margin])
         return margin
 
-    def _probabilities_are_sigmoid_of_margin(self) -> bool:
+    def _probabilities_are_sigmoid_of_margin(self, check: Callable[[], np.ndarray]) -> bool:
         """True when P(class 1) equals sigmoid(decision_function) on reference rows (GBC, HGB, logistic)."""
         if len(self.classes) != 2 or self.margin is None:
             return False
-        encoded = self._check_matrix
+        encoded = check()
         margin = np.asarray(self.margin(encoded), dtype=float)
         return margin.ndim == 1 and bool(
             np.allclose(expit(margin), self.predict_encoded(encoded)[:, 1], rtol=0, atol=1e-12)
