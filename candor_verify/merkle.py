@@ -33,6 +33,7 @@ __all__ = [
     "stored_hash_count",
     "stored_hash_index",
     "stored_hashes_for_leaf",
+    "stored_hashes_for_leaves",
     "tree_root",
     "verify_consistency",
     "verify_inclusion",
@@ -154,6 +155,27 @@ def stored_hashes_for_leaf(index: int, leaf: bytes, read: HashReader) -> list[by
     for i in range(levels):
         h = node_hash(siblings[levels - 1 - i], h)
         hashes.append(h)
+    return hashes
+
+
+def stored_hashes_for_leaves(size: int, leaves: Sequence[bytes], read: HashReader) -> list[bytes]:
+    """What ``stored_hashes_for_leaf`` stores for each of ``leaves`` appended in turn to a tree of ``size``
+    leaves, all in one list: the tree's complete subtrees are read once (O(log n)), then each leaf closes
+    subtrees from them and from the hashes made before it."""
+    frontier, start = [], 0  # the complete subtrees' stored indexes, highest first
+    for level in reversed(range(size.bit_length())):
+        if size >> level & 1:
+            frontier.append(stored_hash_index(level, start >> level))
+            start += 1 << level
+    stack = _read(read, frontier)
+    hashes: list[bytes] = []
+    for index, leaf in enumerate(leaves, start=size):
+        hashes.append(leaf)
+        h = leaf
+        for _ in range(_trailing_zeros(index + 1)):
+            h = node_hash(stack.pop(), h)
+            hashes.append(h)
+        stack.append(h)
     return hashes
 
 

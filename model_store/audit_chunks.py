@@ -18,12 +18,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import pyarrow as pa
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
 from model_store.array_codec import REF_KEY
 from model_store.audit_parts import write_parts
-from model_store.db import insert_missing
+from model_store.db import bound, insert_many, insert_missing
 from model_store.errors import IntegrityError
 from model_store.stored_form import StoredRecord
 from model_store.tables import AuditChunkRow, RecordRow, utcnow
@@ -79,7 +79,16 @@ def write(session: Session, chunk: RecordChunk) -> None:
     insert_missing(session, AuditChunkRow, [row])
     write_parts(session, chunk.parts)
     if chunk.rows:
-        session.connection().execute(insert(RECORDS), chunk.rows)
+        columns = list(chunk.rows[0])
+        at = columns.index("recorded_at")  # the one column the driver may not take as it is
+        times = {row["recorded_at"] for row in chunk.rows}  # a chunk's records share one: converted once
+        driver_times = {t: bound(session, RECORDS.c.recorded_at, t) for t in times}
+        values = []
+        for row in chunk.rows:
+            row_values = list(row.values())
+            row_values[at] = driver_times[row_values[at]]
+            values.append(tuple(row_values))
+        insert_many(session, RECORDS, columns, values)
 
 
 def collect_chunks(session: Session) -> int:

@@ -16,13 +16,14 @@ import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, insert, select, update
+from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from candor_verify import merkle
 from candor_verify.checkpoint import Checkpoint, open_checkpoint, signed
 from candor_verify.note import NoteError, Signer
 from model_store.audit import HEAD, LOCK_HEAD, RECORDS
+from model_store.db import insert_many
 from model_store.errors import InvalidInput, NotFound
 from model_store.sqlite_turns import take_write_turn
 from model_store.tables import AuditCheckpointRow, AuditHeadRow, AuditTreeRow
@@ -31,11 +32,25 @@ log = logging.getLogger("candor.audit")
 INTEGRATE_BATCH = 50_000
 """Most leaves one integration transaction takes (a larger backlog is integrated in several)."""
 TREE = cast(Table, AuditTreeRow.__table__)
-SET_LEAF_INDEX = (
+SET_LEAF_INDEXES = (
     update(RECORDS)
-    .where(RECORDS.c.seq == bindparam("record_seq"))
-    .values(leaf_index=bindparam("new_leaf_index"))
+    .where(RECORDS.c.seq.between(bindparam("first_seq"), bindparam("last_seq")))
+    .where(RECORDS.c.leaf_index.is_(None))
+    .values(leaf_index=RECORDS.c.seq + bindparam("to_leaf_index"))
 )
+"""A run of consecutive pending records gets consecutive leaf indexes in one statement."""
+
+
+def _runs(seqs: list[int], first_index: int) -> list[dict[str, int]]:
+    """``seqs`` (ascending) as runs of consecutive values, each with what turns its seqs into the leaf
+    indexes from ``first_index`` on."""
+    runs: list[dict[str, int]] = []
+    for offset, seq in enumerate(seqs):
+        if runs and runs[-1]["last_seq"] == seq - 1:
+            runs[-1]["last_seq"] = seq
+        else:
+            runs.append({"first_seq": seq, "last_seq": seq, "to_leaf_index": first_index + offset - seq})
+    return runs
 
 
 class HashCache:
@@ -83,12 +98,10 @@ class AuditLog:
         if pending:
             base = merkle.stored_hash_count(size)
             read = HashCache(session, base)
-            moves = []
-            for offset, (seq, leaf_hex) in enumerate(pending):
-                read.new.extend(merkle.stored_hashes_for_leaf(size + offset, bytes.fromhex(leaf_hex), read))
-                moves.append({"record_seq": seq, "new_leaf_index": size + offset})
-            session.execute(insert(TREE), [{"index": base + i, "hash": h} for i, h in enumerate(read.new)])
-            session.execute(SET_LEAF_INDEX, moves)
+            leaves = [bytes.fromhex(leaf_hex) for _, leaf_hex in pending]
+            read.new = merkle.stored_hashes_for_leaves(size, leaves, read)
+            insert_many(session, TREE, ("index", "hash"), list(enumerate(read.new, start=base)))
+            session.execute(SET_LEAF_INDEXES, _runs([int(seq) for seq, _ in pending], size))
             size += len(pending)
             root = merkle.tree_root(size, read)
             session.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=size, hash=root.hex()))

@@ -221,6 +221,20 @@ def test_refusals() -> None:
         merkle.stored_hashes_for_leaf(3, leaves[3], lambda indexes: [])
 
 
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 7, 8, 9, 100, 127, 128, 1000])
+def test_a_batch_of_leaves_stores_what_appending_them_one_by_one_stores(size: int) -> None:
+    leaves = _random_leaves(size + 300, seed=size)
+    one_by_one = _store(leaves)
+    before = _store(leaves[:size])
+    batch = merkle.stored_hashes_for_leaves(size, leaves[size:], before.read)
+    assert before.reads <= size.bit_length(), "the tree before is read once: its complete subtrees"
+    assert before.hashes + batch == one_by_one.hashes
+    assert merkle.stored_hashes_for_leaves(size, [], before.read) == []
+    if size:
+        with pytest.raises(ValueError):
+            merkle.stored_hashes_for_leaves(size, leaves[size:], lambda indexes: [])
+
+
 def test_proofs_read_logarithmically_many_hashes() -> None:
     n = 100_000
     store = Store()
