@@ -4,6 +4,7 @@ the oracle, the audit trail against the rows, the summaries against the result l
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import threading
@@ -23,7 +24,6 @@ from flask.testing import FlaskClient
 from api.demo import LOAN_TARGET, german_credit
 from api.jobs.runner import Runner
 from api.service.recording import draft_for
-from model_store.audit import canonical_json, framed, serialised
 from model_store.audit_blobs import verify_trail
 from model_store.jobs import JobStore
 
@@ -215,33 +215,47 @@ def test_csv_shap_job_equals_the_explain_endpoint(make_app: Any, dask_client: An
     assert replay["identical"], replay
 
 
-def test_split_records_equal_draft_for(app: Flask) -> None:
-    """The fast per-row drafts of a split chunk are exactly what ``draft_for`` records for each row, already
-    serialised; a record appended from either has the same body."""
-    from api.jobs.rows import job_source, split, split_drafts
+@pytest.mark.parametrize("store_inputs", ["full", "hash"])
+def test_split_records_equal_draft_for(app: Flask, store_inputs: str) -> None:
+    """Each record of a chunk split into rows is byte for byte what ``draft_for`` records for that row's own
+    envelope (its id, its result, the quality it alone gets), stored at the same time."""
+    from api.demo import loan_model
+    from api.jobs.rows import job_source, split_records
     from api.methods.registry import spec
     from api.service.explain_request import ExplainRequest
+    from model_store.manifest import parse_manifest
+    from model_store.reference import to_parquet
+    from model_store.safe_load import dump_skops
+    from model_store.stored_form import stored_form
+    from model_store.tables import utcnow
 
     service = app.extensions["candor"].service
+    version = "1"
+    if store_inputs == "hash":
+        manifest, pipeline, reference = loan_model()
+        hashed = parse_manifest({**manifest, "store_inputs": "hash"})
+        registry = app.extensions["candor"].store.registry
+        version = str(registry.register_tabular(hashed, dump_skops(pipeline), to_parquet(reference)).version)
     instances = json.loads(loan_rows(5).to_json(orient="records"))
-    info, explanation = service.compute(ExplainRequest("shap", "loan", "1", instances, {"top_k": 3}))
-    rows = split(explanation, spec("shap").row_quality)
-    fast = split_drafts("shap", rows, info, instances, {"top_k": 3}, "k1", "job", 10)
-    for offset, (row, draft) in enumerate(zip(rows, fast, strict=True)):
-        slow = draft_for(
-            "shap", row, info, [instances[offset]], {"top_k": 3}, "k1", job_source("job", 10 + offset)
+    options = {"top_k": 3}
+    info, explanation = service.compute(ExplainRequest("shap", "loan", version, instances, options))
+    row_quality = spec("shap").row_quality
+    now = utcnow()
+    split = split_records("shap", explanation, row_quality, info, instances, options, "k1", "job", 10, now)
+    assert len({row.id for row in split} | {explanation.id}) == 6, "each row its own id"
+    for offset, row in enumerate(split):
+        alone = dataclasses.replace(
+            explanation,
+            id=row.id,
+            results=[explanation.results[offset]],
+            quality=row_quality(explanation.quality, explanation.results[offset]),
         )
-        assert draft.id == slow.id == row.id
-        assert set(draft.content) == set(slow.content)
-        assert all(isinstance(value, bytes) for value in draft.content.values()), "serialised on the worker"
-        assert draft.content == serialised(slow.content)
-        assert canonical_json(framed(draft.content)) == canonical_json(slow.content)
-        assert (draft.kind, draft.model_name, draft.model_version, draft.key_id) == (
-            slow.kind,
-            slow.model_name,
-            slow.model_version,
-            slow.key_id,
-        )
+        source = job_source("job", 10 + offset)
+        slow = stored_form(draft_for("shap", alone, info, [instances[offset]], options, "k1", source), now)
+        assert row.record == slow
+        assert row.result is explanation.results[offset]
+    stored = orjson.loads(split[2].record.body)
+    assert ("instances" in stored["request"]) == (store_inputs == "full")
 
 
 def test_parquet_upload_bad_row_and_parquet_result(

@@ -28,6 +28,7 @@ row is stored once.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import gc
 import logging
 import uuid
@@ -46,13 +47,14 @@ from api.service.jsonbytes import dumps_bytes
 from api.service.recording import draft_for, out_of_line
 from api.settings import Settings
 from explainers.envelope import Explanation
-from model_store.audit import RecordDraft, StoredRecord, stored_form
+from model_store.audit import StoredRecord, stored_form
 from model_store.audit_chunks import RecordChunk, pack
 from model_store.cache import LoadedModelCache
 from model_store.errors import CandorError, PredictorFailed
 from model_store.job_inputs import rows_of
 from model_store.shipped import ShippedModel, ShippedModels
 from model_store.tables import utcnow
+from model_store.versions import VersionInfo
 
 log = logging.getLogger("candor.jobs")
 MAX_CACHED_MODELS = 4
@@ -147,42 +149,23 @@ def compute_chunk(settings: Settings, task: ChunkTask, shipped: ShippedModel | N
     computer = Computer(ShippedModels(shipped, _models), one_thread)
     instances = rows_of(task.rows)
     info = shipped.info
-    explained: list[Explanation | BaseException] | None = None
+    now = utcnow()
+    rows: Rows | None = None
     batch_next = task.batched and spec(task.kind).batched
     if batch_next:
-        split, batch_next = _in_one_call(computer, task, instances)
-        if split is not None:
-            explained = list(split)
-            drafts = row_lines.split_drafts(
-                task.kind, split, info, instances, task.options, task.key_id, task.job_id, task.first_row
-            )
-    blobs: dict[str, bytes] = {}
-    if explained is None:
-        explained = [_alone(computer, task, row) for row in instances]
-        drafts = []
-        for offset, (instance, outcome) in enumerate(zip(instances, explained, strict=True)):
-            if isinstance(outcome, Explanation):
-                source = row_lines.job_source(task.job_id, task.first_row + offset)
-                draft, arrays = out_of_line(  # kept whole: the job's result is read from its records
-                    draft_for(task.kind, outcome, info, [instance], task.options, task.key_id, source),
-                    keep=True,
-                )
-                blobs.update((blob.sha256, bytes(blob.data)) for blob in arrays)
-                drafts.append(draft)
-    lines = [
-        row_lines.error_line(task.first_row + offset, outcome)
-        if isinstance(outcome, BaseException)
-        else row_lines.ok_line(task.first_row + offset, outcome)
-        for offset, outcome in enumerate(explained)
-    ]
-    first = next((e for e in explained if isinstance(e, Explanation)), None)
+        explanation, batch_next = _in_one_call(computer, task, instances)
+        if explanation is not None:
+            rows = _split(task, info, instances, explanation, now)
+    if rows is None:
+        rows = _row_by_row(computer, task, info, instances, now)
+    entries, lines, blobs, first = rows
     meta = _meta(first)
     feature_order = (meta or {}).get("output", {}).get("feature_order")
     return ChunkOutcome(
         chunk=task.chunk,
         rows=len(lines),
         errors=sum(1 for line in lines if line["status"] != "ok"),
-        packed=_packed(lines, drafts),
+        packed=pack(entries),
         blobs=list(blobs.items()),
         summary=accumulate(task.kind, lines, feature_order),
         explanation=meta,
@@ -190,20 +173,71 @@ def compute_chunk(settings: Settings, task: ChunkTask, shipped: ShippedModel | N
     )
 
 
-def _packed(lines: list[dict[str, Any]], drafts: list[RecordDraft]) -> RecordChunk:
-    """The chunk's rows in order: each explained row its record (stored form), each failed row its line."""
-    now, records = utcnow(), iter(drafts)
-    entries: list[StoredRecord | bytes] = [
-        stored_form(next(records), now) if line["status"] == "ok" else dumps_bytes(line) for line in lines
-    ]
-    return pack(entries)
+Rows = tuple[list[StoredRecord | bytes], list[dict[str, Any]], dict[str, bytes], Explanation | None]
+"""A chunk's rows as stored (records and error lines), its result lines, the blobs its records refer to,
+and the explanation that states its kind, method and output."""
+
+
+def _split(
+    task: ChunkTask,
+    info: VersionInfo,
+    instances: list[dict[str, Any]],
+    explanation: Explanation,
+    now: dt.datetime,
+) -> Rows:
+    """The rows of a chunk explained in one call, each its own record (``rows.split_records``)."""
+    row_quality = spec(task.kind).row_quality
+    if row_quality is None:  # _in_one_call returns an explanation only for methods that split
+        raise ValueError(f"{task.kind} explanations do not split into rows")
+    split = row_lines.split_records(
+        task.kind,
+        explanation,
+        row_quality,
+        info,
+        instances,
+        task.options,
+        task.key_id,
+        task.job_id,
+        task.first_row,
+        now,
+    )
+    entries: list[StoredRecord | bytes] = [row.record for row in split]
+    lines = [row_lines.ok_line(task.first_row + i, row.id, row.result) for i, row in enumerate(split)]
+    return entries, lines, {}, explanation
+
+
+def _row_by_row(
+    computer: Computer, task: ChunkTask, info: VersionInfo, instances: list[dict[str, Any]], now: dt.datetime
+) -> Rows:
+    """The rows of a chunk explained one by one: a failed row gets an error line, the others a record."""
+    entries: list[StoredRecord | bytes] = []
+    lines: list[dict[str, Any]] = []
+    blobs: dict[str, bytes] = {}
+    first: Explanation | None = None
+    for offset, instance in enumerate(instances):
+        outcome = _alone(computer, task, instance)
+        row = task.first_row + offset
+        if isinstance(outcome, BaseException):
+            line = row_lines.error_line(row, outcome)
+            entries.append(dumps_bytes(line))
+            lines.append(line)
+            continue
+        first = first or outcome
+        source = row_lines.job_source(task.job_id, row)
+        draft, arrays = out_of_line(  # kept whole: the job's result is read from its records
+            draft_for(task.kind, outcome, info, [instance], task.options, task.key_id, source), keep=True
+        )
+        blobs.update((blob.sha256, bytes(blob.data)) for blob in arrays)
+        entries.append(stored_form(draft, now))
+        lines.append(row_lines.ok_line(row, outcome.id, outcome.results[0]))
+    return entries, lines, blobs, first
 
 
 def _in_one_call(
     computer: Computer, task: ChunkTask, instances: list[dict[str, Any]]
-) -> tuple[list[Explanation] | None, bool]:
-    """The chunk's per-row envelopes from one call (None when its rows must be computed alone), and
-    whether later chunks are worth trying in one call."""
+) -> tuple[Explanation | None, bool]:
+    """The chunk's explanation from one call, when each of its rows got what that row alone gets (None when
+    its rows must be computed alone), and whether later chunks are worth trying in one call."""
     try:
         _, explanation = computer.compute(_request(task, instances))
     except PredictorFailed:
@@ -213,7 +247,7 @@ def _in_one_call(
     method = spec(task.kind)
     if method.row_quality is None or not method.row_independent(explanation):
         return None, False
-    return row_lines.split(explanation, method.row_quality), True
+    return explanation, True
 
 
 def _request(task: ChunkTask, instances: list[dict[str, Any]]) -> ExplainRequest:
@@ -233,10 +267,14 @@ def _alone(computer: Computer, task: ChunkTask, instance: dict[str, Any]) -> Exp
 
 
 def _meta(explanation: Explanation | None) -> dict[str, Any] | None:
+    """kind, method and output of ``explanation`` as JSON values (not its results: a chunk's are many)."""
     if explanation is None:
         return None
-    envelope = orjson.loads(dumps_bytes(explanation.to_dict()))
-    return {key: envelope[key] for key in ("kind", "method", "output")}
+    envelope = explanation.to_dict()
+    meta: dict[str, Any] = orjson.loads(
+        dumps_bytes({key: envelope[key] for key in ("kind", "method", "output")})
+    )
+    return meta
 
 
 def warm_up() -> bool:

@@ -4,15 +4,17 @@ result line each row gets in the job's output."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from api.service.recording import draft_for, recorded_request, request_sha256, warnings_of
+from api.service.recording import draft_for, recorded_request, request_sha256, warnings_for
 from explainers.envelope import Explanation, new_explanation_id
-from model_store.audit import RecordDraft, canonical_json, serialised
+from model_store.audit import canonical_json
 from model_store.errors import CandorError
+from model_store.stored_form import StoredRecord, leaf_hash_hex, stored_form
 from model_store.versions import VersionInfo
 
 INTERNAL_ERROR = {
@@ -38,8 +40,8 @@ def split(
     ]
 
 
-def ok_line(row: int, explanation: Explanation) -> dict[str, Any]:
-    return {"row": row, "status": "ok", "explanation_id": explanation.id, "result": explanation.results[0]}
+def ok_line(row: int, explanation_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {"row": row, "status": "ok", "explanation_id": explanation_id, "result": result}
 
 
 def error_line(row: int, error: BaseException) -> dict[str, Any]:
@@ -70,44 +72,69 @@ name) are serialised once."""
 PER_ROW_ENVELOPE = frozenset({"id", "results", "quality"})
 
 
-def split_drafts(
+@dataclasses.dataclass(frozen=True)
+class SplitRow:
+    """One row of a split chunk: its explanation's id, its result, and its record as stored."""
+
+    id: str
+    result: dict[str, Any]
+    record: StoredRecord
+
+
+def split_records(
     kind: str,
-    rows: list[Explanation],
+    explanation: Explanation,
+    row_quality: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
     info: VersionInfo,
     instances: list[dict[str, Any]],
     options: dict[str, Any],
     key_id: str | None,
     job_id: str,
     first_row: int,
-) -> list[RecordDraft]:
-    """``draft_for`` of each row of one split explanation, already serialised (``audit.serialised``), with
-    what the rows share (model, method, output, times) serialised once: the same records at a fraction of
-    the cost, computed on the worker so the runner only frames and hashes them."""
-    template = draft_for(kind, rows[0], info, [instances[0]], options, key_id, job_source(job_id, first_row))
-    shared = serialised({k: v for k, v in template.content.items() if k not in PER_ROW})
-    parts = serialised(template.parts)
-    envelope = {
-        k: orjson.Fragment(canonical_json(v))
-        for k, v in template.content["explanation"].items()
-        if k not in PER_ROW_ENVELOPE
+    now: dt.datetime,
+) -> list[SplitRow]:
+    """Each row of a row-independent chunk explanation as its own record, stored at ``now``: byte for byte
+    ``stored_form(draft_for(...))`` of that row's envelope (``split``: its own id, its result, the quality it
+    alone gets), made without per-row envelopes or drafts. What the rows share (model, method, output,
+    parts, times) is serialised once; each row writes its envelope, its request and its body."""
+    first = dataclasses.replace(explanation, results=explanation.results[:1])
+    template = draft_for(kind, first, info, instances[:1], options, key_id, job_source(job_id, first_row))
+    shared = stored_form(template, now)  # the first row's record, but for its id: what the others share
+    fixed = {
+        key: orjson.Fragment(canonical_json(value))
+        for key, value in orjson.loads(shared.body).items()
+        if key not in PER_ROW and key != "id"
     }
-    drafts = []
-    for offset, (explanation, instance) in enumerate(zip(rows, instances, strict=True)):
-        row_envelope = {
-            **envelope,
-            "id": explanation.id,
-            "results": explanation.results,
-            "quality": {k: v for k, v in explanation.quality.items() if k not in template.parts},
-        }
-        request = recorded_request(info, [instance], options)
-        request.pop("options")  # in the shared part
-        content = {
-            **shared,
-            "source": canonical_json(job_source(job_id, first_row + offset)),
-            "request": canonical_json(request),
-            "request_sha256": canonical_json(request_sha256([instance], options)),
-            "explanation": canonical_json(row_envelope),
-            "warnings": canonical_json(warnings_of(explanation)),
-        }
-        drafts.append(dataclasses.replace(template, id=explanation.id, content=content, parts=parts))
-    return drafts
+    envelope = {
+        key: orjson.Fragment(canonical_json(value))
+        for key, value in template.content["explanation"].items()
+        if key not in PER_ROW_ENVELOPE
+    }
+    leaf_row = {name: shared.row[name] for name in shared.row if name not in ("id", "hash", "leaf_hash")}
+    rows = []
+    for offset, (result, instance) in enumerate(zip(explanation.results, instances, strict=True)):
+        row_id = new_explanation_id()
+        quality = row_quality(explanation.quality, result)
+        sent = orjson.Fragment(canonical_json([instance]))
+        request = recorded_request(info, [instance], options, sent)
+        del request["options"]  # in the shared part
+        body = canonical_json(
+            {
+                **fixed,
+                "id": row_id,
+                "explanation": {
+                    **envelope,
+                    "id": row_id,
+                    "results": [result],
+                    "quality": {k: v for k, v in quality.items() if k not in template.parts},
+                },
+                "request": request,
+                "request_sha256": request_sha256(sent, options),
+                "source": job_source(job_id, first_row + offset),
+                "warnings": warnings_for([result]),
+            }
+        )
+        leaf = leaf_hash_hex(body)
+        record_row = {"id": row_id, **leaf_row, "hash": leaf, "leaf_hash": leaf}
+        rows.append(SplitRow(row_id, result, StoredRecord(body, leaf, record_row, shared.parts)))
+    return rows

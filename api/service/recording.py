@@ -58,8 +58,13 @@ def recorded_request(
 
 def warnings_of(explanation: Explanation) -> list[str]:
     """What a reader of the record must know about the inputs (for now: truncated texts)."""
+    return warnings_for(explanation.results)
+
+
+def warnings_for(results: list[dict[str, Any]]) -> list[str]:
+    """``warnings_of`` an explanation with these results."""
     out = []
-    for index, result in enumerate(explanation.results):
+    for index, result in enumerate(results):
         if result.get("truncated"):
             out.append(f"instance {index}: text truncated from {result.get('original_tokens')} tokens")
     return out
