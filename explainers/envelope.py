@@ -6,7 +6,6 @@ import dataclasses
 import datetime as dt
 import secrets
 import time
-import uuid
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -20,16 +19,23 @@ def new_explanation_id() -> str:
     Time-ordered ids keep the audit trail's unique index on record ids append-mostly: a job's 1,000-record
     chunk lands on a few index pages instead of dirtying one random page per record (with random UUIDv4s
     the chunk's commit rewrote most of the index, a cost that grew with the trail)."""
-    millis = time.time_ns() // 1_000_000
-    random = int.from_bytes(secrets.token_bytes(10), "big")  # 80 bits, 74 used
-    value = (
-        (millis & ((1 << 48) - 1)) << 80
-        | 0x7 << 76
-        | (random >> 62 & 0xFFF) << 64
-        | 0b10 << 62
-        | random & ((1 << 62) - 1)
-    )
-    return str(uuid.UUID(int=value))
+    return new_explanation_ids(1)[0]
+
+
+def new_explanation_ids(count: int) -> list[str]:
+    """``count`` ids as ``new_explanation_id`` makes them, with one clock reading and one draw of random
+    bytes for all (a job's chunk names its rows' records at once)."""
+    millis = (time.time_ns() // 1_000_000) & ((1 << 48) - 1)
+    drawn = secrets.token_bytes(10 * count)  # 80 bits an id, 74 used
+    ids = []
+    for start in range(0, 10 * count, 10):
+        random = int.from_bytes(drawn[start : start + 10], "big")
+        value = (
+            millis << 80 | 0x7 << 76 | (random >> 62 & 0xFFF) << 64 | 0b10 << 62 | random & ((1 << 62) - 1)
+        )
+        text = f"{value:032x}"
+        ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
+    return ids
 
 
 @dataclasses.dataclass(frozen=True)

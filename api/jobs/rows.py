@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from api.service.recording import draft_for, recorded_request, request_sha256, warnings_for
-from explainers.envelope import Explanation, new_explanation_id
+from explainers.envelope import Explanation, new_explanation_ids
 from model_store.audit import canonical_json
 from model_store.errors import CandorError
 from model_store.stored_form import StoredRecord, leaf_hash_hex, stored_form
@@ -22,22 +22,6 @@ INTERNAL_ERROR = {
     "title": "Internal error",
     "detail": "An unexpected error occurred; it has been logged.",
 }
-
-
-def split(
-    explanation: Explanation, row_quality: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
-) -> list[Explanation]:
-    """Per-row envelopes of a row-independent explanation: each its own id, ``results=[results[i]]`` and the
-    quality figures that row alone gets (the method's ``row_quality``)."""
-    return [
-        dataclasses.replace(
-            explanation,
-            id=new_explanation_id(),
-            results=[result],
-            quality=row_quality(explanation.quality, result),
-        )
-        for result in explanation.results
-    ]
 
 
 def ok_line(row: int, explanation_id: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -112,8 +96,10 @@ def split_records(
     }
     leaf_row = {name: shared.row[name] for name in shared.row if name not in ("id", "hash", "leaf_hash")}
     rows = []
-    for offset, (result, instance) in enumerate(zip(explanation.results, instances, strict=True)):
-        row_id = new_explanation_id()
+    ids = new_explanation_ids(len(instances))
+    for offset, (row_id, result, instance) in enumerate(
+        zip(ids, explanation.results, instances, strict=True)
+    ):
         quality = row_quality(explanation.quality, result)
         sent = orjson.Fragment(canonical_json([instance]))
         request = recorded_request(info, [instance], options, sent)
