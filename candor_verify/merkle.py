@@ -162,6 +162,8 @@ def stored_hashes_for_leaves(size: int, leaves: Sequence[bytes], read: HashReade
     """What ``stored_hashes_for_leaf`` stores for each of ``leaves`` appended in turn to a tree of ``size``
     leaves, all in one list: the tree's complete subtrees are read once (O(log n)), then each leaf closes
     subtrees from them and from the hashes made before it."""
+    if size < 0:
+        raise ValueError(f"a tree cannot have {size} leaves")
     frontier, start = [], 0  # the complete subtrees' stored indexes, highest first
     for level in reversed(range(size.bit_length())):
         if size >> level & 1:

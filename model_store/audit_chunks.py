@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import operator
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
@@ -85,12 +86,13 @@ def write(session: Session, chunk: RecordChunk) -> None:
     write_parts(session, chunk.parts)
     if chunk.rows:
         columns = list(chunk.rows[0])
-        at = columns.index("recorded_at")  # the one column the driver may not take as it is
         times = {row["recorded_at"] for row in chunk.rows}  # a chunk's records share one: converted once
         driver_times = {t: bound(session, RECORDS.c.recorded_at, t) for t in times}
+        values_of = operator.itemgetter(*columns)
+        at = columns.index("recorded_at")  # the one column the driver may not take as it is
         values = []
         for row in chunk.rows:
-            row_values = list(row.values())
+            row_values = list(values_of(row))
             row_values[at] = driver_times[row_values[at]]
             values.append(tuple(row_values))
         insert_many(session, RECORDS, columns, values)

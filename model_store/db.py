@@ -76,9 +76,16 @@ def insert_many(session: Session, table: Table, columns: Sequence[str], rows: li
     if not rows:
         return
     dialect = session.connection().dialect
-    quoted = ", ".join(dialect.identifier_preparer.quote(name) for name in columns)
-    marks = ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * len(columns))
-    statement = f"INSERT INTO {table.name} ({quoted}) VALUES ({marks})"  # noqa: S608 (names from the schema)
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+    if mark is None:
+        raise ValueError(f"insert_many does not write the {dialect.paramstyle} parameter style")
+    unknown = set(columns) - set(table.c.keys())
+    if unknown:
+        raise ValueError(f"{table.name} has no column {sorted(unknown)}")
+    preparer = dialect.identifier_preparer
+    quoted = ", ".join(preparer.quote(name) for name in columns)
+    marks = ", ".join([mark] * len(columns))
+    statement = f"INSERT INTO {preparer.format_table(table)} ({quoted}) VALUES ({marks})"  # noqa: S608
     session.connection().exec_driver_sql(statement, rows)
 
 

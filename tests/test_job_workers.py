@@ -91,6 +91,7 @@ def test_a_chunk_is_computed_with_no_data_dir_and_no_database(
     got = [r["explanation"]["results"][0]["attributions"] for r in records]
     want = [result["attributions"] for result in expected["results"]]
     assert got == want, "each row's record holds what the service computes for it"
+    assert all(r["recorded_at"] >= r["explanation"]["created_at"] for r in records), "recorded once computed"
     assert [row["leaf_hash"] for row in outcome.packed.rows] == [leaf_hash_hex(line) for line in lines]
 
 

@@ -215,8 +215,11 @@ def test_csv_shap_job_equals_the_explain_endpoint(make_app: Any, dask_client: An
     assert replay["identical"], replay
 
 
-@pytest.mark.parametrize("store_inputs", ["full", "hash"])
-def test_split_records_equal_draft_for(app: Flask, store_inputs: str) -> None:
+@pytest.mark.parametrize(
+    ("store_inputs", "options"),
+    [("full", {"top_k": 3}), ("hash", {"top_k": 3}), ("full", {"layout": "columnar"})],
+)
+def test_split_records_equal_draft_for(app: Flask, store_inputs: str, options: dict[str, Any]) -> None:
     """Each record of a chunk split into rows is byte for byte what ``draft_for`` records for that row's own
     envelope (its id, its result, the quality it alone gets), stored at the same time."""
     from api.demo import loan_model
@@ -237,7 +240,6 @@ def test_split_records_equal_draft_for(app: Flask, store_inputs: str) -> None:
         registry = app.extensions["candor"].store.registry
         version = str(registry.register_tabular(hashed, dump_skops(pipeline), to_parquet(reference)).version)
     instances = json.loads(loan_rows(5).to_json(orient="records"))
-    options = {"top_k": 3}
     info, explanation = service.compute(ExplainRequest("shap", "loan", version, instances, options))
     row_quality = spec("shap").row_quality
     now = utcnow()

@@ -230,6 +230,8 @@ def test_a_batch_of_leaves_stores_what_appending_them_one_by_one_stores(size: in
     assert before.reads <= size.bit_length(), "the tree before is read once: its complete subtrees"
     assert before.hashes + batch == one_by_one.hashes
     assert merkle.stored_hashes_for_leaves(size, [], before.read) == []
+    with pytest.raises(ValueError):
+        merkle.stored_hashes_for_leaves(-1, leaves, before.read)
     if size:
         with pytest.raises(ValueError):
             merkle.stored_hashes_for_leaves(size, leaves[size:], lambda indexes: [])

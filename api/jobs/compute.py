@@ -28,7 +28,6 @@ row is stored once.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import gc
 import logging
 import uuid
@@ -47,7 +46,7 @@ from api.service.jsonbytes import dumps_bytes
 from api.service.recording import draft_for, out_of_line
 from api.settings import Settings
 from explainers.envelope import Explanation
-from model_store.audit import StoredRecord, stored_form
+from model_store.audit import RecordDraft, StoredRecord, stored_form
 from model_store.audit_chunks import RecordChunk, pack
 from model_store.cache import LoadedModelCache
 from model_store.errors import CandorError, PredictorFailed
@@ -149,15 +148,14 @@ def compute_chunk(settings: Settings, task: ChunkTask, shipped: ShippedModel | N
     computer = Computer(ShippedModels(shipped, _models), one_thread)
     instances = rows_of(task.rows)
     info = shipped.info
-    now = utcnow()
     rows: Rows | None = None
     batch_next = task.batched and spec(task.kind).batched
     if batch_next:
         explanation, batch_next = _in_one_call(computer, task, instances)
         if explanation is not None:
-            rows = _split(task, info, instances, explanation, now)
+            rows = _split(task, info, instances, explanation)
     if rows is None:
-        rows = _row_by_row(computer, task, info, instances, now)
+        rows = _row_by_row(computer, task, info, instances)
     entries, lines, blobs, first = rows
     meta = _meta(first)
     feature_order = (meta or {}).get("output", {}).get("feature_order")
@@ -183,9 +181,9 @@ def _split(
     info: VersionInfo,
     instances: list[dict[str, Any]],
     explanation: Explanation,
-    now: dt.datetime,
 ) -> Rows:
-    """The rows of a chunk explained in one call, each its own record (``rows.split_records``)."""
+    """The rows of a chunk explained in one call, each its own record (``rows.split_records``), recorded
+    now."""
     row_quality = spec(task.kind).row_quality
     if row_quality is None:  # _in_one_call returns an explanation only for methods that split
         raise ValueError(f"{task.kind} explanations do not split into rows")
@@ -199,7 +197,7 @@ def _split(
         task.key_id,
         task.job_id,
         task.first_row,
-        now,
+        utcnow(),
     )
     entries: list[StoredRecord | bytes] = [row.record for row in split]
     lines = [row_lines.ok_line(task.first_row + i, row.id, row.result) for i, row in enumerate(split)]
@@ -207,10 +205,11 @@ def _split(
 
 
 def _row_by_row(
-    computer: Computer, task: ChunkTask, info: VersionInfo, instances: list[dict[str, Any]], now: dt.datetime
+    computer: Computer, task: ChunkTask, info: VersionInfo, instances: list[dict[str, Any]]
 ) -> Rows:
-    """The rows of a chunk explained one by one: a failed row gets an error line, the others a record."""
-    entries: list[StoredRecord | bytes] = []
+    """The rows of a chunk explained one by one: a failed row gets an error line, the others a record,
+    recorded once all are computed."""
+    entries: list[RecordDraft | bytes] = []
     lines: list[dict[str, Any]] = []
     blobs: dict[str, bytes] = {}
     first: Explanation | None = None
@@ -228,9 +227,11 @@ def _row_by_row(
             draft_for(task.kind, outcome, info, [instance], task.options, task.key_id, source), keep=True
         )
         blobs.update((blob.sha256, bytes(blob.data)) for blob in arrays)
-        entries.append(stored_form(draft, now))
+        entries.append(draft)
         lines.append(row_lines.ok_line(row, outcome.id, outcome.results[0]))
-    return entries, lines, blobs, first
+    now = utcnow()
+    stored = [stored_form(entry, now) if isinstance(entry, RecordDraft) else entry for entry in entries]
+    return stored, lines, blobs, first
 
 
 def _in_one_call(

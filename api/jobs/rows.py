@@ -1,4 +1,4 @@
-"""One explanation per input row: a chunk's multi-row Explanation split into per-row envelopes, and the
+"""One explanation per input row: a chunk's multi-row Explanation split into its rows' records, and the
 result line each row gets in the job's output."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def split_records(
     now: dt.datetime,
 ) -> list[SplitRow]:
     """Each row of a row-independent chunk explanation as its own record, stored at ``now``: byte for byte
-    ``stored_form(draft_for(...))`` of that row's envelope (``split``: its own id, its result, the quality it
+    ``stored_form(draft_for(...))`` of that row's own envelope (its own id, its result, the quality it
     alone gets), made without per-row envelopes or drafts. What the rows share (model, method, output,
     parts, times) is serialised once; each row writes its envelope, its request and its body."""
     first = dataclasses.replace(explanation, results=explanation.results[:1])
