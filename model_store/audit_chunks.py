@@ -52,16 +52,11 @@ class RecordChunk:
 def pack(entries: Sequence[StoredRecord | bytes]) -> RecordChunk:
     """A chunk of ``entries`` in row order: a stored record, or an error line's bytes (no newline in any)."""
     lines, rows, parts, offset = [], [], {}, 0
-    named: dict[str, bytes] | None = None
     for entry in entries:
+        line = entry.body if isinstance(entry, StoredRecord) else entry
         if isinstance(entry, StoredRecord):
-            line = entry.body
             rows.append({**entry.row, "chunk_offset": offset, "chunk_length": len(line)})
-            if entry.parts is not named:  # the records of a split chunk share one
-                parts.update(entry.parts)
-                named = entry.parts
-        else:
-            line = entry
+            parts.update(entry.parts)
         lines.append(line)
         offset += len(line) + 1
     raw = b"\n".join(lines) + b"\n" if lines else b""

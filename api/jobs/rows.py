@@ -94,7 +94,6 @@ def split_records(
         for key, value in template.content["explanation"].items()
         if key not in PER_ROW_ENVELOPE
     }
-    leaf_row = {name: shared.row[name] for name in shared.row if name not in ("id", "hash", "leaf_hash")}
     rows = []
     ids = new_explanation_ids(len(instances))
     for offset, (row_id, result, instance) in enumerate(
@@ -121,6 +120,6 @@ def split_records(
             }
         )
         leaf = leaf_hash_hex(body)
-        record_row = {"id": row_id, **leaf_row, "hash": leaf, "leaf_hash": leaf}
+        record_row = {**shared.row, "id": row_id, "hash": leaf, "leaf_hash": leaf}
         rows.append(SplitRow(row_id, result, StoredRecord(body, leaf, record_row, shared.parts)))
     return rows
